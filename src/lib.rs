@@ -1,0 +1,3 @@
+//! ringway: a layer-7 HTTP load-balancing reverse proxy with consistent hashing.
+
+pub mod raft;

@@ -1,0 +1,1 @@
+//! The Raft consensus core (sans-IO) and its deterministic simulator.
