@@ -1,0 +1,235 @@
+//! Configuration: the raw YAML shape ([`raw`]), the typed and validated [`Config`]
+//! ([`build`]), and loading a file with every error reported at once.
+//!
+//! Building a config does no I/O beyond reading the file: addresses are parsed, not
+//! resolved, and nothing is bound.
+
+mod build;
+mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::balance::{HashKey, HostPattern, MissingKey};
+
+pub use build::{parse_upstream_addr, FieldError};
+
+/// Virtual nodes per unit of weight when a pool does not say.
+pub const DEFAULT_VNODES: u32 = 150;
+/// Upper bound on `vnodes * weight` for one upstream: keeps a ring's memory and build
+/// time bounded (a 300-upstream pool at this bound is 300 MB of points, so anything
+/// near it is a typo, not a plan).
+pub const MAX_POINTS_PER_UPSTREAM: u64 = 1 << 20;
+/// Distinct upstreams tried for one request when a pool does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Hard upper bound on `max_attempts`: also the size of the ring walk's inline memory.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 16;
+/// TCP connect timeout to an upstream: long enough for a loaded LAN peer, short
+/// enough that a black-holed upstream costs one request two seconds, not a minute.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time from a request being written upstream to its response head arriving.
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A body (either direction) that moves no byte for this long is aborted; also how
+/// long an idle pooled upstream connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle keep-alive connections kept per upstream.
+pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 64;
+/// Client connections served at once per instance; further accepts wait.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest request head accepted from a client (HTTP/1 read buffer, HTTP/2 header list).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Time a client gets to send a complete request head; for HTTP/1 it also bounds how
+/// long an idle keep-alive connection is held open.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time in-flight requests get to finish after SIGTERM/SIGINT.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A whole, validated ringway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node: Node,
+    pub listeners: Vec<Listener>,
+    pub admin: Option<Admin>,
+    pub limits: Limits,
+    pub pools: Vec<Pool>,
+}
+
+/// This instance's identity and where it keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub data_dir: PathBuf,
+}
+
+/// A client-facing socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+}
+
+/// The admin API socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+/// Per-instance bounds on what clients may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Upstream-facing timeouts of one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response_header: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A named set of upstreams and how requests are spread over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    pub hash_key: HashKey,
+    pub on_missing_key: MissingKey,
+    pub vnodes: u32,
+    pub max_attempts: u32,
+    pub timeouts: Timeouts,
+    pub max_idle_per_upstream: usize,
+    pub upstreams: Vec<Upstream>,
+}
+
+/// One backend server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Ring identity; defaults to the address as written.
+    pub id: String,
+    pub address: UpstreamAddr,
+    pub weight: u32,
+}
+
+/// An upstream's `host:port`. The host is an IP literal or a DNS name resolved at
+/// connect time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamAddr {
+    pub host: String,
+    pub port: u16,
+    /// Set when `host` is an IP literal, so connecting needs no lookup.
+    pub ip: Option<IpAddr>,
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not a valid config file: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}: {} error{}:\n{}", path.display(), errors.len(), if errors.len() == 1 { "" } else { "s" }, list(errors))]
+    Invalid {
+        path: PathBuf,
+        errors: Vec<FieldError>,
+    },
+}
+
+fn list(errors: &[FieldError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| e.at(path))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        let raw: raw::RawConfig = if text.trim().is_empty() {
+            raw::RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?
+        };
+        build::build(raw).map_err(ParseError::Invalid)
+    }
+}
+
+/// A [`ConfigError`] before it knows which file it came from.
+#[derive(Debug)]
+pub enum ParseError {
+    Syntax(String),
+    Invalid(Vec<FieldError>),
+}
+
+impl ParseError {
+    /// Names the file the text came from.
+    pub fn at(self, path: &Path) -> ConfigError {
+        let path = path.to_owned();
+        match self {
+            ParseError::Syntax(message) => ConfigError::Syntax { path, message },
+            ParseError::Invalid(errors) => ConfigError::Invalid { path, errors },
+        }
+    }
+
+    /// The field errors, empty for a syntax error.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ParseError::Syntax(_) => &[],
+            ParseError::Invalid(errors) => errors,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Syntax(m) => write!(f, "not a valid config file: {m}"),
+            ParseError::Invalid(errors) => f.write_str(&list(errors)),
+        }
+    }
+}

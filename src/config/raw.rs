@@ -1,0 +1,83 @@
+//! The file's shape as serde reads it: every leaf is a raw YAML value so that the
+//! typed layer ([`super::build`]) can report every bad value at once, with its path.
+//!
+//! Unknown keys are captured in `unknown` maps instead of failing the parse, for the
+//! same reason: one run of `ringway check` lists all of them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// Keys found in a section that ringway does not know.
+pub type Unknown = BTreeMap<String, Value>;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub node: Option<RawNode>,
+    pub listeners: Option<Vec<RawListener>>,
+    pub admin: Option<RawAdmin>,
+    pub limits: Option<RawLimits>,
+    pub pools: Option<Vec<RawPool>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawNode {
+    pub id: Option<Value>,
+    pub data_dir: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListener {
+    pub address: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAdmin {
+    pub address: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimits {
+    pub max_connections: Option<Value>,
+    pub max_header_bytes: Option<Value>,
+    pub header_read_timeout_ms: Option<Value>,
+    pub shutdown_grace_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPool {
+    pub name: Option<Value>,
+    pub hosts: Option<Vec<Value>>,
+    pub path_prefix: Option<Value>,
+    pub hash_key: Option<Value>,
+    pub on_missing_key: Option<Value>,
+    pub vnodes: Option<Value>,
+    pub max_attempts: Option<Value>,
+    pub connect_timeout_ms: Option<Value>,
+    pub response_header_timeout_ms: Option<Value>,
+    pub idle_timeout_ms: Option<Value>,
+    pub max_idle_per_upstream: Option<Value>,
+    pub upstreams: Option<Vec<RawUpstream>>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawUpstream {
+    pub id: Option<Value>,
+    pub address: Option<Value>,
+    pub weight: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
