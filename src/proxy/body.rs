@@ -1,0 +1,218 @@
+//! Bodies on both sides of the proxy: streamed frame by frame, never collected.
+//!
+//! [`IdleBody`] aborts a body that moves no byte for the idle timeout (a stalled
+//! upload or download cannot hold a connection forever). [`ProxyBody`] is what clients
+//! receive: an upstream's streamed body or a short text ringway wrote itself; it writes
+//! the access-log line when the response is finished or dropped.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+/// Error type of every body ringway produces.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body that fails when no frame arrives within `idle`.
+#[derive(Debug)]
+pub struct IdleBody<B> {
+    inner: B,
+    idle: Duration,
+    /// Created on the first `Pending`: bodies that arrive whole never arm a timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame arrived since the timer was last armed.
+    progressed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}: body idle timeout")]
+pub struct IdleTimeout(Duration);
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleBody {
+            inner,
+            idle,
+            timer: None,
+            progressed: false,
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<IdleTimeout> {
+        let deadline = tokio::time::Instant::now() + self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if std::mem::take(&mut self.progressed) {
+            timer.as_mut().reset(deadline);
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(IdleTimeout(self.idle))
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.progressed = true;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = ready!(this.poll_timer(cx));
+                Poll::Ready(Some(Err(timeout.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A client's request body on its way upstream.
+pub type RequestBody = IdleBody<Incoming>;
+
+/// What one request did, written as one log line when its response ends.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub start: Instant,
+    pub method: Method,
+    pub uri: Uri,
+    pub status: u16,
+    pub pool: Option<Arc<str>>,
+    pub upstream: Option<Arc<str>>,
+    pub bytes_out: u64,
+    pub failed: bool,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "ringway::access",
+            method = %self.method,
+            path = self.uri.path(),
+            status = self.status,
+            pool = self.pool.as_deref().unwrap_or("-"),
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            bytes = self.bytes_out,
+            aborted = self.failed,
+        );
+    }
+}
+
+/// A response body sent to a client.
+#[derive(Debug)]
+pub struct ProxyBody {
+    kind: Kind,
+    log: Option<Box<AccessLog>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Text(Option<Bytes>),
+    Upstream(IdleBody<Incoming>),
+}
+
+impl ProxyBody {
+    /// A complete body ringway wrote itself.
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ProxyBody {
+            kind: Kind::Text(Some(text.into())),
+            log: None,
+        }
+    }
+
+    /// An upstream's body, streamed.
+    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(IdleBody::new(body, idle)),
+            log: None,
+        }
+    }
+
+    /// Attaches the access-log record written when this body ends.
+    pub fn with_log(mut self, log: Box<AccessLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    fn finish(&mut self, failed: bool) {
+        if let Some(mut log) = self.log.take() {
+            log.failed = failed;
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    /// A body dropped before its end was cut off (the client left, or the upstream
+    /// failed); one that was already complete, such as a HEAD response, was not.
+    fn drop(&mut self) {
+        let complete = self.is_end_stream();
+        self.finish(!complete);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
+            Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(log), Some(data)) = (this.log.as_mut(), f.data_ref()) {
+                    log.bytes_out += data.len() as u64;
+                }
+            }
+            Some(Err(_)) => this.finish(true),
+            None => this.finish(false),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Text(text) => text.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Text(Some(t)) => SizeHint::with_exact(t.len() as u64),
+            Kind::Text(None) => SizeHint::with_exact(0),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}

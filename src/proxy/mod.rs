@@ -1,0 +1,275 @@
+//! The data plane: per request, pick a pool, hash the key, walk the ring, forward over
+//! a pooled connection and stream the answer back.
+//!
+//! The request path reads one [`Snapshot`] and never waits on anything else: no lock
+//! is held across an `.await`, and every retry is bounded by the pool's `max_attempts`.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::balance::{request_host, KeyInput, MissingKey};
+use body::{AccessLog, IdleBody, ProxyBody, RequestBody};
+use error::{ConnectError, ProxyError};
+use headers::Origin;
+pub use snapshot::{PoolState, Snapshot};
+use upstream::{SendError, UpstreamClient};
+
+/// The shared state of the data plane.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: ArcSwap<Snapshot>,
+}
+
+/// A response head from an upstream, and which upstream sent it.
+struct Forwarded {
+    upstream: usize,
+    response: Response<Incoming>,
+}
+
+impl Proxy {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Proxy {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot requests use now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; requests already running finish on the old one.
+    pub fn swap(&self, next: Snapshot) {
+        self.snapshot.store(Arc::new(next));
+    }
+
+    /// Serves one request from a client at `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let snapshot = self.snapshot.load_full();
+        let mut log = Box::new(AccessLog {
+            start: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            status: 0,
+            pool: None,
+            upstream: None,
+            bytes_out: 0,
+            failed: false,
+        });
+        let resp = match self.route_and_forward(&snapshot, req, peer, &mut log).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        };
+        log.status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, body.with_log(log))
+    }
+
+    async fn route_and_forward(
+        &self,
+        snapshot: &Snapshot,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let host = request_host(req.uri(), req.headers());
+        let pool_index = snapshot
+            .router
+            .route(host, req.uri().path())
+            .ok_or_else(|| ProxyError::NoPool {
+                host: host.map(str::to_owned),
+                path: req.uri().path().to_owned(),
+            })?;
+        let pool = &snapshot.pools[pool_index];
+        log.pool = Some(pool.name.clone());
+        let hash = key_hash(pool, &req, peer)?;
+        let upgrade = headers::upgrade_requested(req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let origin = Origin {
+            client_ip: peer.ip(),
+            proto: "http",
+        };
+        headers::prepare_request(&mut parts, origin, upgrade);
+        let req = Request::from_parts(parts, IdleBody::new(body, pool.timeouts.idle));
+        let Forwarded {
+            upstream,
+            mut response,
+        } = forward(pool, hash, req).await?;
+        log.upstream = Some(pool.upstreams[upstream].id.clone());
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client)) = (switching, client_upgrade) {
+            tunnel(client, hyper::upgrade::on(&mut response), pool.upstreams[upstream].id.clone());
+        }
+        headers::prepare_response(response.headers_mut(), switching);
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, pool.timeouts.idle),
+        ))
+    }
+}
+
+/// The ring position for a request, applying the pool's missing-key policy.
+fn key_hash(pool: &PoolState, req: &Request<Incoming>, peer: SocketAddr) -> Result<u32, ProxyError> {
+    let input = KeyInput {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        client_ip: peer.ip(),
+    };
+    if let Some(hash) = pool.hash_key.hash(&input) {
+        return Ok(hash);
+    }
+    match pool.on_missing_key {
+        MissingKey::ClientIp => Ok(crate::ring::point(peer.ip().to_canonical().to_string().as_bytes())),
+        MissingKey::Random => Ok(fastrand::u32(..)),
+        MissingKey::Reject => Err(ProxyError::MissingKey {
+            pool: pool.name.to_string(),
+            key: pool.hash_key.to_string(),
+        }),
+    }
+}
+
+/// Sends `req` to the key's upstream, failing over along the ring while nothing has
+/// been sent: at most `max_attempts` distinct upstreams.
+async fn forward(pool: &PoolState, hash: u32, req: Request<RequestBody>) -> Result<Forwarded, ProxyError> {
+    if pool.ring.is_empty() {
+        return Err(ProxyError::EmptyPool {
+            pool: pool.name.to_string(),
+        });
+    }
+    let mut req = req;
+    let mut attempts = 0;
+    let mut timeouts = 0;
+    let mut last = String::new();
+    for index in pool.ring.walk(hash, pool.max_attempts) {
+        let upstream = &pool.upstreams[index];
+        attempts += 1;
+        match attempt(pool, upstream, req).await {
+            Ok(response) => return Ok(Forwarded { upstream: index, response }),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Retry(back, why)) => {
+                tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %why, "upstream unreachable, trying the next on the ring");
+                timeouts += matches!(why, ConnectError::TimedOut) as usize;
+                last = format!("{}: {why}", upstream.id);
+                req = *back;
+            }
+        }
+    }
+    if timeouts == attempts {
+        return Err(ProxyError::ConnectTimedOut {
+            pool: pool.name.to_string(),
+            attempts,
+        });
+    }
+    Err(ProxyError::Unreachable {
+        pool: pool.name.to_string(),
+        attempts,
+        last,
+    })
+}
+
+enum Attempt {
+    /// Nothing was sent: the request comes back for the next upstream.
+    Retry(Box<Request<RequestBody>>, ConnectError),
+    Fatal(ProxyError),
+}
+
+/// One upstream: pooled connections first (a stale one hands the request back),
+/// then one new connection.
+async fn attempt(
+    pool: &PoolState,
+    upstream: &Arc<UpstreamClient>,
+    mut req: Request<RequestBody>,
+) -> Result<Response<Incoming>, Attempt> {
+    while let Some(sender) = upstream.checkout() {
+        match send(pool, upstream, sender, req).await? {
+            Ok(resp) => return Ok(resp),
+            Err(back) => req = back,
+        }
+    }
+    let sender = match upstream.connect().await {
+        Ok(s) => s,
+        Err(e) => return Err(Attempt::Retry(Box::new(req), e)),
+    };
+    match send(pool, upstream, sender, req).await? {
+        Ok(resp) => Ok(resp),
+        Err(back) => Err(Attempt::Retry(
+            Box::new(back),
+            ConnectError::Other("connection closed before the request was sent".into()),
+        )),
+    }
+}
+
+/// Sends on one connection within the response-header timeout. `Ok(Err(req))` hands
+/// back a request that was never written.
+async fn send(
+    pool: &PoolState,
+    upstream: &Arc<UpstreamClient>,
+    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
+    req: Request<RequestBody>,
+) -> Result<Result<Response<Incoming>, Request<RequestBody>>, Attempt> {
+    let sent = tokio::time::timeout(pool.timeouts.response_header, upstream.send(sender, req)).await;
+    match sent {
+        Ok(Ok(resp)) => Ok(Ok(resp)),
+        Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
+        Ok(Err(SendError::Failed(e))) => Err(Attempt::Fatal(ProxyError::UpstreamFailed {
+            upstream: upstream.id.to_string(),
+            reason: describe(&e),
+        })),
+        Err(_) => Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
+            upstream: upstream.id.to_string(),
+        })),
+    }
+}
+
+fn describe(e: &hyper::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// Joins the client and upstream connections once both have switched protocols.
+fn tunnel(client: OnUpgrade, upstream: OnUpgrade, id: Arc<str>) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(upstream = %id, error = %e, "protocol switch failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(upstream = %id, error = %e, "tunnel closed");
+        }
+    });
+}
+
+fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(format!("ringway: {e}\n")));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

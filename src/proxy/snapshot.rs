@@ -1,0 +1,101 @@
+//! The routing snapshot: everything the request path reads, built whole off the hot
+//! path and swapped in atomically (`arc-swap`). A request loads one snapshot and uses
+//! it to the end, so it never sees half of a change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::upstream::{ClientSettings, UpstreamClient};
+use crate::balance::{HashKey, MissingKey, Router};
+use crate::config::{self, Config, Timeouts, UpstreamAddr};
+use crate::ring::{Member, Ring};
+
+/// One pool as the request path sees it.
+#[derive(Debug)]
+pub struct PoolState {
+    pub name: Arc<str>,
+    pub hash_key: HashKey,
+    pub on_missing_key: MissingKey,
+    pub max_attempts: usize,
+    pub timeouts: Timeouts,
+    pub ring: Ring,
+    /// Indexed like the ring's members.
+    pub upstreams: Vec<Arc<UpstreamClient>>,
+}
+
+/// Pools and the router over them.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub router: Router,
+    pub pools: Vec<PoolState>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a config, reusing the connection pools of `previous`
+    /// for upstreams whose pool, id, address and client settings are unchanged.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+        let mut reuse: HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>> = HashMap::new();
+        for pool in previous.map(|p| p.pools.as_slice()).unwrap_or_default() {
+            for up in &pool.upstreams {
+                reuse.insert((&pool.name, &up.id, &up.addr), up);
+            }
+        }
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| build_pool(p, &reuse))
+            .collect();
+        let router = Router::new(
+            config
+                .pools
+                .iter()
+                .map(|p| (p.hosts.as_slice(), p.path_prefix.as_str())),
+        );
+        Snapshot { router, pools }
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolState> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
+}
+
+fn build_pool(
+    pool: &config::Pool,
+    reuse: &HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>>,
+) -> PoolState {
+    let settings = ClientSettings {
+        connect_timeout: pool.timeouts.connect,
+        idle_timeout: pool.timeouts.idle,
+        max_idle: pool.max_idle_per_upstream,
+    };
+    let upstreams = pool
+        .upstreams
+        .iter()
+        .map(|u| match reuse.get(&(pool.name.as_str(), u.id.as_str(), &u.address)) {
+            Some(existing) if existing.settings() == settings => Arc::clone(existing),
+            _ => Arc::new(UpstreamClient::new(u.id.as_str().into(), u.address.clone(), settings)),
+        })
+        .collect();
+    PoolState {
+        name: pool.name.as_str().into(),
+        hash_key: pool.hash_key.clone(),
+        on_missing_key: pool.on_missing_key,
+        max_attempts: pool.max_attempts as usize,
+        timeouts: pool.timeouts,
+        ring: pool_ring(pool),
+        upstreams,
+    }
+}
+
+/// The ring a pool's config produces.
+pub fn pool_ring(pool: &config::Pool) -> Ring {
+    let members: Vec<Member> = pool
+        .upstreams
+        .iter()
+        .map(|u| Member {
+            id: &u.id,
+            weight: u.weight,
+        })
+        .collect();
+    Ring::build(&members, pool.vnodes)
+}
