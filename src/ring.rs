@@ -217,7 +217,7 @@ mod tests {
         let first = r.points[0];
         let last = *r.points.last().unwrap();
         assert_eq!(r.lookup(first), Some(r.owners[0] as usize));
-        assert_eq!(r.lookup(first.wrapping_sub(1).max(0)), Some(r.owners[0] as usize));
+        assert_eq!(r.lookup(first.wrapping_sub(1)), Some(r.owners[0] as usize));
         assert_eq!(r.lookup(last), Some(*r.owners.last().unwrap() as usize));
         if last < u32::MAX {
             assert_eq!(r.lookup(last + 1), Some(r.owners[0] as usize), "wraps to the first point");

@@ -295,9 +295,11 @@ mod tests {
         bytes.map(|b| String::from_utf8(b).unwrap())
     }
 
+    type Case<'a> = (&'a str, &'a str, &'a [(&'static str, &'a str)], Option<&'a str>);
+
     #[test]
     fn single_parts() {
-        let cases: &[(&str, &str, &[(&'static str, &str)], Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("path", "/a/b?x=1", &[], Some("/a/b")),
             ("uri", "/a/b?x=1", &[], Some("/a/b?x=1")),
             ("method", "/", &[], Some("GET")),
