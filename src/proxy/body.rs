@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::watch;
 use tokio::time::Sleep;
 
 /// Error type of every body ringway produces.
@@ -29,6 +30,8 @@ pub struct IdleBody<B> {
     timer: Option<Pin<Box<Sleep>>>,
     /// A frame arrived since the timer was last armed.
     progressed: bool,
+    /// Told of every frame taken, and `true` once the whole body has been taken.
+    sent: Option<watch::Sender<bool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,7 @@ impl<B> IdleBody<B> {
             idle,
             timer: None,
             progressed: false,
+            sent: None,
         }
     }
 
@@ -55,6 +59,17 @@ impl<B> IdleBody<B> {
         }
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(IdleTimeout(self.idle))
+    }
+}
+
+impl<B: Body> IdleBody<B> {
+    /// Watches this body being taken: the receiver sees a change for every frame
+    /// taken, and `true` once the whole body has been (at once for an empty body).
+    /// A new call replaces the previous watcher.
+    pub fn track_sent(&mut self) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(self.inner.is_end_stream());
+        self.sent = Some(tx);
+        rx
     }
 }
 
@@ -74,6 +89,10 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
+                if let Some(sent) = &this.sent {
+                    let end = frame.is_none() || this.inner.is_end_stream();
+                    sent.send_modify(|done| *done |= end);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

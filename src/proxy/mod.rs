@@ -216,15 +216,39 @@ async fn attempt(
     }
 }
 
-/// Sends on one connection within the response-header timeout. `Ok(Err(req))` hands
-/// back a request that was never written.
+/// Sends on one connection. While the request body is going up, each step of it gets
+/// the idle timeout (an upstream that stops reading cannot hold the request); once the
+/// whole request is written, the response head must arrive within the response-header
+/// timeout. `Ok(Err(req))` hands back a request that was never written.
 async fn send(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
 ) -> Result<Result<Response<Incoming>, Request<RequestBody>>, Attempt> {
-    let sent = tokio::time::timeout(pool.timeouts.response_header, upstream.send(sender, req)).await;
+    let mut body_sent = req.body_mut().track_sent();
+    let response = upstream.send(sender, req);
+    tokio::pin!(response);
+    let mut early = None;
+    while early.is_none() && !*body_sent.borrow_and_update() {
+        tokio::select! {
+            r = &mut response => early = Some(r),
+            step = tokio::time::timeout(pool.timeouts.idle, body_sent.changed()) => match step {
+                Ok(Ok(())) => {}
+                // The body was dropped: hyper is done with it, one way or another.
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    return Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
+                        upstream: upstream.id.to_string(),
+                    }))
+                }
+            },
+        }
+    }
+    let sent = match early {
+        Some(r) => Ok(r),
+        None => tokio::time::timeout(pool.timeouts.response_header, response).await,
+    };
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
