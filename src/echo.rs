@@ -46,6 +46,8 @@ pub async fn run(addr: SocketAddr, name: String) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    // The bound address: with port 0 the requested one names no port.
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, %name, "echo upstream listening");
     serve(listener, name).await;
     Ok(())
