@@ -1092,3 +1092,132 @@ async fn one_gib_upload_and_256_mib_download_stream_through_the_binary_in_bounde
         "proxy peak RSS {peak} KiB exceeds {PEAK_RSS_BOUND_KIB} KiB: bodies are being buffered"
     );
 }
+
+#[tokio::test]
+async fn request_body_survives_failover_to_the_next_upstream() {
+    let mut ups = echo_upstreams(&["a", "b", "c"]).await;
+    let yaml = config_yaml(&[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)], &[]);
+    let proxy = TestProxy::start(&yaml).await;
+    let key = (0..)
+        .map(|i| format!("/post/{i}"))
+        .find(|k| predict(&proxy.config, "web", k) == "a")
+        .unwrap();
+    ups[0].stop().await;
+    let next = walk_ids(&proxy.config, "web", &key, 2)[1].clone();
+    let data: Bytes = (0..100_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
+    let req = Request::post(&*key).header(header::HOST, "x").body(full(data.clone())).unwrap();
+    let r = send(proxy.addr, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.upstream(), next);
+    assert_eq!(r.body, data, "the body reached the next upstream whole");
+}
+
+/// `/big` streams 16 MiB in 64 KiB frames; anything else answers `small PATH`.
+fn big_or_small_handler() -> Handler {
+    handler(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/big" {
+            let chunk = Bytes::from(vec![b'B'; 64 * 1024]);
+            let frames = futures_util::stream::iter(
+                (0..256).map(move |_| Ok::<_, Error>(http_body::Frame::data(chunk.clone()))),
+            );
+            return Response::new(http_body_util::StreamBody::new(frames).boxed());
+        }
+        Response::new(full(format!("small {}", req.uri().path())))
+    })
+}
+
+#[tokio::test]
+async fn connection_of_a_response_cut_short_by_the_client_is_not_reused() {
+    let up = Upstream::start("u", big_or_small_handler()).await;
+    let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstream(&up)], &[])).await;
+    for round in 0..3 {
+        // Read the head and one frame of a large body, then hang up.
+        let mut quitter = Client::connect(proxy.addr).await;
+        let resp = quitter.send_head(get_req("/big")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let first = within("first frame", body.frame()).await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| d[0] == b'B'));
+        drop(body);
+        drop(quitter);
+        // Later requests must never see the rest of that body.
+        let mut client = Client::connect(proxy.addr).await;
+        for i in 0..5 {
+            let r = client.get(&format!("/s{round}-{i}")).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert_eq!(r.text(), format!("small /s{round}-{i}"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_each_get_their_own_answer() {
+    let ups = echo_upstreams(&["a", "b", "c"]).await;
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").opt("hash_key: path").opt("max_idle_per_upstream: 4").upstreams(&ups)],
+        &[],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let mut tasks = Vec::new();
+    for c in 0..32 {
+        let addr = proxy.addr;
+        let config = proxy.config.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            for i in 0..20 {
+                let path = format!("/c{c}/r{i}");
+                let want = predict(&config, "web", &path);
+                if i % 2 == 0 {
+                    let r = client.get(&path).await;
+                    assert_eq!(r.text(), format!("{want} GET {path}\n"));
+                } else {
+                    let body = format!("body of {path}");
+                    let req = Request::put(&*path).header(header::HOST, "x").body(full(body.clone())).unwrap();
+                    let r = client.send(req).await;
+                    assert_eq!((r.upstream(), r.text()), (want, body));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        within("client task", t).await.unwrap();
+    }
+    for u in &proxy.proxy.snapshot().pools[0].upstreams {
+        assert!(u.idle_count() <= 4, "{} keeps {} idle connections", u.id, u.idle_count());
+    }
+}
+
+#[tokio::test]
+async fn pooled_connections_idle_longer_than_the_idle_timeout_are_not_reused() {
+    let ups = echo_upstreams(&["a"]).await;
+    let yaml = config_yaml(&[PoolSpec::new("web").opt("idle_timeout_ms: 200").upstreams(&ups)], &[]);
+    let proxy = TestProxy::start(&yaml).await;
+    let mut client = Client::connect(proxy.addr).await;
+    assert_eq!(client.get("/1").await.status, StatusCode::OK);
+    assert_eq!(ups[0].accepted(), 1);
+    // Let the pooled connection age past the idle timeout.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(client.get("/2").await.status, StatusCode::OK);
+    assert_eq!(ups[0].accepted(), 2, "an expired pooled connection was reused");
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured_through_the_proxy() {
+    let ups = echo_upstreams(&["a"]).await;
+    let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &[])).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PUT /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(within("100 Continue", s.read(&mut b)).await.unwrap(), 1);
+        interim.push(b[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
+    s.write_all(b"hello").await.unwrap();
+    let resp = RawResponse::parse(&read_to_close(&mut s).await);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"hello");
+}
