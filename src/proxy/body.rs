@@ -18,6 +18,8 @@ use hyper::body::Incoming;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use super::upstream::PooledConn;
+
 /// Error type of every body ringway produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,7 +155,9 @@ pub struct ProxyBody {
 #[derive(Debug)]
 enum Kind {
     Text(Option<Bytes>),
-    Upstream(IdleBody<Incoming>),
+    /// An upstream's body, and the connection it arrives on, pooled again once the
+    /// body has been read to its end.
+    Upstream(IdleBody<Incoming>, Option<PooledConn>),
 }
 
 impl ProxyBody {
@@ -165,10 +169,10 @@ impl ProxyBody {
         }
     }
 
-    /// An upstream's body, streamed.
-    pub fn upstream(body: Incoming, idle: Duration) -> Self {
+    /// An upstream's body, streamed; `conn` is pooled again when the body ends.
+    pub fn upstream(body: Incoming, idle: Duration, conn: Option<PooledConn>) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(IdleBody::new(body, idle)),
+            kind: Kind::Upstream(IdleBody::new(body, idle), conn),
             log: None,
         }
     }
@@ -182,6 +186,13 @@ impl ProxyBody {
     fn finish(&mut self, failed: bool) {
         if let Some(mut log) = self.log.take() {
             log.failed = failed;
+        }
+        if let Kind::Upstream(_, conn) = &mut self.kind {
+            match conn.take() {
+                Some(conn) if !failed => conn.release(),
+                // A connection whose body was cut short is dropped, and closed.
+                _ => {}
+            }
         }
     }
 }
@@ -206,7 +217,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let frame = match &mut this.kind {
             Kind::Text(text) => text.take().map(|t| Ok(Frame::data(t))),
-            Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Upstream(body, _) => ready!(Pin::new(body).poll_frame(cx)),
         };
         match &frame {
             Some(Ok(f)) => {
@@ -223,7 +234,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Text(text) => text.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
         }
     }
 
@@ -231,7 +242,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Text(Some(t)) => SizeHint::with_exact(t.len() as u64),
             Kind::Text(None) => SizeHint::with_exact(0),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -26,7 +27,10 @@ use body::{AccessLog, IdleBody, ProxyBody, RequestBody};
 use error::{ConnectError, ProxyError};
 use headers::Origin;
 pub use snapshot::{PoolState, Snapshot};
-use upstream::{SendError, UpstreamClient};
+use upstream::{PooledConn, SendError, UpstreamClient};
+
+/// A response head and the connection it came on.
+type Exchange = (Response<Incoming>, PooledConn);
 
 /// The shared state of the data plane.
 #[derive(Debug)]
@@ -38,6 +42,7 @@ pub struct Proxy {
 struct Forwarded {
     upstream: usize,
     response: Response<Incoming>,
+    conn: PooledConn,
 }
 
 impl Proxy {
@@ -109,23 +114,33 @@ impl Proxy {
         let Forwarded {
             upstream,
             mut response,
+            conn,
         } = forward(pool, hash, req).await?;
         log.upstream = Some(pool.upstreams[upstream].id.clone());
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client)) = (switching, client_upgrade) {
-            tunnel(client, hyper::upgrade::on(&mut response), pool.upstreams[upstream].id.clone());
+            tunnel(
+                client,
+                hyper::upgrade::on(&mut response),
+                pool.upstreams[upstream].id.clone(),
+            );
         }
         headers::prepare_response(response.headers_mut(), switching);
         let (parts, body) = response.into_parts();
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, pool.timeouts.idle),
+            // A switched connection belongs to the tunnel, never to the pool.
+            ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn)),
         ))
     }
 }
 
 /// The ring position for a request, applying the pool's missing-key policy.
-fn key_hash(pool: &PoolState, req: &Request<Incoming>, peer: SocketAddr) -> Result<u32, ProxyError> {
+fn key_hash(
+    pool: &PoolState,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<u32, ProxyError> {
     let input = KeyInput {
         method: req.method(),
         uri: req.uri(),
@@ -136,7 +151,9 @@ fn key_hash(pool: &PoolState, req: &Request<Incoming>, peer: SocketAddr) -> Resu
         return Ok(hash);
     }
     match pool.on_missing_key {
-        MissingKey::ClientIp => Ok(crate::ring::point(peer.ip().to_canonical().to_string().as_bytes())),
+        MissingKey::ClientIp => Ok(crate::ring::point(
+            peer.ip().to_canonical().to_string().as_bytes(),
+        )),
         MissingKey::Random => Ok(fastrand::u32(..)),
         MissingKey::Reject => Err(ProxyError::MissingKey {
             pool: pool.name.to_string(),
@@ -147,7 +164,11 @@ fn key_hash(pool: &PoolState, req: &Request<Incoming>, peer: SocketAddr) -> Resu
 
 /// Sends `req` to the key's upstream, failing over along the ring while nothing has
 /// been sent: at most `max_attempts` distinct upstreams.
-async fn forward(pool: &PoolState, hash: u32, req: Request<RequestBody>) -> Result<Forwarded, ProxyError> {
+async fn forward(
+    pool: &PoolState,
+    hash: u32,
+    req: Request<RequestBody>,
+) -> Result<Forwarded, ProxyError> {
     if pool.ring.is_empty() {
         return Err(ProxyError::EmptyPool {
             pool: pool.name.to_string(),
@@ -161,7 +182,13 @@ async fn forward(pool: &PoolState, hash: u32, req: Request<RequestBody>) -> Resu
         let upstream = &pool.upstreams[index];
         attempts += 1;
         match attempt(pool, upstream, req).await {
-            Ok(response) => return Ok(Forwarded { upstream: index, response }),
+            Ok((response, conn)) => {
+                return Ok(Forwarded {
+                    upstream: index,
+                    response,
+                    conn,
+                })
+            }
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(back, why)) => {
                 tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %why, "upstream unreachable, trying the next on the ring");
@@ -196,7 +223,7 @@ async fn attempt(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
     mut req: Request<RequestBody>,
-) -> Result<Response<Incoming>, Attempt> {
+) -> Result<Exchange, Attempt> {
     while let Some(sender) = upstream.checkout() {
         match send(pool, upstream, sender, req).await? {
             Ok(resp) => return Ok(resp),
@@ -225,24 +252,28 @@ async fn send(
     upstream: &Arc<UpstreamClient>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
     mut req: Request<RequestBody>,
-) -> Result<Result<Response<Incoming>, Request<RequestBody>>, Attempt> {
-    let mut body_sent = req.body_mut().track_sent();
+) -> Result<Result<Exchange, Request<RequestBody>>, Attempt> {
+    // A request without a body (most GETs) is written at once: no need to watch it.
+    // A request without a body (most GETs) is written at once: nothing to watch.
+    let mut body_sent = (!req.body().is_end_stream()).then(|| req.body_mut().track_sent());
     let response = upstream.send(sender, req);
     tokio::pin!(response);
     let mut early = None;
-    while early.is_none() && !*body_sent.borrow_and_update() {
-        tokio::select! {
-            r = &mut response => early = Some(r),
-            step = tokio::time::timeout(pool.timeouts.idle, body_sent.changed()) => match step {
-                Ok(Ok(())) => {}
-                // The body was dropped: hyper is done with it, one way or another.
-                Ok(Err(_)) => break,
-                Err(_) => {
-                    return Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
-                        upstream: upstream.id.to_string(),
-                    }))
-                }
-            },
+    if let Some(body_sent) = body_sent.as_mut() {
+        while early.is_none() && !*body_sent.borrow_and_update() {
+            tokio::select! {
+                r = &mut response => early = Some(r),
+                step = tokio::time::timeout(pool.timeouts.idle, body_sent.changed()) => match step {
+                    Ok(Ok(())) => {}
+                    // The body was dropped: hyper is done with it, one way or another.
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        return Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
+                            upstream: upstream.id.to_string(),
+                        }))
+                    }
+                },
+            }
         }
     }
     let sent = match early {

@@ -3,8 +3,9 @@
 //! A request first tries idle pooled connections, then opens a new one. A connection
 //! is made *before* the request is handed over, so a refused or timed-out connect
 //! leaves the request (and its body) untouched for the next upstream on the ring.
-//! After a response, the connection returns to the pool once hyper reports it ready
-//! for the next request (its response body fully read).
+//! A response comes with a [`PooledConn`]: the response body hands it back when it has
+//! been read to its end, and the connection is pooled again at once. A body cut short
+//! drops it instead, and hyper closes that connection.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,21 @@ struct Idle {
     since: Instant,
 }
 
+/// A connection lent to one exchange. [`PooledConn::release`] returns it to its
+/// upstream's pool; dropping it instead lets hyper close it.
+#[derive(Debug)]
+pub struct PooledConn {
+    sender: Sender,
+    client: Arc<UpstreamClient>,
+}
+
+impl PooledConn {
+    /// Pools the connection again: call only once the response body was read whole.
+    pub fn release(self) {
+        self.client.checkin(self.sender);
+    }
+}
+
 /// How sending on one connection ended, when it did not bring a response.
 pub enum SendError {
     /// The request was never written (the connection had closed): it comes back and
@@ -69,11 +85,12 @@ impl UpstreamClient {
         self.settings
     }
 
-    /// An idle connection ready for a request, newest first.
+    /// An idle connection, newest first. It may still be finishing its previous
+    /// exchange; [`UpstreamClient::send`] waits for it to be ready.
     pub fn checkout(&self) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < self.settings.idle_timeout {
+            if !conn.sender.is_closed() && conn.since.elapsed() < self.settings.idle_timeout {
                 return Some(conn.sender);
             }
         }
@@ -110,35 +127,31 @@ impl UpstreamClient {
         Ok(sender)
     }
 
-    /// Sends `req` on `sender`, then pools the connection once it is ready again.
+    /// Sends `req` on `sender`. The response comes with its connection, to be handed
+    /// back once the response body has been read.
     pub async fn send(
         self: &Arc<Self>,
         mut sender: Sender,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let result = sender.try_send_request(req).await;
-        match result {
-            Ok(resp) => {
-                self.checkin_when_ready(sender);
-                Ok(resp)
-            }
+    ) -> Result<(Response<Incoming>, PooledConn), SendError> {
+        // A pooled connection becomes ready as soon as hyper has finished its previous
+        // exchange, or fails here if the upstream closed it meanwhile.
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::NotSent(Box::new(req), e));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok((
+                resp,
+                PooledConn {
+                    sender,
+                    client: self.clone(),
+                },
+            )),
             Err(mut e) => match e.take_message() {
                 Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
                 None => Err(SendError::Failed(e.into_error())),
             },
         }
-    }
-
-    fn checkin_when_ready(self: &Arc<Self>, mut sender: Sender) {
-        if self.settings.max_idle == 0 {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                this.checkin(sender);
-            }
-        });
     }
 
     fn checkin(&self, sender: Sender) {

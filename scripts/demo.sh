@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Quick start: three tiny `ringway echo` upstreams on 127.0.0.1:9001-9003 and the proxy
+# on config.example.yaml (listening on 127.0.0.1:8080). Ctrl-C stops everything.
+#
+# In another terminal:
+#   for p in /a /b /c /a /b /c; do curl -s localhost:8080$p; done
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release/ringway
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT
+for i in 1 2 3; do
+  "$bin" echo --listen "127.0.0.1:900$i" --name "upstream-$i" &
+  pids+=($!)
+done
+"$bin" check --config config.example.yaml
+"$bin" run --config config.example.yaml
