@@ -9,7 +9,9 @@ use ringway::balance::{HashKey, KeyInput};
 use ringway::ring::{point, Member, Ring};
 
 fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250)).collect()
+    (0..n)
+        .map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250))
+        .collect()
 }
 
 fn ring(ids: &[String]) -> Ring {
@@ -54,7 +56,9 @@ fn build(c: &mut Criterion) {
     g.sample_size(20);
     for n in [3, 30, 300] {
         let ids = ids(n);
-        g.bench_with_input(BenchmarkId::from_parameter(n), &ids, |b, ids| b.iter(|| ring(ids)));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &ids, |b, ids| {
+            b.iter(|| ring(ids))
+        });
     }
     g.finish();
 }
@@ -64,7 +68,10 @@ fn key(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("shop.example.com"));
     headers.insert("x-tenant", HeaderValue::from_static("acme"));
-    headers.insert("cookie", HeaderValue::from_static("theme=dark; session=abcdef0123456789; lang=en"));
+    headers.insert(
+        "cookie",
+        HeaderValue::from_static("theme=dark; session=abcdef0123456789; lang=en"),
+    );
     let input = KeyInput {
         method: &Method::GET,
         uri: &uri,
@@ -72,7 +79,15 @@ fn key(c: &mut Criterion) {
         client_ip: "192.0.2.44".parse().unwrap(),
     };
     let mut g = c.benchmark_group("key_hash");
-    for spec in ["path", "uri", "client_ip", "header:x-tenant", "cookie:session", "query:size", "{header:x-tenant}/{path}"] {
+    for spec in [
+        "path",
+        "uri",
+        "client_ip",
+        "header:x-tenant",
+        "cookie:session",
+        "query:size",
+        "{header:x-tenant}/{path}",
+    ] {
         let key = HashKey::parse(spec).unwrap();
         g.bench_function(spec, |b| b.iter(|| black_box(key.hash(black_box(&input)))));
     }
@@ -81,7 +96,9 @@ fn key(c: &mut Criterion) {
     // Key hash plus lookup: what the request path pays to pick an upstream.
     let r = ring(&ids(300));
     let key = HashKey::parse("uri").unwrap();
-    c.bench_function("select_uri_300", |b| b.iter(|| r.lookup(key.hash(black_box(&input)).unwrap())));
+    c.bench_function("select_uri_300", |b| {
+        b.iter(|| r.lookup(key.hash(black_box(&input)).unwrap()))
+    });
 }
 
 criterion_group!(benches, lookup, build, key);

@@ -10,8 +10,17 @@ use crate::ring;
 /// A human summary of a valid config: pools, upstreams and their share of the ring.
 pub fn summary(config: &Config) -> String {
     let mut out = String::new();
-    let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
-    let _ = writeln!(out, "node {} (data_dir {})", config.node.id, config.node.data_dir.display());
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "node {} (data_dir {})",
+        config.node.id,
+        config.node.data_dir.display()
+    );
     let _ = writeln!(out, "listeners: {}", listeners.join(", "));
     if let Some(admin) = &config.admin {
         let _ = writeln!(out, "admin: {}", admin.address);
@@ -78,6 +87,9 @@ fn pick_pool<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c Pool, Str
             .find(|p| p.name == name)
             .ok_or_else(|| format!("no pool named {name:?}; pools: {}", names())),
         None if config.pools.len() == 1 => Ok(&config.pools[0]),
-        None => Err(format!("several pools; choose one with --pool ({})", names())),
+        None => Err(format!(
+            "several pools; choose one with --pool ({})",
+            names()
+        )),
     }
 }

@@ -12,7 +12,11 @@ use ringway::proxy::server::Server;
 use ringway::proxy::{Proxy, Snapshot};
 
 #[derive(Parser)]
-#[command(name = "ringway", version, about = "A consistent-hashing HTTP load balancer")]
+#[command(
+    name = "ringway",
+    version,
+    about = "A consistent-hashing HTTP load balancer"
+)]
 struct Cli {
     /// Log line format; levels come from RUST_LOG (default: info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -68,9 +72,12 @@ fn main() -> ExitCode {
         Command::Run { config, threads } => run(&config, threads),
         Command::Check { config } => check(&config),
         Command::Route { config, pool, keys } => route(&config, pool.as_deref(), &keys),
-        Command::Echo { listen, name } => runtime(Some(1)).and_then(|rt| {
-            rt.block_on(ringway::echo::run(listen, name)).map_err(|e| e.to_string())
-        }).map_or_else(fail, |_| ExitCode::SUCCESS),
+        Command::Echo { listen, name } => runtime(Some(1))
+            .and_then(|rt| {
+                rt.block_on(ringway::echo::run(listen, name))
+                    .map_err(|e| e.to_string())
+            })
+            .map_or_else(fail, |_| ExitCode::SUCCESS),
     }
 }
 
@@ -82,7 +89,9 @@ fn fail(message: String) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -99,7 +108,9 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    b.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+    b.enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {

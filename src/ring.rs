@@ -220,7 +220,11 @@ mod tests {
         assert_eq!(r.lookup(first.wrapping_sub(1)), Some(r.owners[0] as usize));
         assert_eq!(r.lookup(last), Some(*r.owners.last().unwrap() as usize));
         if last < u32::MAX {
-            assert_eq!(r.lookup(last + 1), Some(r.owners[0] as usize), "wraps to the first point");
+            assert_eq!(
+                r.lookup(last + 1),
+                Some(r.owners[0] as usize),
+                "wraps to the first point"
+            );
         }
         let mid = r.points[10];
         assert_eq!(r.lookup(mid - 1), Some(r.owners[10] as usize));

@@ -19,7 +19,10 @@ fn example_is_accepted_as_written() {
     let c = Config::parse(text).expect("example is valid");
     assert_eq!(c.node.id, "n1");
     assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.admin.as_ref().unwrap().address.to_string(), "127.0.0.1:9090");
+    assert_eq!(
+        c.admin.as_ref().unwrap().address.to_string(),
+        "127.0.0.1:9090"
+    );
     let pool = &c.pools[0];
     assert_eq!(pool.name, "web");
     assert_eq!(pool.vnodes, 150);
@@ -96,9 +99,18 @@ pools:
         "pools[2].upstreams[0].weight: must be a whole number, got \"heavy\"",
     ];
     for w in want {
-        assert!(got.iter().any(|g| g == w), "missing error {w:?}\ngot:\n{}", got.join("\n"));
+        assert!(
+            got.iter().any(|g| g == w),
+            "missing error {w:?}\ngot:\n{}",
+            got.join("\n")
+        );
     }
-    assert_eq!(got.len(), want.len(), "exactly these errors:\n{}", got.join("\n"));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "exactly these errors:\n{}",
+        got.join("\n")
+    );
 }
 
 #[test]

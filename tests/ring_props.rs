@@ -73,7 +73,11 @@ proptest! {
 fn weights_spread_keys_in_proportion() {
     let ids = ["a", "b", "c"];
     let weights = [1u32, 2, 1];
-    let m: Vec<Member> = ids.iter().zip(weights).map(|(id, weight)| Member { id, weight }).collect();
+    let m: Vec<Member> = ids
+        .iter()
+        .zip(weights)
+        .map(|(id, weight)| Member { id, weight })
+        .collect();
     let ring = Ring::build(&m, 150);
     let mut counts = [0usize; 3];
     for k in 0..KEYS {
@@ -83,6 +87,10 @@ fn weights_spread_keys_in_proportion() {
     for (i, w) in weights.iter().enumerate() {
         let share = counts[i] as f64 / total;
         let expected = *w as f64 / 4.0;
-        assert!((share - expected).abs() < 0.08, "{}: share {share:.3}, expected {expected:.3}", ids[i]);
+        assert!(
+            (share - expected).abs() < 0.08,
+            "{}: share {share:.3}, expected {expected:.3}",
+            ids[i]
+        );
     }
 }

@@ -112,7 +112,9 @@ fn parse_part(s: &str) -> Result<Part, String> {
             "host" => Ok(Part::Host),
             "method" => Ok(Part::Method),
             "client_ip" => Ok(Part::ClientIp),
-            other => Err(format!("unknown key part {other:?}; expected one of {PART_NAMES}")),
+            other => Err(format!(
+                "unknown key part {other:?}; expected one of {PART_NAMES}"
+            )),
         },
         Some(("header", name)) => {
             let name = named("header", name)?;
@@ -122,7 +124,9 @@ fn parse_part(s: &str) -> Result<Part, String> {
         }
         Some(("cookie", name)) => named("cookie", name).map(Part::Cookie),
         Some(("query", name)) => named("query", name).map(Part::Query),
-        Some((kind, _)) => Err(format!("unknown key part {kind:?}; expected one of {PART_NAMES}")),
+        Some((kind, _)) => Err(format!(
+            "unknown key part {kind:?}; expected one of {PART_NAMES}"
+        )),
     }
 }
 
@@ -178,7 +182,9 @@ fn parse_template(s: &str) -> Result<Vec<Part>, String> {
             parts.push(parse_part(&rest[1..end])?);
             rest = &rest[end + 1..];
         } else if c == '}' {
-            return Err(format!("unmatched '}}' in key template {s:?} (write '}}}}' for a literal brace)"));
+            return Err(format!(
+                "unmatched '}}' in key template {s:?} (write '}}}}' for a literal brace)"
+            ));
         } else {
             literal.push(c);
             rest = &rest[c.len_utf8()..];
@@ -188,7 +194,9 @@ fn parse_template(s: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Literal(literal));
     }
     if !parts.iter().any(|p| !matches!(p, Part::Literal(_))) {
-        return Err(format!("key template {s:?} names no request part; expected one of {PART_NAMES}"));
+        return Err(format!(
+            "key template {s:?} names no request part; expected one of {PART_NAMES}"
+        ));
     }
     Ok(parts)
 }
@@ -221,7 +229,10 @@ fn feed(sink: &mut impl Sink, part: &Part, input: &KeyInput<'_>) -> Option<()> {
             None => sink.put(b"/"),
         },
         Part::Method => sink.put(input.method.as_str().as_bytes()),
-        Part::Host => put_lowercase(sink, super::request_host(input.uri, input.headers)?.as_bytes()),
+        Part::Host => put_lowercase(
+            sink,
+            super::request_host(input.uri, input.headers)?.as_bytes(),
+        ),
         Part::ClientIp => put_ip(sink, input.client_ip),
         Part::Header(name) => sink.put(input.headers.get(name)?.as_bytes()),
         Part::Cookie(name) => sink.put(cookie(input.headers, name)?),
@@ -291,11 +302,20 @@ mod tests {
         let key = HashKey::parse(key).unwrap();
         let bytes = key.extract(&input(&uri, &map));
         let hash = key.hash(&input(&uri, &map));
-        assert_eq!(hash, bytes.as_deref().map(ring::point), "hash agrees with extracted bytes");
+        assert_eq!(
+            hash,
+            bytes.as_deref().map(ring::point),
+            "hash agrees with extracted bytes"
+        );
         bytes.map(|b| String::from_utf8(b).unwrap())
     }
 
-    type Case<'a> = (&'a str, &'a str, &'a [(&'static str, &'a str)], Option<&'a str>);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'static str, &'a str)],
+        Option<&'a str>,
+    );
 
     #[test]
     fn single_parts() {
@@ -304,13 +324,33 @@ mod tests {
             ("uri", "/a/b?x=1", &[], Some("/a/b?x=1")),
             ("method", "/", &[], Some("GET")),
             ("client_ip", "/", &[], Some("10.1.2.3")),
-            ("host", "/", &[("host", "Example.COM:8080")], Some("example.com")),
+            (
+                "host",
+                "/",
+                &[("host", "Example.COM:8080")],
+                Some("example.com"),
+            ),
             ("host", "http://h2.example:443/x", &[], Some("h2.example")),
             ("host", "/", &[], None),
-            ("header:x-tenant", "/", &[("x-tenant", "acme")], Some("acme")),
+            (
+                "header:x-tenant",
+                "/",
+                &[("x-tenant", "acme")],
+                Some("acme"),
+            ),
             ("header:x-tenant", "/", &[], None),
-            ("cookie:sid", "/", &[("cookie", "a=1; sid=xyz ; b=2")], Some("xyz")),
-            ("cookie:sid", "/", &[("cookie", "a=1"), ("cookie", "sid=2")], Some("2")),
+            (
+                "cookie:sid",
+                "/",
+                &[("cookie", "a=1; sid=xyz ; b=2")],
+                Some("xyz"),
+            ),
+            (
+                "cookie:sid",
+                "/",
+                &[("cookie", "a=1"), ("cookie", "sid=2")],
+                Some("2"),
+            ),
             ("cookie:sid", "/", &[("cookie", "sidx=1")], None),
             ("query:u", "/p?a=1&u=42&u=43", &[], Some("42")),
             ("query:u", "/p?u", &[], Some("")),
@@ -318,16 +358,30 @@ mod tests {
             ("query:u", "/p", &[], None),
         ];
         for (key, uri, headers, want) in cases {
-            assert_eq!(extract(key, uri, headers).as_deref(), *want, "key {key} on {uri} {headers:?}");
+            assert_eq!(
+                extract(key, uri, headers).as_deref(),
+                *want,
+                "key {key} on {uri} {headers:?}"
+            );
         }
     }
 
     #[test]
     fn templates_join_parts_and_literals() {
         let h = [("x-tenant", "acme")];
-        assert_eq!(extract("{header:x-tenant}/{path}", "/a?q", &h).as_deref(), Some("acme//a"));
-        assert_eq!(extract("t={header:x-tenant};{{m}}={method}", "/", &h).as_deref(), Some("t=acme;{m}=GET"));
-        assert_eq!(extract("{header:x-tenant}/{path}", "/a", &[]), None, "any missing part makes the key missing");
+        assert_eq!(
+            extract("{header:x-tenant}/{path}", "/a?q", &h).as_deref(),
+            Some("acme//a")
+        );
+        assert_eq!(
+            extract("t={header:x-tenant};{{m}}={method}", "/", &h).as_deref(),
+            Some("t=acme;{m}=GET")
+        );
+        assert_eq!(
+            extract("{header:x-tenant}/{path}", "/a", &[]),
+            None,
+            "any missing part makes the key missing"
+        );
     }
 
     #[test]
@@ -353,6 +407,9 @@ mod tests {
         let headers = HeaderMap::new();
         let mut i = input(&uri, &headers);
         i.client_ip = "::ffff:10.1.2.3".parse().unwrap();
-        assert_eq!(HashKey::parse("client_ip").unwrap().extract(&i).unwrap(), b"10.1.2.3");
+        assert_eq!(
+            HashKey::parse("client_ip").unwrap().extract(&i).unwrap(),
+            b"10.1.2.3"
+        );
     }
 }

@@ -36,7 +36,10 @@ impl HostPattern {
             if !valid(suffix) || suffix.contains(':') {
                 return Err(format!("must be a name, *.suffix or *, got {s:?}"));
             }
-            Ok(HostPattern::Suffix(format!(".{}", suffix.to_ascii_lowercase())))
+            Ok(HostPattern::Suffix(format!(
+                ".{}",
+                suffix.to_ascii_lowercase()
+            )))
         } else if valid(s) && !s.contains('*') {
             Ok(HostPattern::Exact(s.to_ascii_lowercase()))
         } else {
@@ -145,7 +148,10 @@ mod tests {
         let owned: Vec<(Vec<HostPattern>, String)> = specs
             .iter()
             .map(|(hosts, prefix)| {
-                let hosts = hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect();
+                let hosts = hosts
+                    .iter()
+                    .map(|h| HostPattern::parse(h).unwrap())
+                    .collect();
                 (hosts, prefix.to_string())
             })
             .collect();
@@ -189,7 +195,12 @@ mod tests {
     fn host_is_taken_without_port() {
         let uri: Uri = "/".parse().unwrap();
         let mut h = HeaderMap::new();
-        for (raw, want) in [("a.test:8080", Some("a.test")), ("[::1]:80", Some("::1")), ("a.test", Some("a.test")), (":80", None)] {
+        for (raw, want) in [
+            ("a.test:8080", Some("a.test")),
+            ("[::1]:80", Some("::1")),
+            ("a.test", Some("a.test")),
+            (":80", None),
+        ] {
             h.insert(HOST, raw.parse().unwrap());
             assert_eq!(request_host(&uri, &h), want, "{raw}");
         }

@@ -92,7 +92,8 @@ fn is_dns_name(host: &str) -> bool {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)
 }
@@ -157,7 +158,10 @@ impl Checker {
         let n = match v {
             Value::Number(n) => n,
             other => {
-                self.error(path, format!("must be a whole number, got {}", shown(other)));
+                self.error(
+                    path,
+                    format!("must be a whole number, got {}", shown(other)),
+                );
                 return None;
             }
         };
@@ -190,7 +194,10 @@ impl Checker {
         match s.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.error(path, format!("must be an IP address and port such as 127.0.0.1:8080, got {s:?}"));
+                self.error(
+                    path,
+                    format!("must be an IP address and port such as 127.0.0.1:8080, got {s:?}"),
+                );
                 None
             }
         }
@@ -202,10 +209,18 @@ impl Checker {
             return None;
         };
         self.unknown("node", &raw.unknown);
-        let id = self.required("node.id", &raw.id).and_then(|v| self.string("node.id", v));
+        let id = self
+            .required("node.id", &raw.id)
+            .and_then(|v| self.string("node.id", v));
         if let Some(id) = &id {
-            if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-                self.error("node.id", format!("must use only letters, digits, '-', '_' and '.', got {id:?}"));
+            if !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                self.error(
+                    "node.id",
+                    format!("must use only letters, digits, '-', '_' and '.', got {id:?}"),
+                );
             }
         }
         let dir = self
@@ -227,7 +242,10 @@ impl Checker {
             let path = format!("listeners[{i}]");
             self.unknown(&path, &l.unknown);
             let field = join(&path, "address");
-            let Some(address) = self.required(&field, &l.address).and_then(|v| self.socket_addr(&field, v)) else {
+            let Some(address) = self
+                .required(&field, &l.address)
+                .and_then(|v| self.socket_addr(&field, v))
+            else {
                 continue;
             };
             if out.iter().any(|o| o.address == address) {
@@ -256,10 +274,30 @@ impl Checker {
         self.unknown("limits", &raw.unknown);
         let d = Limits::default();
         Limits {
-            max_connections: self.opt_int("limits.max_connections", &raw.max_connections, 1, MAX_CONNECTIONS_LIMIT, d.max_connections as u64) as usize,
-            max_header_bytes: self.opt_int("limits.max_header_bytes", &raw.max_header_bytes, MIN_HEADER_BYTES, MAX_HEADER_BYTES, d.max_header_bytes as u64) as usize,
-            header_read_timeout: self.millis("limits.header_read_timeout_ms", &raw.header_read_timeout_ms, d.header_read_timeout),
-            shutdown_grace: self.millis("limits.shutdown_grace_ms", &raw.shutdown_grace_ms, d.shutdown_grace),
+            max_connections: self.opt_int(
+                "limits.max_connections",
+                &raw.max_connections,
+                1,
+                MAX_CONNECTIONS_LIMIT,
+                d.max_connections as u64,
+            ) as usize,
+            max_header_bytes: self.opt_int(
+                "limits.max_header_bytes",
+                &raw.max_header_bytes,
+                MIN_HEADER_BYTES,
+                MAX_HEADER_BYTES,
+                d.max_header_bytes as u64,
+            ) as usize,
+            header_read_timeout: self.millis(
+                "limits.header_read_timeout_ms",
+                &raw.header_read_timeout_ms,
+                d.header_read_timeout,
+            ),
+            shutdown_grace: self.millis(
+                "limits.shutdown_grace_ms",
+                &raw.shutdown_grace_ms,
+                d.shutdown_grace,
+            ),
         }
     }
 
@@ -273,9 +311,17 @@ impl Checker {
         let mut out = Vec::new();
         for (i, p) in raw.into_iter().enumerate() {
             let path = format!("pools[{i}]");
-            let Some(pool) = self.pool(&path, p) else { continue };
+            let Some(pool) = self.pool(&path, p) else {
+                continue;
+            };
             if let Some(first) = names.insert(pool.name.clone(), i) {
-                self.error(join(&path, "name"), format!("pool name {:?} is already used by pools[{first}]", pool.name));
+                self.error(
+                    join(&path, "name"),
+                    format!(
+                        "pool name {:?} is already used by pools[{first}]",
+                        pool.name
+                    ),
+                );
             }
             let mut hosts = pool.hosts.clone();
             hosts.sort_by_key(|h| h.to_string());
@@ -290,22 +336,50 @@ impl Checker {
     fn pool(&mut self, path: &str, raw: RawPool) -> Option<Pool> {
         self.unknown(path, &raw.unknown);
         let name_path = join(path, "name");
-        let name = self.required(&name_path, &raw.name).and_then(|v| self.string(&name_path, v));
+        let name = self
+            .required(&name_path, &raw.name)
+            .and_then(|v| self.string(&name_path, v));
         let hosts = self.hosts(path, raw.hosts.as_deref());
         let path_prefix = self.path_prefix(path, &raw.path_prefix);
         let hash_key = self.hash_key(path, &raw.hash_key);
         let on_missing_key = self.on_missing_key(path, &raw.on_missing_key);
-        let vnodes = self.opt_int(&join(path, "vnodes"), &raw.vnodes, 1, MAX_POINTS_PER_UPSTREAM, DEFAULT_VNODES as u64) as u32;
-        let max_attempts = self.opt_int(&join(path, "max_attempts"), &raw.max_attempts, 1, MAX_ATTEMPTS_LIMIT as u64, DEFAULT_MAX_ATTEMPTS as u64) as u32;
+        let vnodes = self.opt_int(
+            &join(path, "vnodes"),
+            &raw.vnodes,
+            1,
+            MAX_POINTS_PER_UPSTREAM,
+            DEFAULT_VNODES as u64,
+        ) as u32;
+        let max_attempts = self.opt_int(
+            &join(path, "max_attempts"),
+            &raw.max_attempts,
+            1,
+            MAX_ATTEMPTS_LIMIT as u64,
+            DEFAULT_MAX_ATTEMPTS as u64,
+        ) as u32;
         let d = Timeouts::default();
         let timeouts = Timeouts {
-            connect: self.millis(&join(path, "connect_timeout_ms"), &raw.connect_timeout_ms, d.connect),
-            response_header: self.millis(&join(path, "response_header_timeout_ms"), &raw.response_header_timeout_ms, d.response_header),
+            connect: self.millis(
+                &join(path, "connect_timeout_ms"),
+                &raw.connect_timeout_ms,
+                d.connect,
+            ),
+            response_header: self.millis(
+                &join(path, "response_header_timeout_ms"),
+                &raw.response_header_timeout_ms,
+                d.response_header,
+            ),
             idle: self.millis(&join(path, "idle_timeout_ms"), &raw.idle_timeout_ms, d.idle),
         };
         // Idle connections beyond this are sockets held for nothing.
         const MAX_IDLE_LIMIT: u64 = 10_000;
-        let max_idle_per_upstream = self.opt_int(&join(path, "max_idle_per_upstream"), &raw.max_idle_per_upstream, 0, MAX_IDLE_LIMIT, DEFAULT_MAX_IDLE_PER_UPSTREAM as u64) as usize;
+        let max_idle_per_upstream = self.opt_int(
+            &join(path, "max_idle_per_upstream"),
+            &raw.max_idle_per_upstream,
+            0,
+            MAX_IDLE_LIMIT,
+            DEFAULT_MAX_IDLE_PER_UPSTREAM as u64,
+        ) as usize;
         let upstreams = self.upstreams(path, raw.upstreams, vnodes);
         Some(Pool {
             name: name?,
@@ -326,7 +400,10 @@ impl Checker {
             return Some(vec![HostPattern::Any]);
         };
         if raw.is_empty() {
-            self.error(join(path, "hosts"), "must list at least one host (use [\"*\"] for any)");
+            self.error(
+                join(path, "hosts"),
+                "must list at least one host (use [\"*\"] for any)",
+            );
             return None;
         }
         let mut ok = true;
@@ -373,10 +450,17 @@ impl Checker {
         };
         let p = join(path, "on_missing_key");
         let s = self.string(&p, v)?;
-        MissingKey::parse(&s).map_err(|why| self.error(&p, why)).ok()
+        MissingKey::parse(&s)
+            .map_err(|why| self.error(&p, why))
+            .ok()
     }
 
-    fn upstreams(&mut self, path: &str, raw: Option<Vec<RawUpstream>>, vnodes: u32) -> Vec<Upstream> {
+    fn upstreams(
+        &mut self,
+        path: &str,
+        raw: Option<Vec<RawUpstream>>,
+        vnodes: u32,
+    ) -> Vec<Upstream> {
         let raw = raw.unwrap_or_default();
         if raw.is_empty() {
             self.error(join(path, "upstreams"), "must list at least one upstream");
@@ -385,9 +469,17 @@ impl Checker {
         let mut out = Vec::new();
         for (i, u) in raw.into_iter().enumerate() {
             let p = format!("{path}.upstreams[{i}]");
-            let Some(up) = self.upstream(&p, u, vnodes) else { continue };
+            let Some(up) = self.upstream(&p, u, vnodes) else {
+                continue;
+            };
             if let Some(first) = ids.insert(up.id.clone(), i) {
-                self.error(join(&p, "id"), format!("upstream id {:?} is already used by upstreams[{first}] of this pool", up.id));
+                self.error(
+                    join(&p, "id"),
+                    format!(
+                        "upstream id {:?} is already used by upstreams[{first}] of this pool",
+                        up.id
+                    ),
+                );
             }
             out.push(up);
         }
@@ -397,8 +489,14 @@ impl Checker {
     fn upstream(&mut self, path: &str, raw: RawUpstream, vnodes: u32) -> Option<Upstream> {
         self.unknown(path, &raw.unknown);
         let ap = join(path, "address");
-        let address = self.required(&ap, &raw.address).and_then(|v| self.string(&ap, v));
-        let address = address.and_then(|s| parse_upstream_addr(&s).map_err(|why| self.error(&ap, why)).ok());
+        let address = self
+            .required(&ap, &raw.address)
+            .and_then(|v| self.string(&ap, v));
+        let address = address.and_then(|s| {
+            parse_upstream_addr(&s)
+                .map_err(|why| self.error(&ap, why))
+                .ok()
+        });
         let id_path = join(path, "id");
         let id = match &raw.id {
             Some(v) => self.string(&id_path, v),

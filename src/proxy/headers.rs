@@ -62,7 +62,8 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// Where the request came from, for the `X-Forwarded-*` headers.
@@ -84,7 +85,10 @@ pub fn prepare_request(parts: &mut request::Parts, origin: Origin, upgrade: Opti
         headers.insert(header::UPGRADE, proto);
     }
     append_forwarded_for(headers, origin.client_ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(origin.proto));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(origin.proto),
+    );
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         headers.entry(header::HOST).or_insert(host);
@@ -101,7 +105,9 @@ pub fn prepare_request(parts: &mut request::Parts, origin: Origin, upgrade: Opti
 /// Rewrites an upstream's response head for the client. A `101 Switching Protocols`
 /// keeps its `Connection` and `Upgrade` headers: they are the switch.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
-    let upgrade = switching.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = switching
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     strip_hop_by_hop(headers);
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -179,7 +185,13 @@ mod tests {
                 .unwrap(),
         );
         prepare_request(&mut p, origin(), None);
-        for gone in ["connection", "keep-alive", "x-secret", "te", "proxy-authorization"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "proxy-authorization",
+        ] {
             assert!(!p.headers.contains_key(gone), "{gone} must be removed");
         }
         assert_eq!(p.headers["x-kept"], "yes");

@@ -37,7 +37,11 @@ pub struct Server {
 
 impl Server {
     /// Binds every address; fails naming the first that cannot be bound.
-    pub async fn bind(addresses: &[SocketAddr], proxy: Arc<Proxy>, limits: Limits) -> io::Result<Server> {
+    pub async fn bind(
+        addresses: &[SocketAddr],
+        proxy: Arc<Proxy>,
+        limits: Limits,
+    ) -> io::Result<Server> {
         let mut listeners = Vec::with_capacity(addresses.len());
         for addr in addresses {
             let l = TcpListener::bind(addr)
@@ -54,7 +58,10 @@ impl Server {
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// Serves until `shutdown` resolves, then drains within the grace period.
@@ -149,7 +156,11 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     }
 }
 
-fn serve(stream: TcpStream, peer: SocketAddr, ctx: &AcceptCtx) -> impl Future<Output = ()> + Send + 'static {
+fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &AcceptCtx,
+) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     let proxy = ctx.proxy.clone();
     let builder = ctx.builder.clone();

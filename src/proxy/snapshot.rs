@@ -40,11 +40,7 @@ impl Snapshot {
                 reuse.insert((&pool.name, &up.id, &up.addr), up);
             }
         }
-        let pools = config
-            .pools
-            .iter()
-            .map(|p| build_pool(p, &reuse))
-            .collect();
+        let pools = config.pools.iter().map(|p| build_pool(p, &reuse)).collect();
         let router = Router::new(
             config
                 .pools
@@ -71,10 +67,16 @@ fn build_pool(
     let upstreams = pool
         .upstreams
         .iter()
-        .map(|u| match reuse.get(&(pool.name.as_str(), u.id.as_str(), &u.address)) {
-            Some(existing) if existing.settings() == settings => Arc::clone(existing),
-            _ => Arc::new(UpstreamClient::new(u.id.as_str().into(), u.address.clone(), settings)),
-        })
+        .map(
+            |u| match reuse.get(&(pool.name.as_str(), u.id.as_str(), &u.address)) {
+                Some(existing) if existing.settings() == settings => Arc::clone(existing),
+                _ => Arc::new(UpstreamClient::new(
+                    u.id.as_str().into(),
+                    u.address.clone(),
+                    settings,
+                )),
+            },
+        )
         .collect();
     PoolState {
         name: pool.name.as_str().into(),
