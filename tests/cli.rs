@@ -29,13 +29,25 @@ fn text(bytes: &[u8]) -> String {
 fn check_accepts_the_example_and_summarises_its_ring() {
     let out = run(&["check", "--config", example()]);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "exit {:?}\n{}{}", out.status, stdout, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}{}",
+        out.status,
+        stdout,
+        text(&out.stderr)
+    );
     assert!(stdout.contains("config.example.yaml: valid"), "{stdout}");
-    assert!(stdout.contains("pool web: hosts [*], path_prefix /, hash_key path"), "{stdout}");
+    assert!(
+        stdout.contains("pool web: hosts [*], path_prefix /, hash_key path"),
+        "{stdout}"
+    );
     let config = ringway::config::Config::load(Path::new(example())).unwrap();
     let ring = ringway::proxy::snapshot::pool_ring(&config.pools[0]);
     let points = ring.points_per_member();
-    let upstream_lines: Vec<&str> = stdout.lines().filter(|l| l.trim_start().starts_with("upstream ")).collect();
+    let upstream_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("upstream "))
+        .collect();
     assert_eq!(upstream_lines.len(), 3, "{stdout}");
     for ((id, weight), (line, n)) in [("127.0.0.1:9001", 1), ("127.0.0.1:9002", 2), ("cache-3", 1)]
         .iter()
@@ -47,7 +59,10 @@ fn check_accepts_the_example_and_summarises_its_ring() {
         assert_eq!(&words[6..9], ["ring", "points", &n.to_string()], "{line}");
     }
     // Weight 2 owns about twice the points of weight 1.
-    assert!(points[1] > points[0] * 3 / 2 && points[1] > points[2] * 3 / 2, "{points:?}");
+    assert!(
+        points[1] > points[0] * 3 / 2 && points[1] > points[2] * 3 / 2,
+        "{points:?}"
+    );
 }
 
 #[test]
@@ -126,7 +141,10 @@ fn missing_file_is_reported_without_a_panic() {
     let out = run(&["check", "--config", "/nonexistent/ringway.yaml"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("/nonexistent/ringway.yaml: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/ringway.yaml: cannot read"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -158,7 +176,10 @@ fn route_with_an_unknown_pool_fails() {
     let out = run(&["route", "--config", example(), "--pool", "nope", "/k"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("no pool named \"nope\"; pools: web"), "{stderr}");
+    assert!(
+        stderr.contains("no pool named \"nope\"; pools: web"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +196,15 @@ async fn run_and_echo_serve_requests_and_exit_cleanly_on_sigterm() {
     assert_eq!(r.upstream(), "e1");
     assert_eq!(r.text(), "e1 GET /hello?x=1\n");
     let status = proxy.terminate();
-    assert!(status.success(), "ringway run exited with {status:?}\n{}", proxy.log());
-    assert!(proxy.log().contains("all connections drained"), "{}", proxy.log());
+    assert!(
+        status.success(),
+        "ringway run exited with {status:?}\n{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("all connections drained"),
+        "{}",
+        proxy.log()
+    );
     drop(echo);
 }

@@ -33,7 +33,10 @@ async fn echo_upstreams(names: &[&str]) -> Vec<Upstream> {
 #[tokio::test]
 async fn same_path_always_reaches_the_upstream_the_ring_predicts() {
     let ups = echo_upstreams(&["a", "b", "c"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let mut client = Client::connect(proxy.addr).await;
     let mut seen_upstreams = HashSet::new();
@@ -51,10 +54,18 @@ async fn same_path_always_reaches_the_upstream_the_ring_predicts() {
         }
         // ... and over fresh connections (new client ports).
         for _ in 0..2 {
-            assert_eq!(proxy.get(&path).await.upstream(), want, "{path} (new connection)");
+            assert_eq!(
+                proxy.get(&path).await.upstream(),
+                want,
+                "{path} (new connection)"
+            );
         }
     }
-    assert_eq!(seen_upstreams.len(), 3, "40 keys should land on all 3 upstreams");
+    assert_eq!(
+        seen_upstreams.len(),
+        3,
+        "40 keys should land on all 3 upstreams"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +118,10 @@ async fn keys_spread_over_every_upstream_in_ring_shares() {
 #[tokio::test]
 async fn keys_of_a_stopped_upstream_move_to_the_next_on_the_ring_and_others_stay() {
     let mut ups = echo_upstreams(&["a", "b", "c"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let keys: Vec<String> = (0..150).map(|i| format!("/f/{i}")).collect();
     let mut client = Client::connect(proxy.addr).await;
@@ -125,7 +139,11 @@ async fn keys_of_a_stopped_upstream_move_to_the_next_on_the_ring_and_others_stay
         let order = walk_ids(&proxy.config, "web", k, 3);
         assert_eq!(order[0], before[k], "the ring's owner served {k} before");
         if before[k] == "b" {
-            assert_eq!(r.upstream(), order[1], "{k} fails over to the next upstream on the ring");
+            assert_eq!(
+                r.upstream(),
+                order[1],
+                "{k} fails over to the next upstream on the ring"
+            );
             moved += 1;
         } else {
             assert_eq!(r.upstream(), before[k], "{k} must not move");
@@ -138,7 +156,10 @@ async fn keys_of_a_stopped_upstream_move_to_the_next_on_the_ring_and_others_stay
 async fn failover_skips_two_down_upstreams_within_max_attempts() {
     let mut ups = echo_upstreams(&["a", "b", "c"]).await;
     let yaml = config_yaml(
-        &[PoolSpec::new("web").opt("hash_key: path").opt("max_attempts: 2").upstreams(&ups)],
+        &[PoolSpec::new("web")
+            .opt("hash_key: path")
+            .opt("max_attempts: 2")
+            .upstreams(&ups)],
         &[],
     );
     let proxy = TestProxy::start(&yaml).await;
@@ -161,7 +182,10 @@ async fn failover_skips_two_down_upstreams_within_max_attempts() {
             refused += 1;
         }
     }
-    assert!(served > 0 && refused > 0, "served {served}, refused {refused}");
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
 }
 
 #[tokio::test]
@@ -176,8 +200,14 @@ async fn every_upstream_down_gives_502_naming_the_pool() {
     let r = proxy.get("/x").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     let text = r.text();
-    assert!(text.starts_with("ringway: no upstream of pool shop could be reached (3 tried;"), "{text}");
-    assert!(text.contains("connection refused") && text.ends_with('\n'), "{text}");
+    assert!(
+        text.starts_with("ringway: no upstream of pool shop could be reached (3 tried;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connection refused") && text.ends_with('\n'),
+        "{text}"
+    );
     assert_eq!(r.headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
 }
 
@@ -185,7 +215,10 @@ async fn every_upstream_down_gives_502_naming_the_pool() {
 async fn max_attempts_one_with_the_owner_down_gives_502_without_trying_others() {
     let mut ups = echo_upstreams(&["a", "b"]).await;
     let yaml = config_yaml(
-        &[PoolSpec::new("web").opt("hash_key: path").opt("max_attempts: 1").upstreams(&ups)],
+        &[PoolSpec::new("web")
+            .opt("hash_key: path")
+            .opt("max_attempts: 1")
+            .upstreams(&ups)],
         &[],
     );
     let proxy = TestProxy::start(&yaml).await;
@@ -197,7 +230,12 @@ async fn max_attempts_one_with_the_owner_down_gives_502_without_trying_others() 
     let b_before = ups[1].accepted();
     let r = proxy.get(&key).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert!(r.text().contains("pool web") && r.text().contains("(1 tried; last: a: connection refused)"), "{}", r.text());
+    assert!(
+        r.text().contains("pool web")
+            && r.text().contains("(1 tried; last: a: connection refused)"),
+        "{}",
+        r.text()
+    );
     assert_eq!(ups[1].accepted(), b_before, "b must not have been tried");
 }
 
@@ -210,9 +248,15 @@ async fn host_then_longest_path_prefix_picks_the_pool() {
     let names = ["exact", "wild", "deep-wild", "static", "api", "api-v2"];
     let ups = echo_upstreams(&names).await;
     let pools = [
-        PoolSpec::new("exact").hosts(&["api.example.com"]).upstream(&ups[0]),
-        PoolSpec::new("wild").hosts(&["*.example.com"]).upstream(&ups[1]),
-        PoolSpec::new("deep-wild").hosts(&["*.eu.example.com"]).upstream(&ups[2]),
+        PoolSpec::new("exact")
+            .hosts(&["api.example.com"])
+            .upstream(&ups[0]),
+        PoolSpec::new("wild")
+            .hosts(&["*.example.com"])
+            .upstream(&ups[1]),
+        PoolSpec::new("deep-wild")
+            .hosts(&["*.eu.example.com"])
+            .upstream(&ups[2]),
         PoolSpec::new("static").prefix("/static/").upstream(&ups[3]),
         PoolSpec::new("api").prefix("/api").upstream(&ups[4]),
         PoolSpec::new("api-v2").prefix("/api/v2").upstream(&ups[5]),
@@ -234,7 +278,10 @@ async fn host_then_longest_path_prefix_picks_the_pool() {
     ];
     let mut client = Client::connect(proxy.addr).await;
     for (host, path, want) in cases {
-        let req = Request::get(path).header(header::HOST, host).body(empty()).unwrap();
+        let req = Request::get(path)
+            .header(header::HOST, host)
+            .body(empty())
+            .unwrap();
         let r = client.send(req).await;
         match want {
             Some(up) => {
@@ -244,7 +291,10 @@ async fn host_then_longest_path_prefix_picks_the_pool() {
             None => {
                 assert_eq!(r.status, StatusCode::NOT_FOUND, "{host} {path}");
                 let bare = host.split(':').next().unwrap();
-                assert_eq!(r.text(), format!("ringway: no pool serves host {bare} and path {path}\n"));
+                assert_eq!(
+                    r.text(),
+                    format!("ringway: no pool serves host {bare} and path {path}\n")
+                );
             }
         }
     }
@@ -292,7 +342,10 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let seen = SeenHead::parse(&String::from_utf8(resp.body.clone()).unwrap());
 
-    assert_eq!(seen.request_line, "POST /echo/me?q=1 HTTP/1.1", "origin-form target, HTTP/1.1");
+    assert_eq!(
+        seen.request_line, "POST /echo/me?q=1 HTTP/1.1",
+        "origin-form target, HTTP/1.1"
+    );
     for gone in [
         "connection",
         "keep-alive",
@@ -304,19 +357,29 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
         "proxy-authorization",
         "proxy-connection",
     ] {
-        assert_eq!(seen.all(gone), Vec::<&str>::new(), "{gone} must not reach the upstream");
+        assert_eq!(
+            seen.all(gone),
+            Vec::<&str>::new(),
+            "{gone} must not reach the upstream"
+        );
     }
     assert_eq!(seen.one("host"), Some("front.test:8443"), "Host preserved");
     assert_eq!(seen.one("x-forwarded-host"), Some("front.test:8443"));
     assert_eq!(seen.one("x-forwarded-proto"), Some("http"));
-    assert_eq!(seen.one("x-forwarded-for"), Some("203.0.113.7, 198.51.100.1, 127.0.0.1"));
+    assert_eq!(
+        seen.one("x-forwarded-for"),
+        Some("203.0.113.7, 198.51.100.1, 127.0.0.1")
+    );
     assert_eq!(seen.all("via"), ["1.0 edge", "1.1 ringway"]);
     assert_eq!(seen.one("x-kept"), Some("yes"));
     // The client's chunked framing is not forwarded as a header; the body is re-framed.
     assert_eq!(seen.body, "hello world");
     let te = seen.all("transfer-encoding");
     let cl = seen.all("content-length");
-    assert!(te == ["chunked"] || cl == ["11"], "body framing upstream: te {te:?} cl {cl:?}");
+    assert!(
+        te == ["chunked"] || cl == ["11"],
+        "body framing upstream: te {te:?} cl {cl:?}"
+    );
 
     // The response: the upstream's hop-by-hop headers are gone, Via is appended.
     for (name, _) in HOP_RESPONSE_HEADERS {
@@ -325,7 +388,11 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_added() {
             assert_eq!(resp.all("connection"), ["close"]);
             continue;
         }
-        assert_eq!(resp.all(name), Vec::<&str>::new(), "{name} must not reach the client");
+        assert_eq!(
+            resp.all(name),
+            Vec::<&str>::new(),
+            "{name} must not reach the client"
+        );
     }
     assert_eq!(resp.one("x-resp-kept"), Some("yes"));
     assert_eq!(resp.all("via"), ["1.1 origin", "1.1 ringway"]);
@@ -344,7 +411,11 @@ async fn keep_alive_response_carries_no_upstream_connection_header() {
             assert!(r.all(name).is_empty(), "{name}: {:?}", r.all(name));
         }
         let seen = SeenHead::parse(&r.text());
-        assert_eq!(seen.one("x-forwarded-for"), Some("127.0.0.1"), "set when absent");
+        assert_eq!(
+            seen.one("x-forwarded-for"),
+            Some("127.0.0.1"),
+            "set when absent"
+        );
         assert_eq!(seen.one("host"), Some("ringway.test"));
         assert_eq!(seen.one("x-forwarded-host"), Some("ringway.test"));
         assert_eq!(seen.all("via"), ["1.1 ringway"]);
@@ -355,9 +426,14 @@ async fn keep_alive_response_carries_no_upstream_connection_header() {
 async fn http10_client_is_forwarded_as_http11_with_via_1_0() {
     let up = Upstream::start("h", head_handler("h")).await;
     let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstream(&up)], &[])).await;
-    let resp = RawResponse::parse(&raw(proxy.addr, b"GET /old HTTP/1.0\r\nHost: old.test\r\n\r\n").await);
+    let resp =
+        RawResponse::parse(&raw(proxy.addr, b"GET /old HTTP/1.0\r\nHost: old.test\r\n\r\n").await);
     assert_eq!(resp.status, 200);
-    assert!(resp.status_line.starts_with("HTTP/1."), "{}", resp.status_line);
+    assert!(
+        resp.status_line.starts_with("HTTP/1."),
+        "{}",
+        resp.status_line
+    );
     let seen = SeenHead::parse(&String::from_utf8(resp.body).unwrap());
     assert_eq!(seen.request_line, "GET /old HTTP/1.1");
     assert_eq!(seen.all("via"), ["1.0 ringway"]);
@@ -370,11 +446,29 @@ async fn http10_client_is_forwarded_as_http11_with_via_1_0() {
 
 async fn hash_key_proxy(ups: &[Upstream]) -> TestProxy {
     let pools = [
-        PoolSpec::new("by-header").prefix("/h").opt("hash_key: header:x-tenant").opt("on_missing_key: reject").upstreams(ups),
-        PoolSpec::new("by-cookie").prefix("/c").opt("hash_key: cookie:sid").opt("on_missing_key: random").upstreams(ups),
-        PoolSpec::new("by-query").prefix("/q").opt("hash_key: query:user").upstreams(ups),
-        PoolSpec::new("by-template").prefix("/t").opt(r#"hash_key: "{header:x-tenant}/{path}""#).opt("on_missing_key: reject").upstreams(ups),
-        PoolSpec::new("by-ip").prefix("/ip").opt("hash_key: client_ip").upstreams(ups),
+        PoolSpec::new("by-header")
+            .prefix("/h")
+            .opt("hash_key: header:x-tenant")
+            .opt("on_missing_key: reject")
+            .upstreams(ups),
+        PoolSpec::new("by-cookie")
+            .prefix("/c")
+            .opt("hash_key: cookie:sid")
+            .opt("on_missing_key: random")
+            .upstreams(ups),
+        PoolSpec::new("by-query")
+            .prefix("/q")
+            .opt("hash_key: query:user")
+            .upstreams(ups),
+        PoolSpec::new("by-template")
+            .prefix("/t")
+            .opt(r#"hash_key: "{header:x-tenant}/{path}""#)
+            .opt("on_missing_key: reject")
+            .upstreams(ups),
+        PoolSpec::new("by-ip")
+            .prefix("/ip")
+            .opt("hash_key: client_ip")
+            .upstreams(ups),
     ];
     TestProxy::start(&config_yaml(&pools, &[])).await
 }
@@ -388,14 +482,24 @@ async fn header_cookie_query_and_template_keys_pick_the_predicted_upstream() {
     for i in 0..30 {
         let tenant = format!("tenant-{i}");
         let cases = [
-            ("by-header", "/h/x", vec![("x-tenant", tenant.clone())], tenant.clone()),
+            (
+                "by-header",
+                "/h/x",
+                vec![("x-tenant", tenant.clone())],
+                tenant.clone(),
+            ),
             (
                 "by-cookie",
                 "/c/x",
                 vec![("cookie", format!("theme=dark; sid={tenant} ; z=1"))],
                 tenant.clone(),
             ),
-            ("by-query", &*format!("/q/x?a=1&user={tenant}&b=2"), vec![], tenant.clone()),
+            (
+                "by-query",
+                &*format!("/q/x?a=1&user={tenant}&b=2"),
+                vec![],
+                tenant.clone(),
+            ),
             (
                 "by-template",
                 "/t/deep/path",
@@ -417,7 +521,11 @@ async fn header_cookie_query_and_template_keys_pick_the_predicted_upstream() {
             }
         }
     }
-    assert_eq!(distinct.len(), 4 * 3, "each key kind reaches every upstream: {distinct:?}");
+    assert_eq!(
+        distinct.len(),
+        4 * 3,
+        "each key kind reaches every upstream: {distinct:?}"
+    );
 }
 
 #[tokio::test]
@@ -426,11 +534,22 @@ async fn missing_key_reject_gives_400_naming_the_key() {
     let proxy = hash_key_proxy(&ups).await;
     let r = proxy.get("/h/x").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.text(), "ringway: pool by-header hashes on header:x-tenant, which this request lacks\n");
+    assert_eq!(
+        r.text(),
+        "ringway: pool by-header hashes on header:x-tenant, which this request lacks\n"
+    );
     let r = proxy.get("/t/x").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.text().contains("{header:x-tenant}/{path}"), "{}", r.text());
-    assert_eq!(ups.iter().map(Upstream::accepted).sum::<usize>(), 0, "nothing forwarded");
+    assert!(
+        r.text().contains("{header:x-tenant}/{path}"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        ups.iter().map(Upstream::accepted).sum::<usize>(),
+        0,
+        "nothing forwarded"
+    );
 }
 
 #[tokio::test]
@@ -474,18 +593,29 @@ async fn request_bodies_are_streamed_both_ways() {
     let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &[])).await;
     let mut client = Client::connect(proxy.addr).await;
     // Known length.
-    let data: Bytes = (0..200_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
-    let req = Request::post("/up").header(header::HOST, "x").body(full(data.clone())).unwrap();
+    let data: Bytes = (0..200_000u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let req = Request::post("/up")
+        .header(header::HOST, "x")
+        .body(full(data.clone()))
+        .unwrap();
     let r = client.send(req).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, data);
     // Unknown length (chunked), sent in pieces.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Error>>(4);
     let body = http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed();
-    let req = Request::post("/up").header(header::HOST, "x").body(body).unwrap();
+    let req = Request::post("/up")
+        .header(header::HOST, "x")
+        .body(body)
+        .unwrap();
     let send = tokio::spawn(async move { client.send(req).await });
     for i in 0..10u8 {
-        tx.send(Ok(http_body::Frame::data(Bytes::from(vec![i; 1000])))).await.unwrap();
+        tx.send(Ok(http_body::Frame::data(Bytes::from(vec![i; 1000]))))
+            .await
+            .unwrap();
     }
     drop(tx);
     let r = within("chunked echo", send).await.unwrap();
@@ -495,7 +625,9 @@ async fn request_bodies_are_streamed_both_ways() {
 }
 
 /// A `Stream` over an mpsc receiver (no tokio-stream dependency).
-fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -504,7 +636,10 @@ async fn head_request_gets_headers_only() {
     let ups = echo_upstreams(&["a"]).await;
     let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &[])).await;
     let mut client = Client::connect(proxy.addr).await;
-    let req = Request::head("/h").header(header::HOST, "x").body(empty()).unwrap();
+    let req = Request::head("/h")
+        .header(header::HOST, "x")
+        .body(empty())
+        .unwrap();
     let r = client.send(req).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.is_empty());
@@ -526,7 +661,9 @@ async fn websocket_messages_pass_through_the_proxy() {
     let ws_addr = listener.local_addr().unwrap();
     let upstream = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let mut ws = tokio_tungstenite::accept_async(stream).await.expect("upstream handshake");
+        let mut ws = tokio_tungstenite::accept_async(stream)
+            .await
+            .expect("upstream handshake");
         while let Some(Ok(msg)) = ws.next().await {
             match msg {
                 Message::Text(t) => ws.send(Message::text(format!("echo: {t}"))).await.unwrap(),
@@ -571,7 +708,11 @@ async fn generic_upgrade_is_tunnelled_to_the_echo_upstream() {
     let listener = TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let echo = tokio::spawn(ringway::echo::serve(listener, "raw".into()));
-    let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").address("raw", addr, 1)], &[])).await;
+    let proxy = TestProxy::start(&config_yaml(
+        &[PoolSpec::new("web").address("raw", addr, 1)],
+        &[],
+    ))
+    .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET /tunnel HTTP/1.1\r\nHost: t.test\r\nConnection: Upgrade\r\nUpgrade: my-proto/1\r\n\r\n")
         .await
@@ -581,7 +722,12 @@ async fn generic_upgrade_is_tunnelled_to_the_echo_upstream() {
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
         let n = within("101 head", s.read(&mut b)).await.unwrap();
-        assert_eq!(n, 1, "closed during the head: {:?}", String::from_utf8_lossy(&head));
+        assert_eq!(
+            n,
+            1,
+            "closed during the head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(b[0]);
     }
     let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
@@ -589,7 +735,11 @@ async fn generic_upgrade_is_tunnelled_to_the_echo_upstream() {
     assert!(head.contains("upgrade: my-proto/1\r\n"), "{head}");
     assert!(head.contains("connection: upgrade\r\n"), "{head}");
     assert!(head.contains("x-upstream: raw\r\n"), "{head}");
-    for msg in [&b"ping"[..], &[0u8, 255, 10, 13, 10][..], &vec![42u8; 100_000][..]] {
+    for msg in [
+        &b"ping"[..],
+        &[0u8, 255, 10, 13, 10][..],
+        &vec![42u8; 100_000][..],
+    ] {
         s.write_all(msg).await.unwrap();
         let mut got = vec![0u8; msg.len()];
         within("tunnel echo", s.read_exact(&mut got)).await.unwrap();
@@ -605,7 +755,10 @@ async fn h2c_prior_knowledge_streams_are_routed_and_authority_becomes_host() {
         Upstream::start("b", head_handler("b")).await,
         Upstream::start("c", head_handler("c")).await,
     ];
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let sender = h2_client(proxy.addr).await;
     let mut streams = Vec::new();
@@ -619,7 +772,9 @@ async fn h2c_prior_knowledge_streams_are_routed_and_authority_becomes_host() {
                 .header("x-stream", i.to_string())
                 .body(empty())
                 .unwrap();
-            let resp = within("h2 response", sender.send_request(req)).await.expect("h2 request");
+            let resp = within("h2 response", sender.send_request(req))
+                .await
+                .expect("h2 request");
             (path, want, collect(resp).await)
         }));
     }
@@ -632,7 +787,11 @@ async fn h2c_prior_knowledge_streams_are_routed_and_authority_becomes_host() {
         upstreams_seen.insert(want);
         let seen = SeenHead::parse(&r.text());
         assert_eq!(seen.request_line, format!("GET {path}?x=1 HTTP/1.1"));
-        assert_eq!(seen.one("host"), Some("h2.example:8080"), ":authority becomes Host");
+        assert_eq!(
+            seen.one("host"),
+            Some("h2.example:8080"),
+            ":authority becomes Host"
+        );
         assert_eq!(seen.one("x-forwarded-host"), Some("h2.example:8080"));
         assert_eq!(seen.one("x-stream"), Some(&*i.to_string()));
         assert_eq!(seen.all("via"), ["2.0 ringway"]);
@@ -675,8 +834,15 @@ async fn upstream_that_never_answers_gives_504_naming_it_and_is_not_retried() {
         .unwrap();
     let r = proxy.get(&key).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(r.text(), "ringway: upstream silent did not answer in time\n");
-    assert_eq!(other.accepted(), 0, "a request that was sent is never retried elsewhere");
+    assert_eq!(
+        r.text(),
+        "ringway: upstream silent did not answer in time\n"
+    );
+    assert_eq!(
+        other.accepted(),
+        0,
+        "a request that was sent is never retried elsewhere"
+    );
 }
 
 /// An upstream that reads the request head and then closes the connection.
@@ -685,7 +851,9 @@ async fn hang_up_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
@@ -700,8 +868,6 @@ async fn hang_up_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     });
     (addr, task)
 }
-
-
 
 #[tokio::test]
 async fn upstream_failing_after_the_request_was_sent_gives_502_without_retry() {
@@ -719,11 +885,22 @@ async fn upstream_failing_after_the_request_was_sent_gives_502_without_retry() {
         .map(|i| format!("/h/{i}"))
         .find(|k| predict(&proxy.config, "web", k) == "hangup")
         .unwrap();
-    let req = Request::post(&*key).header(header::HOST, "x").body(full("payload")).unwrap();
+    let req = Request::post(&*key)
+        .header(header::HOST, "x")
+        .body(full("payload"))
+        .unwrap();
     let r = send(proxy.addr, req).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert!(r.text().starts_with("ringway: upstream hangup failed: "), "{}", r.text());
-    assert_eq!(other.accepted(), 0, "a request that was sent is never retried elsewhere");
+    assert!(
+        r.text().starts_with("ringway: upstream hangup failed: "),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        other.accepted(),
+        0,
+        "a request that was sent is never retried elsewhere"
+    );
     task.abort();
 }
 
@@ -760,7 +937,10 @@ async fn connect_timeout_on_every_attempt_gives_504() {
     let proxy = TestProxy::start(&yaml).await;
     let r = proxy.get("/x").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
-    assert_eq!(r.text(), "ringway: connecting to pool web timed out (2 upstreams tried)\n");
+    assert_eq!(
+        r.text(),
+        "ringway: connecting to pool web timed out (2 upstreams tried)\n"
+    );
 }
 
 #[tokio::test]
@@ -790,18 +970,28 @@ async fn slow_upload_is_not_cut_by_the_response_header_timeout() {
     // The upstream answers only once it has the whole body; the client takes well
     // over the 300 ms response-header timeout to send it, but never idles for long.
     let counter = handler(|req: Request<Incoming>| async move {
-        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         Response::new(full(format!("{}", body.len())))
     });
     let up = Upstream::start("counter", counter).await;
     let yaml = config_yaml(
-        &[PoolSpec::new("web").opt("response_header_timeout_ms: 300").upstream(&up)],
+        &[PoolSpec::new("web")
+            .opt("response_header_timeout_ms: 300")
+            .upstream(&up)],
         &[],
     );
     let proxy = TestProxy::start(&yaml).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Error>>(1);
     let body = http_body_util::StreamBody::new(tokio_stream_from(rx)).boxed();
-    let req = Request::post("/upload").header(header::HOST, "x").body(body).unwrap();
+    let req = Request::post("/upload")
+        .header(header::HOST, "x")
+        .body(body)
+        .unwrap();
     let addr = proxy.addr;
     let sending = tokio::spawn(async move { send(addr, req).await });
     for _ in 0..8 {
@@ -823,7 +1013,11 @@ async fn upload_to_an_upstream_that_stops_reading_ends_after_the_idle_timeout() 
     // The upstream never reads the body nor answers: once socket buffers fill, the
     // upload cannot move. Only the idle timeout can end it (the response-header
     // timeout starts once the body is written, which never happens here).
-    let up = Upstream::start("deaf", handler(|_req: Request<Incoming>| std::future::pending())).await;
+    let up = Upstream::start(
+        "deaf",
+        handler(|_req: Request<Incoming>| std::future::pending()),
+    )
+    .await;
     let yaml = config_yaml(
         &[PoolSpec::new("web")
             .opt("idle_timeout_ms: 300")
@@ -853,14 +1047,26 @@ async fn upload_to_an_upstream_that_stops_reading_ends_after_the_idle_timeout() 
 #[tokio::test]
 async fn request_head_over_max_header_bytes_is_refused_with_431() {
     let ups = echo_upstreams(&["a"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &["max_header_bytes: 8192"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").upstreams(&ups)],
+        &["max_header_bytes: 8192"],
+    );
     let proxy = TestProxy::start(&yaml).await;
     // Within the limit: served.
-    let ok = format!("GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n", "p".repeat(4000));
-    assert_eq!(RawResponse::parse(&raw(proxy.addr, ok.as_bytes()).await).status, 200);
+    let ok = format!(
+        "GET /ok HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+        "p".repeat(4000)
+    );
+    assert_eq!(
+        RawResponse::parse(&raw(proxy.addr, ok.as_bytes()).await).status,
+        200
+    );
     // Over it: hyper answers 431 and closes; nothing reaches the upstream.
     let before = ups[0].accepted();
-    let big = format!("GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(20_000));
+    let big = format!(
+        "GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(20_000)
+    );
     let resp = RawResponse::parse(&raw(proxy.addr, big.as_bytes()).await);
     assert_eq!(resp.status, 431, "{}", resp.status_line);
     assert_eq!(ups[0].accepted(), before);
@@ -869,7 +1075,10 @@ async fn request_head_over_max_header_bytes_is_refused_with_431() {
 #[tokio::test]
 async fn max_connections_makes_further_clients_wait_until_one_closes() {
     let ups = echo_upstreams(&["a"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &["max_connections: 2"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").upstreams(&ups)],
+        &["max_connections: 2"],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let mut first = Client::connect(proxy.addr).await;
     let mut second = Client::connect(proxy.addr).await;
@@ -877,10 +1086,16 @@ async fn max_connections_makes_further_clients_wait_until_one_closes() {
     assert_eq!(second.get("/2").await.status, StatusCode::OK);
     // The third connects (the kernel completes the handshake) but is not served.
     let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third.write_all(b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    third
+        .write_all(b"GET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
-    assert!(early.is_err(), "a third connection was served while two were open");
+    assert!(
+        early.is_err(),
+        "a third connection was served while two were open"
+    );
     // Both served connections still work.
     assert_eq!(first.get("/1b").await.status, StatusCode::OK);
     drop(first);
@@ -893,10 +1108,15 @@ async fn max_connections_makes_further_clients_wait_until_one_closes() {
 #[tokio::test]
 async fn client_stalling_in_its_request_head_is_disconnected() {
     let ups = echo_upstreams(&["a"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").upstreams(&ups)], &["header_read_timeout_ms: 300"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").upstreams(&ups)],
+        &["header_read_timeout_ms: 300"],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\nX-Half").await.unwrap();
+    s.write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\nX-Half")
+        .await
+        .unwrap();
     let got = read_to_close(&mut s).await;
     // hyper closes the connection; a 408 head before closing is also acceptable.
     let text = String::from_utf8_lossy(&got);
@@ -921,19 +1141,30 @@ async fn in_flight_request_completes_after_shutdown_begins_then_new_connections_
         }
     });
     let up = Upstream::start("slow", slow).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").upstream(&up)], &["shutdown_grace_ms: 15000"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").upstream(&up)],
+        &["shutdown_grace_ms: 15000"],
+    );
     let mut proxy = TestProxy::start(&yaml).await;
     // An idle keep-alive connection must not hold the drain up.
     let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move { get(addr, "/slow").await });
-    within("request reaches the upstream", arrived_rx.lock().await.recv()).await.unwrap();
+    within(
+        "request reaches the upstream",
+        arrived_rx.lock().await.recv(),
+    )
+    .await
+    .unwrap();
     proxy.begin_shutdown();
     let r = within("in-flight response", in_flight).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "slow done");
     proxy.finished().await;
-    assert!(read_to_close(&mut idle).await.is_empty(), "idle connection closed");
+    assert!(
+        read_to_close(&mut idle).await.is_empty(),
+        "idle connection closed"
+    );
     let refused = TcpStream::connect(addr).await;
     assert!(refused.is_err(), "listener still accepting after shutdown");
 }
@@ -955,13 +1186,21 @@ async fn sequential_requests_reuse_pooled_upstream_connections() {
         assert_eq!(proxy.get(&format!("/q/{i}")).await.status, StatusCode::OK);
     }
     let opened = ups[0].accepted();
-    assert!(opened <= 8, "80 sequential requests opened {opened} upstream connections");
+    assert!(
+        opened <= 8,
+        "80 sequential requests opened {opened} upstream connections"
+    );
 }
 
 #[tokio::test]
 async fn pooling_off_opens_a_connection_per_request() {
     let ups = echo_upstreams(&["a"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("max_idle_per_upstream: 0").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web")
+            .opt("max_idle_per_upstream: 0")
+            .upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let mut client = Client::connect(proxy.addr).await;
     for i in 0..10 {
@@ -980,11 +1219,15 @@ async fn request_bodies_are_sent_exactly_once_when_upstreams_close_connections()
         let (bodies, served) = (b.clone(), s.clone());
         async move {
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            bodies.lock().unwrap().push(String::from_utf8(body.to_vec()).unwrap());
+            bodies
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(body.to_vec()).unwrap());
             let n = served.fetch_add(1, Ordering::SeqCst);
             let mut resp = Response::new(full("ok"));
             if n % 3 == 2 {
-                resp.headers_mut().insert(header::CONNECTION, "close".parse().unwrap());
+                resp.headers_mut()
+                    .insert(header::CONNECTION, "close".parse().unwrap());
             }
             resp
         }
@@ -993,7 +1236,10 @@ async fn request_bodies_are_sent_exactly_once_when_upstreams_close_connections()
     let proxy = TestProxy::start(&config_yaml(&[PoolSpec::new("web").upstream(&up)], &[])).await;
     let mut client = Client::connect(proxy.addr).await;
     for i in 0..30 {
-        let req = Request::post("/b").header(header::HOST, "x").body(full(format!("body-{i}"))).unwrap();
+        let req = Request::post("/b")
+            .header(header::HOST, "x")
+            .body(full(format!("body-{i}")))
+            .unwrap();
         let r = client.send(req).await;
         assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text());
     }
@@ -1058,12 +1304,18 @@ async fn one_gib_upload_and_256_mib_download_stream_through_the_binary_in_bounde
         .await
         .expect("1 GiB upload finished in time");
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.text(), UPLOAD.to_string(), "the upstream received every byte");
+    assert_eq!(
+        r.text(),
+        UPLOAD.to_string(),
+        "the upstream received every byte"
+    );
     let upload_time = started.elapsed();
 
     // Download 256 MiB (chunked from the upstream), counted frame by frame.
     const DOWNLOAD_MIB: u64 = 256;
-    let resp = client.send_head(get_req(&format!("/download/{DOWNLOAD_MIB}"))).await;
+    let resp = client
+        .send_head(get_req(&format!("/download/{DOWNLOAD_MIB}")))
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let mut got: u64 = 0;
@@ -1096,7 +1348,10 @@ async fn one_gib_upload_and_256_mib_download_stream_through_the_binary_in_bounde
 #[tokio::test]
 async fn request_body_survives_failover_to_the_next_upstream() {
     let mut ups = echo_upstreams(&["a", "b", "c"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").opt("hash_key: path").upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let key = (0..)
         .map(|i| format!("/post/{i}"))
@@ -1104,8 +1359,14 @@ async fn request_body_survives_failover_to_the_next_upstream() {
         .unwrap();
     ups[0].stop().await;
     let next = walk_ids(&proxy.config, "web", &key, 2)[1].clone();
-    let data: Bytes = (0..100_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>().into();
-    let req = Request::post(&*key).header(header::HOST, "x").body(full(data.clone())).unwrap();
+    let data: Bytes = (0..100_000u32)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let req = Request::post(&*key)
+        .header(header::HOST, "x")
+        .body(full(data.clone()))
+        .unwrap();
     let r = send(proxy.addr, req).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.upstream(), next);
@@ -1154,7 +1415,10 @@ async fn connection_of_a_response_cut_short_by_the_client_is_not_reused() {
 async fn concurrent_clients_each_get_their_own_answer() {
     let ups = echo_upstreams(&["a", "b", "c"]).await;
     let yaml = config_yaml(
-        &[PoolSpec::new("web").opt("hash_key: path").opt("max_idle_per_upstream: 4").upstreams(&ups)],
+        &[PoolSpec::new("web")
+            .opt("hash_key: path")
+            .opt("max_idle_per_upstream: 4")
+            .upstreams(&ups)],
         &[],
     );
     let proxy = TestProxy::start(&yaml).await;
@@ -1172,7 +1436,10 @@ async fn concurrent_clients_each_get_their_own_answer() {
                     assert_eq!(r.text(), format!("{want} GET {path}\n"));
                 } else {
                     let body = format!("body of {path}");
-                    let req = Request::put(&*path).header(header::HOST, "x").body(full(body.clone())).unwrap();
+                    let req = Request::put(&*path)
+                        .header(header::HOST, "x")
+                        .body(full(body.clone()))
+                        .unwrap();
                     let r = client.send(req).await;
                     assert_eq!((r.upstream(), r.text()), (want, body));
                 }
@@ -1183,14 +1450,24 @@ async fn concurrent_clients_each_get_their_own_answer() {
         within("client task", t).await.unwrap();
     }
     for u in &proxy.proxy.snapshot().pools[0].upstreams {
-        assert!(u.idle_count() <= 4, "{} keeps {} idle connections", u.id, u.idle_count());
+        assert!(
+            u.idle_count() <= 4,
+            "{} keeps {} idle connections",
+            u.id,
+            u.idle_count()
+        );
     }
 }
 
 #[tokio::test]
 async fn pooled_connections_idle_longer_than_the_idle_timeout_are_not_reused() {
     let ups = echo_upstreams(&["a"]).await;
-    let yaml = config_yaml(&[PoolSpec::new("web").opt("idle_timeout_ms: 200").upstreams(&ups)], &[]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web")
+            .opt("idle_timeout_ms: 200")
+            .upstreams(&ups)],
+        &[],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let mut client = Client::connect(proxy.addr).await;
     assert_eq!(client.get("/1").await.status, StatusCode::OK);
@@ -1198,7 +1475,11 @@ async fn pooled_connections_idle_longer_than_the_idle_timeout_are_not_reused() {
     // Let the pooled connection age past the idle timeout.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(client.get("/2").await.status, StatusCode::OK);
-    assert_eq!(ups[0].accepted(), 2, "an expired pooled connection was reused");
+    assert_eq!(
+        ups[0].accepted(),
+        2,
+        "an expired pooled connection was reused"
+    );
 }
 
 #[tokio::test]
@@ -1215,9 +1496,75 @@ async fn expect_100_continue_is_honoured_through_the_proxy() {
         assert_eq!(within("100 Continue", s.read(&mut b)).await.unwrap(), 1);
         interim.push(b[0]);
     }
-    assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", String::from_utf8_lossy(&interim));
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     s.write_all(b"hello").await.unwrap();
     let resp = RawResponse::parse(&read_to_close(&mut s).await);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"hello");
+}
+
+/// Opens a raw `Upgrade` tunnel through the proxy to an echo upstream; returns the
+/// client socket once the 101 head has been read.
+async fn open_tunnel(proxy: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(b"GET /t HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: raw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(within("101 head", s.read(&mut b)).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    within("tunnel echo", s.read_exact(&mut pong)).await.unwrap();
+    assert_eq!(&pong, b"ping");
+    s
+}
+
+#[tokio::test]
+async fn an_open_tunnel_counts_against_max_connections() {
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = tokio::spawn(ringway::echo::serve(listener, "raw".into()));
+    let yaml = config_yaml(&[PoolSpec::new("web").address("raw", addr, 1)], &["max_connections: 1"]);
+    let proxy = TestProxy::start(&yaml).await;
+    let tunnel = open_tunnel(proxy.addr).await;
+    let mut other = TcpStream::connect(proxy.addr).await.unwrap();
+    other.write_all(b"GET /o HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf)).await;
+    assert!(early.is_err(), "a second connection was served while a tunnel held the only slot");
+    drop(tunnel);
+    let resp = RawResponse::parse(&read_to_close(&mut other).await);
+    assert_eq!(resp.status, 200);
+    echo.abort();
+}
+
+#[tokio::test]
+async fn shutdown_drain_waits_for_open_tunnels() {
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = tokio::spawn(ringway::echo::serve(listener, "raw".into()));
+    let yaml = config_yaml(&[PoolSpec::new("web").address("raw", addr, 1)], &["shutdown_grace_ms: 15000"]);
+    let mut proxy = TestProxy::start(&yaml).await;
+    let mut tunnel = open_tunnel(proxy.addr).await;
+    proxy.begin_shutdown();
+    // The tunnel keeps working during the drain, and the drain does not end under it.
+    for _ in 0..3 {
+        tunnel.write_all(b"more").await.unwrap();
+        let mut got = [0u8; 4];
+        within("tunnel echo during drain", tunnel.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"more");
+    }
+    assert!(!proxy.is_finished(), "the drain ended while a tunnel was open");
+    drop(tunnel);
+    proxy.finished().await;
+    echo.abort();
 }

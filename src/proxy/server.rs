@@ -142,11 +142,14 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let conn = serve(stream, peer, &ctx);
-                tokio::spawn(async move {
-                    conn.await;
-                    drop(permit);
-                });
+                let _ = stream.set_nodelay(true);
+                // The permit lives as long as the socket: through a protocol switch
+                // too, until the tunnel closes.
+                let stream = Held {
+                    stream,
+                    _permit: permit,
+                };
+                tokio::spawn(serve(stream, peer, &ctx));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -157,11 +160,10 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
 }
 
 fn serve(
-    stream: TcpStream,
+    stream: Held,
     peer: SocketAddr,
     ctx: &AcceptCtx,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let _ = stream.set_nodelay(true);
     let proxy = ctx.proxy.clone();
     let builder = ctx.builder.clone();
     let mut stop = ctx.stop.clone();
@@ -182,5 +184,58 @@ fn serve(
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
+    }
+}
+
+/// A client socket holding its connection permit: an upgraded connection (a WebSocket
+/// tunnel) still counts against `max_connections`, and the shutdown drain waits for it.
+struct Held {
+    stream: TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Held {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Held {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -195,7 +195,12 @@ pub fn head_handler(name: &str) -> Handler {
                 text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
             }
             text.push('\n');
-            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             text.push_str(&String::from_utf8_lossy(&body));
             let mut resp = Response::new(full(text));
             let h = resp.headers_mut();
@@ -256,7 +261,11 @@ impl SeenHead {
 
     pub fn one(&self, name: &str) -> Option<&str> {
         let all = self.all(name);
-        assert!(all.len() <= 1, "{name} appears {} times: {all:?}", all.len());
+        assert!(
+            all.len() <= 1,
+            "{name} appears {} times: {all:?}",
+            all.len()
+        );
         all.first().copied()
     }
 }
@@ -324,7 +333,9 @@ impl PoolSpec {
 
 /// A whole config file: one listener on 127.0.0.1:0, `limits` lines, the pools.
 pub fn config_yaml(pools: &[PoolSpec], limits: &[&str]) -> String {
-    let mut y = String::from("node:\n  id: test\n  data_dir: ./unused\nlisteners:\n  - address: 127.0.0.1:0\n");
+    let mut y = String::from(
+        "node:\n  id: test\n  data_dir: ./unused\nlisteners:\n  - address: 127.0.0.1:0\n",
+    );
     if !limits.is_empty() {
         y.push_str("limits:\n");
         for l in limits {
@@ -342,7 +353,9 @@ pub fn config_yaml(pools: &[PoolSpec], limits: &[&str]) -> String {
         }
         y.push_str("    upstreams:\n");
         for (id, addr, weight) in &p.upstreams {
-            y.push_str(&format!("      - id: {id:?}\n        address: {addr}\n        weight: {weight}\n"));
+            y.push_str(&format!(
+                "      - id: {id:?}\n        address: {addr}\n        weight: {weight}\n"
+            ));
         }
     }
     y
@@ -416,7 +429,9 @@ impl TestProxy {
     /// Waits for `Server::run` to return (after shutdown and draining).
     pub async fn finished(&mut self) {
         if let Some(task) = self.task.take() {
-            within("proxy server to finish", task).await.expect("server task");
+            within("proxy server to finish", task)
+                .await
+                .expect("server task");
         }
     }
 
@@ -574,9 +589,8 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn parse(bytes: &[u8]) -> RawResponse {
-        let end = find(bytes, b"\r\n\r\n").unwrap_or_else(|| {
-            panic!("no complete head in {:?}", String::from_utf8_lossy(bytes))
-        });
+        let end = find(bytes, b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no complete head in {:?}", String::from_utf8_lossy(bytes)));
         let head = std::str::from_utf8(&bytes[..end]).expect("utf-8 head");
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap().to_owned();
@@ -594,7 +608,10 @@ impl RawResponse {
             headers,
             body: Vec::new(),
         };
-        r.body = if r.one("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        r.body = if r
+            .one("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
             dechunk(rest)
         } else if let Some(n) = r.one("content-length") {
             rest[..n.parse::<usize>().unwrap()].to_vec()
@@ -738,7 +755,10 @@ impl Child {
         };
         match rx.recv_timeout(WAIT) {
             Ok(addr) => c.addr = addr,
-            Err(_) => panic!("ringway {args:?} never logged its address; log:\n{}", c.log()),
+            Err(_) => panic!(
+                "ringway {args:?} never logged its address; log:\n{}",
+                c.log()
+            ),
         }
         c
     }
@@ -776,7 +796,11 @@ impl Child {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM; log:\n{}", self.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -792,6 +816,8 @@ impl Drop for Child {
 /// The `addr=IP:PORT` field of a log line.
 fn field_addr(line: &str) -> Option<SocketAddr> {
     let rest = &line[line.find("addr=")? + 5..];
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
