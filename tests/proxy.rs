@@ -1520,10 +1520,16 @@ async fn open_tunnel(proxy: SocketAddr) -> TcpStream {
         assert_eq!(within("101 head", s.read(&mut b)).await.unwrap(), 1);
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     s.write_all(b"ping").await.unwrap();
     let mut pong = [0u8; 4];
-    within("tunnel echo", s.read_exact(&mut pong)).await.unwrap();
+    within("tunnel echo", s.read_exact(&mut pong))
+        .await
+        .unwrap();
     assert_eq!(&pong, b"ping");
     s
 }
@@ -1533,14 +1539,23 @@ async fn an_open_tunnel_counts_against_max_connections() {
     let listener = TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let echo = tokio::spawn(ringway::echo::serve(listener, "raw".into()));
-    let yaml = config_yaml(&[PoolSpec::new("web").address("raw", addr, 1)], &["max_connections: 1"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").address("raw", addr, 1)],
+        &["max_connections: 1"],
+    );
     let proxy = TestProxy::start(&yaml).await;
     let tunnel = open_tunnel(proxy.addr).await;
     let mut other = TcpStream::connect(proxy.addr).await.unwrap();
-    other.write_all(b"GET /o HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    other
+        .write_all(b"GET /o HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(500), other.read(&mut buf)).await;
-    assert!(early.is_err(), "a second connection was served while a tunnel held the only slot");
+    assert!(
+        early.is_err(),
+        "a second connection was served while a tunnel held the only slot"
+    );
     drop(tunnel);
     let resp = RawResponse::parse(&read_to_close(&mut other).await);
     assert_eq!(resp.status, 200);
@@ -1552,7 +1567,10 @@ async fn shutdown_drain_waits_for_open_tunnels() {
     let listener = TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let echo = tokio::spawn(ringway::echo::serve(listener, "raw".into()));
-    let yaml = config_yaml(&[PoolSpec::new("web").address("raw", addr, 1)], &["shutdown_grace_ms: 15000"]);
+    let yaml = config_yaml(
+        &[PoolSpec::new("web").address("raw", addr, 1)],
+        &["shutdown_grace_ms: 15000"],
+    );
     let mut proxy = TestProxy::start(&yaml).await;
     let mut tunnel = open_tunnel(proxy.addr).await;
     proxy.begin_shutdown();
@@ -1560,10 +1578,15 @@ async fn shutdown_drain_waits_for_open_tunnels() {
     for _ in 0..3 {
         tunnel.write_all(b"more").await.unwrap();
         let mut got = [0u8; 4];
-        within("tunnel echo during drain", tunnel.read_exact(&mut got)).await.unwrap();
+        within("tunnel echo during drain", tunnel.read_exact(&mut got))
+            .await
+            .unwrap();
         assert_eq!(&got, b"more");
     }
-    assert!(!proxy.is_finished(), "the drain ended while a tunnel was open");
+    assert!(
+        !proxy.is_finished(),
+        "the drain ended while a tunnel was open"
+    );
     drop(tunnel);
     proxy.finished().await;
     echo.abort();
