@@ -129,6 +129,22 @@ pub struct AccessLog {
     pub failed: bool,
 }
 
+impl AccessLog {
+    /// Starts the record of a request.
+    pub fn new<B>(req: &http::Request<B>) -> AccessLog {
+        AccessLog {
+            start: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            status: 0,
+            pool: None,
+            upstream: None,
+            bytes_out: 0,
+            failed: false,
+        }
+    }
+}
+
 impl Drop for AccessLog {
     fn drop(&mut self) {
         tracing::info!(

@@ -32,50 +32,79 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(named) = connection_tokens(headers) {
-        for name in named {
-            headers.remove(&name);
+    // One pass over the names present marks which hop-by-hop names to remove: cheaper
+    // than looking up all nine, and most messages carry none or only `Connection`.
+    let hop = hop_by_hop();
+    let mut present = [false; 9];
+    for name in headers.keys() {
+        if let Some(i) = hop.iter().position(|h| *h == name) {
+            present[i] = true;
         }
     }
-    for name in hop_by_hop() {
-        headers.remove(name);
+    if present[0] {
+        remove_connection_named(headers);
+    }
+    for (name, _) in hop.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(*name);
     }
 }
 
-fn connection_tokens(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
-    let mut values = headers.get_all(header::CONNECTION).iter().peekable();
-    values.peek()?;
-    let tokens = values
+/// Removes the headers `Connection` names. The usual options (`close`, `keep-alive`,
+/// `upgrade`) name no end-to-end header, so they cost no allocation.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    const OPTIONS: [&str; 4] = ["close", "keep-alive", "upgrade", ""];
+    let names: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .filter(|t| !OPTIONS.iter().any(|o| o.eq_ignore_ascii_case(t)))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    Some(tokens)
+    for name in names {
+        headers.remove(&name);
+    }
 }
 
 /// True when the request asks to switch protocols (`Connection: upgrade` with an
 /// `Upgrade` header), as WebSocket does.
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let proto = headers.get(header::UPGRADE)?;
     let asks = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    asks.then(|| proto.clone())
 }
 
-/// Where the request came from, for the `X-Forwarded-*` headers.
-#[derive(Debug, Clone, Copy)]
+/// Where a client connection comes from, for the `X-Forwarded-*` headers. Made once
+/// per connection, so each request only clones the address text.
+#[derive(Debug, Clone)]
 pub struct Origin {
     pub client_ip: IpAddr,
+    /// `client_ip` as text (IPv4-mapped addresses as plain IPv4).
+    pub client_ip_text: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
 }
 
+impl Origin {
+    pub fn new(client_ip: IpAddr, proto: &'static str) -> Origin {
+        let client_ip = client_ip.to_canonical();
+        let client_ip_text = HeaderValue::from_str(&client_ip.to_string())
+            .expect("an IP address is a valid header value");
+        Origin {
+            client_ip,
+            client_ip_text,
+            proto,
+        }
+    }
+}
+
 /// Rewrites a client's request head for an HTTP/1.1 upstream.
-pub fn prepare_request(parts: &mut request::Parts, origin: Origin, upgrade: Option<HeaderValue>) {
+pub fn prepare_request(parts: &mut request::Parts, origin: &Origin, upgrade: Option<HeaderValue>) {
     let host = original_host(parts);
     let via = via_value(parts.version);
     let headers = &mut parts.headers;
@@ -84,7 +113,7 @@ pub fn prepare_request(parts: &mut request::Parts, origin: Origin, upgrade: Opti
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    append_forwarded_for(headers, origin.client_ip);
+    append_forwarded_for(headers, &origin.client_ip_text);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(origin.proto),
@@ -133,19 +162,20 @@ fn via_value(version: Version) -> HeaderValue {
     })
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
-    let ip = ip.to_canonical();
-    let prior: Vec<&str> = headers
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let mut prior = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if prior.is_empty() {
-        ip.to_string()
-    } else {
-        format!("{}, {ip}", prior.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+        .peekable();
+    if prior.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        return;
+    }
+    let mut value: Vec<&str> = prior.collect();
+    let ip = ip.to_str().unwrap_or_default();
+    value.push(ip);
+    if let Ok(v) = HeaderValue::from_str(&value.join(", ")) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
@@ -164,10 +194,7 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin {
-            client_ip: "10.0.0.9".parse().unwrap(),
-            proto: "http",
-        }
+        Origin::new("10.0.0.9".parse().unwrap(), "http")
     }
 
     #[test]
@@ -184,7 +211,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, origin(), None);
+        prepare_request(&mut p, &origin(), None);
         for gone in [
             "connection",
             "keep-alive",
@@ -212,7 +239,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, origin(), None);
+        prepare_request(&mut p, &origin(), None);
         assert_eq!(p.headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         let via: Vec<_> = p.headers.get_all("via").iter().collect();
         assert_eq!(via, ["1.0 edge", "1.1 ringway"]);
@@ -226,7 +253,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        prepare_request(&mut p, origin(), None);
+        prepare_request(&mut p, &origin(), None);
         assert_eq!(p.headers["host"], "b.test:8080");
         assert_eq!(p.uri, "/p?q=1");
         assert_eq!(p.version, Version::HTTP_11);
@@ -244,7 +271,7 @@ mod tests {
         );
         let up = upgrade_requested(&p.headers);
         assert_eq!(up.as_ref().unwrap(), "websocket");
-        prepare_request(&mut p, origin(), up);
+        prepare_request(&mut p, &origin(), up);
         assert_eq!(p.headers["connection"], "upgrade");
         assert_eq!(p.headers["upgrade"], "websocket");
     }

@@ -11,9 +11,7 @@ pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -25,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use crate::balance::{request_host, KeyInput, MissingKey};
 use body::{AccessLog, IdleBody, ProxyBody, RequestBody};
 use error::{ConnectError, ProxyError};
-use headers::Origin;
+pub use headers::Origin;
 pub use snapshot::{PoolState, Snapshot};
 use upstream::{PooledConn, SendError, UpstreamClient};
 
@@ -62,23 +60,20 @@ impl Proxy {
         self.snapshot.store(Arc::new(next));
     }
 
-    /// Serves one request from a client at `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Serves one request from a client connection.
+    pub async fn handle(&self, req: Request<Incoming>, origin: &Origin) -> Response<ProxyBody> {
         let snapshot = self.snapshot.load_full();
-        let mut log = Box::new(AccessLog {
-            start: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            status: 0,
-            pool: None,
-            upstream: None,
-            bytes_out: 0,
-            failed: false,
-        });
-        let resp = match self.route_and_forward(&snapshot, req, peer, &mut log).await {
+        // The record costs an allocation; make it only when the line will be written.
+        let mut log = tracing::enabled!(target: "ringway::access", tracing::Level::INFO)
+            .then(|| Box::new(AccessLog::new(&req)));
+        let resp = match self
+            .route_and_forward(&snapshot, req, origin, &mut log)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };
+        let Some(mut log) = log else { return resp };
         log.status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, body.with_log(log))
@@ -88,8 +83,8 @@ impl Proxy {
         &self,
         snapshot: &Snapshot,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
-        log: &mut AccessLog,
+        origin: &Origin,
+        log: &mut Option<Box<AccessLog>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let host = request_host(req.uri(), req.headers());
         let pool_index = snapshot
@@ -100,15 +95,13 @@ impl Proxy {
                 path: req.uri().path().to_owned(),
             })?;
         let pool = &snapshot.pools[pool_index];
-        log.pool = Some(pool.name.clone());
-        let hash = key_hash(pool, &req, peer)?;
+        if let Some(log) = log {
+            log.pool = Some(pool.name.clone());
+        }
+        let hash = key_hash(pool, &req, origin)?;
         let upgrade = headers::upgrade_requested(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let origin = Origin {
-            client_ip: peer.ip(),
-            proto: "http",
-        };
         headers::prepare_request(&mut parts, origin, upgrade);
         let req = Request::from_parts(parts, IdleBody::new(body, pool.timeouts.idle));
         let Forwarded {
@@ -116,7 +109,9 @@ impl Proxy {
             mut response,
             conn,
         } = forward(pool, hash, req).await?;
-        log.upstream = Some(pool.upstreams[upstream].id.clone());
+        if let Some(log) = log {
+            log.upstream = Some(pool.upstreams[upstream].id.clone());
+        }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client)) = (switching, client_upgrade) {
             tunnel(
@@ -136,24 +131,18 @@ impl Proxy {
 }
 
 /// The ring position for a request, applying the pool's missing-key policy.
-fn key_hash(
-    pool: &PoolState,
-    req: &Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<u32, ProxyError> {
+fn key_hash(pool: &PoolState, req: &Request<Incoming>, origin: &Origin) -> Result<u32, ProxyError> {
     let input = KeyInput {
         method: req.method(),
         uri: req.uri(),
         headers: req.headers(),
-        client_ip: peer.ip(),
+        client_ip: origin.client_ip,
     };
     if let Some(hash) = pool.hash_key.hash(&input) {
         return Ok(hash);
     }
     match pool.on_missing_key {
-        MissingKey::ClientIp => Ok(crate::ring::point(
-            peer.ip().to_canonical().to_string().as_bytes(),
-        )),
+        MissingKey::ClientIp => Ok(crate::ring::point(origin.client_ip_text.as_bytes())),
         MissingKey::Random => Ok(fastrand::u32(..)),
         MissingKey::Reject => Err(ProxyError::MissingKey {
             pool: pool.name.to_string(),

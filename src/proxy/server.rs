@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use super::Proxy;
+use super::{Origin, Proxy};
 use crate::config::Limits;
 
 /// HTTP/2 streams one client connection may have open at once.
@@ -167,10 +167,12 @@ fn serve(
     let proxy = ctx.proxy.clone();
     let builder = ctx.builder.clone();
     let mut stop = ctx.stop.clone();
+    let origin = Arc::new(Origin::new(peer.ip(), "http"));
     async move {
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+            let origin = origin.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &origin).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
