@@ -6,8 +6,8 @@
 #   for p in /a /b /c /a /b /c; do curl -s localhost:8080$p; done
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin=target/release/ringway
+cargo build --quiet
+bin=target/debug/ringway
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
