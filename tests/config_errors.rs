@@ -78,7 +78,7 @@ pools:
   - name: other
     max_attempts: 17
     connect_timeout_ms: -5
-    upstreams: [{address: "10.0.0.1:80", weight: "heavy"}]
+    upstreams: [{address: "10.0.0.1:80", weight: "heavy"}, {address: "10.0.0.2:0"}]
 "#;
     let got = errors(text);
     let want = [
@@ -97,6 +97,7 @@ pools:
         "pools[2].max_attempts: must be at most 16, got 17",
         "pools[2].connect_timeout_ms: must be at least 1, got -5",
         "pools[2].upstreams[0].weight: must be a whole number, got \"heavy\"",
+        "pools[2].upstreams[1].address: port must be a number from 1 to 65535, got \"10.0.0.2:0\"",
     ];
     for w in want {
         assert!(

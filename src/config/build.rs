@@ -58,6 +58,9 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
 /// Parses an upstream `host:port` (`[v6]:port` for IPv6 literals).
 pub fn parse_upstream_addr(s: &str) -> Result<UpstreamAddr, String> {
     if let Ok(sa) = s.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(format!("port must be a number from 1 to 65535, got {s:?}"));
+        }
         return Ok(UpstreamAddr {
             host: sa.ip().to_string(),
             port: sa.port(),
