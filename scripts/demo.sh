@@ -10,7 +10,7 @@ cargo build --quiet
 bin=target/debug/ringway
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 for i in 1 2 3; do
   "$bin" echo --listen "127.0.0.1:900$i" --name "upstream-$i" &
   pids+=($!)
