@@ -1,0 +1,1 @@
+//! Binary wire encoding of messages.
