@@ -33,7 +33,7 @@ pub use self::message::{Message, MessageBody, VoteKind};
 pub use self::node::{AdvanceError, CompactError, Node, NodeError, Persisted, Ready, Status};
 pub use self::progress::{Progress, ProgressState};
 pub use self::stats::Stats;
-pub use self::storage::{InitialState, MemStorage, PersistBatch, Storage, StorageError};
+pub use self::storage::{bootstrap_meta, InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, MemStorage, PersistBatch, Storage, StorageError};
 pub use self::types::{
     ConfChange, ConfChangeError, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, Index, NodeId, Snapshot,
     SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES, NO_NODE,

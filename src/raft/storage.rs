@@ -1,7 +1,24 @@
 //! The durable-state boundary: the `Storage` trait, the batch a `Ready` asks it to persist,
 //! and `MemStorage`, the in-memory implementation used by tests and the simulator.
 
-use super::types::{ConfState, Entry, HardState, Index, Snapshot, Term};
+use super::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term, NO_NODE};
+
+/// Founders start from a snapshot at this index holding the initial configuration (and
+/// an empty state machine). The log proper starts after it, so a node added later, whose
+/// log is empty, cannot be sent entries from index 1: it receives this snapshot (or a
+/// later one) and with it the membership, instead of replaying changes it has no base for.
+pub const BOOTSTRAP_INDEX: Index = 1;
+/// Term of the bootstrap snapshot.
+pub const BOOTSTRAP_TERM: Term = 1;
+
+/// Snapshot metadata every founding member starts from.
+pub fn bootstrap_meta(conf: ConfState) -> SnapshotMeta {
+    SnapshotMeta {
+        index: BOOTSTRAP_INDEX,
+        term: BOOTSTRAP_TERM,
+        conf,
+    }
+}
 
 /// Everything a node must make durable before the messages of the same `Ready` go out.
 ///
@@ -71,10 +88,16 @@ impl MemStorage {
         MemStorage::default()
     }
 
-    /// Storage bootstrapped with an initial configuration (every founding member uses the same).
+    /// Storage of a founding member: the initial configuration is held by an empty
+    /// snapshot at [`BOOTSTRAP_INDEX`] (every founder must use the same `conf`).
     pub fn new_with_conf(conf: ConfState) -> MemStorage {
         let mut s = MemStorage::default();
-        s.snapshot.meta.conf = conf;
+        s.snapshot.meta = bootstrap_meta(conf);
+        s.hard_state = HardState {
+            term: BOOTSTRAP_TERM,
+            vote: NO_NODE,
+            commit: BOOTSTRAP_INDEX,
+        };
         s
     }
 
