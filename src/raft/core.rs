@@ -54,6 +54,8 @@ pub(crate) struct Raft {
     pub(crate) pending_conf: Index,
     rng: SplitMix64,
     pub(crate) msgs: Vec<Message>,
+    /// Leader only: proposals were appended since the last flush of AppendEntries.
+    pub(crate) pending_flush: bool,
     pub(crate) stats: Stats,
     /// A snapshot installed from the leader, not yet handed out in a `Ready`.
     pub(crate) pending_snapshot: Option<Snapshot>,
@@ -90,6 +92,7 @@ impl Raft {
             pending_conf: 0,
             rng,
             msgs: Vec::new(),
+            pending_flush: false,
             stats: Stats::default(),
             pending_snapshot: None,
             pending_compaction: None,

@@ -75,7 +75,7 @@ impl Raft {
     fn append_and_replicate(&mut self, payload: EntryPayload) -> Proposed {
         let index = self.append_entry(payload);
         let proposed = Proposed { term: self.term, index };
-        self.broadcast_append();
+        self.pending_flush = true;
         self.maybe_commit();
         proposed
     }

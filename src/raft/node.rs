@@ -202,6 +202,7 @@ impl Node {
         let r = &self.raft;
         self.outstanding.is_none()
             && (!r.msgs.is_empty()
+                || r.pending_flush
                 || r.hard_state() != self.persisted_hard
                 || r.log.has_unstable()
                 || r.pending_snapshot.is_some()
@@ -213,6 +214,9 @@ impl Node {
     pub fn ready(&mut self) -> Option<Ready> {
         if !self.has_ready() {
             return None;
+        }
+        if self.raft.pending_flush {
+            self.raft.flush_appends();
         }
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -31,6 +31,18 @@ impl Raft {
         }
     }
 
+    /// Sends what proposals appended since the last flush, batched per follower up to the
+    /// entry/byte bounds and the in-flight window. Called when the driver takes a `Ready`.
+    pub(crate) fn flush_appends(&mut self) {
+        self.pending_flush = false;
+        if self.role != Role::Leader {
+            return;
+        }
+        for peer in self.peers() {
+            while self.send_append(peer, false) {}
+        }
+    }
+
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let commit = self.log.commit;
         let beats: Vec<(NodeId, Index)> = self
@@ -169,8 +181,11 @@ impl Raft {
             return;
         };
         pr.on_heartbeat_response(window);
+        // A lagging follower may have lost appends; an empty one either gets an ack or a
+        // rejection that sends the leader back to probing.
+        let lagging = pr.matched < self.log.last_index();
         let probing = pr.state == ProgressState::Probe;
-        self.send_append(from, probing);
+        self.send_append(from, probing || lagging);
         self.maybe_send_timeout_now(from);
     }
 

@@ -13,8 +13,9 @@ use crate::raft::{
     Snapshot, BOOTSTRAP_INDEX,
 };
 
-/// Mean time between chaos actions, in time units (about 4 ticks).
-const CHAOS_INTERVAL: u64 = 40;
+/// Mean time between chaos actions is drawn per seed from this range (time units):
+/// from a fault every tick and a half to one every six ticks.
+const CHAOS_INTERVAL_RANGE: (u64, u64) = (15, 60);
 /// Mean time between client proposals, in time units.
 const CLIENT_INTERVAL: u64 = 25;
 /// A crashed node stays down for up to this long (time units, ~15 ticks).
@@ -114,6 +115,7 @@ pub(super) struct World {
     max_inflight: usize,
     report: SimReport,
     client_counter: u64,
+    chaos_interval: u64,
 }
 
 impl World {
@@ -122,6 +124,7 @@ impl World {
         let (max_entries, max_inflight) = knobs(&mut rng);
         let faults = FaultProfile::random(&mut rng);
         let compact_threshold = rng.range(8, 80);
+        let chaos_interval = rng.range(CHAOS_INTERVAL_RANGE.0, CHAOS_INTERVAL_RANGE.1);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let nodes = (1..=cfg.nodes as NodeId + 1).map(|id| new_sim_node(id, &voters)).collect();
         let mut w = World {
@@ -144,6 +147,7 @@ impl World {
                 ..Default::default()
             },
             client_counter: 0,
+            chaos_interval,
         };
         w.boot();
         w
@@ -158,7 +162,7 @@ impl World {
                 panic!("simulator bootstrap failed: {e}");
             }
         }
-        self.schedule(CHAOS_INTERVAL, Event::Chaos);
+        self.schedule(self.chaos_interval, Event::Chaos);
         self.schedule(CLIENT_INTERVAL, Event::Client);
         self.schedule(self.cfg.chaos_ticks * TICK, Event::Heal);
     }
@@ -482,7 +486,7 @@ impl World {
         if self.healed {
             return Ok(());
         }
-        let delay = self.rng.range(1, 2 * CHAOS_INTERVAL);
+        let delay = self.rng.range(1, 2 * self.chaos_interval);
         self.schedule(delay, Event::Chaos);
         match self.rng.range(0, 100) {
             0..=24 => self.chaos_network(),
@@ -514,7 +518,10 @@ impl World {
                 let bridge = self.rng.pick(&ids).unwrap_or(1);
                 self.links.bridge(a, b, bridge);
             }
-            _ => self.links.split(&[a[0]], &ids),
+            _ => {
+                let victim = self.leader().unwrap_or(a[0]);
+                self.links.split(&[victim], &ids);
+            }
         }
         let d = self.links.describe();
         self.log(|| format!("network: blocked {d}"));
@@ -527,7 +534,12 @@ impl World {
         if down >= self.cfg.nodes / 2 {
             return Ok(());
         }
-        if let Some(id) = self.rng.pick(&live) {
+        // Half the crashes hit the leader: that is where the interesting races are.
+        let target = match self.leader() {
+            Some(l) if self.rng.chance(500) => Some(l),
+            _ => self.rng.pick(&live),
+        };
+        if let Some(id) = target {
             self.log(|| format!("crash node {id}"));
             self.crash(id);
         }
