@@ -46,6 +46,8 @@ pub(crate) struct Raft {
     pub(crate) election_elapsed: u32,
     pub(crate) heartbeat_elapsed: u32,
     pub(crate) randomized_timeout: u32,
+    /// Candidate only: this election was asked for by a leader transfer.
+    pub(crate) campaign_transfer: bool,
     /// Leader only: the voter leadership is being handed to.
     pub(crate) transferee: NodeId,
     /// Leader only: index of the entry that opened this term.
@@ -88,6 +90,7 @@ impl Raft {
             heartbeat_elapsed: 0,
             randomized_timeout: 0,
             transferee: NO_NODE,
+            campaign_transfer: false,
             term_start: 0,
             pending_conf: 0,
             rng,
@@ -146,6 +149,19 @@ impl Raft {
         self.reset_election_timer();
     }
 
+    /// Adopts a higher term seen in a vote request. Unless we were leading, the election
+    /// timer keeps running (Figure 2 resets it only on hearing the leader or granting a
+    /// vote): otherwise a candidate whose log is too stale to win could, by campaigning
+    /// again and again, keep the up-to-date voters from ever timing out.
+    fn adopt_term_keeping_timer(&mut self, term: Term) {
+        let timer = (self.election_elapsed, self.randomized_timeout);
+        let was_leader = self.role == Role::Leader;
+        self.become_follower(term, NO_NODE);
+        if !was_leader {
+            (self.election_elapsed, self.randomized_timeout) = timer;
+        }
+    }
+
     pub(crate) fn tick(&mut self) {
         match self.role {
             Role::Leader => self.tick_leader(),
@@ -155,6 +171,10 @@ impl Raft {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
+        let retry = self.election_elapsed % self.cfg.heartbeat_tick == 0;
+        if retry && matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            self.resend_vote_requests();
+        }
         if self.promotable() && self.election_elapsed >= self.randomized_timeout {
             let kind = if self.cfg.pre_vote_check_quorum {
                 VoteKind::PreVote
@@ -228,11 +248,12 @@ impl Raft {
         self.dispatch(m);
     }
 
-    /// Leader lease: while we hear from a leader, vote requests are ignored.
+    /// Leader lease: within an election timeout of hearing from a leader, vote requests
+    /// are ignored (thesis 4.2.3). Nodes removed from the group, which never hear the
+    /// leader, would otherwise depose it by campaigning at ever higher terms. Applies in
+    /// every mode; with CheckQuorum a leader that lost its majority also steps down.
     fn in_lease(&self) -> bool {
-        self.cfg.pre_vote_check_quorum
-            && self.leader != NO_NODE
-            && self.election_elapsed < self.cfg.election_tick
+        self.leader != NO_NODE && self.election_elapsed < self.cfg.election_tick
     }
 
     /// Returns whether the message should still be dispatched.
@@ -244,7 +265,7 @@ impl Raft {
                     return false;
                 }
                 if *kind == VoteKind::Vote {
-                    self.become_follower(m.term, NO_NODE);
+                    self.adopt_term_keeping_timer(m.term);
                 }
             }
             MessageBody::VoteResponse {
@@ -262,18 +283,14 @@ impl Raft {
     fn on_lower_term(&mut self, m: &Message) {
         self.stats.dropped_stale_term += 1;
         match &m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. }
-                if self.cfg.pre_vote_check_quorum =>
-            {
+            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
                 // A leader cut off from us kept its old term: tell it ours so it steps down.
                 self.send(m.from, MessageBody::HeartbeatResponse);
             }
-            MessageBody::Vote {
-                kind: VoteKind::PreVote,
-                ..
-            } => {
+            MessageBody::Vote { kind, .. } => {
+                // The rejection carries our term, so a candidate behind us catches up.
                 let body = MessageBody::VoteResponse {
-                    kind: VoteKind::PreVote,
+                    kind: *kind,
                     granted: false,
                 };
                 self.send(m.from, body);

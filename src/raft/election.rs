@@ -22,6 +22,7 @@ impl Raft {
         };
         self.leader = NO_NODE;
         self.transferee = NO_NODE;
+        self.campaign_transfer = transfer;
         self.progress.clear();
         self.votes.clear();
         self.reset_election_timer();
@@ -29,8 +30,29 @@ impl Raft {
         if self.tally_decides(kind) {
             return;
         }
+        self.send_vote_requests(kind, term, transfer);
+    }
+
+    /// Retries the round's requests to voters that have not answered (requests or
+    /// answers may have been lost); granting is idempotent, so duplicates are harmless.
+    pub(crate) fn resend_vote_requests(&mut self) {
+        let (kind, term) = match self.role {
+            Role::PreCandidate => (VoteKind::PreVote, self.term + 1),
+            Role::Candidate => (VoteKind::Vote, self.term),
+            _ => return,
+        };
+        self.send_vote_requests(kind, term, self.campaign_transfer);
+    }
+
+    fn send_vote_requests(&mut self, kind: VoteKind, term: Term, transfer: bool) {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let voters: Vec<NodeId> = self.conf.voters.iter().copied().filter(|&v| v != self.id).collect();
+        let voters: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id && !self.votes.contains_key(v))
+            .collect();
         for v in voters {
             let body = MessageBody::Vote {
                 kind,

@@ -3,7 +3,7 @@
 
 use super::core::{Raft, Role};
 use super::message::MessageBody;
-use super::progress::Progress;
+use super::progress::{Progress, ProgressState};
 use super::types::{ConfChange, ConfChangeError, ConfChangeKind, EntryPayload, Index, NodeId, Term, NO_NODE};
 
 /// A learner may be promoted only when at most this many entries behind the leader:
@@ -92,15 +92,24 @@ impl Raft {
         }
         self.conf.apply(&cc).map_err(ProposeError::InvalidConfChange)?;
         if cc.kind == ConfChangeKind::PromoteLearner {
-            let matched = self.progress.get(&cc.node).map_or(0, |p| p.matched);
-            let lag = self.log.last_index().saturating_sub(matched);
-            if lag > PROMOTION_MAX_LAG {
-                return Err(ProposeError::LearnerBehind { lag });
-            }
+            self.check_learner_caught_up(cc.node)?;
         }
         let proposed = self.append_and_replicate(EntryPayload::ConfChange(cc));
         self.pending_conf = proposed.index;
         Ok(proposed)
+    }
+
+    /// A learner is promoted only once this leader has confirmed where its log matches
+    /// (Replicate state) and it is at most [`PROMOTION_MAX_LAG`] entries behind.
+    fn check_learner_caught_up(&self, node: NodeId) -> Result<(), ProposeError> {
+        let Some(pr) = self.progress.get(&node) else {
+            return Err(ProposeError::InvalidConfChange(ConfChangeError::NotALearner));
+        };
+        let lag = self.log.last_index().saturating_sub(pr.matched);
+        if pr.state != ProgressState::Replicate || lag > PROMOTION_MAX_LAG {
+            return Err(ProposeError::LearnerBehind { lag });
+        }
+        Ok(())
     }
 
     /// Applies the configuration entries in `(old, new]`, which just became committed.

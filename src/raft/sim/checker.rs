@@ -18,6 +18,7 @@ pub struct Observed {
 /// Global knowledge accumulated over a run.
 #[derive(Debug, Default)]
 pub struct Checker {
+    durable_vote_check: bool,
     leaders: BTreeMap<Term, NodeId>,
     /// `committed[i]` = (term, payload hash) of the entry committed at index `i`.
     committed: Vec<Option<(Term, u64)>>,
@@ -48,8 +49,9 @@ pub fn chain_step(chain: u64, e: &Entry) -> u64 {
 }
 
 impl Checker {
-    pub fn new() -> Checker {
+    pub fn new(durable_vote_check: bool) -> Checker {
         Checker {
+            durable_vote_check,
             chain: vec![0],
             committed: vec![None],
             ..Default::default()
@@ -149,7 +151,7 @@ impl Checker {
     /// Checks a batch about to be persisted against the node's durable state.
     pub fn check_persist(&mut self, id: NodeId, storage: &MemStorage, batch: &PersistBatch) -> Check {
         if let Some(hs) = batch.hard_state {
-            check_hard_state(id, storage.hard_state(), hs)?;
+            check_hard_state(id, storage.hard_state(), hs, self.durable_vote_check)?;
         }
         let Some(first) = batch.entries.first() else {
             return Ok(());
@@ -203,14 +205,14 @@ impl Checker {
     }
 }
 
-fn check_hard_state(id: NodeId, old: HardState, new: HardState) -> Check {
+fn check_hard_state(id: NodeId, old: HardState, new: HardState, vote_check: bool) -> Check {
     if new.term < old.term {
         return Err(format!("node {id}: durable term went back from {} to {}", old.term, new.term));
     }
     if new.commit < old.commit {
         return Err(format!("node {id}: durable commit went back from {} to {}", old.commit, new.commit));
     }
-    if new.term == old.term && old.vote != 0 && new.vote != old.vote {
+    if vote_check && new.term == old.term && old.vote != 0 && new.vote != old.vote {
         return Err(format!(
             "node {id}: durable vote in term {} changed from {} to {}",
             new.term, old.vote, new.vote

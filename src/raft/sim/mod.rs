@@ -34,6 +34,10 @@ pub struct SimConfig {
     pub bugs: BugInjection,
     /// Record a human-readable trace of every event.
     pub trace: bool,
+    /// Also check that a durable vote never changes within a term. Switching this off
+    /// leaves only the symptom checks (e.g. two leaders in one term), to show that they
+    /// too catch vote bugs.
+    pub durable_vote_check: bool,
 }
 
 impl SimConfig {
@@ -46,6 +50,7 @@ impl SimConfig {
             heal_ticks: DEFAULT_HEAL_TICKS,
             bugs: BugInjection::default(),
             trace: false,
+            durable_vote_check: true,
         }
     }
 }
@@ -97,10 +102,25 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, Violation> {
     world::World::new(cfg).run()
 }
 
-/// Per-seed variation of the core's batching knobs, so runs cover batching off and on,
-/// pipelining off and on.
-pub(crate) fn knobs(rng: &mut SplitMix64) -> (usize, usize) {
-    let entries = rng.pick(&[1usize, 2, 8, 64]).unwrap_or(64);
-    let inflight = rng.pick(&[1usize, 2, 4, 32]).unwrap_or(32);
-    (entries, inflight)
+/// Per-seed variation of the core's knobs: batching off and on, pipelining off and on,
+/// election timeouts from a few message delays to many, and one run in four with
+/// PreVote/CheckQuorum off (classic Raft, where split votes and term races abound).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Knobs {
+    pub max_entries: usize,
+    pub max_inflight: usize,
+    pub election_tick: u32,
+    pub heartbeat_tick: u32,
+    pub pre_vote_check_quorum: bool,
+}
+
+pub(crate) fn knobs(rng: &mut SplitMix64) -> Knobs {
+    let election_tick = rng.range(4, 13) as u32;
+    Knobs {
+        max_entries: rng.pick(&[1usize, 2, 8, 64]).unwrap_or(64),
+        max_inflight: rng.pick(&[1usize, 2, 4, 32]).unwrap_or(32),
+        election_tick,
+        heartbeat_tick: rng.range(1, u64::from(election_tick / 3).max(1) + 1) as u32,
+        pre_vote_check_quorum: !rng.chance(250),
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use super::checker::{chain_step, Check, Checker, Observed};
 use super::network::{FaultProfile, Links};
-use super::{knobs, SimConfig, SimReport, Violation, TICK};
+use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
     Config, ConfChange, ConfChangeKind, ConfState, Entry, MemStorage, Message, Node, NodeId, ProposeError, Role,
@@ -111,8 +111,7 @@ pub(super) struct World {
     healed: bool,
     markers: Vec<(u64, u64)>,
     compact_threshold: u64,
-    max_entries: usize,
-    max_inflight: usize,
+    knobs: Knobs,
     report: SimReport,
     client_counter: u64,
     chaos_interval: u64,
@@ -121,7 +120,7 @@ pub(super) struct World {
 impl World {
     pub(super) fn new(cfg: &SimConfig) -> World {
         let mut rng = SplitMix64::new(cfg.seed);
-        let (max_entries, max_inflight) = knobs(&mut rng);
+        let knobs = knobs(&mut rng);
         let faults = FaultProfile::random(&mut rng);
         let compact_threshold = rng.range(8, 80);
         let chaos_interval = rng.range(CHAOS_INTERVAL_RANGE.0, CHAOS_INTERVAL_RANGE.1);
@@ -136,12 +135,11 @@ impl World {
             nodes,
             links: Links::default(),
             faults,
-            checker: Checker::new(),
+            checker: Checker::new(cfg.durable_vote_check),
             healed: false,
             markers: Vec::new(),
             compact_threshold,
-            max_entries,
-            max_inflight,
+            knobs,
             report: SimReport {
                 seed: cfg.seed,
                 ..Default::default()
@@ -170,8 +168,11 @@ impl World {
     fn node_config(&self, id: NodeId) -> Config {
         let mut c = Config::try_new(id).expect("simulator node ids are non-zero");
         c.seed = self.cfg.seed;
-        c.max_entries_per_msg = self.max_entries;
-        c.max_inflight_msgs = self.max_inflight;
+        c.max_entries_per_msg = self.knobs.max_entries;
+        c.max_inflight_msgs = self.knobs.max_inflight;
+        c.election_tick = self.knobs.election_tick;
+        c.heartbeat_tick = self.knobs.heartbeat_tick;
+        c.pre_vote_check_quorum = self.knobs.pre_vote_check_quorum;
         c.bugs = self.cfg.bugs;
         c
     }
