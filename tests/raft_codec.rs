@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use ringway::raft::codec::{decode, encode};
 use ringway::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, MemStorage, Message, MessageBody, Node,
-    Snapshot, SnapshotMeta, VoteKind,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, MemStorage, Message,
+    MessageBody, Node, Snapshot, SnapshotMeta, VoteKind,
 };
 
 fn payload() -> impl Strategy<Value = EntryPayload> {
@@ -14,14 +14,22 @@ fn payload() -> impl Strategy<Value = EntryPayload> {
         Just(EntryPayload::Empty),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(EntryPayload::Normal),
         (0u8..3, any::<u64>()).prop_map(|(k, node)| {
-            let kind = [ConfChangeKind::AddLearner, ConfChangeKind::PromoteLearner, ConfChangeKind::RemoveNode][k as usize];
+            let kind = [
+                ConfChangeKind::AddLearner,
+                ConfChangeKind::PromoteLearner,
+                ConfChangeKind::RemoveNode,
+            ][k as usize];
             EntryPayload::ConfChange(ConfChange { kind, node })
         }),
     ]
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (any::<u64>(), any::<u64>(), payload()).prop_map(|(term, index, payload)| Entry { term, index, payload })
+    (any::<u64>(), any::<u64>(), payload()).prop_map(|(term, index, payload)| Entry {
+        term,
+        index,
+        payload,
+    })
 }
 
 fn vote_kind() -> impl Strategy<Value = VoteKind> {
@@ -48,40 +56,56 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 
 fn body() -> impl Strategy<Value = MessageBody> {
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<u64>(), proptest::collection::vec(entry(), 0..5)).prop_map(
-            |(prev_index, prev_term, commit, entries)| MessageBody::Append {
-                prev_index,
-                prev_term,
-                commit,
-                entries
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec(entry(), 0..5)
+        )
+            .prop_map(
+                |(prev_index, prev_term, commit, entries)| MessageBody::Append {
+                    prev_index,
+                    prev_term,
+                    commit,
+                    entries
+                }
+            ),
+        (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(success, index, hint_index, hint_term)| {
+                MessageBody::AppendResponse {
+                    success,
+                    index,
+                    hint_index,
+                    hint_term,
+                }
             }
         ),
-        (any::<bool>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(success, index, hint_index, hint_term)| {
-            MessageBody::AppendResponse {
-                success,
-                index,
-                hint_index,
-                hint_term,
-            }
-        }),
         any::<u64>().prop_map(|commit| MessageBody::Heartbeat { commit }),
         Just(MessageBody::HeartbeatResponse),
-        (vote_kind(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(kind, last_index, last_term, transfer)| {
-            MessageBody::Vote {
-                kind,
-                last_index,
-                last_term,
-                transfer,
+        (vote_kind(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
+            |(kind, last_index, last_term, transfer)| {
+                MessageBody::Vote {
+                    kind,
+                    last_index,
+                    last_term,
+                    transfer,
+                }
             }
-        }),
-        (vote_kind(), any::<bool>()).prop_map(|(kind, granted)| MessageBody::VoteResponse { kind, granted }),
+        ),
+        (vote_kind(), any::<bool>())
+            .prop_map(|(kind, granted)| MessageBody::VoteResponse { kind, granted }),
         snapshot().prop_map(|snapshot| MessageBody::Snapshot { snapshot }),
         Just(MessageBody::TimeoutNow),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (any::<u64>(), any::<u64>(), any::<u64>(), body()).prop_map(|(from, to, term, body)| Message { from, to, term, body })
+    (any::<u64>(), any::<u64>(), any::<u64>(), body()).prop_map(|(from, to, term, body)| Message {
+        from,
+        to,
+        term,
+        body,
+    })
 }
 
 fn fresh_node() -> Node {

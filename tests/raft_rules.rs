@@ -4,8 +4,9 @@
 
 use ringway::raft::sim::cluster::Cluster;
 use ringway::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, HardState, Index, MemStorage, Message,
-    MessageBody, Node, NodeId, PersistBatch, ProposeError, Role, Storage, Term, VoteKind, BOOTSTRAP_INDEX,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, HardState, Index,
+    MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError, Role, Storage,
+    Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
 /// A node with its storage, driven by hand.
@@ -66,7 +67,12 @@ impl T {
 
     fn step(&mut self, from: NodeId, term: Term, body: MessageBody) -> Vec<Message> {
         let to = self.node.id();
-        self.node.step(Message { from, to, term, body });
+        self.node.step(Message {
+            from,
+            to,
+            term,
+            body,
+        });
         self.drain()
     }
 
@@ -196,7 +202,10 @@ fn vote_is_in_the_same_persist_batch_as_the_grant() {
         body: vote_req(2, 1),
     });
     let rd = f.node.ready().unwrap();
-    assert_eq!(rd.batch().hard_state.map(|h| (h.term, h.vote)), Some((2, 2)));
+    assert_eq!(
+        rd.batch().hard_state.map(|h| (h.term, h.vote)),
+        Some((2, 2))
+    );
     let mut done = rd.persist(&mut f.storage).unwrap();
     assert_eq!(granted(&done.take_messages(), 2), Some(true));
     assert_eq!(f.storage.hard_state().vote, 2);
@@ -258,7 +267,7 @@ fn append_rejected_on_prev_term_mismatch_with_conflict_term_hint() {
 fn append_truncates_conflicting_suffix_and_appends_new_entries() {
     let mut f = plain(1, &[1, 2, 2], 3);
     let out = f.step(2, 3, append(2, 1, 1, vec![entry(3, 3)]));
-    assert_eq!(append_response(&out).0, true);
+    assert!(append_response(&out).0);
     assert_eq!(f.node.status().last_index, 3);
     assert_eq!(f.node.term_at(3), Some(3));
     assert_eq!(f.storage.last_index(), 3);
@@ -299,7 +308,10 @@ fn new_leader_appends_an_entry_of_its_term_at_once() {
     l.become_leader();
     let st = l.node.status();
     assert_eq!(st.last_term, st.term);
-    assert_eq!(l.node.entry(st.last_index).map(|e| e.payload.clone()), Some(EntryPayload::Empty));
+    assert_eq!(
+        l.node.entry(st.last_index).map(|e| e.payload.clone()),
+        Some(EntryPayload::Empty)
+    );
 }
 
 #[test]
@@ -314,16 +326,27 @@ fn old_term_entry_is_not_committed_by_counting_replicas() {
         hint_term: 0,
     };
     l.step(2, t, ack(3));
-    assert_eq!(l.node.commit_index(), BOOTSTRAP_INDEX, "index 3 (term 2) is on a majority but not committed");
+    assert_eq!(
+        l.node.commit_index(),
+        BOOTSTRAP_INDEX,
+        "index 3 (term 2) is on a majority but not committed"
+    );
     l.step(2, t, ack(4));
-    assert_eq!(l.node.commit_index(), 4, "committing the term-3 entry commits index 3 with it");
+    assert_eq!(
+        l.node.commit_index(),
+        4,
+        "committing the term-3 entry commits index 3 with it"
+    );
 }
 
 #[test]
 fn follower_refuses_proposal_naming_the_leader() {
     let mut f = plain(1, &[1], 1);
     f.step(2, 1, MessageBody::Heartbeat { commit: 1 });
-    assert_eq!(f.node.propose(b"x".to_vec()), Err(ProposeError::NotLeader { leader: Some(2) }));
+    assert_eq!(
+        f.node.propose(b"x".to_vec()),
+        Err(ProposeError::NotLeader { leader: Some(2) })
+    );
 }
 
 #[test]
@@ -365,7 +388,10 @@ fn in_flight_appends_are_bounded_by_the_window() {
         l.node.propose(vec![i]).unwrap();
     }
     let out = l.drain();
-    assert_eq!(appends_to(&out, 2).iter().filter(|b| !b.is_empty()).count(), 2);
+    assert_eq!(
+        appends_to(&out, 2).iter().filter(|b| !b.is_empty()).count(),
+        2
+    );
 }
 
 #[test]
@@ -396,7 +422,13 @@ fn fast_backtracking_skips_a_whole_conflicting_term() {
 fn prevote_round_does_not_raise_the_term() {
     let mut f = plain(1, &[1], 4);
     let out = f.tick_until_campaign();
-    assert!(out.iter().all(|m| matches!(m.body, MessageBody::Vote { kind: VoteKind::PreVote, .. })));
+    assert!(out.iter().all(|m| matches!(
+        m.body,
+        MessageBody::Vote {
+            kind: VoteKind::PreVote,
+            ..
+        }
+    )));
     assert!(out.iter().all(|m| m.term == 5));
     assert_eq!(f.node.term(), 4);
     assert_eq!(f.node.role(), Role::PreCandidate);
@@ -478,7 +510,9 @@ fn cc(kind: ConfChangeKind, node: NodeId) -> ConfChange {
 fn conf_change_refused_before_leader_commits_its_own_term() {
     let mut l = plain(1, &[], 1);
     l.become_leader();
-    let r = l.node.propose_conf_change(cc(ConfChangeKind::AddLearner, 4));
+    let r = l
+        .node
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4));
     assert_eq!(r, Err(ProposeError::OwnTermNotCommitted));
 }
 
@@ -487,20 +521,28 @@ fn only_one_conf_change_in_flight() {
     let mut c = cluster3();
     c.isolated.insert(2);
     c.isolated.insert(3);
-    c.node(1).propose_conf_change(cc(ConfChangeKind::AddLearner, 4)).unwrap();
-    let r = c.node(1).propose_conf_change(cc(ConfChangeKind::AddLearner, 5));
+    c.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .unwrap();
+    let r = c
+        .node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 5));
     assert!(matches!(r, Err(ProposeError::ConfChangePending { .. })));
 }
 
 #[test]
 fn learner_promotion_refused_until_caught_up() {
     let mut c = cluster3();
-    c.node(1).propose_conf_change(cc(ConfChangeKind::AddLearner, 4)).unwrap();
+    c.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .unwrap();
     c.settle();
     for i in 0..100u8 {
         c.node(1).propose(vec![i]).unwrap();
     }
-    let r = c.node(1).propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4));
+    let r = c
+        .node(1)
+        .propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4));
     assert!(matches!(r, Err(ProposeError::LearnerBehind { .. })));
 }
 
@@ -521,13 +563,18 @@ fn proposals_refused_during_transfer() {
     c.node(1).propose(b"a".to_vec()).unwrap();
     c.settle();
     c.node(1).transfer_leader(3).unwrap();
-    assert!(matches!(c.node(1).propose(b"b".to_vec()), Err(ProposeError::TransferInProgress { to: 3 })));
+    assert!(matches!(
+        c.node(1).propose(b"b".to_vec()),
+        Err(ProposeError::TransferInProgress { to: 3 })
+    ));
 }
 
 #[test]
 fn leader_removing_itself_steps_down_and_a_successor_takes_over() {
     let mut c = cluster3();
-    c.node(1).propose_conf_change(cc(ConfChangeKind::RemoveNode, 1)).unwrap();
+    c.node(1)
+        .propose_conf_change(cc(ConfChangeKind::RemoveNode, 1))
+        .unwrap();
     c.settle();
     assert_ne!(c.node(1).role(), Role::Leader);
     let l = c.leader().expect("a successor was elected via TimeoutNow");
@@ -564,12 +611,16 @@ fn added_learner_receives_the_log_and_can_be_promoted() {
     c.nodes.insert(4, node);
     c.storages.insert(4, storage);
     c.applied.insert(4, Vec::new());
-    c.node(1).propose_conf_change(cc(ConfChangeKind::AddLearner, 4)).unwrap();
+    c.node(1)
+        .propose_conf_change(cc(ConfChangeKind::AddLearner, 4))
+        .unwrap();
     c.settle();
     c.node(1).tick();
     c.node(1).tick();
     c.settle();
-    c.node(1).propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4)).unwrap();
+    c.node(1)
+        .propose_conf_change(cc(ConfChangeKind::PromoteLearner, 4))
+        .unwrap();
     c.settle();
     c.node(1).tick();
     c.node(1).tick();
@@ -577,4 +628,3 @@ fn added_learner_receives_the_log_and_can_be_promoted() {
     assert_eq!(c.node(4).conf().voters, vec![1, 2, 3, 4]);
     assert_eq!(c.node(4).commit_index(), c.node(1).commit_index());
 }
-

@@ -99,13 +99,19 @@ fn same_seed_same_run_byte_for_byte() {
         cfg.trace = true;
         let a = run(&cfg).expect("seed passes");
         let b = run(&cfg).expect("seed passes");
-        assert_eq!(a.trace.join("\n").into_bytes(), b.trace.join("\n").into_bytes());
+        assert_eq!(
+            a.trace.join("\n").into_bytes(),
+            b.trace.join("\n").into_bytes()
+        );
         assert_eq!(a.trace_hash, b.trace_hash);
         assert!(a.events > 1000, "a run exercises the cluster");
     }
     let other = run(&SimConfig::for_seed(5)).expect("seed passes");
     let mine = run(&SimConfig::for_seed(3)).expect("seed passes");
-    assert_ne!(other.trace_hash, mine.trace_hash, "different seeds give different runs");
+    assert_ne!(
+        other.trace_hash, mine.trace_hash,
+        "different seeds give different runs"
+    );
 }
 
 #[test]
@@ -113,7 +119,13 @@ fn runs_exercise_faults_and_progress() {
     let mut totals = [0u64; 5];
     for seed in 0..20 {
         let r = run(&SimConfig::for_seed(seed)).expect("seed passes");
-        for (t, v) in totals.iter_mut().zip([r.committed, r.crashes, r.conf_changes, r.transfers, r.snapshots_installed]) {
+        for (t, v) in totals.iter_mut().zip([
+            r.committed,
+            r.crashes,
+            r.conf_changes,
+            r.transfers,
+            r.snapshots_installed,
+        ]) {
             *t += v;
         }
     }

@@ -23,7 +23,13 @@ fn first_violation_with(bugs: BugInjection, durable_vote_check: bool) -> Option<
         for _ in 0..THREADS {
             s.spawn(|| loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= SEED_BUDGET || found.lock().unwrap().as_ref().is_some_and(|v| v.seed < seed) {
+                if seed >= SEED_BUDGET
+                    || found
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .is_some_and(|v| v.seed < seed)
+                {
                     break;
                 }
                 let mut cfg = SimConfig::for_seed(seed);
@@ -31,7 +37,7 @@ fn first_violation_with(bugs: BugInjection, durable_vote_check: bool) -> Option<
                 cfg.durable_vote_check = durable_vote_check;
                 if let Err(v) = run(&cfg) {
                     let mut f = found.lock().unwrap();
-                    if f.as_ref().is_none_or(|old| v.seed < old.seed) {
+                    if f.as_ref().map_or(true, |old| v.seed < old.seed) {
                         *f = Some(v);
                     }
                 }
@@ -134,13 +140,62 @@ fn a_correct_core_passes_the_same_budget_prefix() {
 #[ignore]
 fn detection_density() {
     let all = [
-        ("commit_old_term_by_count", BugInjection { commit_old_term_by_count: true, ..Default::default() }, true),
-        ("forget_vote_on_restart", BugInjection { forget_vote_on_restart: true, ..Default::default() }, true),
-        ("forget_vote_on_restart/symptoms", BugInjection { forget_vote_on_restart: true, ..Default::default() }, false),
-        ("vote_for_shorter_log", BugInjection { vote_for_shorter_log: true, ..Default::default() }, true),
-        ("vote_twice_in_term", BugInjection { vote_twice_in_term: true, ..Default::default() }, true),
-        ("vote_twice_in_term/symptoms", BugInjection { vote_twice_in_term: true, ..Default::default() }, false),
-        ("skip_prev_term_check", BugInjection { skip_prev_term_check: true, ..Default::default() }, true),
+        (
+            "commit_old_term_by_count",
+            BugInjection {
+                commit_old_term_by_count: true,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            "forget_vote_on_restart",
+            BugInjection {
+                forget_vote_on_restart: true,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            "forget_vote_on_restart/symptoms",
+            BugInjection {
+                forget_vote_on_restart: true,
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            "vote_for_shorter_log",
+            BugInjection {
+                vote_for_shorter_log: true,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            "vote_twice_in_term",
+            BugInjection {
+                vote_twice_in_term: true,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            "vote_twice_in_term/symptoms",
+            BugInjection {
+                vote_twice_in_term: true,
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            "skip_prev_term_check",
+            BugInjection {
+                skip_prev_term_check: true,
+                ..Default::default()
+            },
+            true,
+        ),
     ];
     for (name, bugs, vote_check) in all {
         let caught = (0..SEED_BUDGET)

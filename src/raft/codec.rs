@@ -3,7 +3,9 @@
 //! returns an error, never panics, on malformed or truncated input.
 
 use super::message::{Message, MessageBody, VoteKind};
-use super::types::{ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Snapshot, SnapshotMeta};
+use super::types::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Snapshot, SnapshotMeta,
+};
 
 /// Current wire format version; decoders reject others.
 pub const WIRE_VERSION: u8 = 1;
@@ -69,7 +71,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if rest != 0 {
         return Err(DecodeError::TrailingBytes(rest));
     }
-    Ok(Message { from, to, term, body })
+    Ok(Message {
+        from,
+        to,
+        term,
+        body,
+    })
 }
 
 fn put_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -118,7 +125,9 @@ fn put_body(out: &mut Vec<u8>, body: &MessageBody) {
         } => {
             out.push(1);
             put_bool(out, *success);
-            [*index, *hint_index, *hint_term].iter().for_each(|&v| put_u64(out, v));
+            [*index, *hint_index, *hint_term]
+                .iter()
+                .for_each(|&v| put_u64(out, v));
         }
         MessageBody::Heartbeat { commit } => {
             out.push(2);
@@ -245,7 +254,10 @@ impl Reader<'_> {
         match self.u8()? {
             0 => Ok(VoteKind::PreVote),
             1 => Ok(VoteKind::Vote),
-            tag => Err(DecodeError::UnknownTag { field: "vote kind", tag }),
+            tag => Err(DecodeError::UnknownTag {
+                field: "vote kind",
+                tag,
+            }),
         }
     }
 
@@ -258,7 +270,9 @@ impl Reader<'_> {
                 hint_index: self.u64()?,
                 hint_term: self.u64()?,
             },
-            2 => MessageBody::Heartbeat { commit: self.u64()? },
+            2 => MessageBody::Heartbeat {
+                commit: self.u64()?,
+            },
             3 => MessageBody::HeartbeatResponse,
             4 => MessageBody::Vote {
                 kind: self.vote_kind()?,
@@ -274,7 +288,12 @@ impl Reader<'_> {
                 snapshot: self.snapshot()?,
             },
             7 => MessageBody::TimeoutNow,
-            tag => return Err(DecodeError::UnknownTag { field: "message", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    field: "message",
+                    tag,
+                })
+            }
         })
     }
 
@@ -299,9 +318,18 @@ impl Reader<'_> {
             0 => EntryPayload::Empty,
             1 => EntryPayload::Normal(self.bytes("payload")?),
             2 => EntryPayload::ConfChange(self.conf_change()?),
-            tag => return Err(DecodeError::UnknownTag { field: "payload", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    field: "payload",
+                    tag,
+                })
+            }
         };
-        Ok(Entry { term, index, payload })
+        Ok(Entry {
+            term,
+            index,
+            payload,
+        })
     }
 
     fn conf_change(&mut self) -> Result<ConfChange, DecodeError> {
@@ -309,9 +337,17 @@ impl Reader<'_> {
             0 => ConfChangeKind::AddLearner,
             1 => ConfChangeKind::PromoteLearner,
             2 => ConfChangeKind::RemoveNode,
-            tag => return Err(DecodeError::UnknownTag { field: "conf change", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    field: "conf change",
+                    tag,
+                })
+            }
         };
-        Ok(ConfChange { kind, node: self.u64()? })
+        Ok(ConfChange {
+            kind,
+            node: self.u64()?,
+        })
     }
 
     fn ids(&mut self) -> Result<Vec<u64>, DecodeError> {

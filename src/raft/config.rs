@@ -69,7 +69,10 @@ pub enum ConfigError {
     /// `heartbeat_tick` must be at least 1.
     ZeroHeartbeatTick,
     /// `election_tick` must exceed `heartbeat_tick`, or followers time out between heartbeats.
-    ElectionTickNotAboveHeartbeat { election_tick: u32, heartbeat_tick: u32 },
+    ElectionTickNotAboveHeartbeat {
+        election_tick: u32,
+        heartbeat_tick: u32,
+    },
     /// `election_tick` above [`MAX_ELECTION_TICK`].
     ElectionTickTooLarge { election_tick: u32 },
     /// `max_entries_per_msg` must be at least 1.

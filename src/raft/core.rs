@@ -272,9 +272,9 @@ impl Raft {
                 kind: VoteKind::PreVote,
                 granted: true,
             } => {}
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
-                self.become_follower(m.term, m.from)
-            }
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => self.become_follower(m.term, m.from),
             _ => self.become_follower(m.term, NO_NODE),
         }
         true
@@ -283,7 +283,9 @@ impl Raft {
     fn on_lower_term(&mut self, m: &Message) {
         self.stats.dropped_stale_term += 1;
         match &m.body {
-            MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => {
+            MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::Snapshot { .. } => {
                 // A leader cut off from us kept its old term: tell it ours so it steps down.
                 self.send(m.from, MessageBody::HeartbeatResponse);
             }
@@ -370,7 +372,12 @@ fn well_formed(m: &Message) -> bool {
     }
 }
 
-fn entries_well_formed(term: Term, prev_index: Index, prev_term: Term, entries: &[super::types::Entry]) -> bool {
+fn entries_well_formed(
+    term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &[super::types::Entry],
+) -> bool {
     if prev_term > term {
         return false;
     }

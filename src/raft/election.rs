@@ -108,21 +108,38 @@ impl Raft {
         };
         let up_to_date = self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log;
         if !(can_vote && up_to_date) {
-            self.send(from, MessageBody::VoteResponse { kind, granted: false });
+            self.send(
+                from,
+                MessageBody::VoteResponse {
+                    kind,
+                    granted: false,
+                },
+            );
             return;
         }
         if kind == VoteKind::Vote {
             self.vote = from;
             self.election_elapsed = 0;
         }
-        let body = MessageBody::VoteResponse { kind, granted: true };
+        let body = MessageBody::VoteResponse {
+            kind,
+            granted: true,
+        };
         self.send_with_term(from, msg_term, body);
     }
 
-    pub(crate) fn handle_vote_response(&mut self, from: NodeId, msg_term: Term, kind: VoteKind, granted: bool) {
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        kind: VoteKind,
+        granted: bool,
+    ) {
         let expected = match (self.role, kind) {
             (Role::PreCandidate, VoteKind::PreVote) if granted => self.term + 1,
-            (Role::PreCandidate, VoteKind::PreVote) | (Role::Candidate, VoteKind::Vote) => self.term,
+            (Role::PreCandidate, VoteKind::PreVote) | (Role::Candidate, VoteKind::Vote) => {
+                self.term
+            }
             _ => {
                 self.stats.dropped_wrong_role += 1;
                 return;
@@ -157,7 +174,10 @@ impl Raft {
         self.election_elapsed = 0;
         let next = self.log.last_index() + 1;
         let members: Vec<NodeId> = self.conf.members().collect();
-        self.progress = members.into_iter().map(|m| (m, Progress::new(next))).collect();
+        self.progress = members
+            .into_iter()
+            .map(|m| (m, Progress::new(next)))
+            .collect();
         self.pending_conf = self.last_conf_index_after_commit();
         self.term_start = next;
         self.append_entry(EntryPayload::Empty);

@@ -43,7 +43,9 @@ impl RaftLog {
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.last().map_or(self.snapshot.meta.term, |e| e.term)
+        self.entries
+            .last()
+            .map_or(self.snapshot.meta.term, |e| e.term)
     }
 
     /// Term at `index`: known for the snapshot index and every entry after it.
@@ -71,7 +73,12 @@ impl RaftLog {
 
     /// Entries from `lo`, at most `max_count` and about `max_bytes` (at least one entry
     /// when any exists). `None` if `lo` is compacted away.
-    pub(crate) fn entries_from(&self, lo: Index, max_count: usize, max_bytes: usize) -> Option<Vec<Entry>> {
+    pub(crate) fn entries_from(
+        &self,
+        lo: Index,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<Entry>> {
         if lo < self.first_index() {
             return None;
         }
@@ -91,7 +98,9 @@ impl RaftLog {
     /// Committed entries in `(after, commit]` still present in the log.
     pub(crate) fn committed_after(&self, after: Index) -> Vec<Entry> {
         let lo = after.max(self.snapshot.meta.index) + 1;
-        (lo..=self.commit).filter_map(|i| self.entry(i).cloned()).collect()
+        (lo..=self.commit)
+            .filter_map(|i| self.entry(i).cloned())
+            .collect()
     }
 
     /// Leader append of one new entry.
@@ -118,7 +127,9 @@ impl RaftLog {
 
     /// First index of the run of entries sharing the term at `index`, not below `floor`.
     pub(crate) fn first_index_of_term_at(&self, index: Index, floor: Index) -> Index {
-        let Some(term) = self.term(index) else { return index };
+        let Some(term) = self.term(index) else {
+            return index;
+        };
         let mut i = index;
         while i > floor && i > self.first_index() && self.term(i - 1) == Some(term) {
             i -= 1;
@@ -141,7 +152,9 @@ impl RaftLog {
     /// Entries not yet handed to storage; marks them handed.
     pub(crate) fn take_unstable(&mut self) -> Vec<Entry> {
         let from = self.unstable_from.max(self.first_index());
-        let out = self.entries_from(from, usize::MAX, usize::MAX).unwrap_or_default();
+        let out = self
+            .entries_from(from, usize::MAX, usize::MAX)
+            .unwrap_or_default();
         self.unstable_from = self.last_index() + 1;
         out
     }
@@ -151,7 +164,12 @@ impl RaftLog {
     }
 
     /// Drops entries up to `index` (which must be in the log), keeping a snapshot of them.
-    pub(crate) fn compact(&mut self, index: Index, conf: ConfState, data: Vec<u8>) -> Option<Snapshot> {
+    pub(crate) fn compact(
+        &mut self,
+        index: Index,
+        conf: ConfState,
+        data: Vec<u8>,
+    ) -> Option<Snapshot> {
         let term = self.term(index)?;
         if index <= self.snapshot.meta.index {
             return None;

@@ -4,7 +4,9 @@
 use super::core::{Raft, Role};
 use super::message::MessageBody;
 use super::progress::{Progress, ProgressState};
-use super::types::{ConfChange, ConfChangeError, ConfChangeKind, EntryPayload, Index, NodeId, Term, NO_NODE};
+use super::types::{
+    ConfChange, ConfChangeError, ConfChangeKind, EntryPayload, Index, NodeId, Term, NO_NODE,
+};
 
 /// A learner may be promoted only when at most this many entries behind the leader:
 /// a voter that far behind would stall commits while it catches up.
@@ -39,7 +41,9 @@ pub enum ProposeError {
 /// Why a leader transfer was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransferError {
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// The target is this node.
     TargetIsSelf,
     /// Only voters can lead.
@@ -58,7 +62,9 @@ impl Raft {
             });
         }
         if self.transferee != NO_NODE {
-            return Err(ProposeError::TransferInProgress { to: self.transferee });
+            return Err(ProposeError::TransferInProgress {
+                to: self.transferee,
+            });
         }
         Ok(())
     }
@@ -67,14 +73,20 @@ impl Raft {
         self.check_can_propose()?;
         let max = self.cfg.max_bytes_per_msg;
         if data.len() > max {
-            return Err(ProposeError::TooLarge { size: data.len(), max });
+            return Err(ProposeError::TooLarge {
+                size: data.len(),
+                max,
+            });
         }
         Ok(self.append_and_replicate(EntryPayload::Normal(data)))
     }
 
     fn append_and_replicate(&mut self, payload: EntryPayload) -> Proposed {
         let index = self.append_entry(payload);
-        let proposed = Proposed { term: self.term, index };
+        let proposed = Proposed {
+            term: self.term,
+            index,
+        };
         self.pending_flush = true;
         self.maybe_commit();
         proposed
@@ -90,7 +102,9 @@ impl Raft {
                 index: self.pending_conf,
             });
         }
-        self.conf.apply(&cc).map_err(ProposeError::InvalidConfChange)?;
+        self.conf
+            .apply(&cc)
+            .map_err(ProposeError::InvalidConfChange)?;
         if cc.kind == ConfChangeKind::PromoteLearner {
             self.check_learner_caught_up(cc.node)?;
         }
@@ -103,7 +117,9 @@ impl Raft {
     /// (Replicate state) and it is at most [`PROMOTION_MAX_LAG`] entries behind.
     fn check_learner_caught_up(&self, node: NodeId) -> Result<(), ProposeError> {
         let Some(pr) = self.progress.get(&node) else {
-            return Err(ProposeError::InvalidConfChange(ConfChangeError::NotALearner));
+            return Err(ProposeError::InvalidConfChange(
+                ConfChangeError::NotALearner,
+            ));
         };
         let lag = self.log.last_index().saturating_sub(pr.matched);
         if pr.state != ProgressState::Replicate || lag > PROMOTION_MAX_LAG {
@@ -141,7 +157,9 @@ impl Raft {
         let conf = self.conf.clone();
         self.progress.retain(|id, _| conf.contains(*id));
         for m in conf.members() {
-            self.progress.entry(m).or_insert_with(|| Progress::new(next));
+            self.progress
+                .entry(m)
+                .or_insert_with(|| Progress::new(next));
         }
         if !conf.is_voter(self.transferee) {
             self.transferee = NO_NODE;

@@ -24,8 +24,9 @@ mod storage;
 mod types;
 
 pub use self::config::{
-    BugInjection, Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK, DEFAULT_MAX_BYTES_PER_MSG,
-    DEFAULT_MAX_ENTRIES_PER_MSG, DEFAULT_MAX_INFLIGHT_MSGS, MAX_ELECTION_TICK,
+    BugInjection, Config, ConfigError, DEFAULT_ELECTION_TICK, DEFAULT_HEARTBEAT_TICK,
+    DEFAULT_MAX_BYTES_PER_MSG, DEFAULT_MAX_ENTRIES_PER_MSG, DEFAULT_MAX_INFLIGHT_MSGS,
+    MAX_ELECTION_TICK,
 };
 pub use self::core::{Role, SNAPSHOT_RETRY_TICKS};
 pub use self::membership::{ProposeError, Proposed, TransferError, PROMOTION_MAX_LAG};
@@ -33,8 +34,11 @@ pub use self::message::{Message, MessageBody, VoteKind};
 pub use self::node::{AdvanceError, CompactError, Node, NodeError, Persisted, Ready, Status};
 pub use self::progress::{Progress, ProgressState};
 pub use self::stats::Stats;
-pub use self::storage::{bootstrap_meta, InitialState, BOOTSTRAP_INDEX, BOOTSTRAP_TERM, MemStorage, PersistBatch, Storage, StorageError};
+pub use self::storage::{
+    bootstrap_meta, InitialState, MemStorage, PersistBatch, Storage, StorageError, BOOTSTRAP_INDEX,
+    BOOTSTRAP_TERM,
+};
 pub use self::types::{
-    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, Index, NodeId, Snapshot,
-    SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES, NO_NODE,
+    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, Index,
+    NodeId, Snapshot, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES, NO_NODE,
 };

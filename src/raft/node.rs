@@ -8,7 +8,9 @@ use super::message::Message;
 use super::progress::Progress;
 use super::stats::Stats;
 use super::storage::{InitialState, PersistBatch, Storage, StorageError};
-use super::types::{ConfChange, ConfState, Entry, HardState, Index, NodeId, Snapshot, Term, NO_NODE};
+use super::types::{
+    ConfChange, ConfState, Entry, HardState, Index, NodeId, Snapshot, Term, NO_NODE,
+};
 
 /// Why a node could not be created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,7 +185,10 @@ impl Node {
     pub fn compact(&mut self, index: Index, data: Vec<u8>) -> Result<(), CompactError> {
         let snapshot_index = self.raft.log.snapshot_meta().index;
         if index <= snapshot_index {
-            return Err(CompactError::AlreadyCompacted { index, snapshot_index });
+            return Err(CompactError::AlreadyCompacted {
+                index,
+                snapshot_index,
+            });
         }
         if index > self.applied {
             return Err(CompactError::NotApplied {
@@ -333,7 +338,9 @@ fn check_initial_state(init: &InitialState) -> Result<(), NodeError> {
     let mut term = init.snapshot.meta.term;
     for e in &init.entries {
         if e.index != expect + 1 {
-            return Err(NodeError::CorruptStorage("entries are not contiguous after the snapshot"));
+            return Err(NodeError::CorruptStorage(
+                "entries are not contiguous after the snapshot",
+            ));
         }
         if e.term < term {
             return Err(NodeError::CorruptStorage("entry terms decrease"));
@@ -342,10 +349,14 @@ fn check_initial_state(init: &InitialState) -> Result<(), NodeError> {
         term = e.term;
     }
     if init.hard_state.commit > expect {
-        return Err(NodeError::CorruptStorage("commit index beyond the stored log"));
+        return Err(NodeError::CorruptStorage(
+            "commit index beyond the stored log",
+        ));
     }
     if term > init.hard_state.term {
-        return Err(NodeError::CorruptStorage("log term above the stored current term"));
+        return Err(NodeError::CorruptStorage(
+            "log term above the stored current term",
+        ));
     }
     Ok(())
 }

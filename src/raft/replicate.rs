@@ -22,7 +22,11 @@ impl Raft {
     }
 
     pub(crate) fn peers(&self) -> Vec<NodeId> {
-        self.progress.keys().copied().filter(|&p| p != self.id).collect()
+        self.progress
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect()
     }
 
     pub(crate) fn broadcast_append(&mut self) {
@@ -69,8 +73,10 @@ impl Raft {
         let next = pr.next;
         let prev_index = next - 1;
         let (max_n, max_b) = (self.cfg.max_entries_per_msg, self.cfg.max_bytes_per_msg);
-        let (Some(prev_term), Some(entries)) = (self.log.term(prev_index), self.log.entries_from(next, max_n, max_b))
-        else {
+        let (Some(prev_term), Some(entries)) = (
+            self.log.term(prev_index),
+            self.log.entries_from(next, max_n, max_b),
+        ) else {
             return self.send_snapshot(to);
         };
         if entries.is_empty() && !allow_empty {
@@ -142,13 +148,22 @@ impl Raft {
     }
 
     pub(crate) fn maybe_send_timeout_now(&mut self, to: NodeId) {
-        let caught_up = self.progress.get(&to).is_some_and(|pr| pr.matched == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.matched == self.log.last_index());
         if self.role == Role::Leader && self.transferee == to && caught_up {
             self.send(to, MessageBody::TimeoutNow);
         }
     }
 
-    fn on_append_rejected(&mut self, from: NodeId, rejected: Index, hint_index: Index, hint_term: Term) {
+    fn on_append_rejected(
+        &mut self,
+        from: NodeId,
+        rejected: Index,
+        hint_index: Index,
+        hint_term: Term,
+    ) {
         let guess = self.next_after_rejection(rejected, hint_index, hint_term);
         let Some(pr) = self.progress.get_mut(&from) else {
             return;

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::raft::rng::hash_bytes;
-use crate::raft::{Entry, EntryPayload, HardState, Index, MemStorage, Node, NodeId, PersistBatch, Role, Term};
+use crate::raft::{
+    Entry, EntryPayload, HardState, Index, MemStorage, Node, NodeId, PersistBatch, Role, Term,
+};
 
 /// What the checker remembers about one node incarnation.
 #[derive(Clone, Debug, Default)]
@@ -64,14 +66,21 @@ impl Checker {
     }
 
     pub fn committed_term(&self, index: Index) -> Option<Term> {
-        self.committed.get(index as usize).copied().flatten().map(|(t, _)| t)
+        self.committed
+            .get(index as usize)
+            .copied()
+            .flatten()
+            .map(|(t, _)| t)
     }
 
     /// Called after every event that touched `node`.
     pub fn observe(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
         let term = node.term();
         if term < obs.term {
-            return Err(format!("node {id}: term went back from {} to {term}", obs.term));
+            return Err(format!(
+                "node {id}: term went back from {} to {term}",
+                obs.term
+            ));
         }
         obs.term = term;
         self.observe_commit(id, node, obs)?;
@@ -86,7 +95,10 @@ impl Checker {
     fn observe_commit(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
         let commit = node.commit_index();
         if commit < obs.commit {
-            return Err(format!("node {id}: commit went back from {} to {commit}", obs.commit));
+            return Err(format!(
+                "node {id}: commit went back from {} to {commit}",
+                obs.commit
+            ));
         }
         for i in obs.commit + 1..=commit {
             if let Some(e) = node.entry(i) {
@@ -118,13 +130,17 @@ impl Checker {
         let term = node.term();
         let holder = *self.leaders.entry(term).or_insert(id);
         if holder != id {
-            return Err(format!("election safety: nodes {holder} and {id} are both leader in term {term}"));
+            return Err(format!(
+                "election safety: nodes {holder} and {id} are both leader in term {term}"
+            ));
         }
         let last = node.status().last_index;
         match obs.leader_mark {
             Some((t, mark, mark_term)) if t == term => {
                 if mark >= node.snapshot_index() && node.term_at(mark) != Some(mark_term) {
-                    return Err(format!("leader append-only: leader {id} of term {term} changed its entry {mark}"));
+                    return Err(format!(
+                        "leader append-only: leader {id} of term {term} changed its entry {mark}"
+                    ));
                 }
             }
             _ => self.check_leader_completeness(id, node)?,
@@ -149,7 +165,12 @@ impl Checker {
     }
 
     /// Checks a batch about to be persisted against the node's durable state.
-    pub fn check_persist(&mut self, id: NodeId, storage: &MemStorage, batch: &PersistBatch) -> Check {
+    pub fn check_persist(
+        &mut self,
+        id: NodeId,
+        storage: &MemStorage,
+        batch: &PersistBatch,
+    ) -> Check {
         if let Some(hs) = batch.hard_state {
             check_hard_state(id, storage.hard_state(), hs, self.durable_vote_check)?;
         }
@@ -173,9 +194,15 @@ impl Checker {
     /// and follows the same previous term.
     fn check_log_matching(&mut self, id: NodeId, e: &Entry, prev_term: Option<Term>) -> Check {
         let hash = payload_hash(e);
-        let known = self.entries.entry((e.index, e.term)).or_insert((hash, prev_term));
+        let known = self
+            .entries
+            .entry((e.index, e.term))
+            .or_insert((hash, prev_term));
         if known.0 != hash {
-            return Err(format!("log matching: node {id} stores a different payload at (index {}, term {})", e.index, e.term));
+            return Err(format!(
+                "log matching: node {id} stores a different payload at (index {}, term {})",
+                e.index, e.term
+            ));
         }
         match (known.1, prev_term) {
             (Some(a), Some(b)) if a != b => Err(format!(
@@ -194,23 +221,34 @@ impl Checker {
     pub fn check_apply(&mut self, id: NodeId, index: Index, chain: u64) -> Check {
         let i = index as usize;
         match self.chain.get(i) {
-            Some(&c) if c != chain => Err(format!("state machine safety: node {id} applied a different entry at {index}")),
+            Some(&c) if c != chain => Err(format!(
+                "state machine safety: node {id} applied a different entry at {index}"
+            )),
             Some(_) => Ok(()),
             None if i == self.chain.len() => {
                 self.chain.push(chain);
                 Ok(())
             }
-            None => Err(format!("node {id} applied {index} beyond the known sequence {}", self.chain.len() - 1)),
+            None => Err(format!(
+                "node {id} applied {index} beyond the known sequence {}",
+                self.chain.len() - 1
+            )),
         }
     }
 }
 
 fn check_hard_state(id: NodeId, old: HardState, new: HardState, vote_check: bool) -> Check {
     if new.term < old.term {
-        return Err(format!("node {id}: durable term went back from {} to {}", old.term, new.term));
+        return Err(format!(
+            "node {id}: durable term went back from {} to {}",
+            old.term, new.term
+        ));
     }
     if new.commit < old.commit {
-        return Err(format!("node {id}: durable commit went back from {} to {}", old.commit, new.commit));
+        return Err(format!(
+            "node {id}: durable commit went back from {} to {}",
+            old.commit, new.commit
+        ));
     }
     if vote_check && new.term == old.term && old.vote != 0 && new.vote != old.vote {
         return Err(format!(

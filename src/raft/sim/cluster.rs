@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::raft::{Config, ConfState, Entry, MemStorage, Message, Node, NodeId, Role};
+use crate::raft::{ConfState, Config, Entry, MemStorage, Message, Node, NodeId, Role};
 
 /// Upper bound on delivery rounds in [`Cluster::settle`]; a healthy group goes quiet in a few.
 const SETTLE_MAX_ROUNDS: usize = 1000;
@@ -53,7 +53,9 @@ impl Cluster {
         for (&id, node) in self.nodes.iter_mut() {
             while let Some(rd) = node.ready() {
                 let storage = self.storages.get_mut(&id).expect("storage exists");
-                let mut done = rd.persist(storage).expect("MemStorage accepts core batches");
+                let mut done = rd
+                    .persist(storage)
+                    .expect("MemStorage accepts core batches");
                 self.queue.extend(done.take_messages());
                 if let Some(applied) = self.applied.get_mut(&id) {
                     applied.extend(done.committed_entries().iter().cloned());
@@ -109,7 +111,10 @@ impl Cluster {
     }
 
     pub fn leader(&self) -> Option<NodeId> {
-        self.nodes.values().find(|n| n.role() == Role::Leader).map(|n| n.id())
+        self.nodes
+            .values()
+            .find(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
     }
 
     /// Takes the queued messages without delivering them (for tests that inspect them).

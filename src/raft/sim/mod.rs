@@ -68,7 +68,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "seed={} t={} event={}: {}", self.seed, self.time, self.event, self.what)?;
+        writeln!(
+            f,
+            "seed={} t={} event={}: {}",
+            self.seed, self.time, self.event, self.what
+        )?;
         write!(
             f,
             "replay: RINGWAY_SIM_SEED={} cargo test --test raft_sim -- replay --nocapture",

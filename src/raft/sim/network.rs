@@ -103,7 +103,11 @@ impl Links {
     }
 
     pub fn describe(&self) -> String {
-        let links: Vec<String> = self.blocked.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+        let links: Vec<String> = self
+            .blocked
+            .iter()
+            .map(|(a, b)| format!("{a}->{b}"))
+            .collect();
         format!("[{}]", links.join(" "))
     }
 }

@@ -9,8 +9,8 @@ use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    Config, ConfChange, ConfChangeKind, ConfState, Entry, MemStorage, Message, Node, NodeId, ProposeError, Role,
-    Snapshot, BOOTSTRAP_INDEX,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, MemStorage, Message, Node, NodeId,
+    ProposeError, Role, Snapshot, BOOTSTRAP_INDEX,
 };
 
 /// Mean time between chaos actions is drawn per seed from this range (time units):
@@ -80,10 +80,19 @@ impl Machine {
             });
         }
         let d = &snap.data;
-        let word = |i: usize| d.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        let word = |i: usize| {
+            d.get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
         match (word(0), word(8)) {
-            (Some(applied), Some(chain)) if applied == snap.meta.index => Ok(Machine { applied, chain }),
-            _ => Err(format!("snapshot at {} carries a bad image", snap.meta.index)),
+            (Some(applied), Some(chain)) if applied == snap.meta.index => {
+                Ok(Machine { applied, chain })
+            }
+            _ => Err(format!(
+                "snapshot at {} carries a bad image",
+                snap.meta.index
+            )),
         }
     }
 }
@@ -125,7 +134,9 @@ impl World {
         let compact_threshold = rng.range(8, 80);
         let chaos_interval = rng.range(CHAOS_INTERVAL_RANGE.0, CHAOS_INTERVAL_RANGE.1);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
-        let nodes = (1..=cfg.nodes as NodeId + 1).map(|id| new_sim_node(id, &voters)).collect();
+        let nodes = (1..=cfg.nodes as NodeId + 1)
+            .map(|id| new_sim_node(id, &voters))
+            .collect();
         let mut w = World {
             cfg: cfg.clone(),
             rng,
@@ -180,9 +191,11 @@ impl World {
     fn start_node(&mut self, i: usize) -> Check {
         let cfg = self.node_config(self.nodes[i].id);
         let n = &mut self.nodes[i];
-        let node = Node::try_new(cfg, &n.storage).map_err(|e| format!("node {} cannot restart: {e}", n.id))?;
+        let node = Node::try_new(cfg, &n.storage)
+            .map_err(|e| format!("node {} cannot restart: {e}", n.id))?;
         n.machine = Machine::decode(n.storage.snapshot())?;
-        self.checker.check_apply(n.id, n.machine.applied, n.machine.chain)?;
+        self.checker
+            .check_apply(n.id, n.machine.applied, n.machine.chain)?;
         n.obs = Observed {
             term: node.term(),
             commit: node.commit_index(),
@@ -227,7 +240,10 @@ impl World {
     }
 
     fn violation(&self, what: String) -> Violation {
-        let keep = std::env::var("RINGWAY_SIM_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(TRACE_TAIL);
+        let keep = std::env::var("RINGWAY_SIM_TAIL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(TRACE_TAIL);
         let tail = self.report.trace.len().saturating_sub(keep);
         Violation {
             seed: self.cfg.seed,
@@ -284,11 +300,17 @@ impl World {
     }
 
     fn is_up(&self, id: NodeId) -> bool {
-        self.nodes.get(self.idx(id)).is_some_and(|n| n.node.is_some())
+        self.nodes
+            .get(self.idx(id))
+            .is_some_and(|n| n.node.is_some())
     }
 
     /// Runs `f` on a live node, then checks invariants and schedules its Ready.
-    fn with_node<R>(&mut self, id: NodeId, f: impl FnOnce(&mut Node) -> R) -> Result<Option<R>, String> {
+    fn with_node<R>(
+        &mut self,
+        id: NodeId,
+        f: impl FnOnce(&mut Node) -> R,
+    ) -> Result<Option<R>, String> {
         let i = self.idx(id);
         let Some(node) = self.nodes[i].node.as_mut() else {
             return Ok(None);
@@ -300,7 +322,9 @@ impl World {
 
     fn after_touch(&mut self, i: usize) -> Check {
         let n = &mut self.nodes[i];
-        let Some(node) = n.node.as_ref() else { return Ok(()) };
+        let Some(node) = n.node.as_ref() else {
+            return Ok(());
+        };
         self.checker.observe(n.id, node, &mut n.obs)?;
         if self.cfg.trace {
             let st = node.status();
@@ -354,8 +378,12 @@ impl World {
     fn persist_and_apply(&mut self, i: usize) -> Result<Vec<Message>, String> {
         let n = &mut self.nodes[i];
         let id = n.id;
-        let Some(node) = n.node.as_mut() else { return Ok(Vec::new()) };
-        let Some(ready) = node.ready() else { return Ok(Vec::new()) };
+        let Some(node) = n.node.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let Some(ready) = node.ready() else {
+            return Ok(Vec::new());
+        };
         self.checker.check_persist(id, &n.storage, ready.batch())?;
         let mut done = ready
             .persist(&mut n.storage)
@@ -363,13 +391,15 @@ impl World {
         let msgs = done.take_messages();
         if let Some(s) = done.snapshot() {
             n.machine = Machine::decode(s)?;
-            self.checker.check_apply(id, n.machine.applied, n.machine.chain)?;
+            self.checker
+                .check_apply(id, n.machine.applied, n.machine.chain)?;
             self.report.snapshots_installed += 1;
         }
         for e in done.committed_entries() {
             apply(&mut n.machine, e, id, &mut self.checker)?;
         }
-        node.advance(done).map_err(|_| format!("node {id}: advance refused its own Ready"))?;
+        node.advance(done)
+            .map_err(|_| format!("node {id}: advance refused its own Ready"))?;
         Ok(msgs)
     }
 
@@ -402,7 +432,11 @@ impl World {
     }
 
     fn live_ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.node.is_some()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.id)
+            .collect()
     }
 
     fn all_ids(&self) -> Vec<NodeId> {
@@ -425,7 +459,9 @@ impl World {
         if self.healed {
             return self.propose_marker();
         }
-        let Some(target) = self.rng.pick(&self.live_ids()) else { return Ok(()) };
+        let Some(target) = self.rng.pick(&self.live_ids()) else {
+            return Ok(());
+        };
         self.client_counter += 1;
         let data = format!("c{}", self.client_counter).into_bytes();
         let res = self.with_node(target, |n| n.propose(data.clone()))?;
@@ -445,7 +481,9 @@ impl World {
     }
 
     fn propose_marker(&mut self) -> Check {
-        let Some(l) = self.leader() else { return Ok(()) };
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
         self.client_counter += 1;
         let data = format!("heal{}", self.client_counter).into_bytes();
         if let Some(Ok(p)) = self.with_node(l, |n| n.propose(data))? {
@@ -458,7 +496,9 @@ impl World {
     /// current leader's configuration.
     fn recovered(&self) -> bool {
         let Some(l) = self.leader() else { return false };
-        let Some(leader) = self.nodes[self.idx(l)].node.as_ref() else { return false };
+        let Some(leader) = self.nodes[self.idx(l)].node.as_ref() else {
+            return false;
+        };
         let members: Vec<NodeId> = leader.conf().members().collect();
         self.markers.iter().any(|&(term, index)| {
             self.checker.committed_term(index) == Some(term)
@@ -548,11 +588,19 @@ impl World {
     }
 
     fn chaos_conf_change(&mut self) -> Check {
-        let Some(l) = self.leader() else { return Ok(()) };
-        let Some(conf) = self.nodes[self.idx(l)].node.as_ref().map(|n| n.conf().clone()) else {
+        let Some(l) = self.leader() else {
             return Ok(());
         };
-        let Some(cc) = self.pick_conf_change(&conf) else { return Ok(()) };
+        let Some(conf) = self.nodes[self.idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.conf().clone())
+        else {
+            return Ok(());
+        };
+        let Some(cc) = self.pick_conf_change(&conf) else {
+            return Ok(());
+        };
         let res = self.with_node(l, |n| n.propose_conf_change(cc))?;
         if let Some(Ok(_)) = res {
             self.report.conf_changes += 1;
@@ -562,30 +610,54 @@ impl World {
     }
 
     fn pick_conf_change(&mut self, conf: &ConfState) -> Option<ConfChange> {
-        let outsiders: Vec<NodeId> = self.all_ids().into_iter().filter(|&i| !conf.contains(i)).collect();
+        let outsiders: Vec<NodeId> = self
+            .all_ids()
+            .into_iter()
+            .filter(|&i| !conf.contains(i))
+            .collect();
         let min_voters = if self.cfg.nodes >= 5 { 3 } else { 2 };
         let mut options = Vec::new();
         if let Some(n) = self.rng.pick(&outsiders) {
-            options.push(ConfChange { kind: ConfChangeKind::AddLearner, node: n });
+            options.push(ConfChange {
+                kind: ConfChangeKind::AddLearner,
+                node: n,
+            });
         }
         if let Some(n) = self.rng.pick(&conf.learners) {
-            options.push(ConfChange { kind: ConfChangeKind::PromoteLearner, node: n });
-            options.push(ConfChange { kind: ConfChangeKind::RemoveNode, node: n });
+            options.push(ConfChange {
+                kind: ConfChangeKind::PromoteLearner,
+                node: n,
+            });
+            options.push(ConfChange {
+                kind: ConfChangeKind::RemoveNode,
+                node: n,
+            });
         }
         if conf.voters.len() > min_voters {
             if let Some(n) = self.rng.pick(&conf.voters) {
-                options.push(ConfChange { kind: ConfChangeKind::RemoveNode, node: n });
+                options.push(ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node: n,
+                });
             }
         }
         self.rng.pick(&options)
     }
 
     fn chaos_transfer(&mut self) -> Check {
-        let Some(l) = self.leader() else { return Ok(()) };
-        let Some(voters) = self.nodes[self.idx(l)].node.as_ref().map(|n| n.conf().voters.clone()) else {
+        let Some(l) = self.leader() else {
             return Ok(());
         };
-        let Some(to) = self.rng.pick(&voters) else { return Ok(()) };
+        let Some(voters) = self.nodes[self.idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.conf().voters.clone())
+        else {
+            return Ok(());
+        };
+        let Some(to) = self.rng.pick(&voters) else {
+            return Ok(());
+        };
         let res = self.with_node(l, |n| n.transfer_leader(to))?;
         if let Some(Ok(())) = res {
             self.report.transfers += 1;
@@ -595,7 +667,9 @@ impl World {
     }
 
     fn chaos_compact(&mut self) -> Check {
-        let Some(id) = self.rng.pick(&self.live_ids()) else { return Ok(()) };
+        let Some(id) = self.rng.pick(&self.live_ids()) else {
+            return Ok(());
+        };
         let i = self.idx(id);
         let n = &mut self.nodes[i];
         if let Some(node) = n.node.as_mut() {
@@ -624,7 +698,10 @@ fn new_sim_node(id: NodeId, voters: &[NodeId]) -> SimNode {
 
 fn apply(m: &mut Machine, e: &Entry, id: NodeId, checker: &mut Checker) -> Check {
     if e.index != m.applied + 1 {
-        return Err(format!("node {id}: applied index jumped from {} to {}", m.applied, e.index));
+        return Err(format!(
+            "node {id}: applied index jumped from {} to {}",
+            m.applied, e.index
+        ));
     }
     m.chain = chain_step(m.chain, e);
     m.applied = e.index;
