@@ -355,8 +355,15 @@ pub(crate) fn conf_at(log: &RaftLog, mut conf: ConfState, upto: Index) -> ConfSt
     conf
 }
 
+/// Largest term or index accepted from a peer. Real values never come near it; the
+/// headroom guarantees `term + 1`, `index + 1` and `index + len` cannot overflow.
+pub const MAX_WIRE_VALUE: u64 = 1 << 62;
+
 /// Structural checks on peer input; anything failing is dropped and counted.
 fn well_formed(m: &Message) -> bool {
+    if m.term > MAX_WIRE_VALUE || !numbers_in_range(&m.body) {
+        return false;
+    }
     match &m.body {
         MessageBody::Append {
             prev_index,
@@ -366,10 +373,54 @@ fn well_formed(m: &Message) -> bool {
         } => entries_well_formed(m.term, *prev_index, *prev_term, entries),
         MessageBody::Vote { last_term, .. } => *last_term <= m.term,
         MessageBody::Snapshot { snapshot } => {
-            snapshot.meta.index > 0 && snapshot.meta.term > 0 && snapshot.meta.term <= m.term
+            let meta = &snapshot.meta;
+            meta.index > 0 && meta.term > 0 && meta.term <= m.term && conf_well_formed(&meta.conf)
         }
         _ => true,
     }
+}
+
+fn numbers_in_range(body: &MessageBody) -> bool {
+    let ok = |v: u64| v <= MAX_WIRE_VALUE;
+    match body {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            commit,
+            entries,
+        } => {
+            ok(*prev_index)
+                && ok(*prev_term)
+                && ok(*commit)
+                && entries.len() as u64 <= MAX_WIRE_VALUE
+        }
+        MessageBody::AppendResponse {
+            index,
+            hint_index,
+            hint_term,
+            ..
+        } => ok(*index) && ok(*hint_index) && ok(*hint_term),
+        MessageBody::Heartbeat { commit } => ok(*commit),
+        MessageBody::Vote {
+            last_index,
+            last_term,
+            ..
+        } => ok(*last_index) && ok(*last_term),
+        MessageBody::Snapshot { snapshot } => ok(snapshot.meta.index) && ok(snapshot.meta.term),
+        _ => true,
+    }
+}
+
+/// Sorted, duplicate-free, disjoint, no node 0, at least one voter.
+fn conf_well_formed(conf: &ConfState) -> bool {
+    let strictly_sorted = |v: &[NodeId]| v.windows(2).all(|w| w[0] < w[1]) && !v.contains(&NO_NODE);
+    !conf.voters.is_empty()
+        && strictly_sorted(&conf.voters)
+        && strictly_sorted(&conf.learners)
+        && !conf
+            .learners
+            .iter()
+            .any(|l| conf.voters.binary_search(l).is_ok())
 }
 
 fn entries_well_formed(

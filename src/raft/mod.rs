@@ -28,7 +28,7 @@ pub use self::config::{
     DEFAULT_MAX_BYTES_PER_MSG, DEFAULT_MAX_ENTRIES_PER_MSG, DEFAULT_MAX_INFLIGHT_MSGS,
     MAX_ELECTION_TICK,
 };
-pub use self::core::{Role, SNAPSHOT_RETRY_TICKS};
+pub use self::core::{Role, MAX_WIRE_VALUE, SNAPSHOT_RETRY_TICKS};
 pub use self::membership::{ProposeError, Proposed, TransferError, PROMOTION_MAX_LAG};
 pub use self::message::{Message, MessageBody, VoteKind};
 pub use self::node::{AdvanceError, CompactError, Node, NodeError, Persisted, Ready, Status};
