@@ -37,7 +37,8 @@ pub(crate) struct Raft {
     pub(crate) leader: NodeId,
     pub(crate) role: Role,
     pub(crate) log: RaftLog,
-    /// Membership as of the commit index.
+    /// Membership in effect: the newest configuration in the log, committed or not
+    /// (Raft thesis 4.1). It reverts if that entry is truncated away.
     pub(crate) conf: ConfState,
     /// Leader only: every member's progress, this node included.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
@@ -52,7 +53,8 @@ pub(crate) struct Raft {
     pub(crate) transferee: NodeId,
     /// Leader only: index of the entry that opened this term.
     pub(crate) term_start: Index,
-    /// Leader only: index of the latest configuration entry in the log.
+    /// Index of the newest configuration entry in the log (0 if it is in the snapshot).
+    /// While it is above the commit index, no further change may be proposed.
     pub(crate) pending_conf: Index,
     rng: SplitMix64,
     pub(crate) msgs: Vec<Message>,
@@ -73,7 +75,8 @@ impl Raft {
             hs.vote = NO_NODE;
         }
         let log = RaftLog::restore_from(init.snapshot, init.entries, hs.commit);
-        let conf = conf_at(&log, log.snapshot_meta().conf.clone(), log.commit);
+        let conf = conf_at(&log, log.snapshot_meta().conf.clone(), log.last_index());
+        let pending_conf = last_conf_index(&log);
         let rng = SplitMix64::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut raft = Raft {
             id: cfg.id,
@@ -92,7 +95,7 @@ impl Raft {
             transferee: NO_NODE,
             campaign_transfer: false,
             term_start: 0,
-            pending_conf: 0,
+            pending_conf,
             rng,
             msgs: Vec::new(),
             pending_flush: false,
@@ -332,15 +335,36 @@ impl Raft {
         }
     }
 
-    /// Commits up to `index` and applies configuration entries that became committed.
+    /// Advances the commit index; a leader whose own removal just committed steps down.
     pub(crate) fn commit_to(&mut self, index: Index) {
-        let old = self.log.commit;
-        if index <= old {
+        if index <= self.log.commit {
             return;
         }
         self.log.commit = index;
-        self.apply_conf_changes(old, index);
+        let removed = !self.conf.is_voter(self.id) && self.pending_conf <= index;
+        if self.role == Role::Leader && removed {
+            self.step_down_removed();
+        }
     }
+
+    /// Recomputes the configuration from the log after entries were replaced.
+    pub(crate) fn refresh_conf(&mut self) {
+        let base = self.log.snapshot_meta().conf.clone();
+        self.conf = conf_at(&self.log, base, self.log.last_index());
+        self.pending_conf = last_conf_index(&self.log);
+        if !self.promotable() && matches!(self.role, Role::Candidate | Role::PreCandidate) {
+            self.become_follower(self.term, NO_NODE);
+        }
+    }
+}
+
+/// Index of the newest configuration entry after the snapshot, or 0.
+pub(crate) fn last_conf_index(log: &RaftLog) -> Index {
+    log.range(log.snapshot_meta().index, log.last_index())
+        .filter(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+        .map(|e| e.index)
+        .last()
+        .unwrap_or(0)
 }
 
 /// The configuration after applying the configuration entries in `(base, upto]` to `conf`.

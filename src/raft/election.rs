@@ -178,20 +178,9 @@ impl Raft {
             .into_iter()
             .map(|m| (m, Progress::new(next)))
             .collect();
-        self.pending_conf = self.last_conf_index_after_commit();
         self.term_start = next;
         self.append_entry(EntryPayload::Empty);
         self.broadcast_append();
         self.maybe_commit();
-    }
-
-    /// Index of the newest configuration entry not yet committed, or 0.
-    fn last_conf_index_after_commit(&self) -> Index {
-        self.log
-            .range(self.log.commit, self.log.last_index())
-            .filter(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
-            .map(|e| e.index)
-            .last()
-            .unwrap_or(0)
     }
 }

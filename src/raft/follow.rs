@@ -2,7 +2,7 @@
 
 use super::core::{Raft, Role};
 use super::message::MessageBody;
-use super::types::{Entry, Index, NodeId, Snapshot, Term};
+use super::types::{Entry, EntryPayload, Index, NodeId, Snapshot, Term};
 
 impl Raft {
     /// Accepts `from` as this term's leader; false if we are leader ourselves.
@@ -73,7 +73,15 @@ impl Raft {
                 return;
             }
             let offset = (conflict - prev_index - 1) as usize;
-            self.log.truncate_and_append(&entries[offset..]);
+            let new = &entries[offset..];
+            let touches_conf = conflict <= self.pending_conf
+                || new
+                    .iter()
+                    .any(|e| matches!(e.payload, EntryPayload::ConfChange(_)));
+            self.log.truncate_and_append(new);
+            if touches_conf {
+                self.refresh_conf();
+            }
         }
         let last_new = prev_index + entries.len() as Index;
         self.commit_to(commit.min(last_new));
@@ -102,8 +110,8 @@ impl Raft {
             self.respond_append(from, index);
             return;
         }
-        self.conf = snapshot.meta.conf.clone();
         self.log.install(snapshot.clone());
+        self.refresh_conf();
         self.pending_snapshot = Some(snapshot);
         self.respond_append(from, index);
     }

@@ -102,15 +102,24 @@ impl Raft {
                 index: self.pending_conf,
             });
         }
-        self.conf
+        let next = self
+            .conf
             .apply(&cc)
             .map_err(ProposeError::InvalidConfChange)?;
         if cc.kind == ConfChangeKind::PromoteLearner {
             self.check_learner_caught_up(cc.node)?;
         }
-        let proposed = self.append_and_replicate(EntryPayload::ConfChange(cc));
-        self.pending_conf = proposed.index;
-        Ok(proposed)
+        // The new configuration is in effect from the moment it is in the log.
+        let index = self.append_entry(EntryPayload::ConfChange(cc));
+        self.conf = next;
+        self.pending_conf = index;
+        self.on_conf_changed();
+        self.pending_flush = true;
+        self.maybe_commit();
+        Ok(Proposed {
+            term: self.term,
+            index,
+        })
     }
 
     /// A learner is promoted only once this leader has confirmed where its log matches
@@ -128,31 +137,9 @@ impl Raft {
         Ok(())
     }
 
-    /// Applies the configuration entries in `(old, new]`, which just became committed.
-    pub(crate) fn apply_conf_changes(&mut self, old: Index, new: Index) {
-        let changes: Vec<ConfChange> = self
-            .log
-            .range(old, new)
-            .filter_map(|e| match &e.payload {
-                EntryPayload::ConfChange(cc) => Some(*cc),
-                _ => None,
-            })
-            .collect();
-        for cc in changes {
-            if let Ok(next) = self.conf.apply(&cc) {
-                self.conf = next;
-                self.on_conf_changed();
-            }
-        }
-    }
-
+    /// Leader: track exactly the members of the new configuration. A leader that removed
+    /// itself keeps leading (without counting itself) until the change commits.
     fn on_conf_changed(&mut self) {
-        if self.role != Role::Leader {
-            if !self.promotable() && self.role != Role::Follower {
-                self.become_follower(self.term, NO_NODE);
-            }
-            return;
-        }
         let next = self.log.last_index() + 1;
         let conf = self.conf.clone();
         self.progress.retain(|id, _| conf.contains(*id));
@@ -164,14 +151,11 @@ impl Raft {
         if !conf.is_voter(self.transferee) {
             self.transferee = NO_NODE;
         }
-        if !conf.is_voter(self.id) {
-            self.step_down_removed();
-        }
     }
 
     /// The leader committed its own removal: tell the others the commit index, hand
     /// leadership to the most caught-up voter, and step down.
-    fn step_down_removed(&mut self) {
+    pub(crate) fn step_down_removed(&mut self) {
         self.broadcast_append();
         self.broadcast_heartbeat();
         let last = self.log.last_index();
