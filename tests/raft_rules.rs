@@ -504,3 +504,38 @@ fn conf_change_refused_before_leader_commits_its_own_term() {
     });
     assert_eq!(r, Err(ProposeError::OwnTermNotCommitted));
 }
+
+fn conf_entry(index: Index, term: Term, kind: ConfChangeKind, node: NodeId) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::ConfChange(ConfChange { kind, node }),
+    }
+}
+
+#[test]
+fn configuration_takes_effect_when_appended_not_when_committed() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    assert_eq!(f.node.commit_index(), 1);
+    assert_eq!(f.node.conf().voters, vec![1, 2]);
+}
+
+#[test]
+fn truncated_configuration_entry_is_rolled_back() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    f.step(3, 2, append(2, 1, 1, vec![entry(3, 2)]));
+    assert_eq!(f.node.conf().voters, vec![1, 2, 3]);
+}
+
+#[test]
+fn restart_restores_the_newest_configuration_in_the_log() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    let restarted = Node::try_new(Config::try_new(1).unwrap(), &f.storage).unwrap();
+    assert_eq!(restarted.conf().voters, vec![1, 2]);
+}
