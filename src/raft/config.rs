@@ -1,0 +1,177 @@
+//! Core configuration, its validation, and the hidden bug-injection switches used to test the checker.
+
+use super::types::{NodeId, NO_NODE};
+
+/// Minimum election timeout in ticks. Ten heartbeats' worth (heartbeat = 2 ticks gives
+/// five chances) so one or two lost heartbeats do not start an election.
+pub const DEFAULT_ELECTION_TICK: u32 = 10;
+/// Heartbeat interval in ticks; must be well below the election timeout.
+pub const DEFAULT_HEARTBEAT_TICK: u32 = 2;
+/// Entries per AppendEntries. Large enough to amortise per-message cost, small enough
+/// that one message never monopolises a connection.
+pub const DEFAULT_MAX_ENTRIES_PER_MSG: usize = 64;
+/// Bytes of entries per AppendEntries (approximate, see `Entry::size_hint`). A single
+/// larger entry is still sent alone; proposals above this size are refused.
+pub const DEFAULT_MAX_BYTES_PER_MSG: usize = 256 * 1024;
+/// AppendEntries messages in flight per follower before the leader waits for acks.
+/// Bounds the memory a slow follower can pin on the leader and in the network.
+pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 32;
+/// Upper bound on election ticks: beyond this a group takes unreasonably long to fail over.
+pub const MAX_ELECTION_TICK: u32 = 10_000;
+
+/// Deliberate protocol bugs for proving the simulator's checker finds them. All off by default.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BugInjection {
+    /// Leader commits any index replicated on a majority, even from an older term (Figure 8).
+    pub commit_old_term_by_count: bool,
+    /// A restarted node forgets whom it voted for in its current term.
+    pub forget_vote_on_restart: bool,
+    /// Votes are granted without checking that the candidate's log is at least as up to date.
+    pub vote_for_shorter_log: bool,
+    /// A voter grants a second vote in the same term.
+    pub vote_twice_in_term: bool,
+    /// AppendEntries is accepted without checking the term of the entry at `prev_index`.
+    pub skip_prev_term_check: bool,
+}
+
+/// Settings of one Raft node. Build with [`Config::try_new`], adjust fields, and
+/// [`Config::validate`] (also done by `Node::try_new`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// Minimum election timeout in ticks; each timeout is drawn from `[e, 2e)`.
+    pub election_tick: u32,
+    /// Heartbeat interval in ticks (`< election_tick`).
+    pub heartbeat_tick: u32,
+    /// Entries per AppendEntries (`>= 1`; 1 disables batching).
+    pub max_entries_per_msg: usize,
+    /// Approximate bytes of entries per AppendEntries (`>= 1`).
+    pub max_bytes_per_msg: usize,
+    /// AppendEntries in flight per follower (`>= 1`; 1 disables pipelining).
+    pub max_inflight_msgs: usize,
+    /// PreVote and CheckQuorum, which are only offered together: PreVote stops a
+    /// partitioned node from inflating terms, CheckQuorum makes a cut-off leader step
+    /// down and gives voters the lease that lets them ignore disruptive candidates.
+    pub pre_vote_check_quorum: bool,
+    /// Seed for the randomized election timeouts (mixed with `id`).
+    pub seed: u64,
+    #[doc(hidden)]
+    pub bugs: BugInjection,
+}
+
+/// Why a [`Config`] was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Node id 0 means "nobody" and cannot be a node's id.
+    ZeroId,
+    /// `heartbeat_tick` must be at least 1.
+    ZeroHeartbeatTick,
+    /// `election_tick` must exceed `heartbeat_tick`, or followers time out between heartbeats.
+    ElectionTickNotAboveHeartbeat {
+        election_tick: u32,
+        heartbeat_tick: u32,
+    },
+    /// `election_tick` above [`MAX_ELECTION_TICK`].
+    ElectionTickTooLarge { election_tick: u32 },
+    /// `max_entries_per_msg` must be at least 1.
+    ZeroMaxEntries,
+    /// `max_bytes_per_msg` must be at least 1.
+    ZeroMaxBytes,
+    /// `max_inflight_msgs` must be at least 1.
+    ZeroInflight,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid raft config: {self:?}")
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Defaults for node `id`; rejects id 0.
+    pub fn try_new(id: NodeId) -> Result<Config, ConfigError> {
+        let cfg = Config {
+            id,
+            election_tick: DEFAULT_ELECTION_TICK,
+            heartbeat_tick: DEFAULT_HEARTBEAT_TICK,
+            max_entries_per_msg: DEFAULT_MAX_ENTRIES_PER_MSG,
+            max_bytes_per_msg: DEFAULT_MAX_BYTES_PER_MSG,
+            max_inflight_msgs: DEFAULT_MAX_INFLIGHT_MSGS,
+            pre_vote_check_quorum: true,
+            seed: 0,
+            bugs: BugInjection::default(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every bound; the first violated one is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == NO_NODE {
+            return Err(ConfigError::ZeroId);
+        }
+        self.validate_ticks()?;
+        if self.max_entries_per_msg == 0 {
+            return Err(ConfigError::ZeroMaxEntries);
+        }
+        if self.max_bytes_per_msg == 0 {
+            return Err(ConfigError::ZeroMaxBytes);
+        }
+        if self.max_inflight_msgs == 0 {
+            return Err(ConfigError::ZeroInflight);
+        }
+        Ok(())
+    }
+
+    fn validate_ticks(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_tick == 0 {
+            return Err(ConfigError::ZeroHeartbeatTick);
+        }
+        if self.election_tick <= self.heartbeat_tick {
+            return Err(ConfigError::ElectionTickNotAboveHeartbeat {
+                election_tick: self.election_tick,
+                heartbeat_tick: self.heartbeat_tick,
+            });
+        }
+        if self.election_tick > MAX_ELECTION_TICK {
+            return Err(ConfigError::ElectionTickTooLarge {
+                election_tick: self.election_tick,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_zero_id() {
+        assert_eq!(Config::try_new(0), Err(ConfigError::ZeroId));
+    }
+
+    #[test]
+    fn rejects_election_not_above_heartbeat() {
+        let mut c = Config::try_new(1).unwrap();
+        c.election_tick = 2;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ElectionTickNotAboveHeartbeat { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_zero_bounds() {
+        let mut c = Config::try_new(1).unwrap();
+        c.max_inflight_msgs = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroInflight));
+        c.max_inflight_msgs = 1;
+        c.max_entries_per_msg = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroMaxEntries));
+    }
+}

@@ -1,0 +1,186 @@
+//! Elections: PreVote and Vote rounds, vote granting, tallying, and becoming leader.
+
+use super::core::{Raft, Role};
+use super::message::{MessageBody, VoteKind};
+use super::progress::Progress;
+use super::types::{EntryPayload, Index, NodeId, Term, NO_NODE};
+
+impl Raft {
+    /// Starts a PreVote or Vote round. `transfer` marks an election asked for by the leader.
+    pub(crate) fn campaign(&mut self, kind: VoteKind, transfer: bool) {
+        let term = match kind {
+            VoteKind::PreVote => {
+                self.role = Role::PreCandidate;
+                self.term + 1
+            }
+            VoteKind::Vote => {
+                self.term += 1;
+                self.vote = self.id;
+                self.role = Role::Candidate;
+                self.term
+            }
+        };
+        self.leader = NO_NODE;
+        self.transferee = NO_NODE;
+        self.campaign_transfer = transfer;
+        self.progress.clear();
+        self.votes.clear();
+        self.reset_election_timer();
+        self.votes.insert(self.id, true);
+        if self.tally_decides(kind) {
+            return;
+        }
+        self.send_vote_requests(kind, term, transfer);
+    }
+
+    /// Retries the round's requests to voters that have not answered (requests or
+    /// answers may have been lost); granting is idempotent, so duplicates are harmless.
+    pub(crate) fn resend_vote_requests(&mut self) {
+        let (kind, term) = match self.role {
+            Role::PreCandidate => (VoteKind::PreVote, self.term + 1),
+            Role::Candidate => (VoteKind::Vote, self.term),
+            _ => return,
+        };
+        self.send_vote_requests(kind, term, self.campaign_transfer);
+    }
+
+    fn send_vote_requests(&mut self, kind: VoteKind, term: Term, transfer: bool) {
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let voters: Vec<NodeId> = self
+            .conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id && !self.votes.contains_key(v))
+            .collect();
+        for v in voters {
+            let body = MessageBody::Vote {
+                kind,
+                last_index,
+                last_term,
+                transfer,
+            };
+            self.send_with_term(v, term, body);
+        }
+    }
+
+    /// Acts on the votes so far; true if the round is decided.
+    fn tally_decides(&mut self, kind: VoteKind) -> bool {
+        let voters = &self.conf.voters;
+        let count = |want: bool| {
+            self.votes
+                .iter()
+                .filter(|(id, &g)| g == want && voters.contains(id))
+                .count()
+        };
+        let (granted, rejected) = (count(true), count(false));
+        let quorum = self.conf.quorum();
+        if granted >= quorum {
+            match kind {
+                VoteKind::PreVote => self.campaign(VoteKind::Vote, false),
+                VoteKind::Vote => self.become_leader(),
+            }
+            return true;
+        }
+        if rejected >= quorum {
+            self.become_follower(self.term, NO_NODE);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn handle_vote_request(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        kind: VoteKind,
+        last_index: Index,
+        last_term: Term,
+    ) {
+        let bugs = self.cfg.bugs;
+        let can_vote = match kind {
+            VoteKind::Vote => {
+                self.vote == from
+                    || (self.vote == NO_NODE && self.leader == NO_NODE)
+                    || (bugs.vote_twice_in_term && self.role == Role::Follower)
+            }
+            VoteKind::PreVote => msg_term > self.term,
+        };
+        let up_to_date = self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log;
+        if !(can_vote && up_to_date) {
+            self.send(
+                from,
+                MessageBody::VoteResponse {
+                    kind,
+                    granted: false,
+                },
+            );
+            return;
+        }
+        if kind == VoteKind::Vote {
+            self.vote = from;
+            self.election_elapsed = 0;
+        }
+        let body = MessageBody::VoteResponse {
+            kind,
+            granted: true,
+        };
+        self.send_with_term(from, msg_term, body);
+    }
+
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        kind: VoteKind,
+        granted: bool,
+    ) {
+        let expected = match (self.role, kind) {
+            (Role::PreCandidate, VoteKind::PreVote) if granted => self.term + 1,
+            (Role::PreCandidate, VoteKind::PreVote) | (Role::Candidate, VoteKind::Vote) => {
+                self.term
+            }
+            _ => {
+                self.stats.dropped_wrong_role += 1;
+                return;
+            }
+        };
+        if msg_term != expected {
+            self.stats.dropped_stale_response += 1;
+            return;
+        }
+        if !self.conf.is_voter(from) {
+            self.stats.dropped_unknown_peer += 1;
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        self.tally_decides(kind);
+    }
+
+    pub(crate) fn handle_timeout_now(&mut self, from: NodeId) {
+        if self.role == Role::Leader || !self.promotable() || from != self.leader {
+            self.stats.dropped_wrong_role += 1;
+            return;
+        }
+        self.campaign(VoteKind::Vote, true);
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = self.id;
+        self.transferee = NO_NODE;
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index() + 1;
+        let members: Vec<NodeId> = self.conf.members().collect();
+        self.progress = members
+            .into_iter()
+            .map(|m| (m, Progress::new(next)))
+            .collect();
+        self.term_start = next;
+        self.append_entry(EntryPayload::Empty);
+        self.broadcast_append();
+        self.maybe_commit();
+    }
+}

@@ -1,0 +1,260 @@
+//! Safety invariants checked after every simulated event: election safety, leader
+//! append-only, log matching, leader completeness, state-machine safety, monotonicity.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::raft::rng::hash_bytes;
+use crate::raft::{
+    Entry, EntryPayload, HardState, Index, MemStorage, Node, NodeId, PersistBatch, Role, Term,
+};
+
+/// What the checker remembers about one node incarnation.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub term: Term,
+    pub commit: Index,
+    /// While leader: (term, last index, last term) at the previous observation.
+    pub leader_mark: Option<(Term, Index, Term)>,
+}
+
+/// Global knowledge accumulated over a run.
+#[derive(Debug, Default)]
+pub struct Checker {
+    durable_vote_check: bool,
+    leaders: BTreeMap<Term, NodeId>,
+    /// `committed[i]` = (term, payload hash) of the entry committed at index `i`.
+    committed: Vec<Option<(Term, u64)>>,
+    /// `chain[i]` = state-machine digest after applying index `i` (chain[0] = 0).
+    chain: Vec<u64>,
+    /// (index, term) -> (payload hash, term of the previous entry).
+    entries: HashMap<(Index, Term), (u64, Option<Term>)>,
+}
+
+pub type Check = Result<(), String>;
+
+pub fn payload_hash(e: &Entry) -> u64 {
+    match &e.payload {
+        EntryPayload::Empty => 1,
+        EntryPayload::Normal(d) => hash_bytes(2, d),
+        EntryPayload::ConfChange(cc) => hash_bytes(3, &[cc.kind as u8]) ^ cc.node,
+    }
+}
+
+/// The simulated state machine's digest after applying `e` on top of `chain`.
+pub fn chain_step(chain: u64, e: &Entry) -> u64 {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&chain.to_le_bytes());
+    b[8..16].copy_from_slice(&e.index.to_le_bytes());
+    b[16..24].copy_from_slice(&e.term.to_le_bytes());
+    b[24..].copy_from_slice(&payload_hash(e).to_le_bytes());
+    hash_bytes(4, &b)
+}
+
+impl Checker {
+    pub fn new(durable_vote_check: bool) -> Checker {
+        Checker {
+            durable_vote_check,
+            chain: vec![0],
+            committed: vec![None],
+            ..Default::default()
+        }
+    }
+
+    /// Highest index known committed.
+    pub fn committed_len(&self) -> Index {
+        self.committed.len() as Index - 1
+    }
+
+    pub fn committed_term(&self, index: Index) -> Option<Term> {
+        self.committed
+            .get(index as usize)
+            .copied()
+            .flatten()
+            .map(|(t, _)| t)
+    }
+
+    /// Called after every event that touched `node`.
+    pub fn observe(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
+        let term = node.term();
+        if term < obs.term {
+            return Err(format!(
+                "node {id}: term went back from {} to {term}",
+                obs.term
+            ));
+        }
+        obs.term = term;
+        self.observe_commit(id, node, obs)?;
+        if node.role() == Role::Leader {
+            self.observe_leader(id, node, obs)?;
+        } else {
+            obs.leader_mark = None;
+        }
+        Ok(())
+    }
+
+    fn observe_commit(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
+        let commit = node.commit_index();
+        if commit < obs.commit {
+            return Err(format!(
+                "node {id}: commit went back from {} to {commit}",
+                obs.commit
+            ));
+        }
+        for i in obs.commit + 1..=commit {
+            if let Some(e) = node.entry(i) {
+                self.record_committed(id, i, e.term, payload_hash(e))?;
+            }
+        }
+        obs.commit = commit;
+        Ok(())
+    }
+
+    fn record_committed(&mut self, id: NodeId, index: Index, term: Term, hash: u64) -> Check {
+        let i = index as usize;
+        if self.committed.len() <= i {
+            self.committed.resize(i + 1, None);
+        }
+        match self.committed[i] {
+            Some(prev) if prev != (term, hash) => Err(format!(
+                "state machine safety: node {id} committed (index {index}, term {term}) but (term {}) was committed there before",
+                prev.0
+            )),
+            _ => {
+                self.committed[i] = Some((term, hash));
+                Ok(())
+            }
+        }
+    }
+
+    fn observe_leader(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
+        let term = node.term();
+        let holder = *self.leaders.entry(term).or_insert(id);
+        if holder != id {
+            return Err(format!(
+                "election safety: nodes {holder} and {id} are both leader in term {term}"
+            ));
+        }
+        let last = node.status().last_index;
+        match obs.leader_mark {
+            Some((t, mark, mark_term)) if t == term => {
+                if mark >= node.snapshot_index() && node.term_at(mark) != Some(mark_term) {
+                    return Err(format!(
+                        "leader append-only: leader {id} of term {term} changed its entry {mark}"
+                    ));
+                }
+            }
+            _ => self.check_leader_completeness(id, node)?,
+        }
+        obs.leader_mark = Some((term, last, node.term_at(last).unwrap_or(0)));
+        Ok(())
+    }
+
+    fn check_leader_completeness(&self, id: NodeId, node: &Node) -> Check {
+        let floor = node.snapshot_index();
+        for (i, c) in self.committed.iter().enumerate().skip(floor as usize + 1) {
+            let Some((term, hash)) = *c else { continue };
+            let held = node.entry(i as Index).map(|e| (e.term, payload_hash(e)));
+            if held != Some((term, hash)) {
+                return Err(format!(
+                    "leader completeness: leader {id} of term {} lacks committed entry (index {i}, term {term}), has {held:?}",
+                    node.term()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a batch about to be persisted against the node's durable state.
+    pub fn check_persist(
+        &mut self,
+        id: NodeId,
+        storage: &MemStorage,
+        batch: &PersistBatch,
+    ) -> Check {
+        if let Some(hs) = batch.hard_state {
+            check_hard_state(id, storage.hard_state(), hs, self.durable_vote_check)?;
+        }
+        let Some(first) = batch.entries.first() else {
+            return Ok(());
+        };
+        let prev = first.index - 1;
+        let mut prev_term = match &batch.snapshot {
+            Some(s) if s.meta.index == prev => Some(s.meta.term),
+            Some(_) => None,
+            None => storage.term(prev),
+        };
+        for e in &batch.entries {
+            self.check_log_matching(id, e, prev_term)?;
+            prev_term = Some(e.term);
+        }
+        Ok(())
+    }
+
+    /// Log matching, inductively: an (index, term) pair always names the same payload
+    /// and follows the same previous term.
+    fn check_log_matching(&mut self, id: NodeId, e: &Entry, prev_term: Option<Term>) -> Check {
+        let hash = payload_hash(e);
+        let known = self
+            .entries
+            .entry((e.index, e.term))
+            .or_insert((hash, prev_term));
+        if known.0 != hash {
+            return Err(format!(
+                "log matching: node {id} stores a different payload at (index {}, term {})",
+                e.index, e.term
+            ));
+        }
+        match (known.1, prev_term) {
+            (Some(a), Some(b)) if a != b => Err(format!(
+                "log matching: node {id} has (index {}, term {}) after term {b}, elsewhere after term {a}",
+                e.index, e.term
+            )),
+            (None, Some(b)) => {
+                known.1 = Some(b);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A node applied entry `index`, reaching digest `chain`.
+    pub fn check_apply(&mut self, id: NodeId, index: Index, chain: u64) -> Check {
+        let i = index as usize;
+        match self.chain.get(i) {
+            Some(&c) if c != chain => Err(format!(
+                "state machine safety: node {id} applied a different entry at {index}"
+            )),
+            Some(_) => Ok(()),
+            None if i == self.chain.len() => {
+                self.chain.push(chain);
+                Ok(())
+            }
+            None => Err(format!(
+                "node {id} applied {index} beyond the known sequence {}",
+                self.chain.len() - 1
+            )),
+        }
+    }
+}
+
+fn check_hard_state(id: NodeId, old: HardState, new: HardState, vote_check: bool) -> Check {
+    if new.term < old.term {
+        return Err(format!(
+            "node {id}: durable term went back from {} to {}",
+            old.term, new.term
+        ));
+    }
+    if new.commit < old.commit {
+        return Err(format!(
+            "node {id}: durable commit went back from {} to {}",
+            old.commit, new.commit
+        ));
+    }
+    if vote_check && new.term == old.term && old.vote != 0 && new.vote != old.vote {
+        return Err(format!(
+            "node {id}: durable vote in term {} changed from {} to {}",
+            new.term, old.vote, new.vote
+        ));
+    }
+    Ok(())
+}

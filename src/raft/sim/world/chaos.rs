@@ -1,0 +1,163 @@
+//! Fault injection: the chaos actions the simulator draws during the fault phase
+//! (partitions, crashes, membership changes, leader transfers, compactions, network moods).
+
+use super::{Check, Event, World};
+use crate::raft::sim::network::FaultProfile;
+use crate::raft::{ConfChange, ConfChangeKind, ConfState, NodeId};
+
+impl World {
+    pub(super) fn chaos(&mut self) -> Check {
+        if self.healed {
+            return Ok(());
+        }
+        let delay = self.rng.range(1, 2 * self.chaos_interval);
+        self.schedule(delay, Event::Chaos);
+        match self.rng.range(0, 100) {
+            0..=24 => self.chaos_network(),
+            25..=39 => self.chaos_crash(),
+            40..=59 => self.chaos_conf_change(),
+            60..=69 => self.chaos_transfer(),
+            70..=79 => self.chaos_compact(),
+            _ => {
+                self.faults = FaultProfile::random(&mut self.rng);
+                Ok(())
+            }
+        }
+    }
+
+    fn chaos_network(&mut self) -> Check {
+        let ids = self.all_ids();
+        let mut shuffled = ids.clone();
+        for k in (1..shuffled.len()).rev() {
+            let j = self.rng.range(0, k as u64 + 1) as usize;
+            shuffled.swap(k, j);
+        }
+        let cut = self.rng.range(1, shuffled.len() as u64) as usize;
+        let (a, b) = shuffled.split_at(cut);
+        match self.rng.range(0, 5) {
+            0 => self.links.heal(),
+            1 => self.links.split(a, b),
+            2 => self.links.block_one_way(a[0], b[0]),
+            3 => {
+                let bridge = self.rng.pick(&ids).unwrap_or(1);
+                self.links.bridge(a, b, bridge);
+            }
+            _ => {
+                let victim = self.leader().unwrap_or(a[0]);
+                self.links.split(&[victim], &ids);
+            }
+        }
+        let d = self.links.describe();
+        self.log(|| format!("network: blocked {d}"));
+        Ok(())
+    }
+
+    fn chaos_crash(&mut self) -> Check {
+        let live = self.live_ids();
+        let down = self.nodes.len() - live.len();
+        if down >= self.cfg.nodes / 2 {
+            return Ok(());
+        }
+        // Half the crashes hit the leader: that is where the interesting races are.
+        let target = match self.leader() {
+            Some(l) if self.rng.chance(500) => Some(l),
+            _ => self.rng.pick(&live),
+        };
+        if let Some(id) = target {
+            self.log(|| format!("crash node {id}"));
+            self.crash(id);
+        }
+        Ok(())
+    }
+
+    fn chaos_conf_change(&mut self) -> Check {
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let Some(conf) = self.nodes[self.idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.conf().clone())
+        else {
+            return Ok(());
+        };
+        let Some(cc) = self.pick_conf_change(&conf) else {
+            return Ok(());
+        };
+        let res = self.with_node(l, |n| n.propose_conf_change(cc))?;
+        if let Some(Ok(_)) = res {
+            self.report.conf_changes += 1;
+        }
+        self.log(|| format!("conf change {cc:?} at leader {l}: {res:?}"));
+        Ok(())
+    }
+
+    fn pick_conf_change(&mut self, conf: &ConfState) -> Option<ConfChange> {
+        let outsiders: Vec<NodeId> = self
+            .all_ids()
+            .into_iter()
+            .filter(|&i| !conf.contains(i))
+            .collect();
+        let min_voters = if self.cfg.nodes >= 5 { 3 } else { 2 };
+        let mut options = Vec::new();
+        if let Some(n) = self.rng.pick(&outsiders) {
+            options.push(ConfChange {
+                kind: ConfChangeKind::AddLearner,
+                node: n,
+            });
+        }
+        if let Some(n) = self.rng.pick(&conf.learners) {
+            options.push(ConfChange {
+                kind: ConfChangeKind::PromoteLearner,
+                node: n,
+            });
+            options.push(ConfChange {
+                kind: ConfChangeKind::RemoveNode,
+                node: n,
+            });
+        }
+        if conf.voters.len() > min_voters {
+            if let Some(n) = self.rng.pick(&conf.voters) {
+                options.push(ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node: n,
+                });
+            }
+        }
+        self.rng.pick(&options)
+    }
+
+    fn chaos_transfer(&mut self) -> Check {
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let Some(voters) = self.nodes[self.idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.conf().voters.clone())
+        else {
+            return Ok(());
+        };
+        let Some(to) = self.rng.pick(&voters) else {
+            return Ok(());
+        };
+        let res = self.with_node(l, |n| n.transfer_leader(to))?;
+        if let Some(Ok(())) = res {
+            self.report.transfers += 1;
+        }
+        self.log(|| format!("transfer {l} -> {to}: {res:?}"));
+        Ok(())
+    }
+
+    fn chaos_compact(&mut self) -> Check {
+        let Some(id) = self.rng.pick(&self.live_ids()) else {
+            return Ok(());
+        };
+        let i = self.idx(id);
+        let n = &mut self.nodes[i];
+        if let Some(node) = n.node.as_mut() {
+            let _ = node.compact(n.machine.applied, n.machine.encode());
+        }
+        self.after_touch(i)
+    }
+}

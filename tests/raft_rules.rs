@@ -1,0 +1,541 @@
+//! One claim per test: the rules of the Raft paper's Figure 2 and ringway's additions
+//! (PreVote, CheckQuorum, batching, pipelining, membership, transfer), checked on real
+//! nodes fed crafted messages.
+
+use ringway::raft::{
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, HardState, Index,
+    MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError, Role, Storage,
+    Term, VoteKind, BOOTSTRAP_INDEX,
+};
+
+/// A node with its storage, driven by hand.
+struct T {
+    node: Node,
+    storage: MemStorage,
+}
+
+fn entry(index: Index, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::Normal(vec![index as u8, term as u8]),
+    }
+}
+
+/// Node `id` of voters 1..=3 whose log after the bootstrap snapshot has `terms`, at `term`.
+fn node_with_log(id: NodeId, terms: &[Term], term: Term, tweak: impl Fn(&mut Config)) -> T {
+    let mut storage = MemStorage::new_with_conf(ConfState::with_voters(&[1, 2, 3]));
+    let entries = terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| entry(BOOTSTRAP_INDEX + 1 + i as Index, t))
+        .collect();
+    let hs = HardState {
+        term,
+        vote: 0,
+        commit: BOOTSTRAP_INDEX,
+    };
+    let batch = PersistBatch {
+        hard_state: Some(hs),
+        entries,
+        ..Default::default()
+    };
+    storage.persist(&batch).unwrap();
+    let mut cfg = Config::try_new(id).unwrap();
+    cfg.seed = 42;
+    tweak(&mut cfg);
+    let node = Node::try_new(cfg, &storage).unwrap();
+    T { node, storage }
+}
+
+fn plain(id: NodeId, terms: &[Term], term: Term) -> T {
+    node_with_log(id, terms, term, |_| {})
+}
+
+impl T {
+    /// Runs the driver cycle once; returns the messages that went out.
+    fn drain(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(rd) = self.node.ready() {
+            let mut done = rd.persist(&mut self.storage).unwrap();
+            out.extend(done.take_messages());
+            self.node.advance(done).unwrap();
+        }
+        out
+    }
+
+    fn step(&mut self, from: NodeId, term: Term, body: MessageBody) -> Vec<Message> {
+        let to = self.node.id();
+        self.node.step(Message {
+            from,
+            to,
+            term,
+            body,
+        });
+        self.drain()
+    }
+
+    fn tick_until_campaign(&mut self) -> Vec<Message> {
+        for _ in 0..100 {
+            self.node.tick();
+            let out = self.drain();
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        panic!("node never campaigned");
+    }
+
+    /// Wins PreVote and Vote with node 2's help; returns the leader's first messages.
+    fn become_leader(&mut self) -> Vec<Message> {
+        self.tick_until_campaign();
+        let pre = MessageBody::VoteResponse {
+            kind: VoteKind::PreVote,
+            granted: true,
+        };
+        self.step(2, self.node.term() + 1, pre);
+        let vote = MessageBody::VoteResponse {
+            kind: VoteKind::Vote,
+            granted: true,
+        };
+        let out = self.step(2, self.node.term(), vote);
+        assert_eq!(self.node.role(), Role::Leader);
+        out
+    }
+}
+
+fn vote_req(last_index: Index, last_term: Term) -> MessageBody {
+    MessageBody::Vote {
+        kind: VoteKind::Vote,
+        last_index,
+        last_term,
+        transfer: false,
+    }
+}
+
+fn granted(msgs: &[Message], to: NodeId) -> Option<bool> {
+    msgs.iter().find_map(|m| match m.body {
+        MessageBody::VoteResponse { granted, .. } if m.to == to => Some(granted),
+        _ => None,
+    })
+}
+
+fn append(prev_index: Index, prev_term: Term, commit: Index, entries: Vec<Entry>) -> MessageBody {
+    MessageBody::Append {
+        prev_index,
+        prev_term,
+        commit,
+        entries,
+    }
+}
+
+fn append_response(msgs: &[Message]) -> (bool, Index, Index, Term) {
+    msgs.iter()
+        .find_map(|m| match m.body {
+            MessageBody::AppendResponse {
+                success,
+                index,
+                hint_index,
+                hint_term,
+            } => Some((success, index, hint_index, hint_term)),
+            _ => None,
+        })
+        .expect("an AppendResponse")
+}
+
+fn appends_to(msgs: &[Message], to: NodeId) -> Vec<Vec<Entry>> {
+    msgs.iter()
+        .filter(|m| m.to == to)
+        .filter_map(|m| match &m.body {
+            MessageBody::Append { entries, .. } => Some(entries.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---- RequestVote rules -------------------------------------------------------------
+
+#[test]
+fn vote_granted_to_candidate_with_up_to_date_log() {
+    let mut f = plain(1, &[1, 2], 2);
+    let out = f.step(2, 3, vote_req(3, 2));
+    assert_eq!(granted(&out, 2), Some(true));
+}
+
+#[test]
+fn vote_granted_at_most_once_per_term() {
+    let mut f = plain(1, &[1, 2], 2);
+    f.step(2, 3, vote_req(3, 2));
+    let out = f.step(3, 3, vote_req(3, 2));
+    assert_eq!(granted(&out, 3), Some(false));
+}
+
+#[test]
+fn vote_refused_to_shorter_log_with_same_last_term() {
+    let mut f = plain(1, &[1, 2, 2], 2);
+    let out = f.step(2, 3, vote_req(3, 2));
+    assert_eq!(granted(&out, 2), Some(false));
+}
+
+#[test]
+fn vote_refused_to_longer_log_with_older_last_term() {
+    let mut f = plain(1, &[1, 2], 2);
+    let out = f.step(2, 3, vote_req(10, 1));
+    assert_eq!(granted(&out, 2), Some(false));
+}
+
+#[test]
+fn vote_granted_to_shorter_log_with_newer_last_term() {
+    let mut f = plain(1, &[1, 1, 1], 3);
+    let out = f.step(2, 4, vote_req(2, 2));
+    assert_eq!(granted(&out, 2), Some(true));
+}
+
+#[test]
+fn vote_is_in_the_same_persist_batch_as_the_grant() {
+    let mut f = plain(1, &[1], 1);
+    f.node.step(Message {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: vote_req(2, 1),
+    });
+    let rd = f.node.ready().unwrap();
+    assert_eq!(
+        rd.batch().hard_state.map(|h| (h.term, h.vote)),
+        Some((2, 2))
+    );
+    let mut done = rd.persist(&mut f.storage).unwrap();
+    assert_eq!(granted(&done.take_messages(), 2), Some(true));
+    assert_eq!(f.storage.hard_state().vote, 2);
+    f.node.advance(done).unwrap();
+}
+
+#[test]
+fn vote_survives_restart() {
+    let mut f = plain(1, &[1], 1);
+    f.step(2, 2, vote_req(2, 1));
+    let cfg = Config::try_new(1).unwrap();
+    let mut restarted = T {
+        node: Node::try_new(cfg, &f.storage).unwrap(),
+        storage: f.storage.clone(),
+    };
+    let out = restarted.step(3, 2, vote_req(2, 1));
+    assert_eq!(granted(&out, 3), Some(false));
+}
+
+// ---- Terms ---------------------------------------------------------------------------
+
+#[test]
+fn leader_seeing_higher_term_steps_down() {
+    let mut l = plain(1, &[], 1);
+    l.become_leader();
+    let t = l.node.term();
+    l.step(3, t + 5, MessageBody::HeartbeatResponse);
+    assert_eq!(l.node.role(), Role::Follower);
+    assert_eq!(l.node.term(), t + 5);
+}
+
+#[test]
+fn stale_term_message_is_dropped_counted_and_answered_with_our_term() {
+    let mut f = plain(1, &[1], 5);
+    let out = f.step(2, 3, append(2, 1, 2, vec![entry(3, 3)]));
+    assert_eq!(f.node.stats().dropped_stale_term, 1);
+    assert_eq!(f.node.status().last_index, 2);
+    assert!(out.iter().all(|m| m.term == 5));
+}
+
+// ---- AppendEntries: log matching ----------------------------------------------------
+
+#[test]
+fn append_rejected_when_prev_index_is_missing_with_length_hint() {
+    let mut f = plain(1, &[1], 1);
+    let out = f.step(2, 1, append(5, 1, 1, vec![entry(6, 1)]));
+    assert_eq!(append_response(&out), (false, 5, 3, 0));
+}
+
+#[test]
+fn append_rejected_on_prev_term_mismatch_with_conflict_term_hint() {
+    let mut f = plain(1, &[1, 2, 2, 2], 3);
+    let out = f.step(2, 3, append(5, 3, 1, vec![]));
+    // Our term at 5 is 2, and term 2 starts at index 3.
+    assert_eq!(append_response(&out), (false, 5, 3, 2));
+}
+
+#[test]
+fn append_truncates_conflicting_suffix_and_appends_new_entries() {
+    let mut f = plain(1, &[1, 2, 2], 3);
+    let out = f.step(2, 3, append(2, 1, 1, vec![entry(3, 3)]));
+    assert!(append_response(&out).0);
+    assert_eq!(f.node.status().last_index, 3);
+    assert_eq!(f.node.term_at(3), Some(3));
+    assert_eq!(f.storage.last_index(), 3);
+}
+
+#[test]
+fn stale_shorter_append_does_not_truncate_matching_entries() {
+    let mut f = plain(1, &[1, 1, 1], 1);
+    let out = f.step(2, 1, append(2, 1, 1, vec![entry(3, 1)]));
+    assert_eq!(append_response(&out), (true, 3, 0, 0));
+    assert_eq!(f.node.status().last_index, 4);
+}
+
+#[test]
+fn follower_commit_is_min_of_leader_commit_and_last_new_entry() {
+    let mut f = plain(1, &[1, 1, 1], 1);
+    f.step(2, 1, append(2, 1, 100, vec![entry(3, 1)]));
+    assert_eq!(f.node.commit_index(), 3);
+}
+
+#[test]
+fn leader_ignores_append_of_its_own_term_and_keeps_its_log() {
+    let mut l = plain(1, &[1], 1);
+    l.become_leader();
+    let (t, last) = (l.node.term(), l.node.status().last_index);
+    let before: Vec<_> = (2..=last).map(|i| l.node.term_at(i)).collect();
+    l.step(2, t, append(1, 1, 1, vec![entry(2, t)]));
+    let after: Vec<_> = (2..=last).map(|i| l.node.term_at(i)).collect();
+    assert_eq!(before, after);
+    assert_eq!(l.node.stats().dropped_wrong_role, 1);
+}
+
+// ---- Leader rules ---------------------------------------------------------------------
+
+#[test]
+fn new_leader_appends_an_entry_of_its_term_at_once() {
+    let mut l = plain(1, &[1, 1], 1);
+    l.become_leader();
+    let st = l.node.status();
+    assert_eq!(st.last_term, st.term);
+    assert_eq!(
+        l.node.entry(st.last_index).map(|e| e.payload.clone()),
+        Some(EntryPayload::Empty)
+    );
+}
+
+#[test]
+fn old_term_entry_is_not_committed_by_counting_replicas() {
+    let mut l = plain(1, &[1, 2], 2);
+    l.become_leader(); // term 3, empty entry at index 4
+    let t = l.node.term();
+    let ack = |index| MessageBody::AppendResponse {
+        success: true,
+        index,
+        hint_index: 0,
+        hint_term: 0,
+    };
+    l.step(2, t, ack(3));
+    assert_eq!(
+        l.node.commit_index(),
+        BOOTSTRAP_INDEX,
+        "index 3 (term 2) is on a majority but not committed"
+    );
+    l.step(2, t, ack(4));
+    assert_eq!(
+        l.node.commit_index(),
+        4,
+        "committing the term-3 entry commits index 3 with it"
+    );
+}
+
+#[test]
+fn follower_refuses_proposal_naming_the_leader() {
+    let mut f = plain(1, &[1], 1);
+    f.step(2, 1, MessageBody::Heartbeat { commit: 1 });
+    assert_eq!(
+        f.node.propose(b"x".to_vec()),
+        Err(ProposeError::NotLeader { leader: Some(2) })
+    );
+}
+
+#[test]
+fn append_batches_are_bounded_by_max_entries() {
+    let mut l = node_with_log(1, &[], 1, |c| c.max_entries_per_msg = 3);
+    l.become_leader();
+    let t = l.node.term();
+    let ack = MessageBody::AppendResponse {
+        success: true,
+        index: 2,
+        hint_index: 0,
+        hint_term: 0,
+    };
+    l.step(2, t, ack);
+    for i in 0..10u8 {
+        l.node.propose(vec![i]).unwrap();
+    }
+    let out = l.drain();
+    let batches = appends_to(&out, 2);
+    assert!(batches.iter().all(|b| b.len() <= 3) && batches.iter().any(|b| b.len() == 3));
+}
+
+#[test]
+fn in_flight_appends_are_bounded_by_the_window() {
+    let mut l = node_with_log(1, &[], 1, |c| {
+        c.max_entries_per_msg = 1;
+        c.max_inflight_msgs = 2;
+    });
+    l.become_leader();
+    let t = l.node.term();
+    let ack = MessageBody::AppendResponse {
+        success: true,
+        index: 2,
+        hint_index: 0,
+        hint_term: 0,
+    };
+    l.step(2, t, ack);
+    for i in 0..10u8 {
+        l.node.propose(vec![i]).unwrap();
+    }
+    let out = l.drain();
+    assert_eq!(
+        appends_to(&out, 2).iter().filter(|b| !b.is_empty()).count(),
+        2
+    );
+}
+
+#[test]
+fn fast_backtracking_skips_a_whole_conflicting_term() {
+    // Leader of term 4: entries 2..=5 of term 1, then its own entry at 6.
+    let mut l = plain(1, &[1, 1, 1, 1], 3);
+    l.become_leader();
+    let t = l.node.term();
+    // The follower holds a run of term 3 (a term the leader never saw) at 3..=5 and
+    // rejects the probe at 5, naming that term and where its run starts.
+    let reject = MessageBody::AppendResponse {
+        success: false,
+        index: 5,
+        hint_index: 3,
+        hint_term: 3,
+    };
+    let out = l.step(2, t, reject);
+    let next_prev = out.iter().find_map(|m| match m.body {
+        MessageBody::Append { prev_index, .. } if m.to == 2 => Some(prev_index),
+        _ => None,
+    });
+    assert_eq!(next_prev, Some(2), "one round trip skips indexes 3..=5");
+}
+
+// ---- PreVote and CheckQuorum ---------------------------------------------------------
+
+#[test]
+fn prevote_round_does_not_raise_the_term() {
+    let mut f = plain(1, &[1], 4);
+    let out = f.tick_until_campaign();
+    assert!(out.iter().all(|m| matches!(
+        m.body,
+        MessageBody::Vote {
+            kind: VoteKind::PreVote,
+            ..
+        }
+    )));
+    assert!(out.iter().all(|m| m.term == 5));
+    assert_eq!(f.node.term(), 4);
+    assert_eq!(f.node.role(), Role::PreCandidate);
+}
+
+#[test]
+fn vote_request_ignored_while_leader_is_heard() {
+    let mut f = plain(1, &[1], 1);
+    f.step(2, 1, MessageBody::Heartbeat { commit: 1 });
+    let out = f.step(3, 2, vote_req(10, 1));
+    assert!(out.is_empty());
+    assert_eq!(f.node.term(), 1);
+    assert_eq!(f.node.stats().dropped_in_lease, 1);
+}
+
+#[test]
+fn leader_without_quorum_contact_steps_down() {
+    let mut l = plain(1, &[], 1);
+    l.become_leader();
+    for _ in 0..ringway::raft::DEFAULT_ELECTION_TICK {
+        l.node.tick();
+    }
+    assert_eq!(l.node.role(), Role::Follower);
+}
+
+#[test]
+fn election_timeouts_are_randomized_per_node() {
+    let ticks_until_campaign = |seed: u64| {
+        let mut t = node_with_log(1, &[], 1, |c| c.seed = seed);
+        let mut n = 0;
+        while t.node.role() == Role::Follower {
+            t.node.tick();
+            n += 1;
+        }
+        n
+    };
+    let seen: std::collections::BTreeSet<u32> = (0..20).map(ticks_until_campaign).collect();
+    assert!(seen.len() > 3, "timeouts vary: {seen:?}");
+    assert!(seen.iter().all(|&t| (10..20).contains(&t)));
+}
+
+// ---- Robustness ------------------------------------------------------------------------
+
+#[test]
+fn malformed_append_is_dropped_and_counted() {
+    let mut f = plain(1, &[1], 1);
+    let out = f.step(2, 1, append(2, 1, 1, vec![entry(3, 1), entry(5, 1)]));
+    assert!(out.is_empty());
+    assert_eq!(f.node.stats().dropped_malformed, 1);
+    assert_eq!(f.node.status().last_index, 2);
+}
+
+#[test]
+fn misrouted_message_is_dropped_and_counted() {
+    let mut f = plain(1, &[1], 1);
+    f.node.step(Message {
+        from: 2,
+        to: 9,
+        term: 1,
+        body: MessageBody::TimeoutNow,
+    });
+    assert_eq!(f.node.stats().dropped_misrouted, 1);
+}
+
+// ---- Membership guard --------------------------------------------------------------
+
+#[test]
+fn conf_change_refused_before_leader_commits_its_own_term() {
+    let mut l = plain(1, &[], 1);
+    l.become_leader();
+    let r = l.node.propose_conf_change(ConfChange {
+        kind: ConfChangeKind::AddLearner,
+        node: 4,
+    });
+    assert_eq!(r, Err(ProposeError::OwnTermNotCommitted));
+}
+
+fn conf_entry(index: Index, term: Term, kind: ConfChangeKind, node: NodeId) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::ConfChange(ConfChange { kind, node }),
+    }
+}
+
+#[test]
+fn configuration_takes_effect_when_appended_not_when_committed() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    assert_eq!(f.node.commit_index(), 1);
+    assert_eq!(f.node.conf().voters, vec![1, 2]);
+}
+
+#[test]
+fn truncated_configuration_entry_is_rolled_back() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    f.step(3, 2, append(2, 1, 1, vec![entry(3, 2)]));
+    assert_eq!(f.node.conf().voters, vec![1, 2, 3]);
+}
+
+#[test]
+fn restart_restores_the_newest_configuration_in_the_log() {
+    let mut f = plain(1, &[1], 1);
+    let removal = conf_entry(3, 1, ConfChangeKind::RemoveNode, 3);
+    f.step(2, 1, append(2, 1, 1, vec![removal]));
+    let restarted = Node::try_new(Config::try_new(1).unwrap(), &f.storage).unwrap();
+    assert_eq!(restarted.conf().voters, vec![1, 2]);
+}
