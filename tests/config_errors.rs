@@ -186,3 +186,59 @@ proptest! {
         let _ = Config::parse(&text);
     }
 }
+
+#[test]
+fn cluster_section_is_accepted_as_written() {
+    let text = r#"
+node:
+  id: n2
+  data_dir: ./data/n2
+cluster:
+  address: 127.0.0.1:7002          # where this node listens for its peers
+  peers:                           # every voter, this node included
+    n1: 127.0.0.1:7001
+    n2: 127.0.0.1:7002
+    n3: 127.0.0.1:7003
+  heartbeat_ms: 100
+  election_timeout_ms: 1000
+listeners: [{address: "127.0.0.1:8082"}]
+admin: {address: "127.0.0.1:9092", token_file: ./token}
+pools: [{name: web, upstreams: [{address: "127.0.0.1:9001"}]}]
+"#;
+    let c = Config::parse(text).unwrap();
+    let cluster = c.cluster.unwrap();
+    assert_eq!(cluster.address.to_string(), "127.0.0.1:7002");
+    assert_eq!(cluster.peers.len(), 3);
+    assert_eq!(cluster.peers["n3"].to_string(), "127.0.0.1:7003");
+    assert_eq!(cluster.heartbeat, Duration::from_millis(100));
+    assert_eq!(cluster.election_timeout, Duration::from_secs(1));
+    assert_eq!(
+        c.admin.unwrap().token_file.unwrap().to_str(),
+        Some("./token")
+    );
+}
+
+#[test]
+fn cluster_errors_are_named() {
+    let got = errors(
+        r#"
+node: {id: n9, data_dir: d}
+cluster:
+  peers: {n1: "127.0.0.1:7001", "bad id": "127.0.0.1:7002", n3: "127.0.0.1:7001"}
+  heartbeat_ms: 500
+  election_timeout_ms: 1000
+  gossip: yes
+listeners: [{address: "127.0.0.1:1"}]
+pools: [{name: p, upstreams: [{address: "127.0.0.1:9"}]}]
+"#,
+    );
+    let want = [
+        "cluster.gossip: unknown field",
+        "cluster.address: is required",
+        "cluster.peers.bad id: node id must use only letters, digits, '-', '_' and '.', got \"bad id\"",
+        "cluster.peers.n3: 127.0.0.1:7001 is already the address of another peer",
+        "cluster.peers: must include this node (n9)",
+        "cluster.election_timeout_ms: must be at least 3 x heartbeat_ms (1500 ms), got 1000 ms",
+    ];
+    assert_eq!(got, want);
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::raw::{RawAdmin, RawConfig, RawLimits, RawListener, RawNode, RawPool, RawUpstream};
+use super::raw::{
+    RawAdmin, RawCluster, RawConfig, RawLimits, RawListener, RawNode, RawPool, RawUpstream,
+};
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
@@ -40,6 +42,9 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let node = c.node(raw.node);
     let listeners = c.listeners(raw.listeners);
     let admin = raw.admin.and_then(|a| c.admin(a));
+    let cluster = raw
+        .cluster
+        .and_then(|cl| c.cluster(cl, node.as_ref().map(|n| n.id.as_str())));
     let limits = raw.limits.map(|l| c.limits(l)).unwrap_or_default();
     let pools = c.pools(raw.pools);
     if c.errors.is_empty() {
@@ -47,6 +52,7 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             node: node.expect("no errors means node was built"),
             listeners,
             admin,
+            cluster,
             limits,
             pools,
         })
@@ -99,6 +105,13 @@ fn is_dns_name(host: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
+fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn join(parent: &str, field: &str) -> String {
@@ -261,10 +274,86 @@ impl Checker {
 
     fn admin(&mut self, raw: RawAdmin) -> Option<Admin> {
         self.unknown("admin", &raw.unknown);
+        let token_file = raw
+            .token_file
+            .as_ref()
+            .and_then(|v| self.string("admin.token_file", v))
+            .map(PathBuf::from);
         let address = self
             .required("admin.address", &raw.address)
             .and_then(|v| self.socket_addr("admin.address", v))?;
-        Some(Admin { address })
+        Some(Admin {
+            address,
+            token_file,
+        })
+    }
+
+    fn cluster(&mut self, raw: RawCluster, node_id: Option<&str>) -> Option<Cluster> {
+        self.unknown("cluster", &raw.unknown);
+        let address = self
+            .required("cluster.address", &raw.address)
+            .and_then(|v| self.socket_addr("cluster.address", v));
+        let peers = self.peers(raw.peers.unwrap_or_default(), node_id);
+        let heartbeat = self.millis("cluster.heartbeat_ms", &raw.heartbeat_ms, DEFAULT_HEARTBEAT);
+        let election_timeout = self.millis(
+            "cluster.election_timeout_ms",
+            &raw.election_timeout_ms,
+            DEFAULT_ELECTION_TIMEOUT,
+        );
+        if election_timeout < heartbeat * MIN_ELECTION_HEARTBEATS {
+            self.error(
+                "cluster.election_timeout_ms",
+                format!(
+                    "must be at least {MIN_ELECTION_HEARTBEATS} x heartbeat_ms ({} ms), got {} ms",
+                    (heartbeat * MIN_ELECTION_HEARTBEATS).as_millis(),
+                    election_timeout.as_millis()
+                ),
+            );
+        }
+        Some(Cluster {
+            address: address?,
+            peers: peers?,
+            heartbeat,
+            election_timeout,
+        })
+    }
+
+    fn peers(
+        &mut self,
+        raw: std::collections::BTreeMap<String, Value>,
+        node_id: Option<&str>,
+    ) -> Option<std::collections::BTreeMap<String, SocketAddr>> {
+        if raw.is_empty() {
+            self.error("cluster.peers", "must list every voter, this node included");
+            return None;
+        }
+        let mut out = std::collections::BTreeMap::new();
+        let mut ok = true;
+        for (id, v) in &raw {
+            let path = format!("cluster.peers.{id}");
+            if !valid_node_id(id) {
+                self.error(
+                    &path,
+                    format!("node id must use only letters, digits, '-', '_' and '.', got {id:?}"),
+                );
+                ok = false;
+            }
+            match self.socket_addr(&path, v) {
+                Some(a) if out.values().any(|o| *o == a) => {
+                    self.error(&path, format!("{a} is already the address of another peer"));
+                    ok = false;
+                }
+                Some(a) => {
+                    out.insert(id.clone(), a);
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(me) = node_id.filter(|me| !raw.contains_key(*me)) {
+            self.error("cluster.peers", format!("must include this node ({me})"));
+            ok = false;
+        }
+        ok.then_some(out)
     }
 
     fn limits(&mut self, raw: RawLimits) -> Limits {

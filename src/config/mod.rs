@@ -52,6 +52,7 @@ pub struct Config {
     pub node: Node,
     pub listeners: Vec<Listener>,
     pub admin: Option<Admin>,
+    pub cluster: Option<Cluster>,
     pub limits: Limits,
     pub pools: Vec<Pool>,
 }
@@ -73,6 +74,29 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub address: SocketAddr,
+    /// File holding the bearer token that admin mutations require; without it they
+    /// are refused.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Raft heartbeat interval when the file does not say.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Raft election timeout (the base of the randomized one) when the file does not say.
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+/// An election timeout must span at least this many heartbeats, or a follower would
+/// start elections while a healthy leader's heartbeat is merely late.
+pub const MIN_ELECTION_HEARTBEATS: u32 = 3;
+
+/// The Raft group this instance belongs to. Absent from the file: a group of one, on
+/// the same code path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Where this node listens for its peers.
+    pub address: SocketAddr,
+    /// Every voter, this node included: node id to peer address.
+    pub peers: std::collections::BTreeMap<String, SocketAddr>,
+    pub heartbeat: Duration,
+    pub election_timeout: Duration,
 }
 
 /// Per-instance bounds on what clients may hold.

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub node: Option<RawNode>,
     pub listeners: Option<Vec<RawListener>>,
     pub admin: Option<RawAdmin>,
+    pub cluster: Option<RawCluster>,
     pub limits: Option<RawLimits>,
     pub pools: Option<Vec<RawPool>>,
     #[serde(flatten)]
@@ -41,6 +42,17 @@ pub struct RawListener {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAdmin {
     pub address: Option<Value>,
+    pub token_file: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCluster {
+    pub address: Option<Value>,
+    pub peers: Option<BTreeMap<String, Value>>,
+    pub heartbeat_ms: Option<Value>,
+    pub election_timeout_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
