@@ -1,7 +1,17 @@
 //! ringway: a layer-7 HTTP load-balancing reverse proxy with consistent hashing.
+//!
+//! Reading order:
+//! 1. [`ring`]: the consistent-hash ring (MD5 points, weights, failover walk).
+//! 2. [`balance`]: which pool a request goes to and which key it hashes.
+//! 3. [`config`]: the YAML file, validated with every error reported at once.
+//! 4. [`proxy`]: the data plane (server, forwarding, upstream connections, bodies).
+//! 5. [`raft`]: the sans-IO consensus core and its deterministic simulator.
+//! 6. [`cluster`]: the replicated state the instances agree on.
+//! 7. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod balance;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod proxy;

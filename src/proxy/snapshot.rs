@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::upstream::{ClientSettings, UpstreamClient};
 use crate::balance::{HashKey, MissingKey, Router};
-use crate::config::{self, Config, Timeouts, UpstreamAddr};
+use crate::cluster::state::{ClusterState, UpstreamSpec};
+use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
 use crate::ring::{Member, Ring};
 
 /// One pool as the request path sees it.
@@ -31,16 +32,38 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a config, reusing the connection pools of `previous`
-    /// for upstreams whose pool, id, address and client settings are unchanged.
+    /// Builds a snapshot from a config alone, reusing the connection pools of
+    /// `previous` for upstreams whose pool, id, address and client settings are
+    /// unchanged.
     pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+        Snapshot::build_with(config, None, previous)
+    }
+
+    /// Builds a snapshot whose pool memberships come from the cluster's committed
+    /// state where it has the pool, and from the file otherwise. Routes, keys and
+    /// timeouts always come from the file.
+    pub fn build_with(
+        config: &Config,
+        cluster: Option<&ClusterState>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let mut reuse: HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>> = HashMap::new();
         for pool in previous.map(|p| p.pools.as_slice()).unwrap_or_default() {
             for up in &pool.upstreams {
                 reuse.insert((&pool.name, &up.id, &up.addr), up);
             }
         }
-        let pools = config.pools.iter().map(|p| build_pool(p, &reuse)).collect();
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| {
+                let members = match cluster.and_then(|c| c.pool(&p.name)) {
+                    Some(specs) => members_of(specs),
+                    None => p.upstreams.clone(),
+                };
+                build_pool(p, &members, &reuse)
+            })
+            .collect();
         let router = Router::new(
             config
                 .pools
@@ -55,8 +78,26 @@ impl Snapshot {
     }
 }
 
+/// The upstreams on the ring: a draining upstream takes no new requests.
+fn members_of(specs: &[UpstreamSpec]) -> Vec<config::Upstream> {
+    specs
+        .iter()
+        .filter(|u| !u.draining)
+        .filter_map(|u| {
+            // Apply validated every address; one that still fails is left off the ring.
+            let address = parse_upstream_addr(&u.address).ok()?;
+            Some(config::Upstream {
+                id: u.id.clone(),
+                address,
+                weight: u.weight,
+            })
+        })
+        .collect()
+}
+
 fn build_pool(
     pool: &config::Pool,
+    members: &[config::Upstream],
     reuse: &HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>>,
 ) -> PoolState {
     let settings = ClientSettings {
@@ -64,8 +105,7 @@ fn build_pool(
         idle_timeout: pool.timeouts.idle,
         max_idle: pool.max_idle_per_upstream,
     };
-    let upstreams = pool
-        .upstreams
+    let upstreams = members
         .iter()
         .map(
             |u| match reuse.get(&(pool.name.as_str(), u.id.as_str(), &u.address)) {
@@ -84,20 +124,23 @@ fn build_pool(
         on_missing_key: pool.on_missing_key,
         max_attempts: pool.max_attempts as usize,
         timeouts: pool.timeouts,
-        ring: pool_ring(pool),
+        ring: ring_of(members, pool.vnodes),
         upstreams,
     }
 }
 
 /// The ring a pool's config produces.
 pub fn pool_ring(pool: &config::Pool) -> Ring {
-    let members: Vec<Member> = pool
-        .upstreams
+    ring_of(&pool.upstreams, pool.vnodes)
+}
+
+fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
+    let members: Vec<Member> = members
         .iter()
         .map(|u| Member {
             id: &u.id,
             weight: u.weight,
         })
         .collect();
-    Ring::build(&members, pool.vnodes)
+    Ring::build(&members, vnodes)
 }

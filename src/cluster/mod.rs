@@ -1,0 +1,18 @@
+//! The cluster: ringway instances agreeing, through the Raft core in [`crate::raft`],
+//! on every pool's upstream membership. [`state`] is the replicated state machine.
+
+pub mod state;
+
+use md5::{Digest, Md5};
+
+use crate::raft::NodeId;
+
+/// The Raft id of the node named `name` in the config: the first eight bytes of its
+/// MD5, never 0 (Raft's "nobody"). Every instance derives the same id from the same
+/// name, with no coordination.
+pub fn raft_id(name: &str) -> NodeId {
+    let digest = Md5::digest(name.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes).max(1)
+}

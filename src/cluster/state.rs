@@ -1,0 +1,348 @@
+//! The replicated state machine: every pool's upstreams (id, address, weight,
+//! draining), changed only by committed [`Command`]s.
+//!
+//! Apply is deterministic: it reads no clock, no environment and no local config, so
+//! every instance that applies the same log holds the same state and builds the same
+//! rings. A command that does not fit the state (an unknown pool, a bad address) is
+//! refused by apply itself, identically everywhere, and changes nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, parse_upstream_addr};
+
+/// Largest replicated weight. With the default 150 virtual nodes it is 150,000 ring
+/// points for one upstream, far past any useful skew; larger is a typo.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Most upstreams one pool may hold: bounds ring size and the cost of a rebuild.
+pub const MAX_UPSTREAMS_PER_POOL: usize = 10_000;
+/// Most pools the cluster may hold.
+pub const MAX_POOLS: usize = 1000;
+/// Longest pool name or upstream id, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Format version written into every encoded command and snapshot.
+pub const STATE_VERSION: u32 = 1;
+
+/// One upstream as the cluster agrees on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    pub id: String,
+    pub address: String,
+    pub weight: u32,
+    /// A draining upstream keeps serving requests already sent to it but takes no new
+    /// ones: it is not on the ring.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Replaces a pool's whole upstream list (creating the pool).
+    SetPool {
+        pool: String,
+        upstreams: Vec<UpstreamSpec>,
+    },
+    /// Forgets a pool.
+    RemovePool { pool: String },
+    /// Adds an upstream to a pool, or updates the one with the same id in place (its
+    /// position, and so which upstream wins a shared ring point, is kept).
+    PutUpstream {
+        pool: String,
+        upstream: UpstreamSpec,
+    },
+    /// Removes an upstream from a pool.
+    DeleteUpstream { pool: String, id: String },
+}
+
+/// Why apply refused a command. The same on every instance.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("no pool named {0:?}")]
+    UnknownPool(String),
+    #[error("pool {pool:?} has no upstream {id:?}")]
+    UnknownUpstream { pool: String, id: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Every pool's membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterState {
+    pools: BTreeMap<String, Vec<UpstreamSpec>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Versioned<T> {
+    v: u32,
+    body: T,
+}
+
+/// A command or snapshot that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {reason}")]
+pub struct DecodeError {
+    what: &'static str,
+    reason: String,
+}
+
+impl Command {
+    /// The bytes a Raft entry carries: versioned JSON, readable in a log dump.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&Versioned {
+            v: STATE_VERSION,
+            body: self,
+        })
+        .expect("commands are plain data and always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        decode_versioned(bytes, "command")
+    }
+
+    /// Checks a command on its own (names, addresses, weights, sizes).
+    pub fn validate(&self) -> Result<(), Refused> {
+        match self {
+            Command::SetPool { pool, upstreams } => {
+                check_name("pool", pool)?;
+                check_upstreams(upstreams)
+            }
+            Command::RemovePool { pool } => check_name("pool", pool),
+            Command::PutUpstream { pool, upstream } => {
+                check_name("pool", pool)?;
+                check_upstream(upstream)
+            }
+            Command::DeleteUpstream { pool, id } => {
+                check_name("pool", pool)?;
+                check_name("upstream id", id)
+            }
+        }
+    }
+}
+
+fn decode_versioned<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, DecodeError> {
+    let err = |reason: String| DecodeError { what, reason };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+    match value.get("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == STATE_VERSION as u64 => {}
+        Some(v) => {
+            return Err(err(format!(
+                "format version {v}, this build reads {STATE_VERSION}"
+            )))
+        }
+        None => return Err(err("no format version".into())),
+    }
+    let versioned: Versioned<T> = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+    Ok(versioned.body)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Refused> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(Refused::Invalid(format!(
+            "{what} must be 1 to {MAX_NAME_BYTES} bytes without control characters, got {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_upstream(u: &UpstreamSpec) -> Result<(), Refused> {
+    check_name("upstream id", &u.id)?;
+    parse_upstream_addr(&u.address)
+        .map_err(|why| Refused::Invalid(format!("upstream {:?}: address {why}", u.id)))?;
+    if !(1..=MAX_WEIGHT).contains(&u.weight) {
+        return Err(Refused::Invalid(format!(
+            "upstream {:?}: weight must be from 1 to {MAX_WEIGHT}, got {}",
+            u.id, u.weight
+        )));
+    }
+    Ok(())
+}
+
+fn check_upstreams(list: &[UpstreamSpec]) -> Result<(), Refused> {
+    if list.len() > MAX_UPSTREAMS_PER_POOL {
+        return Err(Refused::Invalid(format!(
+            "a pool holds at most {MAX_UPSTREAMS_PER_POOL} upstreams, got {}",
+            list.len()
+        )));
+    }
+    for (i, u) in list.iter().enumerate() {
+        check_upstream(u)?;
+        if list[..i].iter().any(|o| o.id == u.id) {
+            return Err(Refused::Invalid(format!(
+                "upstream id {:?} is listed twice",
+                u.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl ClusterState {
+    /// Applies one committed command. Deterministic: the same state and command give
+    /// the same result on every instance.
+    pub fn apply(&mut self, cmd: &Command) -> Result<(), Refused> {
+        cmd.validate()?;
+        match cmd {
+            Command::SetPool { pool, upstreams } => {
+                if !self.pools.contains_key(pool) && self.pools.len() >= MAX_POOLS {
+                    return Err(Refused::Invalid(format!(
+                        "the cluster holds at most {MAX_POOLS} pools"
+                    )));
+                }
+                self.pools.insert(pool.clone(), upstreams.clone());
+            }
+            Command::RemovePool { pool } => {
+                self.pools
+                    .remove(pool)
+                    .ok_or_else(|| Refused::UnknownPool(pool.clone()))?;
+            }
+            Command::PutUpstream { pool, upstream } => {
+                let list = self
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| Refused::UnknownPool(pool.clone()))?;
+                let full = list.len() >= MAX_UPSTREAMS_PER_POOL;
+                match list.iter_mut().find(|u| u.id == upstream.id) {
+                    Some(existing) => *existing = upstream.clone(),
+                    None if full => {
+                        return Err(Refused::Invalid(format!(
+                            "a pool holds at most {MAX_UPSTREAMS_PER_POOL} upstreams"
+                        )))
+                    }
+                    None => list.push(upstream.clone()),
+                }
+            }
+            Command::DeleteUpstream { pool, id } => {
+                let list = self
+                    .pools
+                    .get_mut(pool)
+                    .ok_or_else(|| Refused::UnknownPool(pool.clone()))?;
+                let at = list.iter().position(|u| &u.id == id).ok_or_else(|| {
+                    Refused::UnknownUpstream {
+                        pool: pool.clone(),
+                        id: id.clone(),
+                    }
+                })?;
+                list.remove(at);
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstreams of `pool`, in pool order.
+    pub fn pool(&self, pool: &str) -> Option<&[UpstreamSpec]> {
+        self.pools.get(pool).map(Vec::as_slice)
+    }
+
+    /// Pool names, sorted.
+    pub fn pool_names(&self) -> impl Iterator<Item = &str> {
+        self.pools.keys().map(String::as_str)
+    }
+
+    /// The state as snapshot bytes (versioned JSON).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&Versioned {
+            v: STATE_VERSION,
+            body: self,
+        })
+        .expect("the state is plain data and always serializes")
+    }
+
+    /// Reads snapshot bytes; empty bytes are the empty state (the bootstrap snapshot).
+    pub fn decode(bytes: &[u8]) -> Result<ClusterState, DecodeError> {
+        if bytes.is_empty() {
+            return Ok(ClusterState::default());
+        }
+        let state: ClusterState = decode_versioned(bytes, "cluster state")?;
+        for (pool, list) in &state.pools {
+            let bad = |r: Refused| DecodeError {
+                what: "cluster state",
+                reason: format!("pool {pool:?}: {r}"),
+            };
+            check_name("pool", pool).map_err(bad)?;
+            check_upstreams(list).map_err(bad)?;
+        }
+        Ok(state)
+    }
+
+    /// The commands that make an empty cluster hold the pools of `config`: how the
+    /// first log is bootstrapped from the file.
+    pub fn commands_for(config: &config::Config) -> Vec<Command> {
+        config
+            .pools
+            .iter()
+            .map(|p| Command::SetPool {
+                pool: p.name.clone(),
+                upstreams: file_upstreams(p),
+            })
+            .collect()
+    }
+
+    /// Where the file and the committed state disagree, pool by pool.
+    pub fn drift(&self, config: &config::Config) -> Vec<Drift> {
+        let mut out = Vec::new();
+        for p in &config.pools {
+            match self.pools.get(&p.name) {
+                None => out.push(Drift::PoolOnlyInFile(p.name.clone())),
+                Some(list) if *list != file_upstreams(p) => {
+                    out.push(Drift::UpstreamsDiffer(p.name.clone()))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in self.pools.keys() {
+            if !config.pools.iter().any(|p| &p.name == name) {
+                out.push(Drift::PoolOnlyInCluster(name.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// The upstreams a config pool lists, as the cluster would hold them.
+pub fn file_upstreams(pool: &config::Pool) -> Vec<UpstreamSpec> {
+    pool.upstreams
+        .iter()
+        .map(|u| UpstreamSpec {
+            id: u.id.clone(),
+            address: u.address.to_string(),
+            weight: u.weight,
+            draining: false,
+        })
+        .collect()
+}
+
+/// A difference between this instance's file and the cluster's committed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// The file has a pool the cluster does not: it is served with the file's upstreams.
+    PoolOnlyInFile(String),
+    /// The cluster has a pool the file does not: it has no routes here, so no traffic.
+    PoolOnlyInCluster(String),
+    /// Both have the pool with different upstreams: the cluster's are used.
+    UpstreamsDiffer(String),
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::PoolOnlyInFile(p) => write!(f, "pool {p} is in the file but not in the cluster"),
+            Drift::PoolOnlyInCluster(p) => {
+                write!(f, "pool {p} is in the cluster but not in the file")
+            }
+            Drift::UpstreamsDiffer(p) => write!(
+                f,
+                "pool {p} lists other upstreams in the file than in the cluster"
+            ),
+        }
+    }
+}
