@@ -159,10 +159,12 @@ fn bootstrap_from_the_file_leaves_no_drift() {
     let c = config();
     let mut s = ClusterState::default();
     assert_eq!(s.drift(&c), [Drift::PoolOnlyInFile("web".into())]);
-    for cmd in ClusterState::commands_for(&c) {
-        s.apply(&cmd).unwrap();
-    }
+    s.apply(&ClusterState::bootstrap_command(&c)).unwrap();
+    assert!(s.is_bootstrapped());
     assert!(s.drift(&c).is_empty());
+    // Only the first bootstrap applies.
+    let again = s.apply(&ClusterState::bootstrap_command(&c)).unwrap_err();
+    assert!(again.to_string().contains("already bootstrapped"));
     s.apply(&Command::PutUpstream {
         pool: "web".into(),
         upstream: up("extra", 9009, 1),
@@ -182,9 +184,7 @@ fn bootstrap_from_the_file_leaves_no_drift() {
 fn rings_come_from_the_cluster_and_skip_draining_upstreams() {
     let c = config();
     let mut s = ClusterState::default();
-    for cmd in ClusterState::commands_for(&c) {
-        s.apply(&cmd).unwrap();
-    }
+    s.apply(&ClusterState::bootstrap_command(&c)).unwrap();
     let from_file = Snapshot::build(&c, None);
     let from_cluster = Snapshot::build_with(&c, Some(&s), None);
     let digest = |snap: &Snapshot| {

@@ -1,6 +1,7 @@
 //! The cluster: ringway instances agreeing, through the Raft core in [`crate::raft`],
 //! on every pool's upstream membership. [`state`] is the replicated state machine.
 
+pub mod driver;
 pub mod state;
 
 use md5::{Digest, Md5};

@@ -57,6 +57,12 @@ pub enum Command {
     },
     /// Removes an upstream from a pool.
     DeleteUpstream { pool: String, id: String },
+    /// The first leader's copy of its file's pools. Applies once in the cluster's life:
+    /// later ones (another founder's, or a re-elected leader's) are refused, so an
+    /// operator who empties the cluster is not overridden by a file.
+    Bootstrap {
+        pools: BTreeMap<String, Vec<UpstreamSpec>>,
+    },
 }
 
 /// Why apply refused a command. The same on every instance.
@@ -75,6 +81,9 @@ pub enum Refused {
 #[serde(deny_unknown_fields)]
 pub struct ClusterState {
     pools: BTreeMap<String, Vec<UpstreamSpec>>,
+    /// A `Bootstrap` command has applied.
+    #[serde(default)]
+    bootstrapped: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,6 +130,17 @@ impl Command {
             Command::DeleteUpstream { pool, id } => {
                 check_name("pool", pool)?;
                 check_name("upstream id", id)
+            }
+            Command::Bootstrap { pools } => {
+                if pools.len() > MAX_POOLS {
+                    return Err(Refused::Invalid(format!(
+                        "the cluster holds at most {MAX_POOLS} pools"
+                    )));
+                }
+                pools.iter().try_for_each(|(pool, list)| {
+                    check_name("pool", pool)?;
+                    check_upstreams(list)
+                })
             }
         }
     }
@@ -221,6 +241,15 @@ impl ClusterState {
                     None => list.push(upstream.clone()),
                 }
             }
+            Command::Bootstrap { pools } => {
+                if self.bootstrapped {
+                    return Err(Refused::Invalid(
+                        "the cluster is already bootstrapped".into(),
+                    ));
+                }
+                self.pools = pools.clone();
+                self.bootstrapped = true;
+            }
             Command::DeleteUpstream { pool, id } => {
                 let list = self
                     .pools
@@ -274,17 +303,20 @@ impl ClusterState {
         Ok(state)
     }
 
-    /// The commands that make an empty cluster hold the pools of `config`: how the
+    /// True once the cluster's first `Bootstrap` has applied.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    /// The command that makes an empty cluster hold the pools of `config`: how the
     /// first log is bootstrapped from the file.
-    pub fn commands_for(config: &config::Config) -> Vec<Command> {
-        config
+    pub fn bootstrap_command(config: &config::Config) -> Command {
+        let pools = config
             .pools
             .iter()
-            .map(|p| Command::SetPool {
-                pool: p.name.clone(),
-                upstreams: file_upstreams(p),
-            })
-            .collect()
+            .map(|p| (p.name.clone(), file_upstreams(p)))
+            .collect();
+        Command::Bootstrap { pools }
     }
 
     /// Where the file and the committed state disagree, pool by pool.

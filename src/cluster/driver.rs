@@ -1,0 +1,468 @@
+//! The control-plane driver: one task per instance owns the Raft [`Node`], its
+//! [`Storage`] and the replicated [`ClusterState`], and loops tick/step/propose ->
+//! persist -> send -> apply -> advance.
+//!
+//! The driver runs on a thread of its own ([`start_thread`]), so a slow `fsync`
+//! never stalls the data plane. It publishes what it applies through a
+//! [`tokio::sync::watch`] channel ([`ClusterView`]); whoever builds routing snapshots
+//! subscribes to it. The cluster never calls into the proxy.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::state::{ClusterState, Command, Refused};
+use crate::raft::{
+    self, EntryPayload, Index, Message, Node, NodeId, ProposeError, Role, Storage, Term,
+};
+
+/// Proposals waiting for the driver. A full queue answers `Busy` at once rather than
+/// making admin callers wait behind each other.
+pub const REQUEST_QUEUE: usize = 256;
+/// Proposals the driver tracks until they apply; beyond it new ones are refused.
+pub const MAX_PENDING_PROPOSALS: usize = 1024;
+/// Applied entries kept in the log after the last snapshot; past this many the
+/// driver folds the state into a snapshot and the log is compacted.
+pub const COMPACT_THRESHOLD: u64 = 1000;
+/// How long a leader that is shutting down waits for another voter to take over.
+pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the driver's outgoing messages go (the peer transport, or a test network).
+/// `send` must not block.
+pub trait Outbox: Send + 'static {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// How the driver is set up.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub id: NodeId,
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Election timeout and heartbeat interval, in ticks.
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+    /// Proposed once by a leader that finds the cluster never bootstrapped.
+    pub bootstrap: Option<Command>,
+    /// Seeds the randomized election timeouts.
+    pub seed: u64,
+}
+
+impl DriverConfig {
+    /// Ticks derived from a heartbeat interval and an election timeout: a heartbeat is
+    /// two ticks, as the core expects.
+    pub fn from_timeouts(id: NodeId, heartbeat: Duration, election: Duration) -> DriverConfig {
+        let tick = (heartbeat / raft::DEFAULT_HEARTBEAT_TICK).max(Duration::from_millis(1));
+        let election_ticks = (election.as_millis() / tick.as_millis().max(1)) as u32;
+        DriverConfig {
+            id,
+            tick,
+            election_ticks: election_ticks
+                .clamp(raft::DEFAULT_HEARTBEAT_TICK + 1, raft::MAX_ELECTION_TICK),
+            heartbeat_ticks: raft::DEFAULT_HEARTBEAT_TICK,
+            bootstrap: None,
+            seed: id,
+        }
+    }
+}
+
+/// What one instance knows of the cluster, as of its last applied entry.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Leader only: each member's highest replicated index.
+    pub matched: BTreeMap<NodeId, Index>,
+    pub state: Arc<ClusterState>,
+}
+
+/// Why a proposal did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeFailure {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("refused: {0}")]
+    Refused(Refused),
+    #[error("leadership changed before the change committed; it was not applied")]
+    Lost,
+    #[error("too many changes waiting; try again")]
+    Busy,
+    #[error("the cluster driver has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+enum Request {
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<Index, ProposeFailure>>,
+    },
+}
+
+/// A cheap, cloneable handle to a running driver.
+#[derive(Clone, Debug)]
+pub struct ClusterHandle {
+    requests: mpsc::Sender<Request>,
+    view: watch::Receiver<Arc<ClusterView>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Request")
+    }
+}
+
+impl ClusterHandle {
+    /// Proposes a change and waits until this instance has applied it. Only the
+    /// leader accepts proposals; others answer `NotLeader` with the leader's id.
+    pub async fn propose(&self, cmd: Command) -> Result<Index, ProposeFailure> {
+        cmd.validate().map_err(ProposeFailure::Refused)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .try_send(Request::Propose { cmd, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ProposeFailure::Busy,
+                mpsc::error::TrySendError::Closed(_) => ProposeFailure::Stopped,
+            })?;
+        answer.await.unwrap_or(Err(ProposeFailure::Stopped))
+    }
+
+    /// The latest view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+}
+
+/// Why a driver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("stored cluster state: {0}")]
+    State(#[from] super::state::DecodeError),
+}
+
+/// What a proposal comes to: the index it applied at, or why not.
+type Outcome = Result<Index, ProposeFailure>;
+type Reply = oneshot::Sender<Outcome>;
+
+struct Pending {
+    term: Term,
+    reply: Reply,
+}
+
+/// The driver itself; see the module docs.
+pub struct Driver<S: Storage> {
+    cfg: DriverConfig,
+    node: Node,
+    storage: S,
+    state: ClusterState,
+    pending: BTreeMap<Index, Pending>,
+    /// Answers decided by the entries just applied, sent once the view that includes
+    /// them is published (a caller told "applied" must be able to read the change).
+    answers: Vec<(Reply, Outcome)>,
+    bootstrap_in_flight: Option<Index>,
+    requests: mpsc::Receiver<Request>,
+    view: watch::Sender<Arc<ClusterView>>,
+}
+
+impl<S: Storage + Send + 'static> Driver<S> {
+    /// Opens the node on `storage` (restoring the state machine from its snapshot).
+    pub fn new(cfg: DriverConfig, storage: S) -> Result<(Driver<S>, ClusterHandle), DriverError> {
+        let initial = storage
+            .initial_state()
+            .map_err(|e| DriverError::Raft(e.to_string()))?;
+        let state = ClusterState::decode(&initial.snapshot.data)?;
+        let mut raft_cfg =
+            raft::Config::try_new(cfg.id).map_err(|e| DriverError::Raft(format!("{e:?}")))?;
+        raft_cfg.election_tick = cfg.election_ticks;
+        raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
+        raft_cfg.seed = cfg.seed;
+        let node =
+            Node::try_new(raft_cfg, &storage).map_err(|e| DriverError::Raft(format!("{e:?}")))?;
+        let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+        let (view_tx, view_rx) = watch::channel(Arc::new(view_of(&node, &state)));
+        let driver = Driver {
+            cfg,
+            node,
+            storage,
+            state,
+            pending: BTreeMap::new(),
+            answers: Vec::new(),
+            bootstrap_in_flight: None,
+            requests,
+            view: view_tx,
+        };
+        let handle = ClusterHandle {
+            requests: requests_tx,
+            view: view_rx,
+        };
+        Ok((driver, handle))
+    }
+
+    /// Runs until `shutdown` resolves; a leader then hands leadership to another voter
+    /// (bounded by [`LEADER_HANDOFF_TIMEOUT`]) before returning.
+    pub async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Message>,
+        outbox: impl Outbox,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.node.tick(),
+                Some(msg) = inbound.recv() => self.node.step(msg),
+                Some(req) = self.requests.recv() => self.on_request(req),
+                _ = &mut shutdown => break,
+            }
+            if let Err(e) = self.drain_ready(&outbox) {
+                tracing::error!(error = %e, "cluster driver stopped: storage failed");
+                return;
+            }
+            self.maybe_bootstrap();
+        }
+        self.hand_off(&mut inbound, &outbox, &mut ticker).await;
+    }
+
+    /// A leader that stops asks the most caught-up voter to take over, and keeps the
+    /// node running until it has or the handoff times out.
+    async fn hand_off(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Message>,
+        outbox: &impl Outbox,
+        ticker: &mut tokio::time::Interval,
+    ) {
+        let Some(to) = self.handoff_target() else {
+            return;
+        };
+        if self.node.transfer_leader(to).is_err() {
+            return;
+        }
+        tracing::info!(to, "handing leadership over before shutdown");
+        let deadline = tokio::time::sleep(LEADER_HANDOFF_TIMEOUT);
+        tokio::pin!(deadline);
+        while self.node.role() == Role::Leader {
+            tokio::select! {
+                _ = ticker.tick() => self.node.tick(),
+                Some(msg) = inbound.recv() => self.node.step(msg),
+                _ = &mut deadline => return,
+            }
+            if self.drain_ready(outbox).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn handoff_target(&self) -> Option<NodeId> {
+        if self.node.role() != Role::Leader {
+            return None;
+        }
+        let me = self.node.id();
+        self.node
+            .conf()
+            .voters
+            .iter()
+            .filter(|&&v| v != me)
+            .max_by_key(|&&v| self.node.progress(v).map(|p| p.matched).unwrap_or(0))
+            .copied()
+    }
+
+    fn on_request(&mut self, req: Request) {
+        let Request::Propose { cmd, reply } = req;
+        if self.pending.len() >= MAX_PENDING_PROPOSALS {
+            let _ = reply.send(Err(ProposeFailure::Busy));
+            return;
+        }
+        match self.node.propose(cmd.encode()) {
+            Ok(p) => {
+                self.pending.insert(
+                    p.index,
+                    Pending {
+                        term: p.term,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(propose_failure(e)));
+            }
+        }
+    }
+
+    /// The first leader of a never-bootstrapped cluster proposes its file's pools,
+    /// once its log is applied up to its commit index.
+    fn maybe_bootstrap(&mut self) {
+        let Some(cmd) = &self.cfg.bootstrap else {
+            return;
+        };
+        let caught_up = self.node.applied_index() >= self.node.commit_index();
+        if self.state.is_bootstrapped() || self.node.role() != Role::Leader || !caught_up {
+            return;
+        }
+        if self
+            .bootstrap_in_flight
+            .is_some_and(|i| i > self.node.applied_index())
+        {
+            return;
+        }
+        match self.node.propose(cmd.encode()) {
+            Ok(p) => self.bootstrap_in_flight = Some(p.index),
+            Err(e) => tracing::debug!(error = ?e, "bootstrap proposal not accepted yet"),
+        }
+    }
+
+    fn drain_ready(&mut self, outbox: &impl Outbox) -> Result<(), raft::StorageError> {
+        while let Some(ready) = self.node.ready() {
+            let mut done = ready.persist(&mut self.storage)?;
+            outbox.send(done.take_messages());
+            if let Some(snap) = done.snapshot() {
+                self.restore(&snap.data);
+            }
+            for entry in done.committed_entries() {
+                self.apply(entry.index, entry.term, &entry.payload);
+            }
+            if let Err(e) = self.node.advance(done) {
+                tracing::error!(error = ?e, "raft advance failed");
+            }
+        }
+        self.maybe_compact();
+        self.publish();
+        for (reply, answer) in self.answers.drain(..) {
+            let _ = reply.send(answer);
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, data: &[u8]) {
+        match ClusterState::decode(data) {
+            Ok(state) => self.state = state,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot from the leader could not be read; keeping the current state")
+            }
+        }
+    }
+
+    fn apply(&mut self, index: Index, term: Term, payload: &EntryPayload) {
+        let result = match payload {
+            EntryPayload::Normal(bytes) => match Command::decode(bytes) {
+                Ok(cmd) => self.state.apply(&cmd).map_err(ProposeFailure::Refused),
+                Err(e) => Err(ProposeFailure::Invalid(e.to_string())),
+            },
+            EntryPayload::Empty | EntryPayload::ConfChange(_) => Ok(()),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(index, error = %e, "committed change refused by the state machine");
+        }
+        // Everything at or below this index is decided: answer those proposals.
+        let decided: Vec<Index> = self.pending.range(..=index).map(|(&i, _)| i).collect();
+        for i in decided {
+            let Some(p) = self.pending.remove(&i) else {
+                continue;
+            };
+            let answer = match (i == index, p.term == term) {
+                (true, true) => result.clone().map(|()| index),
+                _ => Err(ProposeFailure::Lost),
+            };
+            self.answers.push((p.reply, answer));
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        let applied = self.node.applied_index();
+        if applied.saturating_sub(self.node.snapshot_index()) < COMPACT_THRESHOLD {
+            return;
+        }
+        if let Err(e) = self.node.compact(applied, self.state.encode()) {
+            tracing::warn!(error = ?e, "log compaction failed");
+        }
+    }
+
+    fn publish(&mut self) {
+        let view = view_of(&self.node, &self.state);
+        self.view.send_if_modified(|old| {
+            let changed = old.applied != view.applied
+                || old.commit != view.commit
+                || old.role != view.role
+                || old.term != view.term
+                || old.leader != view.leader
+                || old.matched != view.matched
+                || old.voters != view.voters
+                || old.learners != view.learners;
+            if changed {
+                *old = Arc::new(view);
+            }
+            changed
+        });
+    }
+}
+
+fn propose_failure(e: ProposeError) -> ProposeFailure {
+    match e {
+        ProposeError::NotLeader { leader } => ProposeFailure::NotLeader { leader },
+        other => ProposeFailure::Invalid(format!("{other:?}")),
+    }
+}
+
+fn view_of(node: &Node, state: &ClusterState) -> ClusterView {
+    let conf = node.conf();
+    let leader = node.leader();
+    let matched = if node.role() == Role::Leader {
+        conf.voters
+            .iter()
+            .chain(&conf.learners)
+            .filter_map(|&id| node.progress(id).map(|p| (id, p.matched)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    ClusterView {
+        id: node.id(),
+        role: node.role(),
+        term: node.term(),
+        leader,
+        commit: node.commit_index(),
+        applied: node.applied_index(),
+        voters: conf.voters.clone(),
+        learners: conf.learners.clone(),
+        matched,
+        state: Arc::new(state.clone()),
+    }
+}
+
+/// Runs `make()` on a thread of its own with a single-threaded runtime: the control
+/// plane's blocking disk writes then never hold up the data plane's runtime.
+pub fn start_thread<F, Fut>(name: &str, make: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(make()),
+                Err(e) => tracing::error!(error = %e, "cannot start the cluster runtime"),
+            }
+        })
+}
