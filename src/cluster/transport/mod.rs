@@ -114,6 +114,13 @@ struct Handle {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Handle {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        // A list of join handles cannot be left inconsistent by a panic.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         self.stop.send_replace(true);
@@ -151,17 +158,19 @@ impl Transport {
         });
         let (stop, stop_rx) = watch::channel(false);
         let runtime = tokio::runtime::Handle::current();
-        let accept = runtime.spawn(inbound::run_acceptor(shared.clone(), listener, stop_rx));
         let transport = Transport {
             handle: Arc::new(Handle {
-                shared,
+                shared: shared.clone(),
                 local_addr,
-                runtime,
+                runtime: runtime.clone(),
                 stop,
-                tasks: Mutex::new(vec![accept]),
+                tasks: Mutex::default(),
             }),
         };
+        // Peers first, so the first inbound handshake already sees them.
         transport.set_peers(cfg.peers);
+        let accept = runtime.spawn(inbound::run_acceptor(shared, listener, stop_rx));
+        transport.handle.lock_tasks().push(accept);
         Ok(transport)
     }
 
@@ -207,7 +216,7 @@ impl Transport {
             }
             keep
         });
-        let mut tasks = h.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tasks = h.lock_tasks();
         tasks.retain(|t| !t.is_finished());
         for (id, addr) in peers {
             if id == h.shared.id || id == NO_NODE {
@@ -246,7 +255,7 @@ impl Transport {
         let h = &self.handle;
         h.stop.send_replace(true);
         h.shared.stop_peers();
-        let tasks = std::mem::take(&mut *h.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks = std::mem::take(&mut *h.lock_tasks());
         for mut task in tasks {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
