@@ -14,7 +14,7 @@ use ringway::cluster::transport::{
     Transport, TransportConfig, TransportStats, MAX_FRAME_BYTES, PEER_QUEUE_LEN,
 };
 use ringway::raft::codec::{encode, WIRE_VERSION};
-use ringway::raft::{Message, MessageBody, NodeId};
+use ringway::raft::{ConfState, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -257,6 +257,61 @@ async fn restarted_peer_is_reconnected_to() {
     send_until_received(&one.t, &mut two, 2).await;
     send_until_received(&two.t, &mut one, 3).await;
     assert!(one.t.stats().peers[&2].connects >= 2);
+
+    // Dropping the last handle (no shutdown) also releases the port, in the background.
+    drop(two);
+    let mut two = restart_when_port_is_free(2, addr, one.t.local_addr()).await;
+    send_until_received(&one.t, &mut two, 4).await;
+    assert!(one.t.stats().peers[&2].connects >= 3);
+    one.t.shutdown().await;
+    two.t.shutdown().await;
+}
+
+async fn restart_when_port_is_free(id: NodeId, addr: SocketAddr, peer: SocketAddr) -> Node {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (tx, rx) = mpsc::channel(INBOUND_CAP);
+        let cfg = TransportConfig {
+            id,
+            listen: addr,
+            peers: HashMap::from([(1, peer)]),
+            cluster: CLUSTER.into(),
+        };
+        match Transport::start(cfg, tx).await {
+            Ok(t) => return Node { t, rx },
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "rebind: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_sized_messages_cross_in_order() {
+    const IMAGE_BYTES: usize = 5 * 1024 * 1024;
+    let mut nodes = cluster(2).await;
+    let mut two = nodes.pop().expect("node 2");
+    let one = nodes.pop().expect("node 1");
+    let image: Vec<u8> = (0..IMAGE_BYTES).map(|i| i as u8).collect();
+    let snapshot = Message {
+        body: MessageBody::Snapshot {
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: 10,
+                    term: 2,
+                    conf: ConfState {
+                        voters: vec![1, 2],
+                        learners: vec![],
+                    },
+                },
+                data: image,
+            },
+        },
+        ..hb(1, 2, 0)
+    };
+    one.t.send([hb(1, 2, 1), snapshot.clone(), hb(1, 2, 2)]);
+    assert_eq!(commit_of(&recv(&mut two).await), 1);
+    assert_eq!(recv(&mut two).await, snapshot);
+    assert_eq!(commit_of(&recv(&mut two).await), 2);
     one.t.shutdown().await;
     two.t.shutdown().await;
 }

@@ -179,10 +179,12 @@ fn judge(shared: &Shared, hello: &super::wire::Hello) -> Result<Arc<Peer>, Verdi
 async fn read_loop(shared: &Shared, stream: BoxStream, peer: &Peer, remote: SocketAddr) {
     let mut rd = BufReader::with_capacity(READ_BUF_BYTES, stream);
     let mut buf = Vec::new();
+    let stopped = peer.stopped();
+    tokio::pin!(stopped);
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut rd, &mut buf) => frame,
-            _ = peer.stopped() => return,
+            _ = &mut stopped => return,
         };
         let msg = match frame {
             Ok(msg) => msg,
