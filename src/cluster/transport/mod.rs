@@ -1,0 +1,284 @@
+//! The peer transport: carries Raft [`Message`]s between ringway instances over TCP.
+//!
+//! Each instance listens on one address and dials each peer once; a connection carries
+//! messages one way, from dialer to acceptor. Sending never blocks: every peer has a
+//! bounded queue (the oldest messages are dropped when it is full, since newer ones
+//! supersede them for Raft) drained by its own writer task, so a slow or dead peer
+//! only loses its own messages. Writers reconnect with exponential backoff and jitter.
+//! Every connection opens with a versioned handshake naming the cluster and both node
+//! ids; the acceptor refuses other clusters, versions and unknown ids. Frames are
+//! length-prefixed codec messages; a malformed frame closes its connection and is
+//! counted. Raft tolerates loss, so every drop is counted, never retried.
+//!
+//! Connections are made through the [`Dialer`] and [`Acceptor`] seams (plain TCP by
+//! default), where mutual TLS plugs in. See [`wire`] for the byte layout.
+
+mod conn;
+mod fault;
+mod inbound;
+mod peer;
+mod stats;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{trace, warn};
+
+use crate::raft::{Message, NodeId, NO_NODE};
+
+pub use self::conn::{Acceptor, BoxFuture, BoxStream, Dialer, PeerStream, TcpAcceptor, TcpDialer};
+pub use self::fault::FaultSwitch;
+pub use self::inbound::MAX_PENDING_HANDSHAKES;
+pub use self::peer::{
+    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_BATCH_MSGS, PEER_QUEUE_BYTES, PEER_QUEUE_LEN,
+    WRITE_CHUNK_BYTES, WRITE_TIMEOUT,
+};
+pub use self::stats::{PeerStats, TransportStats};
+pub use self::wire::{MAX_CLUSTER_NAME_LEN, MAX_FRAME_BYTES, TRANSPORT_VERSION};
+
+use self::peer::Peer;
+use self::stats::{bump, GlobalCounters};
+
+/// Limit on a whole handshake (TLS included), both sides: a silent or trickling
+/// client cannot hold a handshake slot longer than this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long [`Transport::shutdown`] waits for each task before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a transport needs to start.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// Address to listen on for peers (port 0 picks a free one; see [`Transport::local_addr`]).
+    pub listen: SocketAddr,
+    /// The other members and where to dial them; this node's own id is ignored.
+    pub peers: HashMap<NodeId, SocketAddr>,
+    /// Cluster name, checked in every handshake so two clusters never exchange messages.
+    pub cluster: String,
+}
+
+/// State shared by the handle and every task.
+pub(crate) struct Shared {
+    id: NodeId,
+    cluster: String,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    counters: GlobalCounters,
+    faults: FaultSwitch,
+    inbound: mpsc::Sender<Message>,
+    dialer: Arc<dyn Dialer>,
+    acceptor: Arc<dyn Acceptor>,
+}
+
+impl Shared {
+    fn peers(&self) -> RwLockReadGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+        // The map is replaced entry by entry, never left half-updated.
+        self.peers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+        self.peers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers().get(&id).cloned()
+    }
+
+    /// Stops and forgets every peer.
+    fn stop_peers(&self) {
+        for (_, peer) in self.peers_mut().drain() {
+            peer.stop();
+        }
+    }
+}
+
+/// The running transport; cheap to clone. Dropping the last clone stops it in the
+/// background; [`Transport::shutdown`] stops it and waits.
+#[derive(Clone)]
+pub struct Transport {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    runtime: tokio::runtime::Handle,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Handle {
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        // A list of join handles cannot be left inconsistent by a panic.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.shared.stop_peers();
+    }
+}
+
+impl Transport {
+    /// Binds `cfg.listen` and starts dialling `cfg.peers` over plain TCP. Received
+    /// messages go to `inbound`; when it is full they are dropped and counted.
+    pub async fn start(cfg: TransportConfig, inbound: mpsc::Sender<Message>) -> io::Result<Self> {
+        Self::start_with(cfg, inbound, Arc::new(TcpDialer), Arc::new(TcpAcceptor)).await
+    }
+
+    /// Like [`Transport::start`], making connections through `dialer` and `acceptor`
+    /// (mutual TLS, or a test double).
+    pub async fn start_with(
+        cfg: TransportConfig,
+        inbound: mpsc::Sender<Message>,
+        dialer: Arc<dyn Dialer>,
+        acceptor: Arc<dyn Acceptor>,
+    ) -> io::Result<Self> {
+        validate(&cfg)?;
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            id: cfg.id,
+            cluster: cfg.cluster,
+            peers: RwLock::default(),
+            counters: GlobalCounters::default(),
+            faults: FaultSwitch::default(),
+            inbound,
+            dialer,
+            acceptor,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let runtime = tokio::runtime::Handle::current();
+        let transport = Transport {
+            handle: Arc::new(Handle {
+                shared: shared.clone(),
+                local_addr,
+                runtime: runtime.clone(),
+                stop,
+                tasks: Mutex::default(),
+            }),
+        };
+        // Peers first, so the first inbound handshake already sees them.
+        transport.set_peers(cfg.peers);
+        let accept = runtime.spawn(inbound::run_acceptor(shared, listener, stop_rx));
+        transport.handle.lock_tasks().push(accept);
+        Ok(transport)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.handle.shared.id
+    }
+
+    /// The address peers dial (the bound port when `listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr
+    }
+
+    /// Queues messages for their `to` peers and returns at once. A message for an
+    /// unknown peer is dropped and counted; a full queue drops its oldest message.
+    pub fn send(&self, msgs: impl IntoIterator<Item = Message>) {
+        let shared = &self.handle.shared;
+        let peers = shared.peers();
+        for msg in msgs {
+            match peers.get(&msg.to) {
+                None => {
+                    bump(&shared.counters.unknown_destination);
+                    trace!(to = msg.to, "message for an unknown peer dropped");
+                }
+                Some(peer) if shared.faults.blocks_outbound(peer.id) => {
+                    bump(&peer.counters.dropped_fault);
+                }
+                Some(peer) => peer.enqueue(msg),
+            }
+        }
+    }
+
+    /// Replaces the peer set (membership change). New peers are dialled; removed ones
+    /// lose their queue and connections, and are refused inbound from now on. A peer
+    /// whose address changed is restarted with an empty queue.
+    pub fn set_peers(&self, peers: HashMap<NodeId, SocketAddr>) {
+        let h = &self.handle;
+        let mut current = h.shared.peers_mut();
+        current.retain(|id, peer| {
+            let keep = peers.get(id) == Some(&peer.addr);
+            if !keep {
+                peer.stop();
+            }
+            keep
+        });
+        let mut tasks = h.lock_tasks();
+        tasks.retain(|t| !t.is_finished());
+        for (id, addr) in peers {
+            if id == h.shared.id || id == NO_NODE {
+                warn!(peer = id, "ignoring peer entry for this node or node 0");
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = current.entry(id) {
+                let peer = slot.insert(Peer::new(id, addr)).clone();
+                let writer = peer::run_writer(h.shared.clone(), peer);
+                tasks.push(h.runtime.spawn(writer));
+            }
+        }
+    }
+
+    /// Current counters, per peer and overall.
+    pub fn stats(&self) -> TransportStats {
+        let shared = &self.handle.shared;
+        let peers: BTreeMap<_, _> = shared
+            .peers()
+            .iter()
+            .map(|(&id, peer)| (id, peer.snapshot()))
+            .collect();
+        shared.counters.snapshot(peers)
+    }
+
+    /// Test hook: discards traffic to and from chosen peers (a network partition on
+    /// real sockets). Not for production use.
+    #[doc(hidden)]
+    pub fn faults(&self) -> &FaultSwitch {
+        &self.handle.shared.faults
+    }
+
+    /// Stops every task, closes the listener and all connections, and waits for them.
+    /// Queued messages are discarded. Other clones become inert.
+    pub async fn shutdown(self) {
+        let h = &self.handle;
+        h.stop.send_replace(true);
+        h.shared.stop_peers();
+        let tasks = std::mem::take(&mut *h.lock_tasks());
+        for mut task in tasks {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+fn validate(cfg: &TransportConfig) -> io::Result<()> {
+    let invalid = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            what.to_string(),
+        ))
+    };
+    if cfg.id == NO_NODE {
+        return invalid("transport node id must be non-zero");
+    }
+    if cfg.cluster.len() > MAX_CLUSTER_NAME_LEN {
+        return invalid("cluster name longer than MAX_CLUSTER_NAME_LEN bytes");
+    }
+    Ok(())
+}

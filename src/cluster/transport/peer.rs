@@ -1,0 +1,448 @@
+//! Outbound side: one bounded queue and one writer task per peer. The writer dials
+//! (with backoff), handshakes, then drains the queue in batches, each written in one
+//! buffered write and a flush.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, Notify};
+use tokio::time::{sleep, timeout};
+use tracing::{debug, info, warn};
+
+use super::conn::BoxStream;
+use super::stats::{bump, PeerCounters, PeerStats};
+use super::wire::{encode_hello, push_frame, read_verdict, HandshakeError, Hello};
+use super::Shared;
+use crate::raft::{Entry, Message, MessageBody, NodeId};
+
+/// Messages queued per peer. Raft keeps at most a few dozen appends in flight per
+/// follower plus heartbeats and votes, so this absorbs bursts and short outages
+/// while bounding what a dead peer can pin.
+pub const PEER_QUEUE_LEN: usize = 1024;
+/// Approximate bytes queued per peer: room for one largest snapshot plus ordinary
+/// traffic, so a dead peer never pins more than this.
+pub const PEER_QUEUE_BYTES: usize = 2 * super::wire::MAX_FRAME_BYTES;
+/// Messages taken from the queue per batch: large enough to amortise a flush,
+/// small enough that the queue lock is held only briefly.
+pub const MAX_BATCH_MSGS: usize = 256;
+/// Encoded bytes buffered before a write, so a batch of big appends is streamed in
+/// chunks instead of doubling its memory as one buffer.
+pub const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+/// First reconnect delay: short, so a restarted peer is reached within a heartbeat or two.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest reconnect delay: a dead peer costs at most one dial per this interval,
+/// and a recovered one is reached well within an election timeout's order of magnitude.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Limit on one dial: a blackholed address otherwise waits for the kernel's SYN retries (minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Limit on writing one batch: a peer that stops reading is treated as dead and
+/// redialled. Generous enough for a largest snapshot on a slow link.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Fixed part of a message's size estimate (header varints, tags).
+const MESSAGE_OVERHEAD_BYTES: usize = 64;
+/// Bytes one encoded node id may take (a 64-bit varint).
+const ID_BYTES: usize = 10;
+/// Write buffers above this are released after a batch (one snapshot should not pin them).
+const WRITE_BUF_KEEP_BYTES: usize = 1024 * 1024;
+
+/// A message and its estimated encoded size.
+type Queued = (Message, usize);
+
+/// The per-peer queue: bounded in messages and bytes; when full, the oldest go first.
+struct Queue {
+    msgs: VecDeque<Queued>,
+    bytes: usize,
+    max_len: usize,
+    max_bytes: usize,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue::with_bounds(PEER_QUEUE_LEN, PEER_QUEUE_BYTES)
+    }
+}
+
+impl Queue {
+    fn with_bounds(max_len: usize, max_bytes: usize) -> Queue {
+        Queue {
+            msgs: VecDeque::new(),
+            bytes: 0,
+            max_len,
+            max_bytes,
+        }
+    }
+
+    /// Appends `msg`, evicting from the front to stay within bounds; returns how many went.
+    fn push(&mut self, msg: Message) -> u64 {
+        let size = approx_size(&msg);
+        self.msgs.push_back((msg, size));
+        self.bytes += size;
+        let mut evicted = 0;
+        while self.msgs.len() > self.max_len || (self.bytes > self.max_bytes && self.msgs.len() > 1)
+        {
+            if let Some((_, size)) = self.msgs.pop_front() {
+                self.bytes -= size;
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    fn take_batch(&mut self, out: &mut Vec<Message>) {
+        let n = self.msgs.len().min(MAX_BATCH_MSGS);
+        for (msg, size) in self.msgs.drain(..n) {
+            self.bytes -= size;
+            out.push(msg);
+        }
+    }
+}
+
+/// Estimated encoded size: cheap (no encoding), good enough to bound memory.
+fn approx_size(m: &Message) -> usize {
+    MESSAGE_OVERHEAD_BYTES
+        + match &m.body {
+            MessageBody::Append { entries, .. } => entries.iter().map(Entry::size_hint).sum(),
+            MessageBody::Snapshot { snapshot } => {
+                let conf = &snapshot.meta.conf;
+                snapshot.data.len() + ID_BYTES * (conf.voters.len() + conf.learners.len())
+            }
+            _ => 0,
+        }
+}
+
+/// One outbound peer: its address, queue, counters and stop signal. Inbound readers
+/// of the same peer watch the stop signal too, so removing a peer closes both ways.
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    stop: watch::Sender<bool>,
+    pub(crate) counters: PeerCounters,
+}
+
+impl Peer {
+    pub(crate) fn new(id: NodeId, addr: SocketAddr) -> Arc<Peer> {
+        Arc::new(Peer {
+            id,
+            addr,
+            queue: Mutex::default(),
+            wake: Notify::new(),
+            stop: watch::channel(false).0,
+            counters: PeerCounters::default(),
+        })
+    }
+
+    /// Queues `msg` for the writer; never blocks beyond a short uncontended lock.
+    pub(crate) fn enqueue(&self, msg: Message) {
+        let evicted = self.lock().push(msg);
+        if evicted > 0 {
+            self.counters
+                .dropped_full
+                .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Stops the writer and the readers of this peer.
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Resolves once the peer is stopped.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        // The sender lives in `self`, so the only outcome is the flag turning true.
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
+    pub(crate) fn snapshot(&self) -> PeerStats {
+        let queued = self.lock().msgs.len();
+        self.counters.snapshot(self.addr, queued)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Queue operations cannot leave it inconsistent, so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_batch(&self, out: &mut Vec<Message>) {
+        self.lock().take_batch(out);
+    }
+}
+
+/// Exponential reconnect delay with equal jitter, so peers restarted together do not
+/// redial in lockstep.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(BACKOFF_MAX);
+        let half = base / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// The writer task of one peer; runs until the peer is stopped.
+pub(crate) async fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>) {
+    tokio::select! {
+        _ = peer.stopped() => debug!(peer = peer.id, "peer writer stopped"),
+        _ = connect_loop(&shared, &peer) => {}
+    }
+    peer.counters
+        .connected
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn connect_loop(shared: &Shared, peer: &Peer) {
+    let mut backoff = Backoff::new();
+    let mut failures_in_row = 0u64;
+    loop {
+        match connect(shared, peer).await {
+            Ok(stream) => {
+                backoff.reset();
+                failures_in_row = 0;
+                on_connected(peer, true);
+                info!(peer = peer.id, addr = %peer.addr, "connected to peer");
+                let why = serve(shared, peer, stream).await;
+                on_connected(peer, false);
+                info!(peer = peer.id, addr = %peer.addr, reason = %why, "peer connection closed");
+            }
+            Err(e) => {
+                bump(&peer.counters.connect_failures);
+                failures_in_row += 1;
+                log_connect_failure(peer, &e, failures_in_row);
+            }
+        }
+        sleep(backoff.next_delay()).await;
+    }
+}
+
+fn on_connected(peer: &Peer, up: bool) {
+    if up {
+        bump(&peer.counters.connects);
+    }
+    peer.counters
+        .connected
+        .store(up, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Warns on the first failure of a streak; a peer that stays down is only traced.
+fn log_connect_failure(peer: &Peer, e: &HandshakeError, failures_in_row: u64) {
+    if failures_in_row == 1 {
+        warn!(peer = peer.id, addr = %peer.addr, error = %e, "cannot connect to peer; retrying with backoff");
+    } else {
+        debug!(peer = peer.id, addr = %peer.addr, error = %e, failures_in_row, "peer still unreachable");
+    }
+}
+
+/// Dials `peer` and completes the handshake.
+async fn connect(shared: &Shared, peer: &Peer) -> Result<BoxStream, HandshakeError> {
+    let timed_out = |what: &str| {
+        HandshakeError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what} timed out"),
+        ))
+    };
+    let dial = shared.dialer.dial(peer.id, peer.addr);
+    let mut stream = timeout(CONNECT_TIMEOUT, dial)
+        .await
+        .map_err(|_| timed_out("dial"))??;
+    let hello = Hello {
+        from: shared.id,
+        to: peer.id,
+        cluster: shared.cluster.clone(),
+    };
+    timeout(super::HANDSHAKE_TIMEOUT, async {
+        stream.write_all(&encode_hello(&hello)).await?;
+        stream.flush().await?;
+        read_verdict(&mut stream).await
+    })
+    .await
+    .map_err(|_| timed_out("handshake"))??;
+    Ok(stream)
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum Closed {
+    Io(std::io::Error),
+    WriteTimeout,
+    /// The acceptor closed (EOF) or wrote after the handshake, which it never does.
+    ByPeer,
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Io(e) => write!(f, "{e}"),
+            Closed::WriteTimeout => write!(f, "write timed out"),
+            Closed::ByPeer => write!(f, "closed by peer"),
+        }
+    }
+}
+
+/// Drains the queue onto `stream` until the connection fails. While idle it watches
+/// the read side, so a peer that goes away is noticed before the next batch is lost.
+async fn serve(shared: &Shared, peer: &Peer, stream: BoxStream) -> Closed {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (mut batch, mut buf) = (Vec::new(), Vec::new());
+    loop {
+        peer.take_batch(&mut batch);
+        if batch.is_empty() {
+            if let Some(closed) = idle(peer, &mut rd).await {
+                return closed;
+            }
+            continue;
+        }
+        if let Err(closed) = write_batch(shared, peer, &mut wr, &mut batch, &mut buf).await {
+            return closed;
+        }
+    }
+}
+
+/// Waits for queued messages; returns why the connection ended if it did meanwhile.
+async fn idle<R: AsyncRead + Unpin>(peer: &Peer, rd: &mut R) -> Option<Closed> {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        _ = peer.wake.notified() => None,
+        res = rd.read(&mut probe) => Some(match res {
+            Err(e) => Closed::Io(e),
+            Ok(_) => Closed::ByPeer,
+        }),
+    }
+}
+
+/// Frames and writes `batch` (emptying it), then flushes. Messages are counted as
+/// sent once flushed, or as lost if the connection fails.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    peer: &Peer,
+    wr: &mut W,
+    batch: &mut Vec<Message>,
+    buf: &mut Vec<u8>,
+) -> Result<(), Closed> {
+    let counters = &peer.counters;
+    let add = |c: &std::sync::atomic::AtomicU64, n: usize| {
+        c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
+    };
+    if shared.faults.blocks_outbound(peer.id) {
+        add(&counters.dropped_fault, batch.len());
+        batch.clear();
+        return Ok(());
+    }
+    let mut framed = 0;
+    let res = timeout(WRITE_TIMEOUT, async {
+        buf.clear();
+        for msg in batch.drain(..) {
+            if !push_frame(buf, &msg) {
+                bump(&counters.dropped_oversize);
+                warn!(
+                    peer = peer.id,
+                    kind = msg.body.name(),
+                    "message exceeds the frame bound; dropped"
+                );
+                continue;
+            }
+            framed += 1;
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                wr.write_all(buf).await?;
+                buf.clear();
+            }
+        }
+        wr.write_all(buf).await?;
+        wr.flush().await
+    })
+    .await;
+    batch.clear();
+    if buf.capacity() > WRITE_BUF_KEEP_BYTES {
+        *buf = Vec::new();
+    }
+    match res {
+        Ok(Ok(())) => {
+            add(&counters.sent, framed);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            add(&counters.dropped_io, framed);
+            Err(Closed::Io(e))
+        }
+        Err(_) => {
+            add(&counters.dropped_io, framed);
+            Err(Closed::WriteTimeout)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat(commit: u64) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1,
+            body: MessageBody::Heartbeat { commit },
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_the_oldest() {
+        let mut q = Queue::default();
+        let evicted: u64 = (0..PEER_QUEUE_LEN as u64 + 5)
+            .map(|i| q.push(heartbeat(i)))
+            .sum();
+        assert_eq!(evicted, 5);
+        let mut out = Vec::new();
+        q.take_batch(&mut out);
+        assert_eq!(out.len(), MAX_BATCH_MSGS);
+        assert_eq!(out[0], heartbeat(5));
+    }
+
+    #[test]
+    fn queue_bytes_are_bounded() {
+        let mut q = Queue::with_bounds(PEER_QUEUE_LEN, 3000);
+        let big = Message {
+            body: MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                commit: 0,
+                entries: vec![Entry {
+                    term: 1,
+                    index: 1,
+                    payload: crate::raft::EntryPayload::Normal(vec![0; 1000]),
+                }],
+            },
+            ..heartbeat(0)
+        };
+        let evicted: u64 = (0..4).map(|_| q.push(big.clone())).sum();
+        assert_eq!(evicted, 2);
+        assert!(q.bytes <= 3000);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= BACKOFF_MIN / 2 && delays[0] <= BACKOFF_MIN);
+        assert!(delays.iter().all(|d| *d <= BACKOFF_MAX));
+        assert!(delays[9] >= BACKOFF_MAX / 2);
+        b.reset();
+        assert!(b.next_delay() <= BACKOFF_MIN);
+    }
+}
