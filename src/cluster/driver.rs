@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{ClusterState, Command, Refused};
+use super::transport::Transport;
 use crate::raft::{
     self, EntryPayload, Index, Message, Node, NodeId, ProposeError, Role, Storage, Term,
 };
@@ -34,6 +35,23 @@ pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// `send` must not block.
 pub trait Outbox: Send + 'static {
     fn send(&self, msgs: Vec<Message>);
+}
+
+impl Outbox for Transport {
+    fn send(&self, msgs: Vec<Message>) {
+        Transport::send(self, msgs);
+    }
+}
+
+/// The outbox of a group of one: there is nobody to send to.
+pub struct NoPeers;
+
+impl Outbox for NoPeers {
+    fn send(&self, msgs: Vec<Message>) {
+        if !msgs.is_empty() {
+            tracing::debug!(count = msgs.len(), "raft messages with no peer to go to");
+        }
+    }
 }
 
 /// How the driver is set up.
@@ -171,7 +189,8 @@ pub struct Driver<S: Storage> {
     cfg: DriverConfig,
     node: Node,
     storage: S,
-    state: ClusterState,
+    /// Shared with published views; replaced (copy on write) only when apply changes it.
+    state: Arc<ClusterState>,
     pending: BTreeMap<Index, Pending>,
     /// Answers decided by the entries just applied, sent once the view that includes
     /// them is published (a caller told "applied" must be able to read the change).
@@ -187,7 +206,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         let initial = storage
             .initial_state()
             .map_err(|e| DriverError::Raft(e.to_string()))?;
-        let state = ClusterState::decode(&initial.snapshot.data)?;
+        let state = Arc::new(ClusterState::decode(&initial.snapshot.data)?);
         let mut raft_cfg =
             raft::Config::try_new(cfg.id).map_err(|e| DriverError::Raft(format!("{e:?}")))?;
         raft_cfg.election_tick = cfg.election_ticks;
@@ -353,7 +372,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
 
     fn restore(&mut self, data: &[u8]) {
         match ClusterState::decode(data) {
-            Ok(state) => self.state = state,
+            Ok(state) => self.state = Arc::new(state),
             Err(e) => {
                 tracing::error!(error = %e, "snapshot from the leader could not be read; keeping the current state")
             }
@@ -363,7 +382,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     fn apply(&mut self, index: Index, term: Term, payload: &EntryPayload) {
         let result = match payload {
             EntryPayload::Normal(bytes) => match Command::decode(bytes) {
-                Ok(cmd) => self.state.apply(&cmd).map_err(ProposeFailure::Refused),
+                Ok(cmd) => apply_shared(&mut self.state, &cmd).map_err(ProposeFailure::Refused),
                 Err(e) => Err(ProposeFailure::Invalid(e.to_string())),
             },
             EntryPayload::Empty | EntryPayload::ConfChange(_) => Ok(()),
@@ -398,7 +417,8 @@ impl<S: Storage + Send + 'static> Driver<S> {
     fn publish(&mut self) {
         let view = view_of(&self.node, &self.state);
         self.view.send_if_modified(|old| {
-            let changed = old.applied != view.applied
+            let changed = !Arc::ptr_eq(&old.state, &view.state)
+                || old.applied != view.applied
                 || old.commit != view.commit
                 || old.role != view.role
                 || old.term != view.term
@@ -414,6 +434,17 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 }
 
+/// Applies to a copy only when the command changes something, so views that share
+/// the current state keep it and an unchanged state keeps its identity.
+fn apply_shared(state: &mut Arc<ClusterState>, cmd: &Command) -> Result<(), Refused> {
+    let mut next = ClusterState::clone(state);
+    next.apply(cmd)?;
+    if next != **state {
+        *state = Arc::new(next);
+    }
+    Ok(())
+}
+
 fn propose_failure(e: ProposeError) -> ProposeFailure {
     match e {
         ProposeError::NotLeader { leader } => ProposeFailure::NotLeader { leader },
@@ -421,7 +452,7 @@ fn propose_failure(e: ProposeError) -> ProposeFailure {
     }
 }
 
-fn view_of(node: &Node, state: &ClusterState) -> ClusterView {
+fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
     let conf = node.conf();
     let leader = node.leader();
     let matched = if node.role() == Role::Leader {
@@ -443,7 +474,7 @@ fn view_of(node: &Node, state: &ClusterState) -> ClusterView {
         voters: conf.voters.clone(),
         learners: conf.learners.clone(),
         matched,
-        state: Arc::new(state.clone()),
+        state: state.clone(),
     }
 }
 
