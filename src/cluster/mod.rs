@@ -1,0 +1,2 @@
+//! Cluster membership and replication plumbing around the Raft core: durable storage.
+pub mod storage;
