@@ -278,3 +278,84 @@ impl Reader<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PersistBatch {
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                index: 4,
+                term: 2,
+                conf: ConfState {
+                    voters: vec![1, 2],
+                    learners: vec![3],
+                },
+            },
+            data: b"image".to_vec(),
+        };
+        let entries = vec![
+            Entry {
+                term: 2,
+                index: 5,
+                payload: EntryPayload::Normal(b"cmd".to_vec()),
+            },
+            Entry {
+                term: 2,
+                index: 6,
+                payload: EntryPayload::ConfChange(ConfChange {
+                    kind: ConfChangeKind::PromoteLearner,
+                    node: 3,
+                }),
+            },
+        ];
+        PersistBatch {
+            hard_state: Some(HardState {
+                term: 2,
+                vote: 1,
+                commit: 5,
+            }),
+            snapshot: Some(snap.clone()),
+            entries,
+            compacted: Some(snap),
+        }
+    }
+
+    fn encode(b: &PersistBatch) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_batch(&BatchRef::from(b), &mut out);
+        out
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let b = sample();
+        assert_eq!(decode_batch(&encode(&b)), Ok(b));
+        let empty = PersistBatch::default();
+        assert_eq!(decode_batch(&encode(&empty)), Ok(empty));
+    }
+
+    #[test]
+    fn every_strict_prefix_and_any_extension_is_refused() {
+        let bytes = encode(&sample());
+        for n in 0..bytes.len() {
+            assert!(decode_batch(&bytes[..n]).is_err(), "prefix {n}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_batch(&longer).is_err());
+    }
+
+    #[test]
+    fn out_of_range_index_and_huge_counts_are_refused() {
+        let mut b = sample();
+        b.entries[0].index = MAX_WIRE_VALUE + 1;
+        assert!(decode_batch(&encode(&b))
+            .unwrap_err()
+            .contains("out of range"));
+        // kind, flags = 0, entry count u32::MAX with no bytes behind it.
+        let bytes = [KIND_BATCH, 0, 0xff, 0xff, 0xff, 0xff];
+        assert!(decode_batch(&bytes).unwrap_err().contains("exceeds"));
+    }
+}

@@ -187,3 +187,46 @@ fn tmp_path(path: &Path) -> PathBuf {
     s.push(TMP_SUFFIX);
     PathBuf::from(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_others_are_ignored() {
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("log-42.seg"), None);
+        assert_eq!(parse_segment_name("log-0000000000000000004x.seg"), None);
+        assert_eq!(parse_segment_name("snapshot"), None);
+    }
+
+    #[test]
+    fn header_checks_magic_version_checksum_and_sequence() {
+        let h = encode_header(7);
+        assert_eq!(check_header(&h, 7), Ok(()));
+        assert!(check_header(&h, 8).unwrap_err().contains("names segment 7"));
+        assert!(check_header(&h[..10], 7).unwrap_err().contains("shorter"));
+        let mut newer = h;
+        newer[8] = FORMAT_VERSION + 1;
+        assert!(check_header(&newer, 7).unwrap_err().contains("newer"));
+    }
+
+    #[test]
+    fn records_parse_and_a_damaged_length_is_caught_by_the_header_checksum() {
+        let mut buf = Vec::new();
+        frame_record(b"hello", &mut buf);
+        frame_record(b"world", &mut buf);
+        let first = parse_record(&buf, 0);
+        assert_eq!(
+            first,
+            Parsed::Record {
+                body_start: RECORD_HEADER_LEN,
+                end: RECORD_HEADER_LEN + 5
+            }
+        );
+        assert_eq!(parse_record(&buf, buf.len()), Parsed::End);
+        buf[0] ^= 0x40;
+        assert!(matches!(parse_record(&buf, 0), Parsed::Bad(_)));
+        assert!(valid_record_after(&buf, 0));
+    }
+}
