@@ -11,6 +11,15 @@
 //! Recovery replays the newest segment onto an in-memory [`MemStorage`]. A bad record
 //! that is the last thing in it is a torn write and is cut; any other damage refuses to
 //! open with the file and byte offset.
+//!
+//! Why a hand-written log rather than an embedded store (sled, redb, RocksDB): the state
+//! is small (control-plane entries plus one snapshot), the access pattern is append,
+//! occasionally truncate-and-append, and read everything once at start, and the Raft
+//! contract needs exactly "this batch, atomically, one fsync". A record per batch gives
+//! that in a few hundred lines whose recovery rules are spelled out and tested byte by
+//! byte; an embedded store would add a large dependency, its own file format and
+//! recovery, and write amplification, for features (random reads, ordered keys,
+//! transactions across trees) the Raft log does not use.
 
 mod codec;
 mod segment;
