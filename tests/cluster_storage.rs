@@ -521,3 +521,59 @@ proptest! {
         }
     }
 }
+
+/// Drives one Ready through `disk`: persist, (no peers to send to), advance.
+fn drain(node: &mut ringway::raft::Node, disk: &mut DiskStorage) {
+    while let Some(ready) = node.ready() {
+        let mut done = ready.persist(disk).expect("persist ready");
+        assert!(
+            done.take_messages().is_empty(),
+            "single voter sends nothing"
+        );
+        node.advance(done).expect("advance");
+    }
+}
+
+#[test]
+fn a_node_restarts_from_disk_with_its_log_snapshot_and_term() {
+    use ringway::raft::{Config, Node, Role};
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = DiskOptions {
+        compact_after_entries: 10,
+        segment_roll_bytes: 4096,
+    };
+    let conf = ConfState::with_voters(&[1]);
+    let mut disk = DiskStorage::open_with_options(tmp.path(), opts).unwrap();
+    disk.bootstrap(conf).unwrap();
+    let mut node = Node::try_new(Config::try_new(1).unwrap(), &disk).unwrap();
+    for _ in 0..100 {
+        if node.role() == Role::Leader {
+            break;
+        }
+        node.tick();
+        drain(&mut node, &mut disk);
+    }
+    assert_eq!(node.role(), Role::Leader);
+    for i in 0..45u32 {
+        node.propose(i.to_le_bytes().to_vec()).unwrap();
+        drain(&mut node, &mut disk);
+        if disk.should_compact(node.applied_index()) {
+            node.compact(node.applied_index(), b"image".to_vec())
+                .unwrap();
+            drain(&mut node, &mut disk);
+        }
+    }
+    let (term, commit, snap) = (node.term(), node.commit_index(), node.snapshot_index());
+    assert!(snap > 1, "compacted at least once");
+    drop((node, disk));
+    let disk = DiskStorage::open_with_options(tmp.path(), opts).unwrap();
+    let node = Node::try_new(Config::try_new(1).unwrap(), &disk).unwrap();
+    assert_eq!((node.term(), node.commit_index()), (term, commit));
+    assert_eq!(node.snapshot_index(), snap);
+    assert_eq!(init_of(&disk).snapshot.data, b"image");
+    let last = node.entry(commit).expect("last committed entry is stored");
+    assert_eq!(
+        last.payload,
+        EntryPayload::Normal(44u32.to_le_bytes().to_vec())
+    );
+}
