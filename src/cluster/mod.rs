@@ -1,10 +1,11 @@
 //! The cluster: ringway instances agreeing, through the Raft core in [`crate::raft`],
 //! on every pool's upstream membership. [`state`] is the replicated state machine,
-//! [`driver`] runs the Raft node over it, [`transport`] carries Raft messages between
-//! instances.
+//! [`driver`] runs the Raft node over it, [`storage`] keeps its log on disk and
+//! [`transport`] carries Raft messages between instances.
 
 pub mod driver;
 pub mod state;
+pub mod storage;
 pub mod transport;
 
 use md5::{Digest, Md5};
