@@ -7,8 +7,10 @@
 //! 4. [`proxy`]: the data plane (server, forwarding, upstream connections, bodies).
 //! 5. [`raft`]: the sans-IO consensus core and its deterministic simulator.
 //! 6. [`cluster`]: the replicated state the instances agree on.
-//! 7. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 7. [`admin`]: the admin API's read-only views.
+//! 8. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod cluster;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use ringway::admin::Admin;
+use ringway::cluster::node::Member;
 use ringway::config::Config;
 use ringway::proxy::server::Server;
 use ringway::proxy::{Proxy, Snapshot};
@@ -161,7 +163,28 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let config = Arc::new(config);
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
+    tokio::spawn(ringway::cluster::node::follow_state(
+        member.handle.clone(),
+        config.clone(),
+        proxy.clone(),
+    ));
+    if let Some(admin) = &config.admin {
+        let listener = Admin::bind(admin.address)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(addr = %admin.address, "admin API listening");
+        let admin = Arc::new(Admin {
+            config: config.clone(),
+            proxy: proxy.clone(),
+            cluster: member.handle.clone(),
+            names: member.names.clone(),
+        });
+        tokio::spawn(admin.serve(listener, stop_rx.clone()));
+    }
     let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
     let server = Server::bind(&addrs, proxy, config.limits.clone())
         .await
@@ -169,6 +192,13 @@ async fn serve(config: Config) -> Result<(), String> {
     for addr in server.local_addrs() {
         tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
     }
-    server.run(ringway::shutdown::signal()).await;
-    Ok(())
+    let stop = async move {
+        ringway::shutdown::signal().await;
+        // The cluster member hands leadership over while the listeners drain.
+        let _ = stop_tx.send(true);
+    };
+    server.run(stop).await;
+    tokio::task::spawn_blocking(move || member.join())
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -4,6 +4,7 @@
 //! [`transport`] carries Raft messages between instances.
 
 pub mod driver;
+pub mod node;
 pub mod state;
 pub mod storage;
 pub mod transport;

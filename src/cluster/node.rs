@@ -1,0 +1,179 @@
+//! Starting this instance's cluster member: storage under `node.data_dir`, the peer
+//! transport, and the driver on its own thread. Without a `cluster` section the
+//! instance is a group of one on the same code path, so its state is still durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
+use super::raft_id;
+use super::state::ClusterState;
+use super::storage::DiskStorage;
+use super::transport::{Transport, TransportConfig};
+use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
+use crate::raft::{ConfState, NodeId};
+
+/// Raft messages received but not yet stepped into the node. Raft tolerates loss, so
+/// a full queue drops (and the transport counts it) rather than waiting.
+pub const INBOUND_QUEUE: usize = 4096;
+/// Name of the cluster in the transport handshake: instances of other clusters on
+/// the same addresses are refused.
+pub const CLUSTER_NAME: &str = "ringway";
+
+/// A started cluster member.
+pub struct Member {
+    pub handle: ClusterHandle,
+    /// Raft id of each configured node name (this one included).
+    pub names: BTreeMap<NodeId, String>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Why the cluster member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{}: {source}", dir.display())]
+    Storage {
+        dir: PathBuf,
+        source: crate::raft::StorageError,
+    },
+    #[error("node ids {a:?} and {b:?} map to the same raft id; rename one")]
+    IdClash { a: String, b: String },
+    #[error(transparent)]
+    Driver(#[from] super::driver::DriverError),
+    #[error("cannot start the cluster thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl Member {
+    /// Opens storage, starts transport and driver. `shutdown` flipping to `true`
+    /// stops the driver (a leader hands over first).
+    pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Member, StartError> {
+        let names = node_names(config)?;
+        let voters: Vec<NodeId> = names.keys().copied().collect();
+        let me = raft_id(&config.node.id);
+        let dir = config.node.data_dir.join("raft");
+        let storage = DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
+            .map_err(|source| StartError::Storage { dir, source })?;
+        let (heartbeat, election) = config
+            .cluster
+            .as_ref()
+            .map_or((DEFAULT_HEARTBEAT, DEFAULT_ELECTION_TIMEOUT), |c| {
+                (c.heartbeat, c.election_timeout)
+            });
+        let mut dcfg = DriverConfig::from_timeouts(me, heartbeat, election);
+        dcfg.bootstrap = Some(ClusterState::bootstrap_command(config));
+        dcfg.seed = me ^ std::process::id() as u64;
+        let (driver, handle) = Driver::new(dcfg, storage)?;
+        let transport_cfg = transport_config(config, me);
+        let thread = start_thread("ringway-cluster", move || {
+            run(driver, transport_cfg, shutdown)
+        })
+        .map_err(StartError::Thread)?;
+        Ok(Member {
+            handle,
+            names,
+            thread,
+        })
+    }
+
+    /// Waits for the driver thread to end (after shutdown was signalled).
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the cluster thread panicked");
+        }
+    }
+}
+
+async fn run(
+    driver: Driver<DiskStorage>,
+    transport: Option<TransportConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stop = async move {
+        let _ = shutdown.wait_for(|&s| s).await;
+    };
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    match transport {
+        None => driver.run(rx, NoPeers, stop).await,
+        Some(cfg) => match Transport::start(cfg, tx).await {
+            Ok(t) => {
+                driver.run(rx, t.clone(), stop).await;
+                t.shutdown().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the cluster transport; this node stays out of the cluster")
+            }
+        },
+    }
+}
+
+/// Every configured node: raft id to name. A group of one without a `cluster` section.
+fn node_names(config: &Config) -> Result<BTreeMap<NodeId, String>, StartError> {
+    let names: Vec<&String> = match &config.cluster {
+        Some(c) => c.peers.keys().collect(),
+        None => vec![&config.node.id],
+    };
+    let mut out = BTreeMap::new();
+    for name in names {
+        if let Some(other) = out.insert(raft_id(name), name.clone()) {
+            return Err(StartError::IdClash {
+                a: other,
+                b: name.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn transport_config(config: &Config, me: NodeId) -> Option<TransportConfig> {
+    let cluster = config.cluster.as_ref()?;
+    let peers: HashMap<NodeId, std::net::SocketAddr> = cluster
+        .peers
+        .iter()
+        .filter(|(name, _)| **name != config.node.id)
+        .map(|(name, addr)| (raft_id(name), *addr))
+        .collect();
+    if peers.is_empty() {
+        return None;
+    }
+    Some(TransportConfig {
+        id: me,
+        listen: cluster.address,
+        peers,
+        cluster: CLUSTER_NAME.to_owned(),
+    })
+}
+
+/// Keeps `proxy`'s routing snapshot built from the latest committed state: rebuilds
+/// off the hot path whenever the applied state changes, and swaps it in whole.
+pub async fn follow_state(
+    handle: ClusterHandle,
+    config: Arc<Config>,
+    proxy: Arc<crate::proxy::Proxy>,
+) {
+    let mut views = handle.subscribe();
+    let mut last: Option<Arc<ClusterState>> = None;
+    loop {
+        let state = views.borrow_and_update().state.clone();
+        if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &state)) {
+            let current = proxy.snapshot();
+            let next = crate::proxy::Snapshot::build_with(&config, Some(&state), Some(&current));
+            proxy.swap(next);
+            let drifts = if state.is_bootstrapped() {
+                state.drift(&config)
+            } else {
+                Vec::new()
+            };
+            for drift in drifts {
+                tracing::info!(%drift, "file and cluster differ");
+            }
+            last = Some(state);
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
