@@ -333,8 +333,17 @@ impl PoolSpec {
 
 /// A whole config file: one listener on 127.0.0.1:0, `limits` lines, the pools.
 pub fn config_yaml(pools: &[PoolSpec], limits: &[&str]) -> String {
-    let mut y = String::from(
-        "node:\n  id: test\n  data_dir: ./unused\nlisteners:\n  - address: 127.0.0.1:0\n",
+    // Each config gets its own data dir: an instance run from it keeps Raft state
+    // there, and state left by another test must never be picked up.
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let data_dir = std::env::temp_dir().join(format!(
+        "ringway-test-data-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let mut y = format!(
+        "node:\n  id: test\n  data_dir: {:?}\nlisteners:\n  - address: 127.0.0.1:0\n",
+        data_dir.display().to_string()
     );
     if !limits.is_empty() {
         y.push_str("limits:\n");
