@@ -1,0 +1,246 @@
+//! Three real `ringway run` processes on 127.0.0.1 form one cluster: a leader is
+//! elected, every instance builds the same rings from the committed state and routes
+//! every key alike; after kill -9 of the leader a new one is elected, and the killed
+//! instance restarts from its data dir and catches up.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every wait in this file gives up here.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Instance {
+    name: String,
+    config: PathBuf,
+    admin: SocketAddr,
+    listener: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// GET on the admin API; `None` while the instance does not answer.
+    fn get(&self, path: &str) -> Option<Value> {
+        let body = http_get(self.admin, path)?;
+        serde_json::from_str(&body).ok()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster(dir: &Path, upstreams: &[SocketAddr]) -> Vec<Instance> {
+    let names = ["n1", "n2", "n3"];
+    let raft: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<String> = names
+        .iter()
+        .zip(&raft)
+        .map(|(n, p)| format!("{n}: 127.0.0.1:{p}"))
+        .collect();
+    let ups: Vec<String> = upstreams
+        .iter()
+        .map(|a| format!("{{address: \"{a}\"}}"))
+        .collect();
+    names
+        .iter()
+        .zip(&raft)
+        .map(|(name, port)| {
+            let (listener, admin) = (free_port(), free_port());
+            let yaml = format!(
+                "node: {{id: {name}, data_dir: {data:?}}}\n\
+                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n\
+                 listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+                 admin: {{address: \"127.0.0.1:{admin}\"}}\n\
+                 pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n",
+                data = dir.join(name).display().to_string(),
+                peers = peers.join(", "),
+                ups = ups.join(", "),
+            );
+            let config = dir.join(format!("{name}.yaml"));
+            std::fs::write(&config, yaml).unwrap();
+            let mut i = Instance {
+                name: name.to_string(),
+                config,
+                admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+                listener: format!("127.0.0.1:{listener}").parse().unwrap(),
+                child: None,
+            };
+            i.start();
+            i
+        })
+        .collect()
+}
+
+/// The leader's name when every running instance names the same leader.
+fn agreed_leader(instances: &[&Instance]) -> Option<String> {
+    let views: Vec<Value> = instances
+        .iter()
+        .map(|i| i.get("/api/cluster"))
+        .collect::<Option<_>>()?;
+    let leader = views[0]["leader"].as_str()?.to_owned();
+    let leads = views.iter().filter(|v| v["role"] == "leader").count();
+    (leads == 1 && views.iter().all(|v| v["leader"] == leader.as_str())).then_some(leader)
+}
+
+/// Ring digests and applied index, when every instance has applied the bootstrap.
+fn digests(instances: &[&Instance]) -> Option<Vec<(String, u64)>> {
+    instances
+        .iter()
+        .map(|i| {
+            let pools = i.get("/api/pools")?;
+            let replicated = !pools["pools"][0]["replicated"].is_null();
+            let digest = pools["pools"][0]["ring_digest"].as_str()?.to_owned();
+            replicated.then_some((digest, pools["applied"].as_u64()?))
+        })
+        .collect()
+}
+
+fn echo_upstreams(n: usize) -> (tokio::runtime::Runtime, Vec<SocketAddr>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addrs = (0..n)
+        .map(|i| {
+            let l = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = l.local_addr().unwrap();
+            rt.spawn(ringway::echo::serve(l, format!("up{i}")));
+            addr
+        })
+        .collect();
+    (rt, addrs)
+}
+
+#[test]
+fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
+    let dir = std::env::temp_dir().join(format!("ringway-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_rt, upstreams) = echo_upstreams(3);
+    let mut nodes = cluster(&dir, &upstreams);
+
+    let all: Vec<&Instance> = nodes.iter().collect();
+    let leader = eventually("a leader all three agree on", || agreed_leader(&all));
+    let ds = eventually("the bootstrap applied on all three", || digests(&all));
+    assert!(
+        ds.windows(2).all(|w| w[0].0 == w[1].0),
+        "same ring digest everywhere: {ds:?}"
+    );
+
+    // Every instance routes every key alike, through the admin API and the proxy.
+    for k in 0..40 {
+        let key = format!("/item/{k}");
+        let routes: Vec<Value> = all
+            .iter()
+            .map(|i| i.get(&format!("/api/route?pool=web&key={key}")).unwrap()["upstream"].clone())
+            .collect();
+        assert!(routes.windows(2).all(|w| w[0] == w[1]), "{key}: {routes:?}");
+        let served: Vec<String> = all
+            .iter()
+            .map(|i| {
+                http_get(i.listener, &key)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            served.windows(2).all(|w| w[0] == w[1]),
+            "{key} served by {served:?}"
+        );
+    }
+
+    // kill -9 the leader: the other two elect a new one.
+    let li = nodes.iter().position(|i| i.name == leader).unwrap();
+    nodes[li].kill9();
+    let rest: Vec<&Instance> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, n)| n)
+        .collect();
+    let new_leader = eventually("a new leader among the other two", || {
+        agreed_leader(&rest).filter(|l| *l != leader)
+    });
+    assert_ne!(new_leader, leader);
+
+    // The killed instance restarts from its data dir and catches up.
+    nodes[li].start();
+    let all: Vec<&Instance> = nodes.iter().collect();
+    eventually(
+        "the restarted instance rejoins under the new leader",
+        || agreed_leader(&all).filter(|l| *l == new_leader),
+    );
+    let ds = eventually("all three at the same applied index and digest", || {
+        let d = digests(&all)?;
+        d.windows(2).all(|w| w[0] == w[1]).then_some(d)
+    });
+    assert_eq!(ds[0].0, ds[li].0);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
