@@ -37,7 +37,7 @@ fn first_violation_with(bugs: BugInjection, durable_vote_check: bool) -> Option<
                 cfg.durable_vote_check = durable_vote_check;
                 if let Err(v) = run(&cfg) {
                     let mut f = found.lock().unwrap();
-                    if f.as_ref().map_or(true, |old| v.seed < old.seed) {
+                    if f.as_ref().is_none_or(|old| v.seed < old.seed) {
                         *f = Some(v);
                     }
                 }
