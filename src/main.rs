@@ -167,7 +167,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
-    tokio::spawn(ringway::cluster::node::follow_state(
+    tokio::spawn(ringway::proxy::snapshot::follow_cluster(
         member.handle.clone(),
         config.clone(),
         proxy.clone(),

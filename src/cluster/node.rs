@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
@@ -145,35 +144,4 @@ fn transport_config(config: &Config, me: NodeId) -> Option<TransportConfig> {
         peers,
         cluster: CLUSTER_NAME.to_owned(),
     })
-}
-
-/// Keeps `proxy`'s routing snapshot built from the latest committed state: rebuilds
-/// off the hot path whenever the applied state changes, and swaps it in whole.
-pub async fn follow_state(
-    handle: ClusterHandle,
-    config: Arc<Config>,
-    proxy: Arc<crate::proxy::Proxy>,
-) {
-    let mut views = handle.subscribe();
-    let mut last: Option<Arc<ClusterState>> = None;
-    loop {
-        let state = views.borrow_and_update().state.clone();
-        if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &state)) {
-            let current = proxy.snapshot();
-            let next = crate::proxy::Snapshot::build_with(&config, Some(&state), Some(&current));
-            proxy.swap(next);
-            let drifts = if state.is_bootstrapped() {
-                state.drift(&config)
-            } else {
-                Vec::new()
-            };
-            for drift in drifts {
-                tracing::info!(%drift, "file and cluster differ");
-            }
-            last = Some(state);
-        }
-        if views.changed().await.is_err() {
-            return;
-        }
-    }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::upstream::{ClientSettings, UpstreamClient};
 use crate::balance::{HashKey, MissingKey, Router};
+use crate::cluster::driver::ClusterHandle;
 use crate::cluster::state::{ClusterState, UpstreamSpec};
 use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
 use crate::ring::{Member, Ring};
@@ -143,4 +144,31 @@ fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
         })
         .collect();
     Ring::build(&members, vnodes)
+}
+
+/// Keeps `proxy`'s routing snapshot built from the latest committed state: rebuilds
+/// off the hot path whenever the applied state changes, and swaps it in whole.
+pub async fn follow_cluster(handle: ClusterHandle, config: Arc<Config>, proxy: Arc<super::Proxy>) {
+    let mut views = handle.subscribe();
+    let mut last: Option<Arc<ClusterState>> = None;
+    loop {
+        let state = views.borrow_and_update().state.clone();
+        if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &state)) {
+            let current = proxy.snapshot();
+            let next = Snapshot::build_with(&config, Some(&state), Some(&current));
+            proxy.swap(next);
+            let drifts = if state.is_bootstrapped() {
+                state.drift(&config)
+            } else {
+                Vec::new()
+            };
+            for drift in drifts {
+                tracing::info!(%drift, "file and cluster differ");
+            }
+            last = Some(state);
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
 }
