@@ -162,7 +162,25 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
     }
 }
 
+/// The admin bearer token: the file's first line, which must not be empty.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(format!(
+            "admin.token_file {}: the token is empty",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
 async fn serve(config: Config) -> Result<(), String> {
+    let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
     let config = Arc::new(config);
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -182,6 +200,7 @@ async fn serve(config: Config) -> Result<(), String> {
             proxy: proxy.clone(),
             cluster: member.handle.clone(),
             names: member.names.clone(),
+            token,
         });
         tokio::spawn(admin.serve(listener, stop_rx.clone()));
     }

@@ -1,7 +1,8 @@
 //! Three real `ringway run` processes on 127.0.0.1 form one cluster: a leader is
 //! elected, every instance builds the same rings from the committed state and routes
-//! every key alike; after kill -9 of the leader a new one is elected, and the killed
-//! instance restarts from its data dir and catches up.
+//! every key alike; an upstream added through a follower reaches every ring; after
+//! kill -9 of the leader a new one is elected, and the killed instance restarts from
+//! its data dir, catches up, and keeps the newer cluster state over its file.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -65,17 +66,32 @@ impl Drop for Instance {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let (status, body) = http_call(addr, "GET", path, &[], "")?;
+    (status == 200).then_some(body)
+}
+
+/// One HTTP/1.1 exchange: (status, body).
+fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
 }
 
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -110,9 +126,10 @@ fn cluster(dir: &Path, upstreams: &[SocketAddr]) -> Vec<Instance> {
                 "node: {{id: {name}, data_dir: {data:?}}}\n\
                  cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n\
                  listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
-                 admin: {{address: \"127.0.0.1:{admin}\"}}\n\
+                 admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
                  pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n",
                 data = dir.join(name).display().to_string(),
+                token = dir.join("token").display().to_string(),
                 peers = peers.join(", "),
                 ups = ups.join(", "),
             );
@@ -179,8 +196,10 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
     let dir = std::env::temp_dir().join(format!("ringway-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (_rt, upstreams) = echo_upstreams(3);
-    let mut nodes = cluster(&dir, &upstreams);
+    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    let (_rt, upstreams) = echo_upstreams(4);
+    let (extra, upstreams) = (upstreams[3], &upstreams[..3]);
+    let mut nodes = cluster(&dir, upstreams);
 
     let all: Vec<&Instance> = nodes.iter().collect();
     let leader = eventually("a leader all three agree on", || agreed_leader(&all));
@@ -215,6 +234,48 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
         );
     }
 
+    // An upstream added through a follower reaches every ring; changes need the token.
+    let follower = all.iter().find(|i| i.name != leader).unwrap();
+    let path = "/api/pools/web/upstreams/extra";
+    let body = format!("{{\"address\": \"{extra}\", \"weight\": 3}}");
+    let (status, _) = http_call(follower.admin, "PUT", path, &[], &body).unwrap();
+    assert_eq!(status, 401, "no token, no change");
+    let (status, _) = http_call(
+        follower.admin,
+        "PUT",
+        path,
+        &["Authorization: Bearer wrong"],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    let (status, answer) = http_call(
+        follower.admin,
+        "PUT",
+        path,
+        &["Authorization: Bearer t0ken"],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let before = ds[0].0.clone();
+    eventually("the new upstream in every ring", || {
+        let d = digests(&all)?;
+        (d.windows(2).all(|w| w[0].0 == w[1].0) && d[0].0 != before).then_some(d)
+    });
+    let pools = all[0].get("/api/pools").unwrap();
+    let ids: Vec<&str> = pools["pools"][0]["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"extra"), "{ids:?}");
+    assert!(
+        !pools["drift"].as_array().unwrap().is_empty(),
+        "the files now differ from the cluster"
+    );
+
     // kill -9 the leader: the other two elect a new one.
     let li = nodes.iter().position(|i| i.name == leader).unwrap();
     nodes[li].kill9();
@@ -241,6 +302,18 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
         d.windows(2).all(|w| w[0] == w[1]).then_some(d)
     });
     assert_eq!(ds[0].0, ds[li].0);
+    // Its file still lacks the added upstream: the committed state wins.
+    let pools = nodes[li].get("/api/pools").unwrap();
+    let ids: Vec<&str> = pools["pools"][0]["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"extra"),
+        "restart with an unchanged file reverted the cluster: {ids:?}"
+    );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

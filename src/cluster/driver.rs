@@ -65,6 +65,9 @@ pub struct DriverConfig {
     pub heartbeat_ticks: u32,
     /// Proposed once by a leader that finds the cluster never bootstrapped.
     pub bootstrap: Option<Command>,
+    /// This node's name and admin address, announced by it whenever it leads and the
+    /// committed state has another (or none).
+    pub announce: Option<(String, String)>,
     /// Seeds the randomized election timeouts.
     pub seed: u64,
 }
@@ -82,6 +85,7 @@ impl DriverConfig {
                 .clamp(raft::DEFAULT_HEARTBEAT_TICK + 1, raft::MAX_ELECTION_TICK),
             heartbeat_ticks: raft::DEFAULT_HEARTBEAT_TICK,
             bootstrap: None,
+            announce: None,
             seed: id,
         }
     }
@@ -196,6 +200,7 @@ pub struct Driver<S: Storage> {
     /// them is published (a caller told "applied" must be able to read the change).
     answers: Vec<(Reply, Outcome)>,
     bootstrap_in_flight: Option<Index>,
+    announce_in_flight: Option<Index>,
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<Arc<ClusterView>>,
 }
@@ -224,6 +229,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             pending: BTreeMap::new(),
             answers: Vec::new(),
             bootstrap_in_flight: None,
+            announce_in_flight: None,
             requests,
             view: view_tx,
         };
@@ -257,6 +263,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 return;
             }
             self.maybe_bootstrap();
+            self.maybe_announce();
         }
         self.hand_off(&mut inbound, &outbox, &mut ticker).await;
     }
@@ -345,6 +352,32 @@ impl<S: Storage + Send + 'static> Driver<S> {
         match self.node.propose(cmd.encode()) {
             Ok(p) => self.bootstrap_in_flight = Some(p.index),
             Err(e) => tracing::debug!(error = ?e, "bootstrap proposal not accepted yet"),
+        }
+    }
+
+    /// A leader makes sure the cluster knows where its admin API is, so followers can
+    /// forward changes to it.
+    fn maybe_announce(&mut self) {
+        let Some((name, address)) = &self.cfg.announce else {
+            return;
+        };
+        let caught_up = self.node.applied_index() >= self.node.commit_index();
+        let known = self.state.admin_of(name) == Some(address.as_str());
+        if known || self.node.role() != Role::Leader || !caught_up {
+            return;
+        }
+        if self
+            .announce_in_flight
+            .is_some_and(|i| i > self.node.applied_index())
+        {
+            return;
+        }
+        let cmd = Command::SetAdmin {
+            node: name.clone(),
+            address: address.clone(),
+        };
+        if let Ok(p) = self.node.propose(cmd.encode()) {
+            self.announce_in_flight = Some(p.index);
         }
     }
 

@@ -64,6 +64,10 @@ impl Member {
             });
         let mut dcfg = DriverConfig::from_timeouts(me, heartbeat, election);
         dcfg.bootstrap = Some(ClusterState::bootstrap_command(config));
+        dcfg.announce = config
+            .admin
+            .as_ref()
+            .map(|a| (config.node.id.clone(), a.address.to_string()));
         dcfg.seed = me ^ std::process::id() as u64;
         let (driver, handle) = Driver::new(dcfg, storage)?;
         let transport_cfg = transport_config(config, me);

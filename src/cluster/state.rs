@@ -63,6 +63,9 @@ pub enum Command {
     Bootstrap {
         pools: BTreeMap<String, Vec<UpstreamSpec>>,
     },
+    /// Records where a node serves its admin API, so followers can forward changes to
+    /// the leader. A leader announces its own address once it leads.
+    SetAdmin { node: String, address: String },
 }
 
 /// Why apply refused a command. The same on every instance.
@@ -84,6 +87,9 @@ pub struct ClusterState {
     /// A `Bootstrap` command has applied.
     #[serde(default)]
     bootstrapped: bool,
+    /// Node name to the address of its admin API.
+    #[serde(default)]
+    admins: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -130,6 +136,15 @@ impl Command {
             Command::DeleteUpstream { pool, id } => {
                 check_name("pool", pool)?;
                 check_name("upstream id", id)
+            }
+            Command::SetAdmin { node, address } => {
+                check_name("node", node)?;
+                address
+                    .parse::<std::net::SocketAddr>()
+                    .map(|_| ())
+                    .map_err(|_| {
+                        Refused::Invalid(format!("admin address must be IP:port, got {address:?}"))
+                    })
             }
             Command::Bootstrap { pools } => {
                 if pools.len() > MAX_POOLS {
@@ -241,6 +256,9 @@ impl ClusterState {
                     None => list.push(upstream.clone()),
                 }
             }
+            Command::SetAdmin { node, address } => {
+                self.admins.insert(node.clone(), address.clone());
+            }
             Command::Bootstrap { pools } => {
                 if self.bootstrapped {
                     return Err(Refused::Invalid(
@@ -301,6 +319,11 @@ impl ClusterState {
             check_upstreams(list).map_err(bad)?;
         }
         Ok(state)
+    }
+
+    /// Where node `name` serves its admin API, if it announced it.
+    pub fn admin_of(&self, name: &str) -> Option<&str> {
+        self.admins.get(name).map(String::as_str)
     }
 
     /// True once the cluster's first `Bootstrap` has applied.
