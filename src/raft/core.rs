@@ -77,7 +77,7 @@ impl Raft {
         let log = RaftLog::restore_from(init.snapshot, init.entries, hs.commit);
         let conf = conf_at(&log, log.snapshot_meta().conf.clone(), log.last_index());
         let pending_conf = last_conf_index(&log);
-        let rng = SplitMix64::new(cfg.seed ^ cfg.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let rng = SplitMix64::for_stream(cfg.seed, cfg.id);
         let mut raft = Raft {
             id: cfg.id,
             cfg,

@@ -22,8 +22,8 @@ pub struct Observed {
 pub struct Checker {
     durable_vote_check: bool,
     leaders: BTreeMap<Term, NodeId>,
-    /// `committed[i]` = (term, payload hash) of the entry committed at index `i`.
-    committed: Vec<Option<(Term, u64)>>,
+    /// `committed[i]` = the entry committed at index `i`.
+    committed: Vec<Option<Committed>>,
     /// `chain[i]` = state-machine digest after applying index `i` (chain[0] = 0).
     chain: Vec<u64>,
     /// (index, term) -> (payload hash, term of the previous entry).
@@ -31,6 +31,16 @@ pub struct Checker {
 }
 
 pub type Check = Result<(), String>;
+
+/// An entry known committed, and the term in which that was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Committed {
+    term: Term,
+    hash: u64,
+    /// Term of the node that first reported it committed: an upper bound on the term in
+    /// which it was committed (the committing leader reports in the same event).
+    seen_in: Term,
+}
 
 pub fn payload_hash(e: &Entry) -> u64 {
     match &e.payload {
@@ -66,11 +76,8 @@ impl Checker {
     }
 
     pub fn committed_term(&self, index: Index) -> Option<Term> {
-        self.committed
-            .get(index as usize)
-            .copied()
-            .flatten()
-            .map(|(t, _)| t)
+        let c = self.committed.get(index as usize).copied().flatten();
+        c.map(|c| c.term)
     }
 
     /// Called after every event that touched `node`.
@@ -102,25 +109,31 @@ impl Checker {
         }
         for i in obs.commit + 1..=commit {
             if let Some(e) = node.entry(i) {
-                self.record_committed(id, i, e.term, payload_hash(e))?;
+                let c = Committed {
+                    term: e.term,
+                    hash: payload_hash(e),
+                    seen_in: node.term(),
+                };
+                self.record_committed(id, i, c)?;
             }
         }
         obs.commit = commit;
         Ok(())
     }
 
-    fn record_committed(&mut self, id: NodeId, index: Index, term: Term, hash: u64) -> Check {
+    fn record_committed(&mut self, id: NodeId, index: Index, c: Committed) -> Check {
         let i = index as usize;
         if self.committed.len() <= i {
             self.committed.resize(i + 1, None);
         }
         match self.committed[i] {
-            Some(prev) if prev != (term, hash) => Err(format!(
-                "state machine safety: node {id} committed (index {index}, term {term}) but (term {}) was committed there before",
-                prev.0
+            Some(prev) if (prev.term, prev.hash) != (c.term, c.hash) => Err(format!(
+                "state machine safety: node {id} committed (index {index}, term {}) but (term {}) was committed there before",
+                c.term, prev.term
             )),
-            _ => {
-                self.committed[i] = Some((term, hash));
+            Some(_) => Ok(()),
+            None => {
+                self.committed[i] = Some(c);
                 Ok(())
             }
         }
@@ -149,15 +162,21 @@ impl Checker {
         Ok(())
     }
 
+    /// Leader completeness: a leader holds every entry committed in an earlier term. (A
+    /// leader of an older term may still be elected after a newer term committed more,
+    /// e.g. under a configuration that a newer one replaced; it cannot commit anything.)
     fn check_leader_completeness(&self, id: NodeId, node: &Node) -> Check {
-        let floor = node.snapshot_index();
+        let (floor, term) = (node.snapshot_index(), node.term());
         for (i, c) in self.committed.iter().enumerate().skip(floor as usize + 1) {
-            let Some((term, hash)) = *c else { continue };
+            let Some(c) = *c else { continue };
+            if c.seen_in >= term {
+                continue;
+            }
             let held = node.entry(i as Index).map(|e| (e.term, payload_hash(e)));
-            if held != Some((term, hash)) {
+            if held != Some((c.term, c.hash)) {
                 return Err(format!(
-                    "leader completeness: leader {id} of term {} lacks committed entry (index {i}, term {term}), has {held:?}",
-                    node.term()
+                    "leader completeness: leader {id} of term {term} lacks entry (index {i}, term {}) committed by term {}, has {held:?}",
+                    c.term, c.seen_in
                 ));
             }
         }

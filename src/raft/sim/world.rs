@@ -22,11 +22,18 @@ const CHAOS_INTERVAL_RANGE: (u64, u64) = (15, 60);
 const CLIENT_INTERVAL: u64 = 25;
 /// A crashed node stays down for up to this long (time units, ~15 ticks).
 const MAX_DOWNTIME: u64 = 150;
+/// A node killed right after a driver iteration is restarted at once by its supervisor:
+/// down for at most this long (time units, ~3 ticks), often within one election.
+const MAX_QUICK_RESTART: u64 = 30;
 /// Classic Raft (PreVote off) has no tight liveness bound: a voter with a stale log can
 /// keep campaigning one term ahead of the only electable candidate until the timeouts'
 /// randomness lets that candidate overtake. Runs without PreVote get this many times the
 /// healing bound; runs with PreVote (the default) get the bound as configured.
 const CLASSIC_HEAL_FACTOR: u64 = 4;
+/// Per-seed chance (permille, drawn from `0..this`) that a node dies right after a driver
+/// iteration, i.e. just after its batch is durable and its messages are out: the moment
+/// where half-replicated entries and freshly cast votes meet a restart.
+const MAX_CRASH_AFTER_READY_PERMILLE: u64 = 30;
 /// Trace lines kept in a violation report.
 const TRACE_TAIL: usize = 40;
 
@@ -131,6 +138,7 @@ pub(super) struct World {
     report: SimReport,
     client_counter: u64,
     chaos_interval: u64,
+    crash_after_ready_permille: u64,
 }
 
 impl World {
@@ -140,6 +148,7 @@ impl World {
         let faults = FaultProfile::random(&mut rng);
         let compact_threshold = rng.range(8, 80);
         let chaos_interval = rng.range(CHAOS_INTERVAL_RANGE.0, CHAOS_INTERVAL_RANGE.1);
+        let crash_after_ready_permille = rng.range(0, MAX_CRASH_AFTER_READY_PERMILLE);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let nodes = (1..=cfg.nodes as NodeId + 1)
             .map(|id| new_sim_node(id, &voters))
@@ -164,6 +173,7 @@ impl World {
             },
             client_counter: 0,
             chaos_interval,
+            crash_after_ready_permille,
         };
         w.boot();
         w
@@ -389,7 +399,21 @@ impl World {
             self.send(m);
         }
         self.maybe_auto_compact(i);
-        self.after_touch(i)
+        self.after_touch(i)?;
+        if !self.healed
+            && self.rng.chance(self.crash_after_ready_permille)
+            && self.may_crash_another()
+        {
+            self.log(|| format!("crash node {id} right after its Ready"));
+            self.crash(id, MAX_QUICK_RESTART);
+        }
+        Ok(())
+    }
+
+    /// At most a minority of the founding group is down at once.
+    fn may_crash_another(&self) -> bool {
+        let down = self.nodes.len() - self.live_ids().len();
+        down < self.cfg.nodes / 2
     }
 
     /// The driver: persist, then (messages returned to send), then apply, then advance.
@@ -430,12 +454,12 @@ impl World {
         }
     }
 
-    fn crash(&mut self, id: NodeId) {
+    fn crash(&mut self, id: NodeId, max_downtime: u64) {
         let i = self.idx(id);
         if self.nodes[i].node.take().is_some() {
             self.report.crashes += 1;
             let inc = self.nodes[i].incarnation;
-            let downtime = self.rng.range(1, MAX_DOWNTIME);
+            let downtime = self.rng.range(1, max_downtime);
             self.schedule(downtime, Event::Restart(id, inc));
         }
     }

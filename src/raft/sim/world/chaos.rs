@@ -1,7 +1,7 @@
 //! Fault injection: the chaos actions the simulator draws during the fault phase
 //! (partitions, crashes, membership changes, leader transfers, compactions, network moods).
 
-use super::{Check, Event, World};
+use super::{Check, Event, World, MAX_DOWNTIME};
 use crate::raft::sim::network::FaultProfile;
 use crate::raft::{ConfChange, ConfChangeKind, ConfState, NodeId};
 
@@ -54,8 +54,7 @@ impl World {
 
     fn chaos_crash(&mut self) -> Check {
         let live = self.live_ids();
-        let down = self.nodes.len() - live.len();
-        if down >= self.cfg.nodes / 2 {
+        if !self.may_crash_another() {
             return Ok(());
         }
         // Half the crashes hit the leader: that is where the interesting races are.
@@ -65,7 +64,7 @@ impl World {
         };
         if let Some(id) = target {
             self.log(|| format!("crash node {id}"));
-            self.crash(id);
+            self.crash(id, MAX_DOWNTIME);
         }
         Ok(())
     }
