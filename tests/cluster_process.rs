@@ -317,3 +317,118 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A single instance with an admin token, its data dir and config in `dir`.
+fn single(dir: &Path) -> Instance {
+    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    let (listener, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "node: {{id: solo, data_dir: {data:?}}}\n\
+         listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+         admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
+         pools: [{{name: web, upstreams: [{{address: \"127.0.0.1:9\"}}]}}]\n",
+        data = dir.join("data").display().to_string(),
+        token = dir.join("token").display().to_string(),
+    );
+    let config = dir.join("solo.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Instance {
+        name: "solo".into(),
+        config,
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+        listener: format!("127.0.0.1:{listener}").parse().unwrap(),
+        child: None,
+    }
+}
+
+fn upstream_ids(i: &Instance) -> Option<Vec<String>> {
+    let pools = i.get("/api/pools")?;
+    let ups = pools["pools"][0]["upstreams"].as_array()?;
+    Some(
+        ups.iter()
+            .filter_map(|u| u["id"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+fn segment(dir: &Path) -> PathBuf {
+    let raft = dir.join("data").join("raft");
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&raft)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a log segment")
+}
+
+#[test]
+fn a_torn_last_record_starts_and_a_corrupt_middle_record_refuses_with_file_and_offset() {
+    let dir = std::env::temp_dir().join(format!("ringway-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut solo = single(&dir);
+    solo.start();
+    // The proxy serves the file's pools at once; changes wait for the group of one
+    // to elect itself and apply its bootstrap.
+    eventually("a group of one leads itself", || agreed_leader(&[&solo]));
+    eventually("the bootstrap applied", || {
+        let pools = solo.get("/api/pools")?;
+        (!pools["pools"][0]["replicated"].is_null()).then_some(())
+    });
+    for n in 1..=3 {
+        let body = format!("{{\"address\": \"127.0.0.1:{}\"}}", 9100 + n);
+        let path = format!("/api/pools/web/upstreams/u{n}");
+        let (status, answer) = http_call(
+            solo.admin,
+            "PUT",
+            &path,
+            &["Authorization: Bearer t0ken"],
+            &body,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    solo.kill9();
+
+    // A crash mid-write leaves a partial record at the tail: the instance starts and
+    // keeps everything before it.
+    let seg = segment(&dir);
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    solo.start();
+    let ids = eventually("a restart after a torn write", || upstream_ids(&solo));
+    assert!(
+        ids.len() >= 3,
+        "only the torn last change may be lost: {ids:?}"
+    );
+    solo.kill9();
+
+    // Damage in the middle of the log is not a torn write: refuse to start, naming
+    // the file and the offset.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["run", "--config"])
+        .arg(&solo.config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a corrupt log must stop the instance"
+    );
+    let file = seg.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(stderr.contains(&file), "error names the file: {stderr}");
+    assert!(
+        stderr.contains("offset"),
+        "error names the offset: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
