@@ -7,7 +7,7 @@
 //! 4. [`proxy`]: the data plane (server, forwarding, upstream connections, bodies).
 //! 5. [`raft`]: the sans-IO consensus core and its deterministic simulator.
 //! 6. [`cluster`]: the replicated state the instances agree on.
-//! 7. [`admin`]: the admin API's read-only views.
+//! 7. [`admin`]: the admin API (views, and upstream changes through the cluster).
 //! 8. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod admin;

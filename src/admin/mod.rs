@@ -1,5 +1,5 @@
-//! The admin API on `admin.address`: read-only JSON views of this instance's cluster
-//! member, pools and routing.
+//! The admin API on `admin.address`: JSON views of this instance's cluster member,
+//! pools and routing, and upstream changes proposed through the cluster.
 //!
 //! - `GET /healthz`: `ok` while the process serves.
 //! - `GET /api/cluster`: this node's id, role, term, leader, commit and applied index,
