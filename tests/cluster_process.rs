@@ -15,12 +15,16 @@ use serde_json::Value;
 /// Every wait in this file gives up here.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A port free right now, below the kernel's ephemeral range (which starts at 32768
+/// by default), so outgoing connections of other tests cannot take it before the
+/// instance binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + fastrand::u16(..10_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 struct Instance {
@@ -33,16 +37,31 @@ struct Instance {
 
 impl Instance {
     fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_extension("log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Panics with the instance's log if its process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            let log =
+                std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
+            panic!("{} exited ({status}):\n{log}", self.name);
+        }
     }
 
     fn kill9(&mut self) {
@@ -200,6 +219,8 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
     let (_rt, upstreams) = echo_upstreams(4);
     let (extra, upstreams) = (upstreams[3], &upstreams[..3]);
     let mut nodes = cluster(&dir, upstreams);
+    std::thread::sleep(Duration::from_millis(300));
+    nodes.iter_mut().for_each(Instance::assert_running);
 
     let all: Vec<&Instance> = nodes.iter().collect();
     let leader = eventually("a leader all three agree on", || agreed_leader(&all));
@@ -369,6 +390,8 @@ fn a_torn_last_record_starts_and_a_corrupt_middle_record_refuses_with_file_and_o
     std::fs::create_dir_all(&dir).unwrap();
     let mut solo = single(&dir);
     solo.start();
+    std::thread::sleep(Duration::from_millis(300));
+    solo.assert_running();
     // The proxy serves the file's pools at once; changes wait for the group of one
     // to elect itself and apply its bootstrap.
     eventually("a group of one leads itself", || agreed_leader(&[&solo]));
