@@ -290,11 +290,6 @@ impl ClusterState {
         self.pools.get(pool).map(Vec::as_slice)
     }
 
-    /// Pool names, sorted.
-    pub fn pool_names(&self) -> impl Iterator<Item = &str> {
-        self.pools.keys().map(String::as_str)
-    }
-
     /// The state as snapshot bytes (versioned JSON).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&Versioned {

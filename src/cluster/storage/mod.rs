@@ -46,24 +46,17 @@ pub const SEGMENT_ROLL_BYTES: u64 = 64 * 1024 * 1024;
 /// The segment also waits until it is this many times the checkpoint's size, so the
 /// rewrite costs at most half the bytes appended even when the state itself is large.
 pub const ROLL_STATE_FACTOR: u64 = 2;
-/// Applied entries past the snapshot after which the cluster layer should compact
-/// (`Node::compact`): keeps restart replay and checkpoints to a few thousand entries.
-pub const COMPACT_AFTER_ENTRIES: u64 = 10_000;
-
 /// Tunables of a [`DiskStorage`]; the defaults are the named constants above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskOptions {
     /// See [`SEGMENT_ROLL_BYTES`].
     pub segment_roll_bytes: u64,
-    /// See [`COMPACT_AFTER_ENTRIES`].
-    pub compact_after_entries: u64,
 }
 
 impl Default for DiskOptions {
     fn default() -> DiskOptions {
         DiskOptions {
             segment_roll_bytes: SEGMENT_ROLL_BYTES,
-            compact_after_entries: COMPACT_AFTER_ENTRIES,
         }
     }
 }
@@ -174,13 +167,6 @@ impl DiskStorage {
     /// The stored state, as the in-memory mirror of the disk.
     pub fn state(&self) -> &MemStorage {
         &self.state
-    }
-
-    /// Whether enough applied entries sit after the snapshot that the cluster layer
-    /// should call `Node::compact(applied, image)` (threshold: [`COMPACT_AFTER_ENTRIES`]).
-    pub fn should_compact(&self, applied: Index) -> bool {
-        let base = self.state.snapshot().meta.index;
-        applied.saturating_sub(base) >= self.opts.compact_after_entries
     }
 
     fn live_path(&self) -> PathBuf {
