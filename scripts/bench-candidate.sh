@@ -7,7 +7,7 @@
 set -euo pipefail
 : "${BENCH_PORT:?}" "${BENCH_BACKENDS:?}"
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${RINGWAY_BIN:-$here/target/release/ringway}
+bin=${RINGWAY_BIN:-${CARGO_TARGET_DIR:-$here/target}/release/ringway}
 dir=${BENCH_WORKDIR:-$(mktemp -d /tmp/ringway-bench-XXXXXX)}
 cfg=$dir/ringway.yaml
 {

@@ -87,7 +87,7 @@ haproxy_conf() {
 }
 
 ringway_cmd() {
-  echo "env BENCH_PORT=$base_port BENCH_BACKENDS=$1 BENCH_WORKDIR=$work RINGWAY_BIN=$here/target/release/ringway $here/scripts/bench-candidate.sh"
+  echo "env BENCH_PORT=$base_port BENCH_BACKENDS=$1 BENCH_WORKDIR=$work RINGWAY_BIN=${CARGO_TARGET_DIR:-$here/target}/release/ringway $here/scripts/bench-candidate.sh"
 }
 
 # Sum of utime+stime (clock ticks) over a process and its descendants.
