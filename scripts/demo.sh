@@ -16,4 +16,8 @@ for i in 1 2 3; do
   pids+=($!)
 done
 "$bin" check --config config.example.yaml
-"$bin" run --config config.example.yaml
+# In the background with `wait`, so a TERM to this script runs the trap at once
+# (bash defers traps while a foreground child runs).
+"$bin" run --config config.example.yaml &
+pids+=($!)
+wait "${pids[-1]}"

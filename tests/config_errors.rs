@@ -242,3 +242,10 @@ pools: [{name: p, upstreams: [{address: "127.0.0.1:9"}]}]
     ];
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_section_of_the_wrong_shape_is_named_in_plain_words() {
+    let err = Config::parse("node: [oops]\n").unwrap_err().to_string();
+    assert!(err.contains("expected a mapping"), "{err}");
+    assert!(!err.contains("Raw"), "no internal type names: {err}");
+}

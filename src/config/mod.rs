@@ -217,10 +217,26 @@ impl Config {
         let raw: raw::RawConfig = if text.trim().is_empty() {
             raw::RawConfig::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ParseError::Syntax(e.to_string()))?
+            serde_yaml::from_str(text)
+                .map_err(|e| ParseError::Syntax(plain_words(&e.to_string())))?
         };
         build::build(raw).map_err(ParseError::Invalid)
     }
+}
+
+/// serde names the expected shape by ringway's internal type (`struct RawNode`);
+/// users need to hear that a section must be a mapping.
+fn plain_words(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("struct Raw") {
+        out.push_str(&rest[..at]);
+        out.push_str("a mapping");
+        let tail = &rest[at + "struct Raw".len()..];
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A [`ConfigError`] before it knows which file it came from.
