@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use ringway::admin::Admin;
+use ringway::cli::Remote;
 use ringway::cluster::node::Member;
 use ringway::config::Config;
 use ringway::proxy::server::Server;
@@ -34,6 +35,22 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum ClusterAction {
+    /// Show this instance's view: role, term, leader, members.
+    Status,
+    /// Add a member: it must be running with `cluster.join: true`. Answers once it is
+    /// a voter.
+    AddNode {
+        /// Its node.id.
+        name: String,
+        /// Its cluster.address, as the other members reach it.
+        peer_address: SocketAddr,
+    },
+    /// Remove a member from the Raft group.
+    RemoveNode { name: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
     Run {
@@ -48,15 +65,36 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print which upstream each key maps to: KEY<TAB>UPSTREAM_ID.
+    /// Print which upstream each key maps to: KEY<TAB>UPSTREAM_ID. From the file's
+    /// pools, or with --live from the running instance (the cluster's state).
     Route {
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
         /// The pool whose ring to use (needed when the file has several).
         #[arg(long)]
         pool: Option<String>,
+        /// Ask the running instance's admin API (the file's admin.address, or --admin).
+        #[arg(long)]
+        live: bool,
+        /// Admin API address for --live (default: the file's admin.address).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         #[arg(required = true)]
         keys: Vec<String>,
+    },
+    /// Inspect or change the cluster through a running instance's admin API.
+    Cluster {
+        /// Config file whose admin.address and admin.token_file to use.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Admin API address (overrides the file's).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// File holding the admin bearer token (overrides the file's).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ClusterAction,
     },
     /// Run a tiny upstream that answers with its own name (for demos and tests).
     Echo {
@@ -73,7 +111,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, threads } => run(&config, threads),
         Command::Check { config } => check(&config),
-        Command::Route { config, pool, keys } => route(&config, pool.as_deref(), &keys),
+        Command::Route {
+            config,
+            pool,
+            live,
+            admin,
+            keys,
+        } => route(config.as_deref(), pool.as_deref(), live, admin, &keys),
+        Command::Cluster {
+            config,
+            admin,
+            token_file,
+            action,
+        } => cluster(config.as_deref(), admin, token_file.as_deref(), action),
         Command::Echo { listen, name } => runtime(Some(1))
             .and_then(|rt| {
                 rt.block_on(ringway::echo::run(listen, name))
@@ -133,14 +183,61 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn route(path: &std::path::Path, pool: Option<&str>, keys: &[String]) -> ExitCode {
-    let config = match load(path) {
+fn route(
+    path: Option<&std::path::Path>,
+    pool: Option<&str>,
+    live: bool,
+    admin: Option<SocketAddr>,
+    keys: &[String],
+) -> ExitCode {
+    let config = match path.map(load).transpose() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match ringway::cli::route(&config, pool, keys) {
+    let lines = if live || admin.is_some() {
+        Remote::from_args(config.as_ref(), admin, None).and_then(|remote| {
+            let pool = ringway::cli::live_pool(config.as_ref(), pool)?;
+            runtime(Some(1))?.block_on(remote.route(&pool, keys))
+        })
+    } else {
+        match &config {
+            Some(c) => ringway::cli::route(c, pool, keys),
+            None => Err("give --config FILE (or --live with --admin ADDR)".into()),
+        }
+    };
+    match lines {
         Ok(lines) => {
             print!("{lines}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn cluster(
+    path: Option<&std::path::Path>,
+    admin: Option<SocketAddr>,
+    token_file: Option<&std::path::Path>,
+    action: ClusterAction,
+) -> ExitCode {
+    let config = match path.map(load).transpose() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let answer = Remote::from_args(config.as_ref(), admin, token_file).and_then(|remote| {
+        runtime(Some(1))?.block_on(async {
+            match action {
+                ClusterAction::Status => remote.status().await,
+                ClusterAction::AddNode { name, peer_address } => {
+                    remote.add_node(&name, &peer_address.to_string()).await
+                }
+                ClusterAction::RemoveNode { name } => remote.remove_node(&name).await,
+            }
+        })
+    });
+    match answer {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -162,23 +259,9 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
     }
 }
 
-/// The admin bearer token: the file's first line, which must not be empty.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
-    if token.is_empty() {
-        return Err(format!(
-            "admin.token_file {}: the token is empty",
-            path.display()
-        ));
-    }
-    Ok(token)
-}
-
 async fn serve(config: Config) -> Result<(), String> {
     let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-        Some(path) => Some(read_token(path)?),
+        Some(path) => Some(ringway::cli::read_token(path)?),
         None => None,
     };
     let config = Arc::new(config);

@@ -14,6 +14,12 @@
 //!   announces in the replicated state), answered once committed and applied. They
 //!   require `Authorization: Bearer TOKEN` with the token of `admin.token_file`; with
 //!   no token configured they are refused.
+//! - `PUT /api/cluster/nodes/NAME` (JSON body: `address`, the new member's peer
+//!   address) and `DELETE /api/cluster/nodes/NAME`: add or remove a cluster member,
+//!   one voter at a time (a new member joins as a learner, catches up, then is
+//!   promoted). Same token and forwarding as upstream changes.
+
+pub mod client;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,10 +39,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cluster::driver::{ClusterHandle, ProposeFailure};
+use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused, UpstreamSpec};
-use crate::config::Config;
+use crate::config::{valid_node_id, Config};
 use crate::proxy::Proxy;
-use crate::raft::{NodeId, Role};
+use crate::raft::{ConfChange, ConfChangeKind, NodeId, Role};
 use crate::ring;
 
 /// What the admin API reads.
@@ -54,6 +61,11 @@ pub struct Admin {
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
 /// How long a change may take to commit before the caller is told to retry.
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new member may take to catch up (from a snapshot) before it is
+/// promoted to voter; past it the caller is told it stays a learner.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts at a membership change that cannot be made yet.
+const MEMBERSHIP_RETRY: Duration = Duration::from_millis(50);
 /// Header marking a request a follower forwarded: it is never forwarded again.
 const FORWARDED: &str = "x-ringway-forwarded";
 
@@ -105,8 +117,14 @@ impl Admin {
             (&Method::GET, ["api", "pools"]) => json_response(StatusCode::OK, self.pools_json()),
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
-                let (pool, id) = (decode(pool), decode(id));
-                self.change(req, pool, id).await
+                let target = Target::Upstream {
+                    pool: decode(pool),
+                    id: decode(id),
+                };
+                self.change(req, target).await
+            }
+            (&Method::PUT | &Method::DELETE, ["api", "cluster", "nodes", name]) => {
+                self.change(req, Target::Node(decode(name))).await
             }
             _ => text(
                 StatusCode::NOT_FOUND,
@@ -115,9 +133,8 @@ impl Admin {
         }
     }
 
-    /// A membership change: authorised, parsed, proposed (or forwarded), answered once
-    /// applied.
-    async fn change(&self, req: Request<Incoming>, pool: String, id: String) -> Response<Body> {
+    /// A change: authorised, parsed, proposed (or forwarded), answered once applied.
+    async fn change(&self, req: Request<Incoming>, target: Target) -> Response<Body> {
         if let Some(refusal) = self.refusal(&req) {
             return refusal;
         }
@@ -129,21 +146,118 @@ impl Admin {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
         };
-        let cmd = match command(&method, pool, id, &body) {
-            Ok(c) => c,
-            Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+        let outcome = match target {
+            Target::Upstream { pool, id } => {
+                let cmd = match command(&method, pool, id, &body) {
+                    Ok(c) => c,
+                    Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+                };
+                let proposed =
+                    tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
+                match proposed {
+                    Err(_) => Outcome::TimedOut,
+                    Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
+                    Ok(Err(e)) => Outcome::Failed(e),
+                }
+            }
+            Target::Node(name) => match node_change(&method, &name, &body) {
+                Ok(NodeChange::Add(address)) => self.add_node(&name, &address).await,
+                Ok(NodeChange::Remove) => self.remove_node(&name).await,
+                Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+            },
         };
-        let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
         match outcome {
-            Err(_) => text(
+            Outcome::TimedOut => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the change did not commit in time; check /api/pools before retrying\n",
+                "the change did not commit in time; check /api/pools or /api/cluster before retrying\n",
             ),
-            Ok(Ok(index)) => json_response(StatusCode::OK, json!({"applied": index})),
-            Ok(Err(ProposeFailure::NotLeader { leader: Some(l) })) if !forwarded => {
+            Outcome::Done(answer) => json_response(StatusCode::OK, answer),
+            Outcome::Failed(ProposeFailure::NotLeader { leader: Some(l) }) if !forwarded => {
                 self.forward(l, &method, &path, auth, body).await
             }
-            Ok(Err(e)) => failure(&e),
+            Outcome::Failed(e) => failure(&e),
+            Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
+        }
+    }
+
+    /// Adds `name` at `address`: its address into the replicated state, then the node
+    /// as a learner, then, once it has caught up, its promotion to voter. Each step
+    /// is idempotent, so a caller that timed out can run the same request again.
+    async fn add_node(&self, name: &str, address: &str) -> Outcome {
+        let set_peer = Command::SetPeer {
+            node: name.to_owned(),
+            address: address.to_owned(),
+        };
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(set_peer)).await {
+            Err(_) => return Outcome::TimedOut,
+            Ok(Err(e)) => return Outcome::Failed(e),
+            Ok(Ok(_)) => {}
+        }
+        let id = raft_id(name);
+        let view = self.cluster.view();
+        if view.voters.contains(&id) {
+            return Outcome::Done(json!({"node": name, "role": "voter", "applied": view.applied}));
+        }
+        if !view.learners.contains(&id) {
+            let add = ConfChange {
+                kind: ConfChangeKind::AddLearner,
+                node: id,
+            };
+            if let Err(outcome) = self.membership(add, PROPOSE_TIMEOUT).await {
+                return outcome;
+            }
+        }
+        let promote = ConfChange {
+            kind: ConfChangeKind::PromoteLearner,
+            node: id,
+        };
+        match self.membership(promote, JOIN_TIMEOUT).await {
+            Ok(index) => Outcome::Done(json!({"node": name, "role": "voter", "applied": index})),
+            Err(Outcome::TimedOut) => Outcome::Stuck(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "{name} was added as a learner but has not caught up within {} s; check that it runs with cluster.join: true and that {address} is reachable, then repeat this request",
+                    JOIN_TIMEOUT.as_secs()
+                ),
+            ),
+            Err(other) => other,
+        }
+    }
+
+    /// Removes `name` from the Raft configuration, then forgets its address.
+    async fn remove_node(&self, name: &str) -> Outcome {
+        let remove = ConfChange {
+            kind: ConfChangeKind::RemoveNode,
+            node: raft_id(name),
+        };
+        let index = match self.membership(remove, PROPOSE_TIMEOUT).await {
+            Ok(index) => index,
+            Err(outcome) => return outcome,
+        };
+        // Best effort: a leader that removed itself is no longer leader here; its address
+        // is no longer used either way, since only members are dialled.
+        let forget = Command::RemovePeer {
+            node: name.to_owned(),
+        };
+        let _ = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(forget)).await;
+        Outcome::Done(json!({"node": name, "removed": true, "applied": index}))
+    }
+
+    /// Proposes a membership change, retrying while it cannot be made yet, until
+    /// `within` has passed.
+    async fn membership(&self, cc: ConfChange, within: Duration) -> Result<u64, Outcome> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.cluster.change_membership(cc)).await {
+                Err(_) => return Err(Outcome::TimedOut),
+                Ok(Ok(index)) => return Ok(index),
+                Ok(Err(ProposeFailure::NotYet(_))) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(MEMBERSHIP_RETRY.min(left)).await;
+                }
+                Ok(Err(ProposeFailure::NotYet(_))) => return Err(Outcome::TimedOut),
+                Ok(Err(e)) => return Err(Outcome::Failed(e)),
+            }
         }
     }
 
@@ -176,11 +290,7 @@ impl Admin {
         auth: Option<HeaderValue>,
         body: Bytes,
     ) -> Response<Body> {
-        let name = self
-            .names
-            .get(&leader)
-            .cloned()
-            .unwrap_or_else(|| leader.to_string());
+        let name = self.name_of(leader).unwrap_or_else(|| leader.to_string());
         let view = self.cluster.view();
         let Some(addr) = view
             .state
@@ -207,9 +317,23 @@ impl Admin {
         }
     }
 
+    /// A member's name: from the file, else from the replicated peer addresses.
+    fn name_of(&self, id: NodeId) -> Option<String> {
+        if let Some(n) = self.names.get(&id) {
+            return Some(n.clone());
+        }
+        let view = self.cluster.view();
+        let found = view
+            .state
+            .peers()
+            .keys()
+            .find(|n| raft_id(n) == id)
+            .cloned();
+        found
+    }
+
     fn name(&self, id: NodeId) -> Value {
-        self.names
-            .get(&id)
+        self.name_of(id)
             .map_or_else(|| json!(id.to_string()), |n| json!(n))
     }
 
@@ -291,6 +415,51 @@ impl Admin {
     }
 }
 
+/// What a change request is about.
+enum Target {
+    Upstream { pool: String, id: String },
+    Node(String),
+}
+
+/// How a change ended, before it becomes a response.
+enum Outcome {
+    Done(Value),
+    Failed(ProposeFailure),
+    TimedOut,
+    Stuck(StatusCode, String),
+}
+
+enum NodeChange {
+    Add(String),
+    Remove,
+}
+
+/// The body of a node addition.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeBody {
+    address: String,
+}
+
+fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChange, String> {
+    if !valid_node_id(name) {
+        return Err(format!(
+            "node id must be 1 to {} letters, digits, '-', '_' or '.', got {name:?}",
+            crate::config::MAX_NODE_ID_BYTES
+        ));
+    }
+    if method == Method::DELETE {
+        return Ok(NodeChange::Remove);
+    }
+    let b: NodeBody = serde_json::from_slice(body).map_err(|e| {
+        format!("body must be JSON like {{\"address\": \"10.0.0.4:7000\"}} (the new member's peer address): {e}")
+    })?;
+    b.address
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("address must be IP:port, got {:?}", b.address))?;
+    Ok(NodeChange::Add(b.address))
+}
+
 /// The body of an upstream change.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,30 +528,11 @@ async fn forward_to(
     auth: Option<HeaderValue>,
     body: Bytes,
 ) -> Result<Response<Body>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header(header::HOST, addr.to_string())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(FORWARDED, "1");
+    let mut headers = vec![(FORWARDED, HeaderValue::from_static("1"))];
     if let Some(auth) = auth {
-        req = req.header(header::AUTHORIZATION, auth);
+        headers.push((header::AUTHORIZATION.as_str(), auth));
     }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let bytes = Limited::new(body, MAX_ADMIN_BODY)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (parts, bytes) = client::call(addr, method.clone(), path, &headers, body).await?;
     Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 

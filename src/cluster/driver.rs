@@ -7,17 +7,19 @@
 //! [`tokio::sync::watch`] channel ([`ClusterView`]); whoever builds routing snapshots
 //! subscribes to it. The cluster never calls into the proxy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::raft_id;
 use super::state::{ClusterState, Command, Refused};
 use super::transport::Transport;
 use crate::raft::{
-    self, EntryPayload, Index, Message, Node, NodeId, ProposeError, Role, Storage, Term,
+    self, ConfChange, EntryPayload, Index, Message, Node, NodeId, ProposeError, Role, Storage, Term,
 };
 
 /// Proposals waiting for the driver. A full queue answers `Busy` at once rather than
@@ -25,9 +27,6 @@ use crate::raft::{
 pub const REQUEST_QUEUE: usize = 256;
 /// Proposals the driver tracks until they apply; beyond it new ones are refused.
 pub const MAX_PENDING_PROPOSALS: usize = 1024;
-/// Applied entries kept in the log after the last snapshot; past this many the
-/// driver folds the state into a snapshot and the log is compacted.
-pub const COMPACT_THRESHOLD: u64 = 1000;
 /// How long a leader that is shutting down waits for another voter to take over.
 pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,11 +34,18 @@ pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
 /// `send` must not block.
 pub trait Outbox: Send + 'static {
     fn send(&self, msgs: Vec<Message>);
+    /// Where each other member can be reached, whenever that changes (a member added
+    /// or removed at runtime). The default has nowhere to put it.
+    fn set_peers(&self, _peers: HashMap<NodeId, SocketAddr>) {}
 }
 
 impl Outbox for Transport {
     fn send(&self, msgs: Vec<Message>) {
         Transport::send(self, msgs);
+    }
+
+    fn set_peers(&self, peers: HashMap<NodeId, SocketAddr>) {
+        Transport::set_peers(self, peers);
     }
 }
 
@@ -70,6 +76,12 @@ pub struct DriverConfig {
     pub announce: Option<(String, String)>,
     /// Seeds the randomized election timeouts.
     pub seed: u64,
+    /// Applied entries kept in the log after the last snapshot; past this many the
+    /// driver folds the state into a snapshot and the log is compacted.
+    pub compact_threshold: u64,
+    /// Peer addresses from this instance's file, by node name. They take precedence
+    /// over the addresses recorded in the replicated state for the names they list.
+    pub file_peers: BTreeMap<String, SocketAddr>,
 }
 
 impl DriverConfig {
@@ -87,6 +99,8 @@ impl DriverConfig {
             bootstrap: None,
             announce: None,
             seed: id,
+            compact_threshold: crate::config::DEFAULT_COMPACT_THRESHOLD,
+            file_peers: BTreeMap::new(),
         }
     }
 }
@@ -122,11 +136,19 @@ pub enum ProposeFailure {
     Stopped,
     #[error("{0}")]
     Invalid(String),
+    /// A membership change that cannot be made yet (another is in flight, the leader
+    /// has not committed in its term, or the learner has not caught up); retry.
+    #[error("not yet: {0}")]
+    NotYet(String),
 }
 
 enum Request {
     Propose {
         cmd: Command,
+        reply: oneshot::Sender<Result<Index, ProposeFailure>>,
+    },
+    ConfChange {
+        cc: ConfChange,
         reply: oneshot::Sender<Result<Index, ProposeFailure>>,
     },
 }
@@ -152,6 +174,19 @@ impl ClusterHandle {
         let (reply, answer) = oneshot::channel();
         self.requests
             .try_send(Request::Propose { cmd, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ProposeFailure::Busy,
+                mpsc::error::TrySendError::Closed(_) => ProposeFailure::Stopped,
+            })?;
+        answer.await.unwrap_or(Err(ProposeFailure::Stopped))
+    }
+
+    /// Proposes a one-step membership change and waits until this instance applied
+    /// it. Only the leader accepts it.
+    pub async fn change_membership(&self, cc: ConfChange) -> Result<Index, ProposeFailure> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .try_send(Request::ConfChange { cc, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ProposeFailure::Busy,
                 mpsc::error::TrySendError::Closed(_) => ProposeFailure::Stopped,
@@ -201,6 +236,8 @@ pub struct Driver<S: Storage> {
     answers: Vec<(Reply, Outcome)>,
     bootstrap_in_flight: Option<Index>,
     announce_in_flight: Option<Index>,
+    /// The peer addresses last handed to the outbox.
+    peers_sent: Option<HashMap<NodeId, SocketAddr>>,
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<Arc<ClusterView>>,
 }
@@ -230,6 +267,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             answers: Vec::new(),
             bootstrap_in_flight: None,
             announce_in_flight: None,
+            peers_sent: None,
             requests,
             view: view_tx,
         };
@@ -312,12 +350,23 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     fn on_request(&mut self, req: Request) {
-        let Request::Propose { cmd, reply } = req;
-        if self.pending.len() >= MAX_PENDING_PROPOSALS {
-            let _ = reply.send(Err(ProposeFailure::Busy));
-            return;
-        }
-        match self.node.propose(cmd.encode()) {
+        let (proposed, reply) = match req {
+            Request::Propose { cmd, reply } => {
+                if self.pending.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(ProposeFailure::Busy));
+                    return;
+                }
+                (self.node.propose(cmd.encode()), reply)
+            }
+            Request::ConfChange { cc, reply } => {
+                if self.pending.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(ProposeFailure::Busy));
+                    return;
+                }
+                (self.node.propose_conf_change(cc), reply)
+            }
+        };
+        match proposed {
             Ok(p) => {
                 self.pending.insert(
                     p.index,
@@ -396,6 +445,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             }
         }
         self.maybe_compact();
+        self.update_peers(outbox);
         self.publish();
         for (reply, answer) in self.answers.drain(..) {
             let _ = reply.send(answer);
@@ -437,9 +487,33 @@ impl<S: Storage + Send + 'static> Driver<S> {
         }
     }
 
+    /// Hands the outbox every other member's address when the set changes: the file's
+    /// peers, plus those recorded in the replicated state for names the file lacks.
+    fn update_peers(&mut self, outbox: &impl Outbox) {
+        let me = self.node.id();
+        let mut peers: HashMap<NodeId, SocketAddr> = self
+            .state
+            .peers()
+            .iter()
+            .filter(|(name, _)| !self.cfg.file_peers.contains_key(*name))
+            .filter_map(|(name, addr)| Some((raft_id(name), addr.parse().ok()?)))
+            .collect();
+        peers.extend(
+            self.cfg
+                .file_peers
+                .iter()
+                .map(|(name, addr)| (raft_id(name), *addr)),
+        );
+        peers.remove(&me);
+        if self.peers_sent.as_ref() != Some(&peers) {
+            outbox.set_peers(peers.clone());
+            self.peers_sent = Some(peers);
+        }
+    }
+
     fn maybe_compact(&mut self) {
         let applied = self.node.applied_index();
-        if applied.saturating_sub(self.node.snapshot_index()) < COMPACT_THRESHOLD {
+        if applied.saturating_sub(self.node.snapshot_index()) < self.cfg.compact_threshold {
             return;
         }
         if let Err(e) = self.node.compact(applied, self.state.encode()) {
@@ -479,9 +553,34 @@ fn apply_shared(state: &mut Arc<ClusterState>, cmd: &Command) -> Result<(), Refu
 }
 
 fn propose_failure(e: ProposeError) -> ProposeFailure {
+    use crate::raft::ConfChangeError as C;
     match e {
         ProposeError::NotLeader { leader } => ProposeFailure::NotLeader { leader },
-        other => ProposeFailure::Invalid(format!("{other:?}")),
+        ProposeError::TransferInProgress { to } => {
+            ProposeFailure::NotYet(format!("leadership is being handed to node {to}"))
+        }
+        ProposeError::TooLarge { size, max } => {
+            ProposeFailure::Invalid(format!("the change is {size} bytes, at most {max}"))
+        }
+        ProposeError::OwnTermNotCommitted => {
+            ProposeFailure::NotYet("the new leader has not committed an entry yet".into())
+        }
+        ProposeError::ConfChangePending { index } => ProposeFailure::NotYet(format!(
+            "another membership change (index {index}) is not committed yet"
+        )),
+        ProposeError::LearnerBehind { lag } => {
+            ProposeFailure::NotYet(format!("the new member is {lag} entries behind"))
+        }
+        ProposeError::InvalidConfChange(c) => ProposeFailure::Refused(Refused::Invalid(
+            match c {
+                C::ZeroNodeId => "node id 0 is reserved",
+                C::AlreadyMember => "that node is already a member",
+                C::NotALearner => "that node is not a learner",
+                C::NotAMember => "that node is not a member",
+                C::LastVoter => "the last voter cannot be removed",
+            }
+            .into(),
+        )),
     }
 }
 

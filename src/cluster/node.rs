@@ -54,8 +54,14 @@ impl Member {
         let voters: Vec<NodeId> = names.keys().copied().collect();
         let me = raft_id(&config.node.id);
         let dir = config.node.data_dir.join("raft");
-        let storage = DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
-            .map_err(|source| StartError::Storage { dir, source })?;
+        let joining = config.cluster.as_ref().is_some_and(|c| c.join);
+        let storage = if joining {
+            // No configuration of its own: the leader that adds it sends one.
+            DiskStorage::open(&dir)
+        } else {
+            DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
+        }
+        .map_err(|source| StartError::Storage { dir, source })?;
         let (heartbeat, election) = config
             .cluster
             .as_ref()
@@ -63,7 +69,11 @@ impl Member {
                 (c.heartbeat, c.election_timeout)
             });
         let mut dcfg = DriverConfig::from_timeouts(me, heartbeat, election);
-        dcfg.bootstrap = Some(ClusterState::bootstrap_command(config));
+        dcfg.bootstrap = (!joining).then(|| ClusterState::bootstrap_command(config));
+        if let Some(c) = &config.cluster {
+            dcfg.compact_threshold = c.compact_threshold;
+            dcfg.file_peers = c.peers.clone();
+        }
         dcfg.announce = config
             .admin
             .as_ref()
@@ -131,6 +141,8 @@ fn node_names(config: &Config) -> Result<BTreeMap<NodeId, String>, StartError> {
     Ok(out)
 }
 
+/// The transport of a configured cluster (even a cluster of one, which can grow at
+/// runtime); none without a `cluster` section.
 fn transport_config(config: &Config, me: NodeId) -> Option<TransportConfig> {
     let cluster = config.cluster.as_ref()?;
     let peers: HashMap<NodeId, std::net::SocketAddr> = cluster
@@ -139,9 +151,6 @@ fn transport_config(config: &Config, me: NodeId) -> Option<TransportConfig> {
         .filter(|(name, _)| **name != config.node.id)
         .map(|(name, addr)| (raft_id(name), *addr))
         .collect();
-    if peers.is_empty() {
-        return None;
-    }
     Some(TransportConfig {
         id: me,
         listen: cluster.address,

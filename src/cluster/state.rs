@@ -62,10 +62,19 @@ pub enum Command {
     /// operator who empties the cluster is not overridden by a file.
     Bootstrap {
         pools: BTreeMap<String, Vec<UpstreamSpec>>,
+        /// The founding members' peer addresses.
+        #[serde(default)]
+        peers: BTreeMap<String, String>,
     },
     /// Records where a node serves its admin API, so followers can forward changes to
     /// the leader. A leader announces its own address once it leads.
     SetAdmin { node: String, address: String },
+    /// Records where a cluster member listens for its peers, so every instance can
+    /// reach a member added at runtime. Proposed before the member is added to the
+    /// Raft configuration.
+    SetPeer { node: String, address: String },
+    /// Forgets a member's peer address, after it left the Raft configuration.
+    RemovePeer { node: String },
 }
 
 /// Why apply refused a command. The same on every instance.
@@ -90,6 +99,10 @@ pub struct ClusterState {
     /// Node name to the address of its admin API.
     #[serde(default)]
     admins: BTreeMap<String, String>,
+    /// Node name to its peer (Raft transport) address, for members added at runtime
+    /// and the founders the bootstrap recorded.
+    #[serde(default)]
+    peers: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -139,14 +152,18 @@ impl Command {
             }
             Command::SetAdmin { node, address } => {
                 check_name("node", node)?;
-                address
-                    .parse::<std::net::SocketAddr>()
-                    .map(|_| ())
-                    .map_err(|_| {
-                        Refused::Invalid(format!("admin address must be IP:port, got {address:?}"))
-                    })
+                check_socket_addr("admin", address)
             }
-            Command::Bootstrap { pools } => {
+            Command::SetPeer { node, address } => {
+                check_node_id(node)?;
+                check_socket_addr("peer", address)
+            }
+            Command::RemovePeer { node } => check_node_id(node),
+            Command::Bootstrap { pools, peers } => {
+                for (node, address) in peers {
+                    check_node_id(node)?;
+                    check_socket_addr("peer", address)?;
+                }
                 if pools.len() > MAX_POOLS {
                     return Err(Refused::Invalid(format!(
                         "the cluster holds at most {MAX_POOLS} pools"
@@ -187,6 +204,23 @@ fn check_name(what: &str, name: &str) -> Result<(), Refused> {
         )));
     }
     Ok(())
+}
+
+/// Node names follow the config's rule for `cluster.peers` keys.
+fn check_node_id(node: &str) -> Result<(), Refused> {
+    if !config::valid_node_id(node) {
+        return Err(Refused::Invalid(format!(
+            "node id must be 1 to 64 letters, digits, '-', '_' or '.', got {node:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_socket_addr(what: &str, address: &str) -> Result<(), Refused> {
+    address
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| Refused::Invalid(format!("{what} address must be IP:port, got {address:?}")))
 }
 
 fn check_upstream(u: &UpstreamSpec) -> Result<(), Refused> {
@@ -259,14 +293,30 @@ impl ClusterState {
             Command::SetAdmin { node, address } => {
                 self.admins.insert(node.clone(), address.clone());
             }
-            Command::Bootstrap { pools } => {
+            Command::Bootstrap { pools, peers } => {
                 if self.bootstrapped {
                     return Err(Refused::Invalid(
                         "the cluster is already bootstrapped".into(),
                     ));
                 }
                 self.pools = pools.clone();
+                for (node, address) in peers {
+                    self.peers.entry(node.clone()).or_insert(address.clone());
+                }
                 self.bootstrapped = true;
+            }
+            Command::SetPeer { node, address } => {
+                if let Some((other, _)) =
+                    self.peers.iter().find(|(n, a)| *n != node && *a == address)
+                {
+                    return Err(Refused::Invalid(format!(
+                        "{address} is already the peer address of {other}"
+                    )));
+                }
+                self.peers.insert(node.clone(), address.clone());
+            }
+            Command::RemovePeer { node } => {
+                self.peers.remove(node);
             }
             Command::DeleteUpstream { pool, id } => {
                 let list = self
@@ -321,6 +371,11 @@ impl ClusterState {
         self.admins.get(name).map(String::as_str)
     }
 
+    /// Every member's recorded peer address: node name to address text.
+    pub fn peers(&self) -> &BTreeMap<String, String> {
+        &self.peers
+    }
+
     /// True once the cluster's first `Bootstrap` has applied.
     pub fn is_bootstrapped(&self) -> bool {
         self.bootstrapped
@@ -334,7 +389,18 @@ impl ClusterState {
             .iter()
             .map(|p| (p.name.clone(), file_upstreams(p)))
             .collect();
-        Command::Bootstrap { pools }
+        let peers = config
+            .cluster
+            .as_ref()
+            .filter(|c| !c.join)
+            .map(|c| {
+                c.peers
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Command::Bootstrap { pools, peers }
     }
 
     /// Where the file and the committed state disagree, pool by pool.

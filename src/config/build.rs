@@ -107,8 +107,13 @@ fn is_dns_name(host: &str) -> bool {
     !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)
 }
 
-fn valid_node_id(id: &str) -> bool {
+/// Longest node id, in bytes.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+
+/// A node id: 1 to [`MAX_NODE_ID_BYTES`] letters, digits, '-', '_' or '.'.
+pub fn valid_node_id(id: &str) -> bool {
     !id.is_empty()
+        && id.len() <= MAX_NODE_ID_BYTES
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -191,6 +196,17 @@ impl Checker {
         None
     }
 
+    fn opt_bool(&mut self, path: &str, v: &Option<Value>, default: bool) -> bool {
+        match v {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.error(path, format!("must be true or false, got {}", shown(other)));
+                default
+            }
+        }
+    }
+
     fn opt_int(&mut self, path: &str, v: &Option<Value>, min: u64, max: u64, default: u64) -> u64 {
         match v {
             Some(v) => self.int(path, v, min, max).unwrap_or(default),
@@ -229,13 +245,10 @@ impl Checker {
             .required("node.id", &raw.id)
             .and_then(|v| self.string("node.id", v));
         if let Some(id) = &id {
-            if !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
+            if !valid_node_id(id) {
                 self.error(
                     "node.id",
-                    format!("must use only letters, digits, '-', '_' and '.', got {id:?}"),
+                    format!("must be 1 to {MAX_NODE_ID_BYTES} letters, digits, '-', '_' or '.', got {id:?}"),
                 );
             }
         }
@@ -300,6 +313,14 @@ impl Checker {
             &raw.election_timeout_ms,
             DEFAULT_ELECTION_TIMEOUT,
         );
+        let join = self.opt_bool("cluster.join", &raw.join, false);
+        let compact_threshold = self.opt_int(
+            "cluster.compact_threshold",
+            &raw.compact_threshold,
+            MIN_COMPACT_THRESHOLD,
+            MAX_COMPACT_THRESHOLD,
+            DEFAULT_COMPACT_THRESHOLD,
+        );
         if election_timeout < heartbeat * MIN_ELECTION_HEARTBEATS {
             self.error(
                 "cluster.election_timeout_ms",
@@ -315,6 +336,8 @@ impl Checker {
             peers: peers?,
             heartbeat,
             election_timeout,
+            join,
+            compact_threshold,
         })
     }
 
@@ -334,7 +357,7 @@ impl Checker {
             if !valid_node_id(id) {
                 self.error(
                     &path,
-                    format!("node id must use only letters, digits, '-', '_' and '.', got {id:?}"),
+                    format!("node id must be 1 to {MAX_NODE_ID_BYTES} letters, digits, '-', '_' or '.', got {id:?}"),
                 );
                 ok = false;
             }

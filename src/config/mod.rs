@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
-pub use build::{parse_upstream_addr, FieldError};
+pub use build::{parse_upstream_addr, valid_node_id, FieldError, MAX_NODE_ID_BYTES};
 
 /// Virtual nodes per unit of weight when a pool does not say.
 pub const DEFAULT_VNODES: u32 = 150;
@@ -97,7 +97,21 @@ pub struct Cluster {
     pub peers: std::collections::BTreeMap<String, SocketAddr>,
     pub heartbeat: Duration,
     pub election_timeout: Duration,
+    /// This instance starts with an empty log and no configuration of its own and waits
+    /// to be added by the cluster (`ringway cluster add-node`). Ignored once its data
+    /// dir holds state.
+    pub join: bool,
+    /// Applied entries kept in the log after the last snapshot before the state is
+    /// folded into a new snapshot and the log compacted.
+    pub compact_threshold: u64,
 }
+
+/// Default `cluster.compact_threshold`.
+pub const DEFAULT_COMPACT_THRESHOLD: u64 = 1000;
+/// Bounds of `cluster.compact_threshold`: below the lower, snapshots would be taken
+/// nearly every change; above the upper, restarts replay too long a log.
+pub const MIN_COMPACT_THRESHOLD: u64 = 10;
+pub const MAX_COMPACT_THRESHOLD: u64 = 1_000_000;
 
 /// Per-instance bounds on what clients may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

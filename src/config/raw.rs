@@ -53,6 +53,8 @@ pub struct RawCluster {
     pub peers: Option<BTreeMap<String, Value>>,
     pub heartbeat_ms: Option<Value>,
     pub election_timeout_ms: Option<Value>,
+    pub join: Option<Value>,
+    pub compact_threshold: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
