@@ -4,221 +4,23 @@
 //! kill -9 of the leader a new one is elected, and the killed instance restarts from
 //! its data dir, catches up, and keeps the newer cluster state over its file.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod procs;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use procs::*;
 use serde_json::Value;
-
-/// Every wait in this file gives up here.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A port free right now, below the kernel's ephemeral range (which starts at 32768
-/// by default), so outgoing connections of other tests cannot take it before the
-/// instance binds it.
-fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + fastrand::u16(..10_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-struct Instance {
-    name: String,
-    config: PathBuf,
-    admin: SocketAddr,
-    listener: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Instance {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// Panics with the instance's log if its process has exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            let log =
-                std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
-            panic!("{} exited ({status}):\n{log}", self.name);
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// GET on the admin API; `None` while the instance does not answer.
-    fn get(&self, path: &str) -> Option<Value> {
-        let body = http_get(self.admin, path)?;
-        serde_json::from_str(&body).ok()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let (status, body) = http_call(addr, "GET", path, &[], "")?;
-    (status == 200).then_some(body)
-}
-
-/// One HTTP/1.1 exchange: (status, body).
-fn http_call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    body: &str,
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn cluster(dir: &Path, upstreams: &[SocketAddr]) -> Vec<Instance> {
-    let names = ["n1", "n2", "n3"];
-    let raft: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<String> = names
-        .iter()
-        .zip(&raft)
-        .map(|(n, p)| format!("{n}: 127.0.0.1:{p}"))
-        .collect();
-    let ups: Vec<String> = upstreams
-        .iter()
-        .map(|a| format!("{{address: \"{a}\"}}"))
-        .collect();
-    names
-        .iter()
-        .zip(&raft)
-        .map(|(name, port)| {
-            let (listener, admin) = (free_port(), free_port());
-            let yaml = format!(
-                "node: {{id: {name}, data_dir: {data:?}}}\n\
-                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n\
-                 listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
-                 admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-                 pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n",
-                data = dir.join(name).display().to_string(),
-                token = dir.join("token").display().to_string(),
-                peers = peers.join(", "),
-                ups = ups.join(", "),
-            );
-            let config = dir.join(format!("{name}.yaml"));
-            std::fs::write(&config, yaml).unwrap();
-            let mut i = Instance {
-                name: name.to_string(),
-                config,
-                admin: format!("127.0.0.1:{admin}").parse().unwrap(),
-                listener: format!("127.0.0.1:{listener}").parse().unwrap(),
-                child: None,
-            };
-            i.start();
-            i
-        })
-        .collect()
-}
-
-/// The leader's name when every running instance names the same leader.
-fn agreed_leader(instances: &[&Instance]) -> Option<String> {
-    let views: Vec<Value> = instances
-        .iter()
-        .map(|i| i.get("/api/cluster"))
-        .collect::<Option<_>>()?;
-    let leader = views[0]["leader"].as_str()?.to_owned();
-    let leads = views.iter().filter(|v| v["role"] == "leader").count();
-    (leads == 1 && views.iter().all(|v| v["leader"] == leader.as_str())).then_some(leader)
-}
-
-/// Ring digests and applied index, when every instance has applied the bootstrap.
-fn digests(instances: &[&Instance]) -> Option<Vec<(String, u64)>> {
-    instances
-        .iter()
-        .map(|i| {
-            let pools = i.get("/api/pools")?;
-            let replicated = !pools["pools"][0]["replicated"].is_null();
-            let digest = pools["pools"][0]["ring_digest"].as_str()?.to_owned();
-            replicated.then_some((digest, pools["applied"].as_u64()?))
-        })
-        .collect()
-}
-
-fn echo_upstreams(n: usize) -> (tokio::runtime::Runtime, Vec<SocketAddr>) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let addrs = (0..n)
-        .map(|i| {
-            let l = rt
-                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .unwrap();
-            let addr = l.local_addr().unwrap();
-            rt.spawn(ringway::echo::serve(l, format!("up{i}")));
-            addr
-        })
-        .collect();
-    (rt, addrs)
-}
 
 #[test]
 fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
-    let dir = std::env::temp_dir().join(format!("ringway-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    let dir = test_dir("cluster");
     let (_rt, upstreams) = echo_upstreams(4);
     let (extra, upstreams) = (upstreams[3], &upstreams[..3]);
-    let mut nodes = cluster(&dir, upstreams);
+    let mut nodes = cluster(&dir, upstreams, "");
     std::thread::sleep(Duration::from_millis(300));
     nodes.iter_mut().for_each(Instance::assert_running);
 
@@ -292,8 +94,33 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
         "the files now differ from the cluster"
     );
 
-    // kill -9 the leader: the other two elect a new one.
+    // kill -9 the leader while clients keep sending requests through the other two:
+    // they elect a new one, and not one request fails meanwhile.
     let li = nodes.iter().position(|i| i.name == leader).unwrap();
+    let survivors: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, n)| n.listener)
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for addr in &survivors {
+                    k += 1;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if http_get(*addr, &format!("/load/{k}")).is_none() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     nodes[li].kill9();
     let rest: Vec<&Instance> = nodes
         .iter()
@@ -305,6 +132,21 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
         agreed_leader(&rest).filter(|l| *l != leader)
     });
     assert_ne!(new_leader, leader);
+    // The next change commits under the new leader.
+    let before = same_digest(&rest, None).unwrap();
+    let (status, answer) = rest[0]
+        .change("PUT", "/api/pools/web/upstreams/extra2", &body)
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    eventually("the change on both survivors", || {
+        same_digest(&rest, Some(&before))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(sent > 20, "the load ran: {sent} requests");
+    assert_eq!(failed, 0, "{failed} of {sent} requests through the survivors failed");
 
     // The killed instance restarts from its data dir and catches up.
     nodes[li].start();
@@ -318,11 +160,11 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
         d.windows(2).all(|w| w[0] == w[1]).then_some(d)
     });
     assert_eq!(ds[0].0, ds[li].0);
-    // Its file still lacks the added upstream: the committed state wins.
+    // Its file still lacks both added upstreams: the committed state wins.
     let ids = upstream_ids(&nodes[li]).unwrap();
     assert!(
-        ids.iter().any(|i| i == "extra"),
-        "restart with an unchanged file reverted the cluster: {ids:?}"
+        ids.iter().any(|i| i == "extra") && ids.iter().any(|i| i == "extra2"),
+        "restart with an unchanged file reverted the cluster, or missed a change: {ids:?}"
     );
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
@@ -345,20 +187,11 @@ fn single(dir: &Path) -> Instance {
     Instance {
         name: "solo".into(),
         config,
-        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
-        listener: format!("127.0.0.1:{listener}").parse().unwrap(),
+        admin: local(admin),
+        listener: local(listener),
+        raft: local(0),
         child: None,
     }
-}
-
-fn upstream_ids(i: &Instance) -> Option<Vec<String>> {
-    let pools = i.get("/api/pools")?;
-    let ups = pools["pools"][0]["upstreams"].as_array()?;
-    Some(
-        ups.iter()
-            .filter_map(|u| u["id"].as_str().map(str::to_owned))
-            .collect(),
-    )
 }
 
 fn segment(dir: &Path) -> PathBuf {

@@ -146,6 +146,11 @@ impl Admin {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
         };
+        // How long the leader may take: a new member may first have to catch up.
+        let wait = match target {
+            Target::Node(_) => JOIN_TIMEOUT + PROPOSE_TIMEOUT,
+            Target::Upstream { .. } => PROPOSE_TIMEOUT,
+        };
         let outcome = match target {
             Target::Upstream { pool, id } => {
                 let cmd = match command(&method, pool, id, &body) {
@@ -173,7 +178,7 @@ impl Admin {
             ),
             Outcome::Done(answer) => json_response(StatusCode::OK, answer),
             Outcome::Failed(ProposeFailure::NotLeader { leader: Some(l) }) if !forwarded => {
-                self.forward(l, &method, &path, auth, body).await
+                self.forward(l, &method, &path, auth, body, wait).await
             }
             Outcome::Failed(e) => failure(&e),
             Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
@@ -289,6 +294,7 @@ impl Admin {
         path: &str,
         auth: Option<HeaderValue>,
         body: Bytes,
+        wait: Duration,
     ) -> Response<Body> {
         let name = self.name_of(leader).unwrap_or_else(|| leader.to_string());
         let view = self.cluster.view();
@@ -302,7 +308,7 @@ impl Admin {
                 &format!("the leader ({name}) has not announced its admin address yet; retry\n"),
             );
         };
-        match tokio::time::timeout(PROPOSE_TIMEOUT, forward_to(addr, method, path, auth, body))
+        match tokio::time::timeout(wait, forward_to(addr, method, path, auth, body))
             .await
         {
             Ok(Ok(resp)) => resp,
@@ -353,6 +359,7 @@ impl Admin {
             "leader": v.leader.map(|l| self.name(l)),
             "commit": v.commit,
             "applied": v.applied,
+            "snapshot_index": v.snapshot,
             "members": members,
         })
     }

@@ -114,6 +114,8 @@ pub struct ClusterView {
     pub leader: Option<NodeId>,
     pub commit: Index,
     pub applied: Index,
+    /// Index of the latest snapshot this instance holds (its log starts after it).
+    pub snapshot: Index,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     /// Leader only: each member's highest replicated index.
@@ -526,6 +528,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         self.view.send_if_modified(|old| {
             let changed = !Arc::ptr_eq(&old.state, &view.state)
                 || old.applied != view.applied
+                || old.snapshot != view.snapshot
                 || old.commit != view.commit
                 || old.role != view.role
                 || old.term != view.term
@@ -603,6 +606,7 @@ fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
         leader,
         commit: node.commit_index(),
         applied: node.applied_index(),
+        snapshot: node.snapshot_index(),
         voters: conf.voters.clone(),
         learners: conf.learners.clone(),
         matched,
