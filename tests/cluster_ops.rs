@@ -46,7 +46,10 @@ fn a_member_is_added_and_another_removed_at_runtime() {
     assert_eq!(view["members"].as_array().unwrap().len(), 0, "{view}");
 
     // Added through a follower with the CLI, which answers once n4 is a voter.
-    let follower = nodes.iter().find(|n| n.name != leader && n.name != "n4").unwrap();
+    let follower = nodes
+        .iter()
+        .find(|n| n.name != leader && n.name != "n4")
+        .unwrap();
     let config = follower.config.to_str().unwrap();
     let raft4_text = raft4.to_string();
     let (ok, out, err) = Instance::cli(&["cluster", "-c", config, "add-node", "n4", &raft4_text]);
@@ -100,7 +103,9 @@ fn a_member_is_added_and_another_removed_at_runtime() {
         .change("PUT", "/api/pools/web/upstreams/extra", &body)
         .unwrap();
     assert_eq!(status, 200, "{answer}");
-    let digest = eventually("the change on all four", || same_digest(&all, Some(&digest)));
+    let digest = eventually("the change on all four", || {
+        same_digest(&all, Some(&digest))
+    });
 
     // Remove a founder that is not the leader; the other three carry on without it.
     let leader = eventually("a leader", || agreed_leader(&all));
@@ -141,21 +146,18 @@ fn a_member_is_added_and_another_removed_at_runtime() {
 
     // Bad requests are refused with a reason.
     let (status, answer) = rest[0]
-        .change("PUT", "/api/cluster/nodes/bad%20name", "{\"address\": \"127.0.0.1:1\"}")
+        .change(
+            "PUT",
+            "/api/cluster/nodes/bad%20name",
+            "{\"address\": \"127.0.0.1:1\"}",
+        )
         .unwrap();
     assert_eq!(status, 400, "{answer}");
     let (status, answer) = rest[0]
         .change("PUT", "/api/cluster/nodes/n9", "{\"address\": \"nowhere\"}")
         .unwrap();
     assert_eq!(status, 400, "{answer}");
-    let (status, _) = http_call(
-        rest[0].admin,
-        "DELETE",
-        "/api/cluster/nodes/n4",
-        &[],
-        "",
-    )
-    .unwrap();
+    let (status, _) = http_call(rest[0].admin, "DELETE", "/api/cluster/nodes/n4", &[], "").unwrap();
     assert_eq!(status, 401, "membership changes need the token");
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
@@ -235,7 +237,10 @@ fn a_cut_off_minority_keeps_serving_cannot_commit_and_converges_after_healing() 
     let (status, answer) = minority
         .change("PUT", "/api/pools/web/upstreams/other", &body)
         .unwrap();
-    assert_eq!(status, 503, "the cut-off instance committed a change: {answer}");
+    assert_eq!(
+        status, 503,
+        "the cut-off instance committed a change: {answer}"
+    );
     eventually("the old leader steps down", || {
         let v = minority.get("/api/cluster")?;
         (v["role"] != "leader").then_some(())
@@ -246,7 +251,10 @@ fn a_cut_off_minority_keeps_serving_cannot_commit_and_converges_after_healing() 
     // It keeps proxying with its last applied state.
     for key in keys() {
         let served = minority.served_by(&key);
-        assert!(served.is_some(), "{key} failed through the cut-off instance");
+        assert!(
+            served.is_some(),
+            "{key} failed through the cut-off instance"
+        );
     }
 
     // Healed, it converges: same leader, same ring, and the refused change is nowhere.

@@ -146,7 +146,10 @@ fn three_processes_agree_survive_a_leader_kill_and_catch_up() {
     load.join().unwrap();
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(sent > 20, "the load ran: {sent} requests");
-    assert_eq!(failed, 0, "{failed} of {sent} requests through the survivors failed");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests through the survivors failed"
+    );
 
     // The killed instance restarts from its data dir and catches up.
     nodes[li].start();

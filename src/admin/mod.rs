@@ -308,9 +308,7 @@ impl Admin {
                 &format!("the leader ({name}) has not announced its admin address yet; retry\n"),
             );
         };
-        match tokio::time::timeout(wait, forward_to(addr, method, path, auth, body))
-            .await
-        {
+        match tokio::time::timeout(wait, forward_to(addr, method, path, auth, body)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => text(
                 StatusCode::BAD_GATEWAY,
