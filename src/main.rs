@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ringway::admin::Admin;
 use ringway::cli::Remote;
 use ringway::cluster::node::Member;
+use ringway::config::reload::Reloader;
 use ringway::config::Config;
 use ringway::proxy::server::Server;
 use ringway::proxy::{Proxy, Snapshot};
@@ -245,21 +246,29 @@ fn cluster(
 }
 
 fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
-    let config = match load(path) {
+    // The bytes the config came from: the reloader compares later versions with them.
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+    };
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))
+        .and_then(|t| Config::parse(t).map_err(|e| e.at(path).to_string()));
+    let config = match parsed {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => return fail(e),
     };
     let rt = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };
-    match rt.block_on(serve(config)) {
+    match rt.block_on(serve(path, config, text)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<(), String> {
     let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
         Some(path) => Some(ringway::cli::read_token(path)?),
         None => None,
@@ -268,9 +277,14 @@ async fn serve(config: Config) -> Result<(), String> {
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
+    let forward = token
+        .clone()
+        .map(|t| ringway::admin::batch_forwarder(member.handle.clone(), member.names.clone(), t));
+    let reloader = Reloader::new(path, config.clone(), text, member.handle.clone(), forward);
+    tokio::spawn(reloader.clone().run(stop_rx.clone()));
     tokio::spawn(ringway::proxy::snapshot::follow_cluster(
         member.handle.clone(),
-        config.clone(),
+        reloader.subscribe(),
         proxy.clone(),
     ));
     if let Some(admin) = &config.admin {
@@ -279,7 +293,8 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         tracing::info!(addr = %admin.address, "admin API listening");
         let admin = Arc::new(Admin {
-            config: config.clone(),
+            config: reloader.subscribe(),
+            reloader: Some(reloader.clone()),
             proxy: proxy.clone(),
             cluster: member.handle.clone(),
             names: member.names.clone(),

@@ -204,10 +204,10 @@ fn a_cut_off_minority_keeps_serving_cannot_commit_and_converges_after_healing() 
     // Cut the leader off from both others, both ways.
     let cut = nodes.iter().position(|n| n.name == leader).unwrap();
     let links = |f: &dyn Fn(&Relay)| {
-        for i in 0..3 {
-            for j in 0..3 {
+        for (i, row) in relays.iter().enumerate() {
+            for (j, relay) in row.iter().enumerate() {
                 if (i == cut) != (j == cut) {
-                    f(relays[i][j].as_ref().unwrap());
+                    f(relay.as_ref().unwrap());
                 }
             }
         }

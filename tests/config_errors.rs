@@ -228,6 +228,8 @@ cluster:
   heartbeat_ms: 500
   election_timeout_ms: 1000
   gossip: yes
+  join: maybe
+  compact_threshold: 5
 listeners: [{address: "127.0.0.1:1"}]
 pools: [{name: p, upstreams: [{address: "127.0.0.1:9"}]}]
 "#,
@@ -235,9 +237,11 @@ pools: [{name: p, upstreams: [{address: "127.0.0.1:9"}]}]
     let want = [
         "cluster.gossip: unknown field",
         "cluster.address: is required",
-        "cluster.peers.bad id: node id must use only letters, digits, '-', '_' and '.', got \"bad id\"",
+        "cluster.peers.bad id: node id must be 1 to 64 letters, digits, '-', '_' or '.', got \"bad id\"",
         "cluster.peers.n3: 127.0.0.1:7001 is already the address of another peer",
         "cluster.peers: must include this node (n9)",
+        "cluster.join: must be true or false, got \"maybe\"",
+        "cluster.compact_threshold: must be at least 10, got 5",
         "cluster.election_timeout_ms: must be at least 3 x heartbeat_ms (1500 ms), got 1000 ms",
     ];
     assert_eq!(got, want);

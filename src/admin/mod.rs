@@ -14,6 +14,12 @@
 //!   announces in the replicated state), answered once committed and applied. They
 //!   require `Authorization: Bearer TOKEN` with the token of `admin.token_file`; with
 //!   no token configured they are refused.
+//! - `POST /api/batch` (JSON body: `{"changes": [...]}`, pool and upstream changes in
+//!   the replicated command format): applied together or not at all. Same token and
+//!   forwarding; this is also how a follower hands a reloaded file's changes to the
+//!   leader.
+//! - `GET /api/config`: the config file, its reloads, the last error and what needs
+//!   a restart.
 //! - `PUT /api/cluster/nodes/NAME` (JSON body: `address`, the new member's peer
 //!   address) and `DELETE /api/cluster/nodes/NAME`: add or remove a cluster member,
 //!   one voter at a time (a new member joins as a learner, catches up, then is
@@ -41,6 +47,7 @@ use tokio::sync::watch;
 use crate::cluster::driver::{ClusterHandle, ProposeFailure};
 use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused, UpstreamSpec};
+use crate::config::reload::{Forward, Reloader};
 use crate::config::{valid_node_id, Config};
 use crate::proxy::Proxy;
 use crate::raft::{ConfChange, ConfChangeKind, NodeId, Role};
@@ -48,7 +55,9 @@ use crate::ring;
 
 /// What the admin API reads.
 pub struct Admin {
-    pub config: Arc<Config>,
+    /// The config in force (it changes on reload).
+    pub config: watch::Receiver<Arc<Config>>,
+    pub reloader: Option<Arc<Reloader>>,
     pub proxy: Arc<Proxy>,
     pub cluster: ClusterHandle,
     /// Raft id to node name.
@@ -115,6 +124,14 @@ impl Admin {
                 json_response(StatusCode::OK, self.cluster_json())
             }
             (&Method::GET, ["api", "pools"]) => json_response(StatusCode::OK, self.pools_json()),
+            (&Method::GET, ["api", "config"]) => match &self.reloader {
+                Some(r) => json_response(StatusCode::OK, json!(r.status())),
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "this instance does not reload its file\n",
+                ),
+            },
+            (&Method::POST, ["api", "batch"]) => self.change(req, Target::Batch).await,
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
                 let target = Target::Upstream {
@@ -149,11 +166,24 @@ impl Admin {
         // How long the leader may take: a new member may first have to catch up.
         let wait = match target {
             Target::Node(_) => JOIN_TIMEOUT + PROPOSE_TIMEOUT,
-            Target::Upstream { .. } => PROPOSE_TIMEOUT,
+            Target::Upstream { .. } | Target::Batch => PROPOSE_TIMEOUT,
         };
         let outcome = match target {
             Target::Upstream { pool, id } => {
                 let cmd = match command(&method, pool, id, &body) {
+                    Ok(c) => c,
+                    Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+                };
+                let proposed =
+                    tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
+                match proposed {
+                    Err(_) => Outcome::TimedOut,
+                    Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
+                    Ok(Err(e)) => Outcome::Failed(e),
+                }
+            }
+            Target::Batch => {
+                let cmd = match batch_command(&body) {
                     Ok(c) => c,
                     Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
                 };
@@ -384,9 +414,10 @@ impl Admin {
                 })
             })
             .collect();
+        let config = self.config.borrow().clone();
         let drift: Vec<String> = view
             .state
-            .drift(&self.config)
+            .drift(&config)
             .iter()
             .map(|d| d.to_string())
             .collect();
@@ -423,7 +454,82 @@ impl Admin {
 /// What a change request is about.
 enum Target {
     Upstream { pool: String, id: String },
+    Batch,
     Node(String),
+}
+
+/// The body of `POST /api/batch`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    changes: Vec<Command>,
+}
+
+fn batch_command(body: &[u8]) -> Result<Command, String> {
+    let b: BatchBody = serde_json::from_slice(body).map_err(|e| {
+        format!("body must be JSON like {{\"changes\": [{{\"op\": \"delete_upstream\", \"pool\": \"web\", \"id\": \"a\"}}]}}: {e}")
+    })?;
+    let cmd = Command::Batch {
+        commands: b.changes,
+    };
+    cmd.validate().map_err(|e| e.to_string())?;
+    Ok(cmd)
+}
+
+/// How a follower's reloader hands a batch to the leader: through the leader's admin
+/// API, with this instance's admin token.
+pub fn batch_forwarder(
+    cluster: ClusterHandle,
+    names: BTreeMap<NodeId, String>,
+    token: String,
+) -> Forward {
+    Arc::new(move |cmd: Command| {
+        let (cluster, names, token) = (cluster.clone(), names.clone(), token.clone());
+        Box::pin(async move {
+            let view = cluster.view();
+            let leader = view.leader.ok_or("no leader is known")?;
+            let name = names
+                .get(&leader)
+                .cloned()
+                .or_else(|| {
+                    view.state
+                        .peers()
+                        .keys()
+                        .find(|n| raft_id(n) == leader)
+                        .cloned()
+                })
+                .ok_or("the leader's name is unknown")?;
+            let addr: SocketAddr = view
+                .state
+                .admin_of(&name)
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| {
+                    format!("the leader ({name}) has not announced its admin address")
+                })?;
+            let Command::Batch { commands } = cmd else {
+                return Err("only batches are forwarded".to_owned());
+            };
+            let body =
+                serde_json::to_vec(&json!({ "changes": commands })).map_err(|e| e.to_string())?;
+            let headers = [
+                client::bearer(&token)?,
+                (FORWARDED, HeaderValue::from_static("1")),
+            ];
+            let call = client::call(addr, Method::POST, "/api/batch", &headers, body.into());
+            let (parts, bytes) = tokio::time::timeout(PROPOSE_TIMEOUT, call)
+                .await
+                .map_err(|_| format!("the leader ({name} at {addr}) did not answer in time"))??;
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            match answer["applied"].as_u64() {
+                Some(index) if parts.status.is_success() => Ok(index),
+                _ => Err(format!(
+                    "the leader ({name} at {addr}) answered {}: {}",
+                    parts.status,
+                    String::from_utf8_lossy(&bytes).trim()
+                )),
+            }
+        })
+    })
 }
 
 /// How a change ended, before it becomes a response.

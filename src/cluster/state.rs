@@ -75,7 +75,13 @@ pub enum Command {
     SetPeer { node: String, address: String },
     /// Forgets a member's peer address, after it left the Raft configuration.
     RemovePeer { node: String },
+    /// Pool changes applied together or not at all (a reloaded file's changes). Holds
+    /// only pool and upstream commands.
+    Batch { commands: Vec<Command> },
 }
+
+/// Most commands one batch may hold.
+pub const MAX_BATCH: usize = 10_000;
 
 /// Why apply refused a command. The same on every instance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +165,23 @@ impl Command {
                 check_socket_addr("peer", address)
             }
             Command::RemovePeer { node } => check_node_id(node),
+            Command::Batch { commands } => {
+                if commands.len() > MAX_BATCH {
+                    return Err(Refused::Invalid(format!(
+                        "a batch holds at most {MAX_BATCH} changes, got {}",
+                        commands.len()
+                    )));
+                }
+                for (i, c) in commands.iter().enumerate() {
+                    if !c.is_pool_change() {
+                        return Err(Refused::Invalid(format!(
+                            "change {i} of the batch: only pool and upstream changes can be batched"
+                        )));
+                    }
+                    c.validate().map_err(|r| in_batch(i, r))?;
+                }
+                Ok(())
+            }
             Command::Bootstrap { pools, peers } => {
                 for (node, address) in peers {
                     check_node_id(node)?;
@@ -175,6 +198,28 @@ impl Command {
                 })
             }
         }
+    }
+}
+
+impl Command {
+    /// A change to pools or upstreams (what files and operators change), as opposed
+    /// to the cluster's own bookkeeping.
+    pub fn is_pool_change(&self) -> bool {
+        matches!(
+            self,
+            Command::SetPool { .. }
+                | Command::RemovePool { .. }
+                | Command::PutUpstream { .. }
+                | Command::DeleteUpstream { .. }
+        )
+    }
+}
+
+/// A refusal of the `i`th command of a batch, saying which.
+fn in_batch(i: usize, r: Refused) -> Refused {
+    match r {
+        Refused::Invalid(why) => Refused::Invalid(format!("change {i} of the batch: {why}")),
+        other => other,
     }
 }
 
@@ -318,6 +363,13 @@ impl ClusterState {
             Command::RemovePeer { node } => {
                 self.peers.remove(node);
             }
+            Command::Batch { commands } => {
+                let mut next = self.clone();
+                for (i, c) in commands.iter().enumerate() {
+                    next.apply(c).map_err(|r| in_batch(i, r))?;
+                }
+                *self = next;
+            }
             Command::DeleteUpstream { pool, id } => {
                 let list = self
                     .pools
@@ -422,6 +474,66 @@ impl ClusterState {
         }
         out
     }
+}
+
+/// The changes that carry an edit of the file (`old` to `new`) into the cluster's
+/// `state`: only what the edit touched, and only where the cluster differs from the
+/// new file, so changes made through the admin API to other upstreams stay, and an
+/// edit already applied (by another instance with the same file) proposes nothing.
+pub fn file_changes(
+    old: &config::Config,
+    new: &config::Config,
+    state: &ClusterState,
+) -> Vec<Command> {
+    let mut out = Vec::new();
+    for p in &new.pools {
+        let wanted = file_upstreams(p);
+        let before = old
+            .pools
+            .iter()
+            .find(|o| o.name == p.name)
+            .map(file_upstreams);
+        let Some(current) = state.pool(&p.name) else {
+            if before.as_ref() != Some(&wanted) {
+                out.push(Command::SetPool {
+                    pool: p.name.clone(),
+                    upstreams: wanted,
+                });
+            }
+            continue;
+        };
+        let before = before.unwrap_or_default();
+        for gone in before
+            .iter()
+            .filter(|b| !wanted.iter().any(|w| w.id == b.id))
+        {
+            if current.iter().any(|c| c.id == gone.id) {
+                out.push(Command::DeleteUpstream {
+                    pool: p.name.clone(),
+                    id: gone.id.clone(),
+                });
+            }
+        }
+        for w in &wanted {
+            let edited = !before.contains(w);
+            let differs = !current.contains(w);
+            if edited && differs {
+                out.push(Command::PutUpstream {
+                    pool: p.name.clone(),
+                    upstream: w.clone(),
+                });
+            }
+        }
+    }
+    for o in &old.pools {
+        let dropped = !new.pools.iter().any(|p| p.name == o.name);
+        if dropped && state.pool(&o.name).is_some() {
+            out.push(Command::RemovePool {
+                pool: o.name.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// The upstreams a config pool lists, as the cluster would hold them.

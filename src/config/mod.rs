@@ -6,6 +6,7 @@
 
 mod build;
 mod raw;
+pub mod reload;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -146,14 +146,23 @@ fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
     Ring::build(&members, vnodes)
 }
 
-/// Keeps `proxy`'s routing snapshot built from the latest committed state: rebuilds
-/// off the hot path whenever the applied state changes, and swaps it in whole.
-pub async fn follow_cluster(handle: ClusterHandle, config: Arc<Config>, proxy: Arc<super::Proxy>) {
+/// Keeps `proxy`'s routing snapshot built from the latest committed state and the
+/// config in force: rebuilds off the hot path whenever either changes (a commit, a
+/// reloaded file), and swaps it in whole.
+pub async fn follow_cluster(
+    handle: ClusterHandle,
+    mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+    proxy: Arc<super::Proxy>,
+) {
     let mut views = handle.subscribe();
-    let mut last: Option<Arc<ClusterState>> = None;
+    let mut last: Option<(Arc<ClusterState>, Arc<Config>)> = None;
     loop {
         let state = views.borrow_and_update().state.clone();
-        if !last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &state)) {
+        let config = configs.borrow_and_update().clone();
+        let same = last
+            .as_ref()
+            .is_some_and(|(s, c)| Arc::ptr_eq(s, &state) && Arc::ptr_eq(c, &config));
+        if !same {
             let current = proxy.snapshot();
             let next = Snapshot::build_with(&config, Some(&state), Some(&current));
             proxy.swap(next);
@@ -165,10 +174,11 @@ pub async fn follow_cluster(handle: ClusterHandle, config: Arc<Config>, proxy: A
             for drift in drifts {
                 tracing::info!(%drift, "file and cluster differ");
             }
-            last = Some(state);
+            last = Some((state, config));
         }
-        if views.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = views.changed() => if changed.is_err() { return },
+            changed = configs.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -1,0 +1,343 @@
+//! Hot reload of the config file.
+//!
+//! A [`Reloader`] re-reads the file when it changes (inotify through `notify`, on the
+//! file's directory so that editors that write a temporary file and rename it, and a
+//! symlink swapped to a new target as Kubernetes does with ConfigMaps, are both seen),
+//! on `SIGHUP`, and on a slow poll that catches anything the watcher missed. Triggers
+//! are debounced ([`DEBOUNCE`]) and a file whose bytes did not change is not applied
+//! again.
+//!
+//! A valid new file takes effect in two ways: its routes, hash keys and timeouts are
+//! published at once (the proxy rebuilds its snapshot from them), and what it changes
+//! in pool membership is proposed to the cluster as one [`Command::Batch`] (a follower
+//! hands the batch to the leader's admin API). Settings that only take effect at
+//! start (node, listeners, admin, cluster, limits) keep their running values and are
+//! reported as needing a restart. An invalid file changes nothing: the error is
+//! logged with its place in the file, counted, and shown by the admin API.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::Config;
+use crate::cluster::driver::{ClusterHandle, ProposeFailure};
+use crate::cluster::state::{file_changes, Command};
+
+/// Quiet time after a change event before the file is read: editors and ConfigMap
+/// updates touch several directory entries in a burst.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// The file is also compared on this interval, in case the watcher missed an event
+/// (or could not start).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a reload's cluster change may take to commit.
+pub const RELOAD_PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin API and metrics show about reloads.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub file: PathBuf,
+    /// Successful loads, the first at start.
+    pub loaded: u64,
+    /// Reloads refused (invalid file, unreadable file, or a change the cluster did
+    /// not take).
+    pub failed: u64,
+    /// Unix time (seconds) of the last successful load.
+    pub last_success_unix: u64,
+    /// Why the last attempt failed, if it did; cleared by the next success.
+    pub last_error: Option<String>,
+    /// Settings changed in the file that take effect only after a restart.
+    pub restart_required: Vec<String>,
+    /// Raft index at which the last reload's pool changes applied.
+    pub last_applied: Option<u64>,
+}
+
+/// Hands a batch of pool changes to the leader when this instance is a follower.
+pub type Forward = Arc<
+    dyn Fn(
+            Command,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Re-reads, validates and applies the config file; see the module docs.
+pub struct Reloader {
+    path: PathBuf,
+    /// The file as last loaded (what the next edit is compared with).
+    file: Mutex<(Arc<Config>, Vec<u8>)>,
+    /// The config in force: the file's pools with the start-time settings.
+    current: watch::Sender<Arc<Config>>,
+    status: Mutex<ReloadStatus>,
+    cluster: ClusterHandle,
+    forward: Option<Forward>,
+}
+
+/// Why a reload did not apply.
+#[derive(Debug)]
+enum Failure {
+    Invalid(String),
+    Cluster(String),
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose content at start was `text`, parsed as `config`.
+    pub fn new(
+        path: &Path,
+        config: Arc<Config>,
+        text: Vec<u8>,
+        cluster: ClusterHandle,
+        forward: Option<Forward>,
+    ) -> Arc<Reloader> {
+        let (current, _) = watch::channel(config.clone());
+        let status = ReloadStatus {
+            file: path.to_owned(),
+            loaded: 1,
+            last_success_unix: unix_now(),
+            ..ReloadStatus::default()
+        };
+        Arc::new(Reloader {
+            path: path.to_owned(),
+            file: Mutex::new((config, text)),
+            current,
+            status: Mutex::new(status),
+            cluster,
+            forward,
+        })
+    }
+
+    /// The config in force, and every later one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.current.subscribe()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Watches the file and `SIGHUP` until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // One pending trigger is enough: a burst of events coalesces into one read.
+        let (tx, mut rx) = mpsc::channel::<bool>(1);
+        let _watcher = match watch_dir(&self.path, tx.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot watch the config file; it is polled every {} s", POLL_INTERVAL.as_secs());
+                None
+            }
+        };
+        spawn_sighup(tx.clone());
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.tick().await;
+        loop {
+            let forced = tokio::select! {
+                t = rx.recv() => t.unwrap_or(false),
+                _ = poll.tick() => false,
+                _ = shutdown.wait_for(|&s| s) => return,
+            };
+            let mut forced = forced;
+            if !forced {
+                tokio::time::sleep(DEBOUNCE).await;
+            }
+            while let Ok(f) = rx.try_recv() {
+                forced |= f;
+            }
+            self.reload(forced).await;
+        }
+    }
+
+    /// Reads the file and applies it if it changed (or `forced`, as on `SIGHUP`).
+    /// Returns whether a new config took effect.
+    pub async fn reload(&self, forced: bool) -> bool {
+        let text = match read_bounded(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.failed(Failure::Invalid(e));
+                return false;
+            }
+        };
+        let old = {
+            let file = lock(&self.file);
+            if file.1 == text && !forced {
+                return false;
+            }
+            file.0.clone()
+        };
+        let parsed = std::str::from_utf8(&text)
+            .map_err(|e| format!("{}: not UTF-8 text: {e}", self.path.display()))
+            .and_then(|t| Config::parse(t).map_err(|e| e.at(&self.path).to_string()));
+        let new = match parsed {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                self.failed(Failure::Invalid(e));
+                return false;
+            }
+        };
+        let restart = restart_required(&self.current.borrow(), &new);
+        for what in &restart {
+            tracing::warn!(file = %self.path.display(), setting = %what, "changed in the file; takes effect after a restart");
+        }
+        let applied = match self.propose(&old, &new).await {
+            Ok(index) => index,
+            Err(e) => {
+                self.failed(Failure::Cluster(e));
+                return false;
+            }
+        };
+        let effective = Arc::new(effective(&self.current.borrow(), &new));
+        *lock(&self.file) = (new, text);
+        self.current.send_replace(effective);
+        let mut st = lock(&self.status);
+        st.loaded += 1;
+        st.last_success_unix = unix_now();
+        st.last_error = None;
+        st.restart_required = restart;
+        if applied.is_some() {
+            st.last_applied = applied;
+        }
+        tracing::info!(file = %self.path.display(), cluster_index = ?applied, "config reloaded");
+        true
+    }
+
+    /// Proposes what the edit changes in pool membership; `None` when it changes
+    /// nothing the cluster does not already hold.
+    async fn propose(&self, old: &Config, new: &Config) -> Result<Option<u64>, String> {
+        let state = self.cluster.view().state.clone();
+        if !state.is_bootstrapped() {
+            // The bootstrap will copy the pools of the file in force.
+            return Ok(None);
+        }
+        let commands = file_changes(old, new, &state);
+        if commands.is_empty() {
+            return Ok(None);
+        }
+        let batch = Command::Batch { commands };
+        let proposed =
+            tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.cluster.propose(batch.clone())).await;
+        match proposed {
+            Err(_) => Err("the cluster did not commit the file's changes in time".into()),
+            Ok(Ok(index)) => Ok(Some(index)),
+            Ok(Err(ProposeFailure::NotLeader { leader: Some(_) })) => match &self.forward {
+                Some(forward) => forward(batch).await.map(Some),
+                None => Err("this instance is not the leader and cannot hand the file's changes to it: set admin.token_file (the same token as the leader's)".into()),
+            },
+            Ok(Err(e)) => Err(format!("the cluster did not take the file's changes: {e}")),
+        }
+    }
+
+    fn failed(&self, why: Failure) {
+        let text = match why {
+            Failure::Invalid(e) => e,
+            Failure::Cluster(e) => e,
+        };
+        tracing::error!(file = %self.path.display(), error = %text, "config reload refused; the last good config stays in force");
+        let mut st = lock(&self.status);
+        st.failed += 1;
+        st.last_error = Some(text);
+    }
+}
+
+/// The settings that differ between the running config and `new` but take effect
+/// only at start.
+pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if running.node.id != new.node.id {
+        out.push("node.id".to_owned());
+    }
+    if running.node.data_dir != new.node.data_dir {
+        out.push("node.data_dir".to_owned());
+    }
+    if running.listeners != new.listeners {
+        out.push("listeners".to_owned());
+    }
+    if running.admin != new.admin {
+        out.push("admin".to_owned());
+    }
+    if running.cluster != new.cluster {
+        out.push("cluster".to_owned());
+    }
+    if running.limits != new.limits {
+        out.push("limits".to_owned());
+    }
+    out
+}
+
+/// `new`'s pools with `running`'s start-time settings.
+fn effective(running: &Config, new: &Config) -> Config {
+    Config {
+        pools: new.pools.clone(),
+        ..running.clone()
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_CONFIG_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(text)
+}
+
+/// Watches the directory holding `path` (not the file: a rename over it or a swapped
+/// symlink replaces the inode a file watch would follow).
+fn watch_dir(path: &Path, tx: mpsc::Sender<bool>) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // Full means a read is already pending.
+            let _ = tx.try_send(false);
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+#[cfg(unix)]
+fn spawn_sighup(tx: mpsc::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: re-reading the config file");
+                    if tx.send(true).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+    }
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup(_tx: mpsc::Sender<bool>) {}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Locks a mutex held only for short, await-free sections; a poisoned one is still
+/// consistent (every section writes whole values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
