@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
@@ -12,7 +11,7 @@ use super::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
 use super::raft_id;
 use super::state::ClusterState;
 use super::storage::DiskStorage;
-use super::transport::{Acceptor, Dialer, Transport, TransportConfig};
+use super::transport::{Transport, TransportConfig};
 use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
 use crate::raft::{ConfState, NodeId};
 
@@ -97,13 +96,10 @@ impl Member {
     }
 }
 
-/// Mutual TLS for the transport: its dialer and acceptor.
-type TlsSeam = (Arc<dyn Dialer>, Arc<dyn Acceptor>);
-
 async fn run(
     driver: Driver<DiskStorage>,
     transport: Option<TransportConfig>,
-    tls: Option<TlsSeam>,
+    tls: Option<crate::tls::cluster::Seam>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stop = async move {
@@ -127,7 +123,7 @@ async fn run(
 async fn start_transport(
     cfg: TransportConfig,
     tx: mpsc::Sender<crate::raft::Message>,
-    tls: Option<TlsSeam>,
+    tls: Option<crate::tls::cluster::Seam>,
 ) -> std::io::Result<Transport> {
     match tls {
         None => Transport::start(cfg, tx).await,

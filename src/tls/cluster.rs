@@ -27,9 +27,12 @@ use crate::raft::NodeId;
 /// ALPN of the Raft transport: a peer speaking anything else is not one of us.
 const CLUSTER_ALPN: &[u8] = b"ringway-raft/1";
 
+/// A dialer and an acceptor for the transport.
+pub type Seam = (Arc<dyn Dialer>, Arc<dyn Acceptor>);
+
 /// The transport's dialer and acceptor for `tls`; the instance's certificate is
 /// reloaded when its files change (the CA is read once).
-pub fn transport(tls: &ClusterTls) -> Result<(Arc<dyn Dialer>, Arc<dyn Acceptor>), LoadError> {
+pub fn transport(tls: &ClusterTls) -> Result<Seam, LoadError> {
     let roots = Arc::new(load_roots(&tls.ca_file, "ca_file")?);
     let identity = CertStore::load(std::slice::from_ref(&tls.identity))?;
     identity.watch();
