@@ -8,7 +8,8 @@
 //! 5. [`raft`]: the sans-IO consensus core and its deterministic simulator.
 //! 6. [`cluster`]: the replicated state the instances agree on.
 //! 7. [`admin`]: the admin API (views, and upstream changes through the cluster).
-//! 8. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 8. [`tls`]: TLS on listeners, towards upstreams, and between instances (rustls).
+//! 9. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod admin;
 pub mod balance;
@@ -20,3 +21,4 @@ pub mod proxy;
 pub mod raft;
 pub mod ring;
 pub mod shutdown;
+pub mod tls;

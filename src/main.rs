@@ -11,9 +11,10 @@ use ringway::admin::Admin;
 use ringway::cli::Remote;
 use ringway::cluster::node::Member;
 use ringway::config::reload::Reloader;
-use ringway::config::Config;
+use ringway::config::{Config, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 use ringway::proxy::server::Server;
 use ringway::proxy::{Proxy, Snapshot};
+use ringway::tls::ServerTls;
 
 #[derive(Parser)]
 #[command(
@@ -166,8 +167,20 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
+/// Loads the config, then reads every TLS file it names: both kinds of error are
+/// reported the same way, each at its field.
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
+    let checked = Config::load(path).and_then(|config| {
+        let errors = ringway::tls::check(&config);
+        match errors.is_empty() {
+            true => Ok(config),
+            false => Err(ringway::config::ConfigError::Invalid {
+                path: path.to_owned(),
+                errors,
+            }),
+        }
+    });
+    checked.map_err(|e| {
         eprintln!("ringway: {e}");
         ExitCode::from(2)
     })
@@ -251,10 +264,7 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", path.display())),
     };
-    let parsed = std::str::from_utf8(&text)
-        .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))
-        .and_then(|t| Config::parse(t).map_err(|e| e.at(path).to_string()));
-    let config = match parsed {
+    let config = match ringway::config::reload::parse_file(path, &text) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -266,6 +276,29 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// Each listener's TLS, indexed like the listeners; warns about every pool that does
+/// not verify its upstreams' certificates.
+fn listener_tls(config: &Config) -> Result<Vec<Option<ServerTls>>, String> {
+    for pool in config
+        .pools
+        .iter()
+        .filter(|p| p.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
+    {
+        tracing::warn!(pool = %pool.name, "insecure_skip_verify is on: upstream TLS certificates of this pool are NOT verified");
+    }
+    let mut out = Vec::with_capacity(config.listeners.len());
+    for (i, l) in config.listeners.iter().enumerate() {
+        let tls = match &l.tls {
+            Some(t) => Some(
+                ServerTls::new(t).map_err(|e| format!("listeners[{i}].tls.{}: {e}", e.field))?,
+            ),
+            None => None,
+        };
+        out.push(tls);
+    }
+    Ok(out)
 }
 
 async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<(), String> {
@@ -300,12 +333,20 @@ async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<
             names: member.names.clone(),
             token,
         });
-        tokio::spawn(admin.serve(listener, stop_rx.clone()));
+        let tls = match &config.admin.as_ref().and_then(|a| a.tls.clone()) {
+            Some(pair) => Some(
+                ServerTls::from_pairs(std::slice::from_ref(pair), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
+                    .map_err(|e| format!("admin.tls.{}: {e}", e.field))?,
+            ),
+            None => None,
+        };
+        tokio::spawn(admin.serve_with_tls(listener, tls, stop_rx.clone()));
     }
     let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
     let server = Server::bind(&addrs, proxy, config.limits.clone())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_tls(listener_tls(&config)?);
     for addr in server.local_addrs() {
         tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
     }

@@ -82,9 +82,15 @@ type Body = Full<Bytes>;
 
 impl Admin {
     /// Serves on `listener` until `shutdown` turns true.
-    pub async fn serve(
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+        self.serve_with_tls(listener, None, shutdown).await
+    }
+
+    /// Like [`Admin::serve`], over TLS when `tls` is given.
+    pub async fn serve_with_tls(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<crate::tls::ServerTls>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -96,14 +102,27 @@ impl Admin {
             let Ok((stream, _)) = accepted else { continue };
             let admin = self.clone();
             let builder = builder.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.answer(req).await) }
                 });
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = match tls {
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(_) => Ok(()),
+                    },
+                };
             });
         }
     }

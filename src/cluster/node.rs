@@ -44,6 +44,8 @@ pub enum StartError {
     Driver(#[from] super::driver::DriverError),
     #[error("cannot start the cluster thread: {0}")]
     Thread(std::io::Error),
+    #[error("cluster.tls.{}: {}", .0.field, .0.message)]
+    Tls(crate::tls::LoadError),
 }
 
 impl Member {
@@ -81,8 +83,12 @@ impl Member {
         dcfg.seed = me ^ std::process::id() as u64;
         let (driver, handle) = Driver::new(dcfg, storage)?;
         let transport_cfg = transport_config(config, me);
+        let tls = match config.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+            Some(tls) => Some(crate::tls::cluster::transport(tls).map_err(StartError::Tls)?),
+            None => None,
+        };
         let thread = start_thread("ringway-cluster", move || {
-            run(driver, transport_cfg, shutdown)
+            run(driver, transport_cfg, tls, shutdown)
         })
         .map_err(StartError::Thread)?;
         Ok(Member {
@@ -103,6 +109,7 @@ impl Member {
 async fn run(
     driver: Driver<DiskStorage>,
     transport: Option<TransportConfig>,
+    tls: Option<crate::tls::cluster::Seam>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stop = async move {
@@ -111,7 +118,7 @@ async fn run(
     let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
     match transport {
         None => driver.run(rx, NoPeers, stop).await,
-        Some(cfg) => match Transport::start(cfg, tx).await {
+        Some(cfg) => match start_transport(cfg, tx, tls).await {
             Ok(t) => {
                 driver.run(rx, t.clone(), stop).await;
                 t.shutdown().await;
@@ -120,6 +127,17 @@ async fn run(
                 tracing::error!(error = %e, "cannot start the cluster transport; this node stays out of the cluster")
             }
         },
+    }
+}
+
+async fn start_transport(
+    cfg: TransportConfig,
+    tx: mpsc::Sender<crate::raft::Message>,
+    tls: Option<crate::tls::cluster::Seam>,
+) -> std::io::Result<Transport> {
+    match tls {
+        None => Transport::start(cfg, tx).await,
+        Some((dialer, acceptor)) => Transport::start_with(cfg, tx, dialer, acceptor).await,
     }
 }
 

@@ -15,6 +15,8 @@ use super::raw::{
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
+mod tls;
+
 /// One rule a field broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -267,9 +269,12 @@ impl Checker {
             self.error("listeners", "must list at least one listener");
         }
         let mut out: Vec<Listener> = Vec::new();
-        for (i, l) in raw.iter().enumerate() {
+        for (i, l) in raw.into_iter().enumerate() {
             let path = format!("listeners[{i}]");
             self.unknown(&path, &l.unknown);
+            let tls = l
+                .tls
+                .and_then(|t| self.listener_tls(&join(&path, "tls"), t));
             let field = join(&path, "address");
             let Some(address) = self
                 .required(&field, &l.address)
@@ -280,7 +285,7 @@ impl Checker {
             if out.iter().any(|o| o.address == address) {
                 self.error(&field, format!("{address} is listed twice"));
             }
-            out.push(Listener { address });
+            out.push(Listener { address, tls });
         }
         out
     }
@@ -292,12 +297,14 @@ impl Checker {
             .as_ref()
             .and_then(|v| self.string("admin.token_file", v))
             .map(PathBuf::from);
+        let tls = raw.tls.and_then(|t| self.cert_pair("admin.tls", t));
         let address = self
             .required("admin.address", &raw.address)
             .and_then(|v| self.socket_addr("admin.address", v))?;
         Some(Admin {
             address,
             token_file,
+            tls,
         })
     }
 
@@ -331,6 +338,7 @@ impl Checker {
                 ),
             );
         }
+        let tls = raw.tls.and_then(|t| self.cluster_tls(t));
         Some(Cluster {
             address: address?,
             peers: peers?,
@@ -338,6 +346,7 @@ impl Checker {
             election_timeout,
             join,
             compact_threshold,
+            tls,
         })
     }
 
@@ -496,6 +505,10 @@ impl Checker {
             DEFAULT_MAX_IDLE_PER_UPSTREAM as u64,
         ) as usize;
         let upstreams = self.upstreams(path, raw.upstreams, vnodes);
+        let tls = match raw.tls {
+            Some(t) => Some(self.pool_tls(&join(path, "tls"), t)?),
+            None => None,
+        };
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -507,6 +520,7 @@ impl Checker {
             timeouts,
             max_idle_per_upstream,
             upstreams,
+            tls,
         })
     }
 

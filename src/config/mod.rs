@@ -69,6 +69,51 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// Terminate TLS on this socket; absent: plain HTTP/1.1 and h2c.
+    pub tls: Option<ListenerTls>,
+}
+
+/// Time a client gets to complete its TLS handshake when the file does not say.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Picked by the SNI name the client asks for, matched against each certificate's
+    /// names; the first is the default (no SNI, or a name none of them covers).
+    pub certificates: Vec<CertPair>,
+    pub handshake_timeout: Duration,
+}
+
+/// A PEM certificate chain (leaf first) and the PEM private key that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// TLS towards a pool's upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolTls {
+    /// PEM bundle of the CAs trusted for upstream certificates; absent: the system's
+    /// trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Name sent as SNI and verified against the certificate; absent: the upstream's
+    /// host.
+    pub server_name: Option<String>,
+    /// Certificate presented to upstreams that ask for one.
+    pub client_cert: Option<CertPair>,
+    /// Accept any upstream certificate. Only for tests and emergencies.
+    pub insecure_skip_verify: bool,
+}
+
+/// Mutual TLS between the instances of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The cluster CA: peers must present a certificate that chains to it.
+    pub ca_file: PathBuf,
+    /// This instance's certificate (signed by the cluster CA) and key.
+    pub identity: CertPair,
 }
 
 /// The admin API socket.
@@ -78,6 +123,8 @@ pub struct Admin {
     /// File holding the bearer token that admin mutations require; without it they
     /// are refused.
     pub token_file: Option<PathBuf>,
+    /// Serve the admin API over TLS with this certificate.
+    pub tls: Option<CertPair>,
 }
 
 /// Raft heartbeat interval when the file does not say.
@@ -105,6 +152,8 @@ pub struct Cluster {
     /// Applied entries kept in the log after the last snapshot before the state is
     /// folded into a new snapshot and the log compacted.
     pub compact_threshold: u64,
+    /// Mutual TLS between instances; absent: plain TCP.
+    pub tls: Option<ClusterTls>,
 }
 
 /// Default `cluster.compact_threshold`.
@@ -165,6 +214,8 @@ pub struct Pool {
     pub timeouts: Timeouts,
     pub max_idle_per_upstream: usize,
     pub upstreams: Vec<Upstream>,
+    /// TLS towards the upstreams; absent: plain HTTP.
+    pub tls: Option<PoolTls>,
 }
 
 /// One backend server of a pool.

@@ -35,6 +35,7 @@ pub struct RawNode {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawListener {
     pub address: Option<Value>,
+    pub tls: Option<RawListenerTls>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -43,6 +44,7 @@ pub struct RawListener {
 pub struct RawAdmin {
     pub address: Option<Value>,
     pub token_file: Option<Value>,
+    pub tls: Option<RawCertPair>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -55,6 +57,7 @@ pub struct RawCluster {
     pub election_timeout_ms: Option<Value>,
     pub join: Option<Value>,
     pub compact_threshold: Option<Value>,
+    pub tls: Option<RawClusterTls>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -83,6 +86,7 @@ pub struct RawPool {
     pub idle_timeout_ms: Option<Value>,
     pub max_idle_per_upstream: Option<Value>,
     pub upstreams: Option<Vec<RawUpstream>>,
+    pub tls: Option<RawPoolTls>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -92,6 +96,46 @@ pub struct RawUpstream {
     pub id: Option<Value>,
     pub address: Option<Value>,
     pub weight: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `listeners[].tls`: terminate TLS with these certificates (the first is the default).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawListenerTls {
+    pub certificates: Option<Vec<RawCertPair>>,
+    pub handshake_timeout_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCertPair {
+    pub cert: Option<Value>,
+    pub key: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].tls`: talk TLS to this pool's upstreams.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPoolTls {
+    pub ca_file: Option<Value>,
+    pub server_name: Option<Value>,
+    pub client_cert: Option<Value>,
+    pub client_key: Option<Value>,
+    pub insecure_skip_verify: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `cluster.tls`: mutual TLS between instances.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClusterTls {
+    pub ca_file: Option<Value>,
+    pub cert: Option<Value>,
+    pub key: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -168,10 +168,7 @@ impl Reloader {
             }
             file.0.clone()
         };
-        let parsed = std::str::from_utf8(&text)
-            .map_err(|e| format!("{}: not UTF-8 text: {e}", self.path.display()))
-            .and_then(|t| Config::parse(t).map_err(|e| e.at(&self.path).to_string()));
-        let new = match parsed {
+        let new = match parse_file(&self.path, &text) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 self.failed(Failure::Invalid(e));
@@ -240,6 +237,23 @@ impl Reloader {
         st.failed += 1;
         st.last_error = Some(text);
     }
+}
+
+/// A config file's bytes as a validated config, its TLS files read and checked too;
+/// every error is named with its place.
+pub fn parse_file(path: &Path, text: &[u8]) -> Result<Config, String> {
+    let text = std::str::from_utf8(text)
+        .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
+    let config = Config::parse(text).map_err(|e| e.at(path).to_string())?;
+    let errors = crate::tls::check(&config);
+    if !errors.is_empty() {
+        return Err(super::ConfigError::Invalid {
+            path: path.to_owned(),
+            errors,
+        }
+        .to_string());
+    }
+    Ok(config)
 }
 
 /// The settings that differ between the running config and `new` but take effect

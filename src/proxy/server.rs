@@ -1,5 +1,7 @@
 //! Client-facing listeners: accept within the connection limit, serve HTTP/1.1 and
-//! HTTP/2 (prior knowledge) on each connection, and drain on shutdown.
+//! HTTP/2 (prior knowledge) on each connection, and drain on shutdown. A listener
+//! with TLS runs the handshake first (bounded by its handshake timeout); ALPN `h2`
+//! makes the client open with the HTTP/2 preface, which the same builder serves.
 //!
 //! Shutdown: the future given to [`Server::run`] resolving stops every accept loop;
 //! open connections are told to finish (HTTP/1 closes after the response in flight,
@@ -19,6 +21,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::{Origin, Proxy};
 use crate::config::Limits;
+use crate::tls::ServerTls;
 
 /// HTTP/2 streams one client connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -31,6 +34,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Bound listeners, ready to serve.
 pub struct Server {
     listeners: Vec<TcpListener>,
+    /// Indexed like `listeners`; `None` serves plain HTTP.
+    tls: Vec<Option<ServerTls>>,
     proxy: Arc<Proxy>,
     limits: Limits,
 }
@@ -50,10 +55,20 @@ impl Server {
             listeners.push(l);
         }
         Ok(Server {
+            tls: vec![None; listeners.len()],
             listeners,
             proxy,
             limits,
         })
+    }
+
+    /// Terminates TLS on the listeners given a [`ServerTls`], indexed like the
+    /// addresses given to [`Server::bind`].
+    pub fn with_tls(mut self, tls: Vec<Option<ServerTls>>) -> Server {
+        for (slot, t) in self.tls.iter_mut().zip(tls) {
+            *slot = t;
+        }
+        self
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -70,12 +85,13 @@ impl Server {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
-        for listener in self.listeners {
+        for (listener, tls) in self.listeners.into_iter().zip(self.tls) {
             let ctx = AcceptCtx {
                 proxy: self.proxy.clone(),
                 builder: builder.clone(),
                 permits: permits.clone(),
                 stop: stop_rx.clone(),
+                tls,
             };
             loops.spawn(accept_loop(listener, ctx));
         }
@@ -104,11 +120,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&s| s).await;
 }
 
+#[derive(Clone)]
 struct AcceptCtx {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    tls: Option<ServerTls>,
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -149,7 +167,14 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     stream,
                     _permit: permit,
                 };
-                tokio::spawn(serve(stream, peer, &ctx));
+                match &ctx.tls {
+                    None => {
+                        tokio::spawn(serve(stream, peer, &ctx, "http"));
+                    }
+                    Some(tls) => {
+                        tokio::spawn(handshake_then_serve(tls.clone(), stream, peer, &ctx));
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -159,15 +184,41 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     }
 }
 
-fn serve(
+/// The TLS handshake, then [`serve`] over the TLS stream. A handshake that fails or
+/// times out closes the connection (logged at debug: scanners do this all day).
+fn handshake_then_serve(
+    tls: ServerTls,
     stream: Held,
     peer: SocketAddr,
     ctx: &AcceptCtx,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let mut stop = ctx.stop.clone();
+    let ctx = ctx.clone();
+    async move {
+        let done = tokio::select! {
+            done = tls.accept(stream) => done,
+            _ = stopped(&mut stop) => return,
+        };
+        match done {
+            Ok(stream) => serve(stream, peer, &ctx, "https").await,
+            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        }
+    }
+}
+
+fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &AcceptCtx,
+    proto: &'static str,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let proxy = ctx.proxy.clone();
     let builder = ctx.builder.clone();
     let mut stop = ctx.stop.clone();
-    let origin = Arc::new(Origin::new(peer.ip(), "http"));
+    let origin = Arc::new(Origin::new(peer.ip(), proto));
     async move {
         let service = service_fn(move |req| {
             let proxy = proxy.clone();

@@ -105,16 +105,17 @@ fn build_pool(
         connect_timeout: pool.timeouts.connect,
         idle_timeout: pool.timeouts.idle,
         max_idle: pool.max_idle_per_upstream,
+        tls: pool.tls.as_ref().map(crate::tls::UpstreamTls::new),
     };
     let upstreams = members
         .iter()
         .map(
             |u| match reuse.get(&(pool.name.as_str(), u.id.as_str(), &u.address)) {
-                Some(existing) if existing.settings() == settings => Arc::clone(existing),
+                Some(existing) if *existing.settings() == settings => Arc::clone(existing),
                 _ => Arc::new(UpstreamClient::new(
                     u.id.as_str().into(),
                     u.address.clone(),
-                    settings,
+                    settings.clone(),
                 )),
             },
         )

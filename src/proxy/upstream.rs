@@ -1,4 +1,6 @@
-//! One upstream's client side: keep-alive HTTP/1.1 connections, pooled.
+//! One upstream's client side: keep-alive HTTP/1.1 connections, pooled, over TLS
+//! when the pool says so (the TLS handshake is part of connecting, bounded by the
+//! same connect timeout).
 //!
 //! A request first tries idle pooled connections, then opens a new one. A connection
 //! is made *before* the request is handed over, so a refused or timed-out connect
@@ -20,16 +22,19 @@ use tokio::net::TcpStream;
 use super::body::RequestBody;
 use super::error::ConnectError;
 use crate::config::UpstreamAddr;
+use crate::tls::UpstreamTls;
 
 type Sender = http1::SendRequest<RequestBody>;
 
 /// Settings one upstream's client uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// Idle pooled connections older than this are closed, not reused.
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// TLS towards the upstream; `None` is plain HTTP.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// The client side of one upstream.
@@ -81,8 +86,8 @@ impl UpstreamClient {
         }
     }
 
-    pub fn settings(&self) -> ClientSettings {
-        self.settings
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
     }
 
     /// An idle connection, newest first. It may still be finishing its previous
@@ -114,6 +119,24 @@ impl UpstreamClient {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        match &self.settings.tls {
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                let connect = tls.connect(&self.addr.host, stream);
+                match tokio::time::timeout(self.settings.connect_timeout, connect).await {
+                    Err(_) => Err(ConnectError::TimedOut),
+                    Ok(Err(why)) => Err(ConnectError::Other(why)),
+                    Ok(Ok(stream)) => self.handshake(stream).await,
+                }
+            }
+        }
+    }
+
+    /// Starts HTTP/1.1 on a connected stream, its connection driven by a task of its own.
+    async fn handshake<S>(&self, stream: S) -> Result<Sender, ConnectError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
