@@ -36,6 +36,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// How long a reload's cluster change may take to commit.
 pub const RELOAD_PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the cluster cannot take a change yet (not bootstrapped, no leader known), the
+/// reload is retried after this long, doubling up to [`POLL_INTERVAL`].
+pub const RELOAD_RETRY: Duration = Duration::from_millis(250);
 
 /// What the admin API and metrics show about reloads.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -54,6 +57,21 @@ pub struct ReloadStatus {
     pub restart_required: Vec<String>,
     /// Raft index at which the last reload's pool changes applied.
     pub last_applied: Option<u64>,
+    /// Why a changed file waits to be applied (the cluster cannot take it yet).
+    pub pending: Option<String>,
+}
+
+/// What a reload came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new config is in force.
+    Applied,
+    /// Nothing to do: the file did not change.
+    Unchanged,
+    /// Refused: the last good config stays (see the status for why).
+    Refused,
+    /// Valid, but the cluster cannot take its changes yet; retry later.
+    Pending,
 }
 
 /// Hands a batch of pool changes to the leader when this instance is a follower.
@@ -83,6 +101,7 @@ pub struct Reloader {
 enum Failure {
     Invalid(String),
     Cluster(String),
+    NotYet(String),
 }
 
 impl Reloader {
@@ -134,10 +153,13 @@ impl Reloader {
         spawn_sighup(tx.clone());
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.tick().await;
+        let mut retry: Option<Duration> = None;
         loop {
+            let wait = retry.unwrap_or(POLL_INTERVAL);
             let forced = tokio::select! {
                 t = rx.recv() => t.unwrap_or(false),
                 _ = poll.tick() => false,
+                _ = tokio::time::sleep(wait), if retry.is_some() => false,
                 _ = shutdown.wait_for(|&s| s) => return,
             };
             let mut forced = forced;
@@ -147,33 +169,31 @@ impl Reloader {
             while let Ok(f) = rx.try_recv() {
                 forced |= f;
             }
-            self.reload(forced).await;
+            retry = match self.reload(forced).await {
+                Reloaded::Pending => {
+                    Some(retry.map_or(RELOAD_RETRY, |r| (r * 2).min(POLL_INTERVAL)))
+                }
+                _ => None,
+            };
         }
     }
 
     /// Reads the file and applies it if it changed (or `forced`, as on `SIGHUP`).
-    /// Returns whether a new config took effect.
-    pub async fn reload(&self, forced: bool) -> bool {
+    pub async fn reload(&self, forced: bool) -> Reloaded {
         let text = match read_bounded(&self.path) {
             Ok(t) => t,
-            Err(e) => {
-                self.failed(Failure::Invalid(e));
-                return false;
-            }
+            Err(e) => return self.failed(Failure::Invalid(e)),
         };
         let old = {
             let file = lock(&self.file);
             if file.1 == text && !forced {
-                return false;
+                return Reloaded::Unchanged;
             }
             file.0.clone()
         };
         let new = match parse_file(&self.path, &text) {
             Ok(c) => Arc::new(c),
-            Err(e) => {
-                self.failed(Failure::Invalid(e));
-                return false;
-            }
+            Err(e) => return self.failed(Failure::Invalid(e)),
         };
         let restart = restart_required(&self.current.borrow(), &new);
         for what in &restart {
@@ -181,10 +201,7 @@ impl Reloader {
         }
         let applied = match self.propose(&old, &new).await {
             Ok(index) => index,
-            Err(e) => {
-                self.failed(Failure::Cluster(e));
-                return false;
-            }
+            Err(e) => return self.failed(e),
         };
         let effective = Arc::new(effective(&self.current.borrow(), &new));
         *lock(&self.file) = (new, text);
@@ -193,21 +210,25 @@ impl Reloader {
         st.loaded += 1;
         st.last_success_unix = unix_now();
         st.last_error = None;
+        st.pending = None;
         st.restart_required = restart;
         if applied.is_some() {
             st.last_applied = applied;
         }
         tracing::info!(file = %self.path.display(), cluster_index = ?applied, "config reloaded");
-        true
+        Reloaded::Applied
     }
 
     /// Proposes what the edit changes in pool membership; `None` when it changes
     /// nothing the cluster does not already hold.
-    async fn propose(&self, old: &Config, new: &Config) -> Result<Option<u64>, String> {
+    async fn propose(&self, old: &Config, new: &Config) -> Result<Option<u64>, Failure> {
         let state = self.cluster.view().state.clone();
         if !state.is_bootstrapped() {
-            // The bootstrap will copy the pools of the file in force.
-            return Ok(None);
+            // The bootstrap copies the file the instance started with; this edit is
+            // carried over once it has applied.
+            return Err(Failure::NotYet(
+                "the cluster has not bootstrapped yet".into(),
+            ));
         }
         let commands = file_changes(old, new, &state);
         if commands.is_empty() {
@@ -217,25 +238,40 @@ impl Reloader {
         let proposed =
             tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.cluster.propose(batch.clone())).await;
         match proposed {
-            Err(_) => Err("the cluster did not commit the file's changes in time".into()),
+            Err(_) => Err(Failure::Cluster(
+                "the cluster did not commit the file's changes in time".into(),
+            )),
             Ok(Ok(index)) => Ok(Some(index)),
             Ok(Err(ProposeFailure::NotLeader { leader: Some(_) })) => match &self.forward {
-                Some(forward) => forward(batch).await.map(Some),
-                None => Err("this instance is not the leader and cannot hand the file's changes to it: set admin.token_file (the same token as the leader's)".into()),
+                Some(forward) => forward(batch).await.map(Some).map_err(Failure::Cluster),
+                None => Err(Failure::Cluster("this instance is not the leader and cannot hand the file's changes to it: set admin.token_file (the same token as the leader's)".into())),
             },
-            Ok(Err(e)) => Err(format!("the cluster did not take the file's changes: {e}")),
+            Ok(Err(ProposeFailure::NotLeader { leader: None })) => Err(Failure::NotYet(
+                "no leader is known (an election, or this instance is cut off)".into(),
+            )),
+            Ok(Err(e @ (ProposeFailure::Busy | ProposeFailure::Lost | ProposeFailure::NotYet(_)))) => {
+                Err(Failure::NotYet(e.to_string()))
+            }
+            Ok(Err(e)) => Err(Failure::Cluster(format!(
+                "the cluster did not take the file's changes: {e}"
+            ))),
         }
     }
 
-    fn failed(&self, why: Failure) {
+    fn failed(&self, why: Failure) -> Reloaded {
         let text = match why {
-            Failure::Invalid(e) => e,
-            Failure::Cluster(e) => e,
+            Failure::Invalid(e) | Failure::Cluster(e) => e,
+            Failure::NotYet(e) => {
+                tracing::info!(file = %self.path.display(), reason = %e, "config change waits for the cluster");
+                lock(&self.status).pending = Some(e);
+                return Reloaded::Pending;
+            }
         };
         tracing::error!(file = %self.path.display(), error = %text, "config reload refused; the last good config stays in force");
         let mut st = lock(&self.status);
         st.failed += 1;
         st.last_error = Some(text);
+        Reloaded::Refused
     }
 }
 
