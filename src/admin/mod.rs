@@ -241,13 +241,25 @@ impl Admin {
             .iter()
             .map(|p| {
                 let ids: Vec<&str> = p.upstreams.iter().map(|u| &*u.id).collect();
+                let breakers = view.state.breakers(&p.name);
+                let now = crate::health::detector::now_ms();
                 let upstreams: Vec<Value> = p
                     .upstreams
                     .iter()
-                    .map(|u| json!({"id": &*u.id, "address": u.addr.to_string()}))
+                    .zip(&p.health.slots)
+                    .map(|(u, slot)| {
+                        let breaker = breakers.and_then(|b| b.upstreams.get(&*u.id));
+                        json!({
+                            "id": &*u.id,
+                            "address": u.addr.to_string(),
+                            "breaker": breaker_json(breaker),
+                            "local": {"suspect": slot.is_suspect(now), "inflight": slot.inflight()},
+                        })
+                    })
                     .collect();
                 json!({
                     "name": &*p.name,
+                    "panic": breakers.is_some_and(|b| b.panic),
                     "upstreams": upstreams,
                     "ring_points": p.ring.len(),
                     "ring_digest": p.ring.digest(&ids),
@@ -288,6 +300,21 @@ impl Admin {
             StatusCode::OK,
             json!({"pool": pool, "key": key, "upstream": upstream}),
         )
+    }
+}
+
+/// An upstream's breaker as the cluster holds it: the same on every instance.
+fn breaker_json(b: Option<&crate::health::breaker::Breaker>) -> Value {
+    match b {
+        None => json!({"state": "closed", "ejections": 0}),
+        Some(b) => json!({
+            "state": b.phase,
+            "since_ms": b.since_ms,
+            "until_ms": (b.phase == crate::health::breaker::Phase::Open).then_some(b.until_ms),
+            "ejections": b.ejections,
+            "reporters": b.reports.keys().collect::<Vec<_>>(),
+            "evidence": b.evidence,
+        }),
     }
 }
 

@@ -15,6 +15,8 @@ use super::raw::{
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
+mod health;
+
 /// One rule a field broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -473,6 +475,8 @@ impl Checker {
             DEFAULT_MAX_IDLE_PER_UPSTREAM as u64,
         ) as usize;
         let upstreams = self.upstreams(path, raw.upstreams, vnodes);
+        let health = self.health(path, raw.health);
+        let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -484,6 +488,8 @@ impl Checker {
             timeouts,
             max_idle_per_upstream,
             upstreams,
+            health,
+            hash_balance_factor,
         })
     }
 

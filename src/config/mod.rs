@@ -5,6 +5,7 @@
 //! resolved, and nothing is bound.
 
 mod build;
+pub mod health;
 mod raw;
 
 use std::fmt;
@@ -150,6 +151,12 @@ pub struct Pool {
     pub timeouts: Timeouts,
     pub max_idle_per_upstream: usize,
     pub upstreams: Vec<Upstream>,
+    /// Detection, active checks and breaker policy (`health`).
+    pub health: health::Health,
+    /// Bounded load: an upstream with more than this percentage of the pool's mean
+    /// in-flight requests passes a key on to the next upstream on the ring. `None`
+    /// (the default) turns it off.
+    pub hash_balance_factor: Option<u32>,
 }
 
 /// One backend server of a pool.
