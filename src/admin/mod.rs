@@ -14,6 +14,8 @@
 //!   announces in the replicated state), answered once committed and applied. They
 //!   require `Authorization: Bearer TOKEN` with the token of `admin.token_file`; with
 //!   no token configured they are refused.
+//! - `POST /api/breakers` (JSON body: one breaker command): how a follower's health
+//!   task hands its detector's report to the leader. Same token, same forwarding.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -104,6 +106,7 @@ impl Admin {
             }
             (&Method::GET, ["api", "pools"]) => json_response(StatusCode::OK, self.pools_json()),
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
+            (&Method::POST, ["api", "breakers"]) => self.breaker_command(req).await,
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
                 let (pool, id) = (decode(pool), decode(id));
                 self.change(req, pool, id).await
@@ -142,6 +145,39 @@ impl Admin {
             Ok(Ok(index)) => json_response(StatusCode::OK, json!({"applied": index})),
             Ok(Err(ProposeFailure::NotLeader { leader: Some(l) })) if !forwarded => {
                 self.forward(l, &method, &path, auth, body).await
+            }
+            Ok(Err(e)) => failure(&e),
+        }
+    }
+
+    /// A breaker command from another instance's health task: proposed here, or
+    /// forwarded once to the leader.
+    async fn breaker_command(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(refusal) = self.refusal(&req) {
+            return refusal;
+        }
+        let forwarded = req.headers().contains_key(FORWARDED);
+        let auth = req.headers().get(header::AUTHORIZATION).cloned();
+        let Some(body) = read_body(req).await else {
+            let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
+            return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
+        };
+        let cmd = match serde_json::from_slice::<Command>(&body) {
+            Ok(
+                cmd @ (Command::BreakerReport { .. }
+                | Command::BreakerHalfOpen { .. }
+                | Command::BreakerProbe { .. }),
+            ) => cmd,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "only breaker commands\n"),
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad command: {e}\n")),
+        };
+        let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
+        match outcome {
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "did not commit in time\n"),
+            Ok(Ok(index)) => json_response(StatusCode::OK, json!({"applied": index})),
+            Ok(Err(ProposeFailure::NotLeader { leader: Some(l) })) if !forwarded => {
+                self.forward(l, &Method::POST, "/api/breakers", auth, body)
+                    .await
             }
             Ok(Err(e)) => failure(&e),
         }
@@ -377,6 +413,36 @@ fn failure(e: &ProposeFailure) -> Response<Body> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sends one breaker command (JSON) to the admin API at `addr` (the leader's), as
+/// a forwarded request: `Ok` once it applied there.
+pub async fn send_breaker_command(
+    addr: SocketAddr,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| e.to_string())?;
+    let resp = forward_to(
+        addr,
+        &Method::POST,
+        "/api/breakers",
+        Some(auth),
+        body.into(),
+    )
+    .await?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status();
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    Err(format!(
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes).trim()
+    ))
 }
 
 async fn forward_to(

@@ -24,7 +24,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::breaker::{Evidence, PoolBreakers, Signal};
-use crate::config::health::Passive;
+use crate::config::health::{Health, Passive};
 use crate::ring::{Ring, Walk, MAX_WALK};
 
 /// Trip events waiting for the health task. Trips are rate-limited per upstream, so
@@ -322,6 +322,8 @@ pub struct PoolHealth {
     /// Upstreams not ejected.
     pub healthy: usize,
     pub balance_factor: Option<u32>,
+    /// The pool's health settings from the file.
+    pub settings: Health,
     /// Requests in flight to the pool from this instance, shared across snapshots.
     pub inflight: Arc<AtomicUsize>,
 }
@@ -332,24 +334,25 @@ impl PoolHealth {
     pub fn build(
         name: &Arc<str>,
         ids: &[Arc<str>],
-        settings: Passive,
+        settings: &Health,
         balance_factor: Option<u32>,
         breakers: Option<&PoolBreakers>,
         previous: Option<&PoolHealth>,
         hub: &Hub,
     ) -> PoolHealth {
         let panic = breakers.is_some_and(|b| b.panic);
+        let passive = settings.passive;
         let slots: Vec<Arc<UpstreamHealth>> = ids
             .iter()
             .map(|id| {
                 let old = previous.and_then(|p| {
                     p.slots
                         .iter()
-                        .find(|s| s.id == *id && *s.settings() == settings)
+                        .find(|s| s.id == *id && *s.settings() == passive)
                 });
                 match old {
                     Some(s) => s.clone(),
-                    None => Arc::new(UpstreamHealth::new(name.clone(), id.clone(), settings, hub)),
+                    None => Arc::new(UpstreamHealth::new(name.clone(), id.clone(), passive, hub)),
                 }
             })
             .collect();
@@ -366,6 +369,7 @@ impl PoolHealth {
             ejected,
             panic,
             balance_factor,
+            settings: settings.clone(),
             inflight: previous.map(|p| p.inflight.clone()).unwrap_or_default(),
         }
     }

@@ -5,5 +5,8 @@
 //! - [`detector`]: per-upstream slots the request path feeds (atomics, no locks, no
 //!   allocation), the local fast path, bounded load, and trip events.
 
+pub mod active;
 pub mod breaker;
+pub mod controller;
 pub mod detector;
+pub mod probe;

@@ -72,9 +72,9 @@ impl Snapshot {
                 let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
                 let breakers = cluster.and_then(|c| c.breakers(&p.name));
                 let ids: Vec<Arc<str>> = state.upstreams.iter().map(|u| u.id.clone()).collect();
-                let (passive, factor) = (p.health.passive, p.hash_balance_factor);
+                let (settings, factor) = (&p.health, p.hash_balance_factor);
                 state.health =
-                    PoolHealth::build(&state.name, &ids, passive, factor, breakers, old, &hub);
+                    PoolHealth::build(&state.name, &ids, settings, factor, breakers, old, &hub);
                 state
             })
             .collect();
