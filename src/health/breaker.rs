@@ -301,7 +301,6 @@ impl PoolBreakers {
     /// the whole report, so nothing changes.
     pub fn report(&mut self, members: &[Member<'_>], r: &Report<'_>) -> Result<Reported, Refusal> {
         let member = find(members, r.upstream, r.pool)?;
-        self.policy = r.policy;
         let mut b = self
             .upstreams
             .get(r.upstream)
@@ -328,12 +327,14 @@ impl PoolBreakers {
         let needed = r.policy.min_reporters.max(1) as usize;
         if b.reports.len() < needed {
             let reporters = b.reports.len();
+            self.policy = r.policy;
             self.upstreams.insert(r.upstream.to_owned(), b);
             return Ok(Reported::Recorded { reporters, needed });
         }
         if !member.draining {
-            self.check_cap(members, r.pool, r.upstream)?;
+            self.check_cap(members, &r.policy, r.pool, r.upstream)?;
         }
+        self.policy = r.policy;
         let until_ms = self.open(r.pool, r.upstream, &mut b, r.at_ms, r.evidence);
         self.upstreams.insert(r.upstream.to_owned(), b);
         self.settle(members);
@@ -383,14 +384,16 @@ impl PoolBreakers {
             Some(b) if b.phase == Phase::HalfOpen => b.clone(),
             _ => return refuse(format!("upstream {id:?} of pool {pool:?} is not half-open")),
         };
-        self.policy = policy;
-        match outcome {
-            Probe::Passed { successes } if successes < policy.half_open_successes => {
+        if let Probe::Passed { successes } = outcome {
+            if successes < policy.half_open_successes {
                 return refuse(format!(
                     "{successes} successful probes of {id:?} are fewer than the {} required",
                     policy.half_open_successes
-                ))
+                ));
             }
+        }
+        self.policy = policy;
+        match outcome {
             Probe::Passed { successes } => {
                 b.phase = Phase::Closed;
                 b.since_ms = at_ms;
@@ -436,10 +439,16 @@ impl PoolBreakers {
             .count()
     }
 
-    fn check_cap(&self, members: &[Member<'_>], pool: &str, id: &str) -> Result<(), Refusal> {
+    fn check_cap(
+        &self,
+        members: &[Member<'_>],
+        policy: &Policy,
+        pool: &str,
+        id: &str,
+    ) -> Result<(), Refusal> {
         let active = members.iter().filter(|m| !m.draining).count() as u64;
         let after = self.ejected(members) as u64 + 1;
-        let max = u64::from(self.policy.max_ejection_percent);
+        let max = u64::from(policy.max_ejection_percent);
         if after * 100 > max * active {
             return refuse(format!(
                 "ejecting {id:?} would eject {after} of the {active} upstreams of pool {pool:?}, over max_ejection_percent {max}"
