@@ -237,27 +237,42 @@ struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// The first failures' status and body, for the bench's report.
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// Failures remembered for the report.
+const MAX_FAILURES_KEPT: usize = 50;
 
 impl Load {
     fn start(instances: &[Instance], threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let targets: Vec<SocketAddr> = instances.iter().map(|i| i.listener).collect();
         let threads = (0..threads)
             .map(|t| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let failures = failures.clone();
                 let targets = targets.clone();
                 std::thread::spawn(move || {
                     let mut n = t as u64;
                     while !stop.load(Relaxed) {
                         let target = targets[(n % targets.len() as u64) as usize];
                         match http_call(target, &format!("/key/{}", n % 97)) {
-                            Some((200, _)) => ok.fetch_add(1, Relaxed),
-                            _ => failed.fetch_add(1, Relaxed),
-                        };
+                            Some((200, _)) => {
+                                ok.fetch_add(1, Relaxed);
+                            }
+                            other => {
+                                failed.fetch_add(1, Relaxed);
+                                let mut kept = failures.lock().unwrap();
+                                if kept.len() < MAX_FAILURES_KEPT {
+                                    kept.push(format!("{other:?}"));
+                                }
+                            }
+                        }
                         n += 1;
                     }
                 })
@@ -267,6 +282,7 @@ impl Load {
             stop,
             ok,
             failed,
+            failures,
             threads,
         }
     }
@@ -356,7 +372,7 @@ fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
 #[ignore]
 fn breaker_bench() {
     const ROUNDS: usize = 5;
-    const HEALTH: &str = "      passive: {consecutive_failures: 5, local_suspicion_ms: 500}\n      breaker: {base_ejection_ms: 2000, max_ejection_ms: 30000, half_open_successes: 3, probe_interval_ms: 200, min_reporters: 1}\n";
+    const HEALTH: &str = "      passive: {consecutive_failures: 5, local_suspicion_ms: 500}\n      breaker: {base_ejection_ms: 2000, max_ejection_ms: 4000, half_open_successes: 3, probe_interval_ms: 200, min_reporters: 1}\n";
     let dir = workdir("breakerbench");
     let mut ups: Vec<Echo> = (0..4).map(|i| Echo::new(&format!("up{i}"))).collect();
     let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
@@ -364,16 +380,18 @@ fn breaker_bench() {
     eventually("the bootstrap applied", || agreed_breaker(&nodes, "up0"));
     let load = Load::start(&nodes, 6);
     std::thread::sleep(Duration::from_secs(2));
-    println!("| round | dead → ejected on all (ms) | alive → readmitted on all (ms) | requests | failed |");
-    println!("|---|---|---|---|---|");
+    println!("| round | dead → ejected on all (ms) | ejection time (ms) | alive → readmitted on all (ms) | requests | failed |");
+    println!("|---|---|---|---|---|---|");
     for round in 0..ROUNDS {
         let before = load.counts();
         let killed = Instant::now();
         ups[0].stop();
-        eventually("ejected everywhere", || {
+        let open = eventually("ejected everywhere", || {
             agreed_breaker(&nodes, "up0").filter(|b| b["state"] != "closed")
         });
         let ejected = killed.elapsed();
+        let ejection =
+            open["until_ms"].as_u64().unwrap_or(0) - open["since_ms"].as_u64().unwrap_or(0);
         std::thread::sleep(Duration::from_millis(500));
         let restarted = Instant::now();
         ups[0].start();
@@ -383,16 +401,21 @@ fn breaker_bench() {
         let readmitted = restarted.elapsed();
         let after = load.counts();
         println!(
-            "| {round} | {} | {} | {} | {} |",
+            "| {round} | {} | {ejection} | {} | {} | {} |",
             ejected.as_millis(),
             readmitted.as_millis(),
             (after.0 + after.1) - (before.0 + before.1),
             after.1 - before.1
         );
-        std::thread::sleep(Duration::from_secs(3));
+        // Longer than max_ejection_ms: the next ejection starts from the base again.
+        std::thread::sleep(Duration::from_secs(5));
     }
+    let failures = load.failures.lock().unwrap().clone();
     let (ok, failed) = load.finish();
     println!("total: {ok} ok, {failed} failed");
+    for f in failures {
+        println!("  {f}");
+    }
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

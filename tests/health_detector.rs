@@ -232,10 +232,15 @@ fn only_the_configured_classes_count() {
 fn refused_connections_make_it_suspect_here_until_the_expiry_or_a_response() {
     let (_hub, s) = slot(passive());
     assert!(!s.is_suspect(0));
-    s.record(Outcome::Connect { suspect: true }, 1000);
-    assert!(s.is_suspect(1000));
-    assert!(s.is_suspect(1499));
-    assert!(!s.is_suspect(1500), "the suspicion expires");
+    // 50, 100, 200, 400 ms, then capped at local_suspicion_ms (500).
+    let mut at = 1000;
+    for len in [50, 100, 200, 400, 500, 500] {
+        s.record(Outcome::Connect { suspect: true }, at);
+        assert!(s.is_suspect(at));
+        assert!(s.is_suspect(at + len - 1));
+        assert!(!s.is_suspect(at + len), "the suspicion of {len} ms expires");
+        at += len;
+    }
     s.record(Outcome::Connect { suspect: true }, 2000);
     s.record(OK, 2001);
     assert!(!s.is_suspect(2002), "a response clears it");
@@ -383,7 +388,7 @@ fn suspect_upstreams_are_skipped_here_at_once() {
     let first = h.candidates(&r, key, 3, 100).next().unwrap();
     assert_ne!(first, owner);
     assert_eq!(first, r.walk(key, 2).nth(1).unwrap());
-    let later = 100 + passive().local_suspicion.as_millis() as u64;
+    let later = 100 + ringway::health::detector::SUSPICION_FIRST_MS;
     assert_eq!(h.candidates(&r, key, 3, later).next(), Some(owner));
 }
 

@@ -14,8 +14,9 @@ pub const DEFAULT_FAILURE_RATE_PERCENT: u32 = 50;
 pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 /// Requests the window must hold before the failure rate counts.
 pub const DEFAULT_MIN_REQUESTS: u32 = 20;
-/// How long this instance alone skips an upstream that refused (or timed out) a
-/// connection: short, because one request per expiry re-tests it.
+/// The longest this instance alone skips an upstream that refused (or timed out) a
+/// connection before re-testing it with a request (the suspicion starts at 50 ms
+/// and doubles with each refusal in a row).
 pub const DEFAULT_LOCAL_SUSPICION: Duration = Duration::from_millis(500);
 /// Active checks, when enabled.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);

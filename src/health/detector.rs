@@ -12,10 +12,12 @@
 //! trips again after [`TRIP_INTERVAL_MS`]); the health task turns trips into
 //! breaker reports for the cluster.
 //!
-//! The local fast path: a connection refused or timed out makes the slot *suspect*
-//! for `local_suspicion_ms`; this instance skips it on the ring walk at once, before
-//! and without the cluster. When the suspicion expires the next request re-tests it
-//! (failing over at once if it is still refused: nothing was sent).
+//! The local fast path: a connection refused or timed out makes the slot *suspect*;
+//! this instance skips it on the ring walk at once, before and without the cluster.
+//! When the suspicion expires the next request re-tests it (failing over at once if
+//! it is still refused: nothing was sent). The suspicion starts at
+//! [`SUSPICION_FIRST_MS`] and doubles with each refusal in a row, up to
+//! `local_suspicion_ms`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -32,6 +34,11 @@ use crate::ring::{Ring, Walk, MAX_WALK};
 pub const TRIP_QUEUE: usize = 256;
 /// An upstream that keeps failing trips again at most this often (milliseconds).
 pub const TRIP_INTERVAL_MS: u64 = 1000;
+/// The first suspicion after a refused connect (milliseconds); each further refusal
+/// in a row doubles it, up to `local_suspicion_ms`. Re-testing a dead upstream costs
+/// one refused connect, so early re-tests are cheap and let the consecutive-failure
+/// count reach its threshold quickly, while a long outage is re-tested rarely.
+pub const SUSPICION_FIRST_MS: u64 = 50;
 /// Buckets of the sliding failure-rate window.
 pub const WINDOW_BUCKETS: usize = 10;
 
@@ -115,6 +122,8 @@ pub struct UpstreamHealth {
     consecutive: AtomicU32,
     buckets: [Bucket; WINDOW_BUCKETS],
     suspect_until_ms: AtomicU64,
+    /// Connects refused or timed out in a row: each doubles the next suspicion.
+    refusals: AtomicU32,
     /// Active checks failed `fall` times in a row, and have not passed `rise` since.
     active_down: AtomicBool,
     active_passes: AtomicU32,
@@ -136,6 +145,7 @@ impl UpstreamHealth {
             consecutive: AtomicU32::new(0),
             buckets: Default::default(),
             suspect_until_ms: AtomicU64::new(0),
+            refusals: AtomicU32::new(0),
             active_down: AtomicBool::new(false),
             active_passes: AtomicU32::new(0),
             active_failures: AtomicU32::new(0),
@@ -165,7 +175,9 @@ impl UpstreamHealth {
             Outcome::Reset => c.reset,
         };
         if let Outcome::Connect { suspect: true } = outcome {
-            let until = now.saturating_add(self.settings.local_suspicion.as_millis() as u64);
+            let n = self.refusals.fetch_add(1, Relaxed).min(16);
+            let cap = self.settings.local_suspicion.as_millis() as u64;
+            let until = now.saturating_add((SUSPICION_FIRST_MS << n).min(cap));
             self.suspect_until_ms.store(until, Relaxed);
         }
         self.count(failed, now);
@@ -173,6 +185,7 @@ impl UpstreamHealth {
             self.consecutive.store(0, Relaxed);
             if let Outcome::Response(_) = outcome {
                 self.suspect_until_ms.store(0, Relaxed);
+                self.refusals.store(0, Relaxed);
             }
             return;
         }
