@@ -172,15 +172,13 @@ impl Loop {
             for (id, b) in &breakers.upstreams {
                 let key = (pool.name.to_string(), id.clone());
                 match b.phase {
-                    Phase::Open if now >= b.until_ms => {
-                        if self.due(&key, "half_open") {
-                            let cmd = Command::BreakerHalfOpen {
-                                pool: key.0.clone(),
-                                upstream: key.1.clone(),
-                                at_ms: now,
-                            };
-                            self.propose(cmd, false);
-                        }
+                    Phase::Open if now >= b.until_ms && self.due(&key, "half_open") => {
+                        let cmd = Command::BreakerHalfOpen {
+                            pool: key.0.clone(),
+                            upstream: key.1.clone(),
+                            at_ms: now,
+                        };
+                        self.propose(cmd, false);
                     }
                     Phase::HalfOpen => {
                         half_open.push(key.clone());
