@@ -378,6 +378,25 @@ fn everything_unhealthy_falls_back_to_the_plain_walk_and_panic_routes_to_all() {
     assert_eq!(h.candidates(&r, key, 3, 0).collect::<Vec<_>>(), walk);
 }
 
+/// An attempt that makes its upstream suspect mid-walk (as a refused connect does)
+/// must not get that upstream tried twice.
+#[test]
+fn an_upstream_turning_suspect_mid_walk_is_not_yielded_again() {
+    let r = ring();
+    let key = ring::point(b"k2");
+    let h = health(&ClusterState::default(), None);
+    let mut tried = Vec::new();
+    for i in h.candidates(&r, key, 16, 100) {
+        h.record(i, Outcome::Connect { suspect: true }, 100);
+        tried.push(i);
+    }
+    let mut distinct = tried.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(tried.len(), distinct.len(), "{tried:?}");
+    assert_eq!(tried, r.walk(key, 16).collect::<Vec<_>>());
+}
+
 #[test]
 fn suspect_upstreams_are_skipped_here_at_once() {
     let r = ring();

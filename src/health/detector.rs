@@ -430,6 +430,7 @@ impl PoolHealth {
             preferred: true,
             limit: limit.min(MAX_WALK),
             yielded: 0,
+            seen: [0; MAX_WALK],
             now,
             bound,
         }
@@ -456,6 +457,9 @@ pub struct Candidates<'a> {
     preferred: bool,
     limit: usize,
     yielded: usize,
+    /// What was yielded: an attempt can change an upstream's health (a refused
+    /// connect makes it suspect), so the second pass must not yield it again.
+    seen: [usize; MAX_WALK],
     now: u64,
     bound: Option<usize>,
 }
@@ -473,7 +477,9 @@ impl Iterator for Candidates<'_> {
                 self.walk = self.ring.walk(self.hash, MAX_WALK);
                 continue;
             };
-            if self.health.preferred(i, self.now, self.bound) == self.preferred {
+            let again = self.seen[..self.yielded].contains(&i);
+            if !again && self.health.preferred(i, self.now, self.bound) == self.preferred {
+                self.seen[self.yielded] = i;
                 self.yielded += 1;
                 return Some(i);
             }
