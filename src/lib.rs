@@ -9,7 +9,8 @@
 //! 6. [`cluster`]: the replicated state the instances agree on.
 //! 7. [`admin`]: the admin API (views, and upstream changes through the cluster).
 //! 8. [`tls`]: TLS on listeners, towards upstreams, and between instances (rustls).
-//! 9. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 9. [`health`]: failure detection, active checks and circuit breakers.
+//! 10. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod admin;
 pub mod balance;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod echo;
+pub mod health;
 pub mod proxy;
 pub mod raft;
 pub mod ring;

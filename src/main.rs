@@ -320,6 +320,15 @@ async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<
         reloader.subscribe(),
         proxy.clone(),
     ));
+    tokio::spawn(ringway::health::active::run(proxy.clone(), stop_rx.clone()));
+    let health = ringway::health::controller::Controller {
+        node: config.node.id.clone(),
+        proxy: proxy.clone(),
+        cluster: member.handle.clone(),
+        names: member.names.clone(),
+        token: token.clone(),
+    };
+    tokio::spawn(health.run(stop_rx.clone()));
     if let Some(admin) = &config.admin {
         let listener = Admin::bind(admin.address)
             .await

@@ -159,6 +159,8 @@ async fn failover_skips_two_down_upstreams_within_max_attempts() {
         &[PoolSpec::new("web")
             .opt("hash_key: path")
             .opt("max_attempts: 2")
+            // Without the local fast path, so every key walks the whole ring order.
+            .opt("health: {passive: {local_suspicion_ms: 0}}")
             .upstreams(&ups)],
         &[],
     );

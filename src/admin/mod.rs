@@ -24,6 +24,8 @@
 //!   address) and `DELETE /api/cluster/nodes/NAME`: add or remove a cluster member,
 //!   one voter at a time (a new member joins as a learner, catches up, then is
 //!   promoted). Same token and forwarding as upstream changes.
+//! - `POST /api/breakers` (JSON body: one breaker command): how a follower's health
+//!   task hands its detector's report to the leader. Same token, same forwarding.
 
 pub mod client;
 
@@ -152,6 +154,7 @@ impl Admin {
             },
             (&Method::POST, ["api", "batch"]) => self.change(req, Target::Batch).await,
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
+            (&Method::POST, ["api", "breakers"]) => self.breaker_command(req).await,
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
                 let target = Target::Upstream {
                     pool: decode(pool),
@@ -315,6 +318,46 @@ impl Admin {
         }
     }
 
+    /// A breaker command from another instance's health task: proposed here, or
+    /// forwarded once to the leader.
+    async fn breaker_command(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(refusal) = self.refusal(&req) {
+            return refusal;
+        }
+        let forwarded = req.headers().contains_key(FORWARDED);
+        let auth = req.headers().get(header::AUTHORIZATION).cloned();
+        let Some(body) = read_body(req).await else {
+            let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
+            return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
+        };
+        let cmd = match serde_json::from_slice::<Command>(&body) {
+            Ok(
+                cmd @ (Command::BreakerReport { .. }
+                | Command::BreakerHalfOpen { .. }
+                | Command::BreakerProbe { .. }),
+            ) => cmd,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "only breaker commands\n"),
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad command: {e}\n")),
+        };
+        let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
+        match outcome {
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "did not commit in time\n"),
+            Ok(Ok(index)) => json_response(StatusCode::OK, json!({"applied": index})),
+            Ok(Err(ProposeFailure::NotLeader { leader: Some(l) })) if !forwarded => {
+                self.forward(
+                    l,
+                    &Method::POST,
+                    "/api/breakers",
+                    auth,
+                    body,
+                    PROPOSE_TIMEOUT,
+                )
+                .await
+            }
+            Ok(Err(e)) => failure(&e),
+        }
+    }
+
     /// The answer to a change that lacks the bearer token, if it does.
     fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
         let Some(token) = &self.token else {
@@ -419,13 +462,25 @@ impl Admin {
             .iter()
             .map(|p| {
                 let ids: Vec<&str> = p.upstreams.iter().map(|u| &*u.id).collect();
+                let breakers = view.state.breakers(&p.name);
+                let now = crate::health::detector::now_ms();
                 let upstreams: Vec<Value> = p
                     .upstreams
                     .iter()
-                    .map(|u| json!({"id": &*u.id, "address": u.addr.to_string()}))
+                    .zip(&p.health.slots)
+                    .map(|(u, slot)| {
+                        let breaker = breakers.and_then(|b| b.upstreams.get(&*u.id));
+                        json!({
+                            "id": &*u.id,
+                            "address": u.addr.to_string(),
+                            "breaker": breaker_json(breaker),
+                            "local": {"suspect": slot.is_suspect(now), "inflight": slot.inflight()},
+                        })
+                    })
                     .collect();
                 json!({
                     "name": &*p.name,
+                    "panic": breakers.is_some_and(|b| b.panic),
                     "upstreams": upstreams,
                     "ring_points": p.ring.len(),
                     "ring_digest": p.ring.digest(&ids),
@@ -590,6 +645,21 @@ fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChange, S
     Ok(NodeChange::Add(b.address))
 }
 
+/// An upstream's breaker as the cluster holds it: the same on every instance.
+fn breaker_json(b: Option<&crate::health::breaker::Breaker>) -> Value {
+    match b {
+        None => json!({"state": "closed", "ejections": 0}),
+        Some(b) => json!({
+            "state": b.phase,
+            "since_ms": b.since_ms,
+            "until_ms": (b.phase == crate::health::breaker::Phase::Open).then_some(b.until_ms),
+            "ejections": b.ejections,
+            "reporters": b.reports.keys().collect::<Vec<_>>(),
+            "evidence": b.evidence,
+        }),
+    }
+}
+
 /// The body of an upstream change.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -649,6 +719,36 @@ fn failure(e: &ProposeFailure) -> Response<Body> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Sends one breaker command (JSON) to the admin API at `addr` (the leader's), as
+/// a forwarded request: `Ok` once it applied there.
+pub async fn send_breaker_command(
+    addr: SocketAddr,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<(), String> {
+    let auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| e.to_string())?;
+    let resp = forward_to(
+        addr,
+        &Method::POST,
+        "/api/breakers",
+        Some(auth),
+        body.into(),
+    )
+    .await?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status();
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(never) => match never {},
+    };
+    Err(format!(
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes).trim()
+    ))
 }
 
 async fn forward_to(

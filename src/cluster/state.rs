@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, parse_upstream_addr};
+use crate::health::breaker::{self, Evidence, Member, Policy, PoolBreakers, Probe};
 
 /// Largest replicated weight. With the default 150 virtual nodes it is 150,000 ring
 /// points for one upstream, far past any useful skew; larger is a typo.
@@ -78,6 +79,32 @@ pub enum Command {
     /// Pool changes applied together or not at all (a reloaded file's changes). Holds
     /// only pool and upstream commands.
     Batch { commands: Vec<Command> },
+    /// A detector on `reporter` tripped for an upstream (evidence attached). Ejects
+    /// it once `policy.min_reporters` distinct instances reported within the window
+    /// and the pool's caps allow; `at_ms` is the proposer's clock.
+    BreakerReport {
+        pool: String,
+        upstream: String,
+        reporter: String,
+        at_ms: u64,
+        evidence: Evidence,
+        policy: Policy,
+    },
+    /// Open -> half-open, proposed by the leader once its clock passed the expiry.
+    BreakerHalfOpen {
+        pool: String,
+        upstream: String,
+        at_ms: u64,
+    },
+    /// The leader's half-open probes of an upstream: enough successes close it, a
+    /// failure opens it again for longer.
+    BreakerProbe {
+        pool: String,
+        upstream: String,
+        at_ms: u64,
+        probe: Probe,
+        policy: Policy,
+    },
 }
 
 /// Most commands one batch may hold.
@@ -109,6 +136,9 @@ pub struct ClusterState {
     /// and the founders the bootstrap recorded.
     #[serde(default)]
     peers: BTreeMap<String, String>,
+    /// Circuit breakers of pools where one ever left closed (absent: all closed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    breakers: BTreeMap<String, PoolBreakers>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -196,6 +226,32 @@ impl Command {
                     check_name("pool", pool)?;
                     check_upstreams(list)
                 })
+            }
+            Command::BreakerReport {
+                pool,
+                upstream,
+                reporter,
+                policy,
+                ..
+            } => {
+                check_name("pool", pool)?;
+                check_name("upstream id", upstream)?;
+                check_name("reporter", reporter)?;
+                policy.check().map_err(Refused::Invalid)
+            }
+            Command::BreakerHalfOpen { pool, upstream, .. } => {
+                check_name("pool", pool)?;
+                check_name("upstream id", upstream)
+            }
+            Command::BreakerProbe {
+                pool,
+                upstream,
+                policy,
+                ..
+            } => {
+                check_name("pool", pool)?;
+                check_name("upstream id", upstream)?;
+                policy.check().map_err(Refused::Invalid)
             }
         }
     }
@@ -383,8 +439,101 @@ impl ClusterState {
                 })?;
                 list.remove(at);
             }
+            Command::BreakerReport { .. }
+            | Command::BreakerHalfOpen { .. }
+            | Command::BreakerProbe { .. } => self.apply_breaker(cmd)?,
         }
+        self.settle_breakers();
         Ok(())
+    }
+
+    fn apply_breaker(&mut self, cmd: &Command) -> Result<(), Refused> {
+        let pool = match cmd {
+            Command::BreakerReport { pool, .. }
+            | Command::BreakerHalfOpen { pool, .. }
+            | Command::BreakerProbe { pool, .. } => pool,
+            _ => return Ok(()),
+        };
+        let list = self
+            .pools
+            .get(pool)
+            .ok_or_else(|| Refused::UnknownPool(pool.clone()))?;
+        let members: Vec<Member> = list
+            .iter()
+            .map(|u| Member {
+                id: &u.id,
+                draining: u.draining,
+            })
+            .collect();
+        let mut breakers = self.breakers.get(pool).cloned().unwrap_or_else(|| {
+            PoolBreakers::new(match cmd {
+                Command::BreakerReport { policy, .. } | Command::BreakerProbe { policy, .. } => {
+                    *policy
+                }
+                _ => Policy::default(),
+            })
+        });
+        let done = match cmd {
+            Command::BreakerReport {
+                upstream,
+                reporter,
+                at_ms,
+                evidence,
+                policy,
+                ..
+            } => breakers
+                .report(
+                    &members,
+                    &breaker::Report {
+                        pool,
+                        upstream,
+                        reporter,
+                        at_ms: *at_ms,
+                        evidence: *evidence,
+                        policy: *policy,
+                    },
+                )
+                .map(|_| ()),
+            Command::BreakerHalfOpen {
+                upstream, at_ms, ..
+            } => breakers.half_open(&members, pool, upstream, *at_ms),
+            Command::BreakerProbe {
+                upstream,
+                at_ms,
+                probe,
+                policy,
+                ..
+            } => breakers.probe(&members, pool, upstream, *at_ms, *probe, *policy),
+            _ => Ok(()),
+        };
+        done.map_err(|r| Refused::Invalid(r.0))?;
+        self.breakers.insert(pool.clone(), breakers);
+        Ok(())
+    }
+
+    /// Drops breakers of pools and upstreams that left, and recomputes panic mode
+    /// after any membership change (a removed upstream changes the healthy share).
+    fn settle_breakers(&mut self) {
+        let pools = &self.pools;
+        self.breakers.retain(|name, b| match pools.get(name) {
+            Some(list) => {
+                let members: Vec<Member> = list
+                    .iter()
+                    .map(|u| Member {
+                        id: &u.id,
+                        draining: u.draining,
+                    })
+                    .collect();
+                b.settle(&members);
+                !b.upstreams.is_empty()
+            }
+            None => false,
+        });
+    }
+
+    /// The breakers of `pool`, when any left closed.
+    pub fn breakers(&self, pool: &str) -> Option<&PoolBreakers> {
+        self.breakers.get(pool)
     }
 
     /// The upstreams of `pool`, in pool order.
@@ -414,6 +563,19 @@ impl ClusterState {
             };
             check_name("pool", pool).map_err(bad)?;
             check_upstreams(list).map_err(bad)?;
+        }
+        for (pool, b) in &state.breakers {
+            let bad = |why: String| DecodeError {
+                what: "cluster state",
+                reason: format!("breakers of pool {pool:?}: {why}"),
+            };
+            b.policy.check().map_err(bad)?;
+            if b.upstreams
+                .values()
+                .any(|u| u.reports.len() > breaker::MAX_REPORTERS)
+            {
+                return Err(bad("too many reporters".into()));
+            }
         }
         Ok(state)
     }

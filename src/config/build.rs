@@ -15,6 +15,7 @@ use super::raw::{
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
+mod health;
 mod tls;
 
 /// One rule a field broke.
@@ -509,6 +510,8 @@ impl Checker {
             Some(t) => Some(self.pool_tls(&join(path, "tls"), t)?),
             None => None,
         };
+        let health = self.health(path, raw.health);
+        let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -521,6 +524,8 @@ impl Checker {
             max_idle_per_upstream,
             upstreams,
             tls,
+            health,
+            hash_balance_factor,
         })
     }
 

@@ -5,6 +5,7 @@
 //! resolved, and nothing is bound.
 
 mod build;
+pub mod health;
 mod raw;
 pub mod reload;
 
@@ -216,6 +217,12 @@ pub struct Pool {
     pub upstreams: Vec<Upstream>,
     /// TLS towards the upstreams; absent: plain HTTP.
     pub tls: Option<PoolTls>,
+    /// Detection, active checks and breaker policy (`health`).
+    pub health: health::Health,
+    /// Bounded load: an upstream with more than this percentage of the pool's mean
+    /// in-flight requests passes a key on to the next upstream on the ring. `None`
+    /// (the default) turns it off.
+    pub hash_balance_factor: Option<u32>,
 }
 
 /// One backend server of a pool.

@@ -87,6 +87,8 @@ pub struct RawPool {
     pub max_idle_per_upstream: Option<Value>,
     pub upstreams: Option<Vec<RawUpstream>>,
     pub tls: Option<RawPoolTls>,
+    pub health: Option<RawHealth>,
+    pub hash_balance_factor: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -109,11 +111,32 @@ pub struct RawListenerTls {
     pub unknown: Unknown,
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub passive: Option<RawPassive>,
+    pub active: Option<RawActive>,
+    pub breaker: Option<RawBreaker>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
 /// A certificate chain and its private key, both PEM files.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCertPair {
     pub cert: Option<Value>,
     pub key: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPassive {
+    pub consecutive_failures: Option<Value>,
+    pub failure_rate_percent: Option<Value>,
+    pub window_ms: Option<Value>,
+    pub min_requests: Option<Value>,
+    pub count: Option<Value>,
+    pub local_suspicion_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -130,12 +153,39 @@ pub struct RawPoolTls {
     pub unknown: Unknown,
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct RawActive {
+    pub path: Option<Value>,
+    pub interval_ms: Option<Value>,
+    pub timeout_ms: Option<Value>,
+    pub expected_statuses: Option<Value>,
+    pub rise: Option<Value>,
+    pub fall: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
 /// `cluster.tls`: mutual TLS between instances.
 #[derive(Debug, Default, Deserialize)]
 pub struct RawClusterTls {
     pub ca_file: Option<Value>,
     pub cert: Option<Value>,
     pub key: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBreaker {
+    pub base_ejection_ms: Option<Value>,
+    pub max_ejection_ms: Option<Value>,
+    pub jitter_percent: Option<Value>,
+    pub half_open_successes: Option<Value>,
+    pub probe_interval_ms: Option<Value>,
+    pub min_reporters: Option<Value>,
+    pub report_window_ms: Option<Value>,
+    pub max_ejection_percent: Option<Value>,
+    pub panic_threshold_percent: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::upstream::PooledConn;
+use crate::health::detector::InFlight;
 
 /// Error type of every body ringway produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,6 +167,8 @@ impl Drop for AccessLog {
 pub struct ProxyBody {
     kind: Kind,
     log: Option<Box<AccessLog>>,
+    /// Counts the request in flight to its upstream until the body ends or drops.
+    inflight: Option<InFlight>,
 }
 
 #[derive(Debug)]
@@ -182,6 +185,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Text(Some(text.into())),
             log: None,
+            inflight: None,
         }
     }
 
@@ -190,7 +194,14 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(IdleBody::new(body, idle), conn),
             log: None,
+            inflight: None,
         }
+    }
+
+    /// Keeps the request counted as in flight until this body ends.
+    pub fn with_inflight(mut self, inflight: Option<InFlight>) -> Self {
+        self.inflight = inflight;
+        self
     }
 
     /// Attaches the access-log record written when this body ends.
@@ -200,6 +211,7 @@ impl ProxyBody {
     }
 
     fn finish(&mut self, failed: bool) {
+        self.inflight = None;
         if let Some(mut log) = self.log.take() {
             log.failed = failed;
         }

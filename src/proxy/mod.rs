@@ -21,6 +21,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::balance::{request_host, KeyInput, MissingKey};
+use crate::health::detector::{self, InFlight, Outcome};
 use body::{AccessLog, IdleBody, ProxyBody, RequestBody};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
@@ -41,6 +42,8 @@ struct Forwarded {
     upstream: usize,
     response: Response<Incoming>,
     conn: PooledConn,
+    /// Counts the request in flight until its response body ends.
+    inflight: Option<InFlight>,
 }
 
 impl Proxy {
@@ -108,6 +111,7 @@ impl Proxy {
             upstream,
             mut response,
             conn,
+            inflight,
         } = forward(pool, hash, req).await?;
         if let Some(log) = log {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
@@ -125,7 +129,8 @@ impl Proxy {
         Ok(Response::from_parts(
             parts,
             // A switched connection belongs to the tunnel, never to the pool.
-            ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn)),
+            ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn))
+                .with_inflight(inflight),
         ))
     }
 }
@@ -167,15 +172,24 @@ async fn forward(
     let mut attempts = 0;
     let mut timeouts = 0;
     let mut last = String::new();
-    for index in pool.ring.walk(hash, pool.max_attempts) {
+    let now = detector::now_ms();
+    for index in pool
+        .health
+        .candidates(&pool.ring, hash, pool.max_attempts, now)
+    {
         let upstream = &pool.upstreams[index];
         attempts += 1;
-        match attempt(pool, upstream, req).await {
+        let inflight = pool.health.begin(index);
+        let result = attempt(pool, upstream, req).await;
+        pool.health
+            .record(index, outcome(&result), detector::now_ms());
+        match result {
             Ok((response, conn)) => {
                 return Ok(Forwarded {
                     upstream: index,
                     response,
                     conn,
+                    inflight,
                 })
             }
             Err(Attempt::Fatal(e)) => return Err(e),
@@ -198,6 +212,18 @@ async fn forward(
         attempts,
         last,
     })
+}
+
+/// What detection learns from one attempt.
+fn outcome(result: &Result<Exchange, Attempt>) -> Outcome {
+    match result {
+        Ok((response, _)) => Outcome::Response(response.status().as_u16()),
+        Err(Attempt::Retry(_, why)) => Outcome::Connect {
+            suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
+        },
+        Err(Attempt::Fatal(ProxyError::ResponseTimedOut { .. })) => Outcome::Timeout,
+        Err(Attempt::Fatal(_)) => Outcome::Reset,
+    }
 }
 
 enum Attempt {

@@ -10,6 +10,7 @@ use crate::balance::{HashKey, MissingKey, Router};
 use crate::cluster::driver::ClusterHandle;
 use crate::cluster::state::{ClusterState, UpstreamSpec};
 use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
+use crate::health::detector::{Hub, PoolHealth};
 use crate::ring::{Member, Ring};
 
 /// One pool as the request path sees it.
@@ -23,6 +24,8 @@ pub struct PoolState {
     pub ring: Ring,
     /// Indexed like the ring's members.
     pub upstreams: Vec<Arc<UpstreamClient>>,
+    /// Detector slots, ejections and load, indexed like `upstreams`.
+    pub health: PoolHealth,
 }
 
 /// Pools and the router over them.
@@ -30,6 +33,8 @@ pub struct PoolState {
 pub struct Snapshot {
     pub router: Router,
     pub pools: Vec<PoolState>,
+    /// Where detectors send trips; passed on from snapshot to snapshot.
+    pub health: Arc<Hub>,
 }
 
 impl Snapshot {
@@ -54,6 +59,7 @@ impl Snapshot {
                 reuse.insert((&pool.name, &up.id, &up.addr), up);
             }
         }
+        let hub = previous.map(|s| s.health.clone()).unwrap_or_default();
         let pools = config
             .pools
             .iter()
@@ -62,7 +68,14 @@ impl Snapshot {
                     Some(specs) => members_of(specs),
                     None => p.upstreams.clone(),
                 };
-                build_pool(p, &members, &reuse)
+                let mut state = build_pool(p, &members, &reuse);
+                let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
+                let breakers = cluster.and_then(|c| c.breakers(&p.name));
+                let ids: Vec<Arc<str>> = state.upstreams.iter().map(|u| u.id.clone()).collect();
+                let (settings, factor) = (&p.health, p.hash_balance_factor);
+                state.health =
+                    PoolHealth::build(&state.name, &ids, settings, factor, breakers, old, &hub);
+                state
             })
             .collect();
         let router = Router::new(
@@ -71,7 +84,11 @@ impl Snapshot {
                 .iter()
                 .map(|p| (p.hosts.as_slice(), p.path_prefix.as_str())),
         );
-        Snapshot { router, pools }
+        Snapshot {
+            router,
+            pools,
+            health: hub,
+        }
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolState> {
@@ -128,6 +145,7 @@ fn build_pool(
         timeouts: pool.timeouts,
         ring: ring_of(members, pool.vnodes),
         upstreams,
+        health: PoolHealth::default(),
     }
 }
 

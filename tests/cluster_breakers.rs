@@ -1,0 +1,421 @@
+//! Cluster-wide circuit breakers through three real `ringway run` processes: an
+//! upstream's server is stopped under traffic; every instance ejects it, with the same
+//! breaker state in `/api/pools`; it is started again on the same port, and every
+//! instance readmits it. Reports need two distinct instances (`min_reporters: 2`), so
+//! followers' reports travel to the leader.
+//!
+//! `breaker_bench` (ignored; `cargo test --release --test cluster_breakers --
+//! --ignored --nocapture`) measures the same cycle under steady load for the README.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Every wait in this file gives up here.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A port free right now, below the kernel's ephemeral range.
+fn free_port() -> u16 {
+    loop {
+        let port = 20_000 + fastrand::u16(..10_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Instance {
+    name: String,
+    config: PathBuf,
+    admin: SocketAddr,
+    listener: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "warn,ringway::health=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            let log =
+                std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
+            panic!("{} exited ({status}):\n{log}", self.name);
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        let (status, body) = http_call(self.admin, path)?;
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `ringway echo` upstream process on a fixed port, so it can come back there.
+struct Echo {
+    addr: SocketAddr,
+    name: String,
+    child: Option<Child>,
+}
+
+impl Echo {
+    fn new(name: &str) -> Echo {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut e = Echo {
+            addr,
+            name: name.into(),
+            child: None,
+        };
+        e.start();
+        e
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args([
+                "echo",
+                "--listen",
+                &self.addr.to_string(),
+                "--name",
+                &self.name,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = self.addr;
+        eventually("the echo upstream listening", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        });
+    }
+
+    /// Kills the process: its listener and every connection go at once.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP/1.1 exchange: (status, body).
+fn http_call(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Three instances in front of `upstreams`, with `health` as the pool's settings.
+fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> {
+    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    let names = ["n1", "n2", "n3"];
+    let raft: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<String> = names
+        .iter()
+        .zip(&raft)
+        .map(|(n, p)| format!("{n}: 127.0.0.1:{p}"))
+        .collect();
+    let ups: Vec<String> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{id: up{i}, address: \"{a}\"}}"))
+        .collect();
+    names
+        .iter()
+        .zip(&raft)
+        .map(|(name, port)| {
+            let (listener, admin) = (free_port(), free_port());
+            let yaml = format!(
+                "node: {{id: {name}, data_dir: {data:?}}}\n\
+                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n\
+                 listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+                 admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
+                 pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{health}",
+                data = dir.join(name).display().to_string(),
+                token = dir.join("token").display().to_string(),
+                peers = peers.join(", "),
+                ups = ups.join(", "),
+            );
+            let config = dir.join(format!("{name}.yaml"));
+            std::fs::write(&config, yaml).unwrap();
+            let mut i = Instance {
+                name: name.to_string(),
+                config,
+                admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+                listener: format!("127.0.0.1:{listener}").parse().unwrap(),
+                child: None,
+            };
+            i.start();
+            i
+        })
+        .collect()
+}
+
+/// The breaker of upstream `id` on every instance, once they all show the same one
+/// (and have applied the bootstrap).
+fn agreed_breaker(instances: &[Instance], id: &str) -> Option<Value> {
+    let states: Vec<Value> = instances
+        .iter()
+        .map(|i| {
+            let pools = i.get("/api/pools")?;
+            let pool = &pools["pools"][0];
+            if pool["replicated"].is_null() {
+                return None;
+            }
+            let ups = pool["upstreams"].as_array()?;
+            let up = ups.iter().find(|u| u["id"] == id)?;
+            Some(up["breaker"].clone())
+        })
+        .collect::<Option<_>>()?;
+    states
+        .windows(2)
+        .all(|w| w[0] == w[1])
+        .then(|| states[0].clone())
+}
+
+/// Requests to every instance over many keys from `threads` threads until stopped:
+/// (ok, failed) counts.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// The first failures' status and body, for the bench's report.
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Failures remembered for the report.
+const MAX_FAILURES_KEPT: usize = 50;
+
+impl Load {
+    fn start(instances: &[Instance], threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let targets: Vec<SocketAddr> = instances.iter().map(|i| i.listener).collect();
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let failures = failures.clone();
+                let targets = targets.clone();
+                std::thread::spawn(move || {
+                    let mut n = t as u64;
+                    while !stop.load(Relaxed) {
+                        let target = targets[(n % targets.len() as u64) as usize];
+                        match http_call(target, &format!("/key/{}", n % 97)) {
+                            Some((200, _)) => {
+                                ok.fetch_add(1, Relaxed);
+                            }
+                            other => {
+                                failed.fetch_add(1, Relaxed);
+                                let mut kept = failures.lock().unwrap();
+                                if kept.len() < MAX_FAILURES_KEPT {
+                                    kept.push(format!("{other:?}"));
+                                }
+                            }
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            failures,
+            threads,
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.ok.load(Relaxed), self.failed.load(Relaxed))
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (self.ok.load(Relaxed), self.failed.load(Relaxed))
+    }
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringway-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const TEST_HEALTH: &str = "      passive: {consecutive_failures: 3, local_suspicion_ms: 200}\n      breaker: {base_ejection_ms: 500, max_ejection_ms: 2000, half_open_successes: 2, probe_interval_ms: 100, min_reporters: 2}\n";
+
+#[test]
+fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
+    let dir = workdir("breakers");
+    let mut ups: Vec<Echo> = (0..3).map(|i| Echo::new(&format!("up{i}"))).collect();
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let mut nodes = cluster(&dir, &addrs, TEST_HEALTH);
+    std::thread::sleep(Duration::from_millis(300));
+    nodes.iter_mut().for_each(Instance::assert_running);
+    let closed = eventually("the bootstrap applied on all three", || {
+        agreed_breaker(&nodes, "up0")
+    });
+    assert_eq!(closed["state"], "closed");
+
+    let load = Load::start(&nodes, 3);
+    ups[0].stop();
+    let open = eventually("up0 ejected on all three, in the same state", || {
+        agreed_breaker(&nodes, "up0").filter(|b| b["state"] != "closed")
+    });
+    assert!(open["ejections"].as_u64().unwrap() >= 1, "{open}");
+    nodes.iter_mut().for_each(Instance::assert_running);
+    let evidence = &open["evidence"]["signal"];
+    assert!(
+        evidence == "consecutive_failures" || evidence == "probe",
+        "{open}"
+    );
+    // The cap holds: one of three at 50 %; the others stay closed everywhere.
+    for id in ["up1", "up2"] {
+        let b = agreed_breaker(&nodes, id).unwrap_or_else(|| panic!("{id} agreed"));
+        assert_eq!(b["state"], "closed", "{id}: {b}");
+    }
+    // While up0 is ejected, its keys are served by the others.
+    let served = eventually("a request served while up0 is out", || {
+        let (status, body) = http_call(nodes[0].listener, "/key/1")?;
+        (status == 200).then_some(body)
+    });
+    assert!(!served.starts_with("up0 "), "{served}");
+
+    ups[0].start();
+    let back = eventually("up0 readmitted on all three", || {
+        agreed_breaker(&nodes, "up0").filter(|b| b["state"] == "closed" && b["ejections"] != 0)
+    });
+    assert_eq!(back["evidence"]["signal"], "probe", "{back}");
+    let (ok, failed) = load.finish();
+    assert!(ok > 0, "the load ran: {ok} ok, {failed} failed");
+    nodes.iter_mut().for_each(Instance::assert_running);
+    // Every key is served again, some by up0.
+    let up0_serves = eventually("up0 serving again", || {
+        (0..97).find(|k| {
+            http_call(nodes[1].listener, &format!("/key/{k}"))
+                .is_some_and(|(s, body)| s == 200 && body.starts_with("up0 "))
+        })
+    });
+    assert!(up0_serves < 97);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Time from an upstream's death to its ejection on every instance, and from its
+/// recovery to readmission everywhere; failed requests in between under steady load.
+#[test]
+#[ignore]
+fn breaker_bench() {
+    const ROUNDS: usize = 5;
+    const HEALTH: &str = "      passive: {consecutive_failures: 5, local_suspicion_ms: 500}\n      breaker: {base_ejection_ms: 2000, max_ejection_ms: 4000, half_open_successes: 3, probe_interval_ms: 200, min_reporters: 1}\n";
+    let dir = workdir("breakerbench");
+    let mut ups: Vec<Echo> = (0..4).map(|i| Echo::new(&format!("up{i}"))).collect();
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    let nodes = cluster(&dir, &addrs, HEALTH);
+    eventually("the bootstrap applied", || agreed_breaker(&nodes, "up0"));
+    let load = Load::start(&nodes, 6);
+    std::thread::sleep(Duration::from_secs(2));
+    println!("| round | dead → ejected on all (ms) | ejection time (ms) | alive → readmitted on all (ms) | requests | failed |");
+    println!("|---|---|---|---|---|---|");
+    for round in 0..ROUNDS {
+        let before = load.counts();
+        let killed = Instant::now();
+        ups[0].stop();
+        let open = eventually("ejected everywhere", || {
+            agreed_breaker(&nodes, "up0").filter(|b| b["state"] != "closed")
+        });
+        let ejected = killed.elapsed();
+        let ejection =
+            open["until_ms"].as_u64().unwrap_or(0) - open["since_ms"].as_u64().unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(500));
+        let restarted = Instant::now();
+        ups[0].start();
+        eventually("readmitted everywhere", || {
+            agreed_breaker(&nodes, "up0").filter(|b| b["state"] == "closed")
+        });
+        let readmitted = restarted.elapsed();
+        let after = load.counts();
+        println!(
+            "| {round} | {} | {ejection} | {} | {} | {} |",
+            ejected.as_millis(),
+            readmitted.as_millis(),
+            (after.0 + after.1) - (before.0 + before.1),
+            after.1 - before.1
+        );
+        // Longer than max_ejection_ms: the next ejection starts from the base again.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let failures = load.failures.lock().unwrap().clone();
+    let (ok, failed) = load.finish();
+    println!("total: {ok} ok, {failed} failed");
+    for f in failures {
+        println!("  {f}");
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,184 @@
+//! `pools[].health` and `pools[].hash_balance_factor`: defaults when left out, every
+//! field read, every bad value reported at once with its path and the rule.
+
+use std::time::Duration;
+
+use ringway::config::health::{Health, DEFAULT_LOCAL_SUSPICION};
+use ringway::config::Config;
+use ringway::health::breaker::Policy;
+
+fn pool(extra: &str) -> String {
+    format!(
+        "node: {{id: a, data_dir: /tmp/a}}\nlisteners: [{{address: '127.0.0.1:1'}}]\npools:\n  - name: p\n    upstreams: [{{address: '127.0.0.1:2'}}]\n{extra}"
+    )
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text) {
+        Ok(_) => panic!("config should be rejected:\n{text}"),
+        Err(e) => e.field_errors().iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn defaults_when_left_out() {
+    let c = Config::parse(&pool("")).unwrap();
+    let p = &c.pools[0];
+    assert_eq!(p.health, Health::default());
+    assert!(p.health.active.is_none(), "active checks are opt-in");
+    assert_eq!(
+        p.hash_balance_factor, None,
+        "bounded load is off by default"
+    );
+    assert_eq!(p.health.passive.local_suspicion, DEFAULT_LOCAL_SUSPICION);
+    assert_eq!(p.health.breaker, Policy::default());
+    assert!(Policy::default().check().is_ok());
+}
+
+#[test]
+fn every_field_is_read() {
+    let text = pool(
+        r#"    hash_balance_factor: 125
+    health:
+      passive:
+        consecutive_failures: 7
+        failure_rate_percent: 30
+        window_ms: 20000
+        min_requests: 50
+        count: [connect, 5xx]
+        local_suspicion_ms: 0
+      active:
+        path: /healthz?deep=1
+        interval_ms: 500
+        timeout_ms: 200
+        expected_statuses: [200, "300-302", "2xx"]
+        rise: 4
+        fall: 5
+      breaker:
+        base_ejection_ms: 2000
+        max_ejection_ms: 60000
+        jitter_percent: 0
+        half_open_successes: 5
+        probe_interval_ms: 250
+        min_reporters: 2
+        report_window_ms: 9000
+        max_ejection_percent: 30
+        panic_threshold_percent: 20
+"#,
+    );
+    let c = Config::parse(&text).unwrap();
+    let p = &c.pools[0];
+    assert_eq!(p.hash_balance_factor, Some(125));
+    let h = &p.health;
+    assert_eq!(h.passive.consecutive_failures, 7);
+    assert_eq!(h.passive.failure_rate_percent, 30);
+    assert_eq!(h.passive.window, Duration::from_secs(20));
+    assert_eq!(h.passive.min_requests, 50);
+    let cl = h.passive.classes;
+    assert!(cl.connect && cl.status_5xx && !cl.timeout && !cl.reset);
+    assert_eq!(h.passive.local_suspicion, Duration::ZERO);
+    let a = h.active.as_ref().unwrap();
+    assert_eq!(a.path, "/healthz?deep=1");
+    assert_eq!(
+        (a.interval, a.timeout),
+        (Duration::from_millis(500), Duration::from_millis(200))
+    );
+    assert_eq!(a.expected, [(200, 200), (300, 302), (200, 299)]);
+    assert!(a.expects(204) && a.expects(301) && !a.expects(303) && !a.expects(500));
+    assert_eq!((a.rise, a.fall), (4, 5));
+    assert_eq!(h.probe_interval, Duration::from_millis(250));
+    assert_eq!(
+        h.breaker,
+        Policy {
+            base_ejection_ms: 2000,
+            max_ejection_ms: 60000,
+            jitter_percent: 0,
+            half_open_successes: 5,
+            min_reporters: 2,
+            report_window_ms: 9000,
+            max_ejection_percent: 30,
+            panic_threshold_percent: 20,
+        }
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported_with_its_path() {
+    let text = pool(
+        r#"    hash_balance_factor: 99
+    health:
+      colour: red
+      passive:
+        consecutive_failures: -1
+        failure_rate_percent: 101
+        window_ms: 10
+        min_requests: 0
+        count: [connect, connect, 4xx]
+        local_suspicion_ms: "soon"
+      active:
+        interval_ms: 50
+        timeout_ms: 5000
+        expected_statuses: [700, "5xx-", "3xx"]
+        rise: 0
+        fall: 101
+      breaker:
+        base_ejection_ms: 5000
+        max_ejection_ms: 1000
+        jitter_percent: 150
+        half_open_successes: 0
+        min_reporters: 65
+        max_ejection_percent: 200
+        panic_threshold_percent: 101
+        probe_interval_ms: 1
+        extra: 1
+"#,
+    );
+    let errs = errors(&text);
+    let expect = [
+        "pools[0].hash_balance_factor: must be at least 100, got 99",
+        "pools[0].health.colour: unknown field",
+        "pools[0].health.passive.consecutive_failures: must be at least 0, got -1",
+        "pools[0].health.passive.failure_rate_percent: must be at most 100, got 101",
+        "pools[0].health.passive.window_ms: must be at least 1000, got 10",
+        "pools[0].health.passive.min_requests: must be at least 1, got 0",
+        "pools[0].health.passive.count[1]: \"connect\" is listed twice",
+        "pools[0].health.passive.count[2]: must be one of connect, timeout, reset, 5xx; got \"4xx\"",
+        "pools[0].health.passive.local_suspicion_ms: must be a whole number, got \"soon\"",
+        "pools[0].health.active.path: is required",
+        "pools[0].health.active.interval_ms: must be at least 100, got 50",
+        "pools[0].health.active.expected_statuses[0]: must be a status from 100 to 599",
+        "pools[0].health.active.expected_statuses[1]: must be a status from 100 to 599",
+        "pools[0].health.active.rise: must be at least 1, got 0",
+        "pools[0].health.active.fall: must be at most 100, got 101",
+        "pools[0].health.breaker.extra: unknown field",
+        "pools[0].health.breaker.max_ejection_ms: must be at least base_ejection_ms (5000), got 1000",
+        "pools[0].health.breaker.jitter_percent: must be at most 100, got 150",
+        "pools[0].health.breaker.half_open_successes: must be at least 1, got 0",
+        "pools[0].health.breaker.min_reporters: must be at most 64, got 65",
+        "pools[0].health.breaker.max_ejection_percent: must be at most 100, got 200",
+        "pools[0].health.breaker.panic_threshold_percent: must be at most 100, got 101",
+        "pools[0].health.breaker.probe_interval_ms: must be at least 10, got 1",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+}
+
+#[test]
+fn odd_shapes_are_errors_not_panics() {
+    for health in [
+        "    health: 3\n",
+        "    health: {passive: []}\n",
+        "    health: {active: {path: '/x', expected_statuses: []}}\n",
+        "    health: {active: {path: 'no-slash'}}\n",
+        "    health: {active: {path: '/a b'}}\n",
+        "    health: {passive: {count: connect}}\n",
+        "    health: {active: {path: /x, timeout_ms: 3000, interval_ms: 1000}}\n",
+    ] {
+        assert!(Config::parse(&pool(health)).is_err(), "{health}");
+    }
+}
