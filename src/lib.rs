@@ -8,7 +8,8 @@
 //! 5. [`raft`]: the sans-IO consensus core and its deterministic simulator.
 //! 6. [`cluster`]: the replicated state the instances agree on.
 //! 7. [`admin`]: the admin API (views, and upstream changes through the cluster).
-//! 8. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 8. [`metrics`]: every Prometheus metric, its labels and buckets.
+//! 9. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod admin;
 pub mod balance;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod echo;
+pub mod metrics;
 pub mod proxy;
 pub mod raft;
 pub mod ring;

@@ -185,6 +185,8 @@ async fn serve(config: Config) -> Result<(), String> {
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
+    proxy.metrics().register_cluster(&member);
+    proxy.metrics().config_loaded();
     tokio::spawn(ringway::proxy::snapshot::follow_cluster(
         member.handle.clone(),
         config.clone(),

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 
@@ -27,6 +28,10 @@ pub struct Member {
     pub handle: ClusterHandle,
     /// Raft id of each configured node name (this one included).
     pub names: BTreeMap<NodeId, String>,
+    /// The peer transport once it runs (never, for a group of one): read by metrics.
+    pub transport: Arc<OnceLock<Transport>>,
+    /// How long each storage batch took to append and `fdatasync`.
+    pub storage_sync: prometheus::Histogram,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -54,8 +59,11 @@ impl Member {
         let voters: Vec<NodeId> = names.keys().copied().collect();
         let me = raft_id(&config.node.id);
         let dir = config.node.data_dir.join("raft");
-        let storage = DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
+        let mut storage = DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
             .map_err(|source| StartError::Storage { dir, source })?;
+        let storage_sync = crate::metrics::storage_sync_histogram();
+        let observed = storage_sync.clone();
+        storage.observe_syncs(Box::new(move |took| observed.observe(took.as_secs_f64())));
         let (heartbeat, election) = config
             .cluster
             .as_ref()
@@ -71,13 +79,17 @@ impl Member {
         dcfg.seed = me ^ std::process::id() as u64;
         let (driver, handle) = Driver::new(dcfg, storage)?;
         let transport_cfg = transport_config(config, me);
+        let transport = Arc::new(OnceLock::new());
+        let slot = transport.clone();
         let thread = start_thread("ringway-cluster", move || {
-            run(driver, transport_cfg, shutdown)
+            run(driver, transport_cfg, slot, shutdown)
         })
         .map_err(StartError::Thread)?;
         Ok(Member {
             handle,
             names,
+            transport,
+            storage_sync,
             thread,
         })
     }
@@ -93,6 +105,7 @@ impl Member {
 async fn run(
     driver: Driver<DiskStorage>,
     transport: Option<TransportConfig>,
+    slot: Arc<OnceLock<Transport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stop = async move {
@@ -103,6 +116,7 @@ async fn run(
         None => driver.run(rx, NoPeers, stop).await,
         Some(cfg) => match Transport::start(cfg, tx).await {
             Ok(t) => {
+                let _ = slot.set(t.clone());
                 driver.run(rx, t.clone(), stop).await;
                 t.shutdown().await;
             }

@@ -10,6 +10,7 @@ use crate::balance::{HashKey, MissingKey, Router};
 use crate::cluster::driver::ClusterHandle;
 use crate::cluster::state::{ClusterState, UpstreamSpec};
 use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
+use crate::metrics::SnapshotMetrics;
 use crate::ring::{Member, Ring};
 
 /// One pool as the request path sees it.
@@ -30,6 +31,9 @@ pub struct PoolState {
 pub struct Snapshot {
     pub router: Router,
     pub pools: Vec<PoolState>,
+    /// Metric handles of every pool and upstream, set by [`super::Proxy`] when it
+    /// swaps the snapshot in (a snapshot built and not served records nothing).
+    pub metrics: SnapshotMetrics,
 }
 
 impl Snapshot {
@@ -71,7 +75,11 @@ impl Snapshot {
                 .iter()
                 .map(|p| (p.hosts.as_slice(), p.path_prefix.as_str())),
         );
-        Snapshot { router, pools }
+        Snapshot {
+            router,
+            pools,
+            metrics: SnapshotMetrics::default(),
+        }
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolState> {
