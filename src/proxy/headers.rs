@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 
 /// The name ringway gives itself in `Via`.
@@ -155,14 +155,31 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     append_via(headers, HeaderValue::from_static("1.1 ringway"));
 }
 
-/// The request's id: the client's `X-Request-Id` when it sent exactly one that is 1 to
-/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters, otherwise a new one (32 hex
-/// digits of a random 128-bit number).
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let mut sent = headers.get_all(&X_REQUEST_ID).iter();
-    match (sent.next(), sent.next()) {
-        (Some(id), None) if valid_request_id(id.as_bytes()) => id.clone(),
-        _ => hex_value(&hex::<32>(fastrand::u128(..))),
+/// A request's id: the client's `X-Request-Id` when it sent exactly one that is 1 to
+/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters, otherwise a new one (32 hex digits
+/// of a random 128-bit number).
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Kept(HeaderValue),
+    /// Made into a header value each time one is needed: two small copies cost less
+    /// than sharing one fresh value (which allocates its shared form anyway).
+    Made([u8; 32]),
+}
+
+impl RequestId {
+    pub fn of(headers: &HeaderMap) -> RequestId {
+        let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+        match (sent.next(), sent.next()) {
+            (Some(id), None) if valid_request_id(id.as_bytes()) => RequestId::Kept(id.clone()),
+            _ => RequestId::Made(hex128(fastrand::u128(..))),
+        }
+    }
+
+    pub fn value(&self) -> HeaderValue {
+        match self {
+            RequestId::Kept(v) => v.clone(),
+            RequestId::Made(hex) => hex_value(hex),
+        }
     }
 }
 
@@ -175,19 +192,29 @@ fn valid_request_id(id: &[u8]) -> bool {
 /// `tracestate`. Otherwise, absent or invalid, a new trace starts (a random trace-id
 /// and parent-id, flags `00`: ringway records nothing, so it does not claim to have
 /// sampled) and `tracestate` is removed, since it only means something beside the
-/// `traceparent` it came with. Returns the `traceparent` sent.
-pub fn set_tracing(headers: &mut HeaderMap, id: &HeaderValue) -> HeaderValue {
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    let mut sent = headers.get_all(&TRACEPARENT).iter();
-    if let (Some(tp), None) = (sent.next(), sent.next()) {
-        if valid_traceparent(tp.as_bytes()) {
-            return tp.clone();
+/// `traceparent` it came with.
+pub fn set_tracing(headers: &mut HeaderMap, id: &RequestId) {
+    headers.insert(X_REQUEST_ID.clone(), id.value());
+    match headers.entry(&TRACEPARENT) {
+        Entry::Occupied(mut sent) => {
+            let mut values = sent.iter();
+            if let (Some(tp), None) = (values.next(), values.next()) {
+                if valid_traceparent(tp.as_bytes()) {
+                    return;
+                }
+            }
+            sent.insert(new_traceparent());
+        }
+        Entry::Vacant(none) => {
+            none.insert(new_traceparent());
         }
     }
     headers.remove(&TRACESTATE);
-    let tp = new_traceparent();
-    headers.insert(TRACEPARENT.clone(), tp.clone());
-    tp
+}
+
+/// The `traceparent` a request carries, when it has one.
+pub fn traceparent(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(&TRACEPARENT)
 }
 
 /// A `traceparent` as W3C Trace Context level 1 defines it: `VV-TRACEID-PARENTID-FF`
@@ -218,22 +245,34 @@ pub fn trace_id(tp: &HeaderValue) -> &str {
 fn new_traceparent() -> HeaderValue {
     let mut tp = [0u8; TRACEPARENT_LEN];
     tp[..3].copy_from_slice(b"00-");
-    tp[3..35].copy_from_slice(&hex::<32>(fastrand::u128(1..)));
+    tp[3..35].copy_from_slice(&hex128(fastrand::u128(1..)));
     tp[35] = b'-';
-    tp[36..52].copy_from_slice(&hex::<16>(u128::from(fastrand::u64(1..))));
+    let span = fastrand::u64(1..);
+    tp[36..44].copy_from_slice(&hex32((span >> 32) as u32));
+    tp[44..52].copy_from_slice(&hex32(span as u32));
     tp[52..].copy_from_slice(b"-00");
     hex_value(&tp)
 }
 
-/// The low `N / 2` bytes of `v` as `N` lowercase hex digits.
-fn hex<const N: usize>(v: u128) -> [u8; N] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; N];
-    for (i, d) in out.iter_mut().enumerate() {
-        let shift = 4 * (N - 1 - i);
-        *d = DIGITS[((v >> shift) & 0xf) as usize];
+/// `v` as 32 lowercase hex digits.
+fn hex128(v: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&hex32((v >> (96 - 32 * i)) as u32));
     }
     out
+}
+
+/// `v` as 8 lowercase hex digits, all at once: each nibble is spread into a byte of
+/// its own, then `'0'` is added, and `'a' - '0' - 10` more where the nibble is 10 or
+/// more.
+fn hex32(v: u32) -> [u8; 8] {
+    let x = u64::from(v);
+    let mut n = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+    n = ((n & 0x0000_ff00_0000_ff00) << 8) | (n & 0x0000_00ff_0000_00ff);
+    n = ((n & 0x00f0_00f0_00f0_00f0) << 4) | (n & 0x000f_000f_000f_000f);
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (n + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
 }
 
 fn hex_value(bytes: &[u8]) -> HeaderValue {
@@ -358,6 +397,7 @@ mod tests {
     #[test]
     fn request_ids_are_kept_when_valid_and_made_otherwise() {
         let mut h = HeaderMap::new();
+        let request_id = |h: &HeaderMap| RequestId::of(h).value();
         h.insert("x-request-id", HeaderValue::from_static("abc-123_XYZ~"));
         assert_eq!(request_id(&h), "abc-123_XYZ~");
         let long = "a".repeat(MAX_REQUEST_ID_LEN);
@@ -383,6 +423,28 @@ mod tests {
         h.append("x-request-id", HeaderValue::from_static("two"));
         assert_eq!(request_id(&h).len(), 32, "two ids are no id");
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for v in [
+            0u32,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0xdead_beef,
+            0x0123_4567,
+            0x89ab_cdef,
+            u32::MAX,
+        ] {
+            assert_eq!(hex32(v), format!("{v:08x}").as_bytes(), "{v:#x}");
+        }
+        for _ in 0..1000 {
+            let v = fastrand::u128(..);
+            assert_eq!(hex128(v), format!("{v:032x}").as_bytes());
+        }
     }
 
     #[test]
@@ -418,27 +480,28 @@ mod tests {
 
     #[test]
     fn tracing_headers_keep_a_valid_trace_and_restart_an_invalid_one() {
-        let id = HeaderValue::from_static("req-1");
+        let id = RequestId::Kept(HeaderValue::from_static("req-1"));
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut h = HeaderMap::new();
         h.insert("traceparent", HeaderValue::from_static(good));
         h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
-        assert_eq!(set_tracing(&mut h, &id), good);
+        set_tracing(&mut h, &id);
         assert_eq!(h["traceparent"], good);
         assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
         assert_eq!(h["x-request-id"], "req-1");
 
         h.insert("traceparent", HeaderValue::from_static("00-xyz"));
-        let fresh = set_tracing(&mut h, &id);
+        set_tracing(&mut h, &id);
+        let fresh = h["traceparent"].clone();
         assert!(valid_traceparent(fresh.as_bytes()), "{fresh:?}");
         assert!(fresh.to_str().unwrap().ends_with("-00"));
-        assert_eq!(h["traceparent"], fresh);
         assert!(!h.contains_key("tracestate"));
         assert_eq!(trace_id(&fresh).len(), 32);
 
         let mut none = HeaderMap::new();
         none.insert("tracestate", HeaderValue::from_static("orphan=1"));
-        let started = set_tracing(&mut none, &id);
+        set_tracing(&mut none, &id);
+        let started = none["traceparent"].clone();
         assert!(valid_traceparent(started.as_bytes()));
         assert_ne!(trace_id(&started), trace_id(&fresh));
         assert!(!none.contains_key("tracestate"));

@@ -81,12 +81,12 @@ impl Proxy {
     /// Serves one request from a client connection.
     pub async fn handle(&self, req: Request<Incoming>, origin: &Origin) -> Response<ProxyBody> {
         let mut tally = Tally::start(self.snapshot.load_full());
-        let request_id = headers::request_id(req.headers());
+        let request_id = headers::RequestId::of(req.headers());
         // The record costs an allocation; make it only when the line will be written.
         let mut log =
             tracing::enabled!(target: "ringway::access", tracing::Level::INFO).then(|| {
                 let mut log = Box::new(AccessLog::new(&req));
-                log.request_id = Some(request_id.clone());
+                log.request_id = Some(request_id.value());
                 log
             });
         let mut target = Target::default();
@@ -105,7 +105,7 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         parts
             .headers
-            .insert(headers::X_REQUEST_ID.clone(), request_id);
+            .insert(headers::X_REQUEST_ID.clone(), request_id.value());
         let status = parts.status.as_u16();
         tally.answered(target, status);
         let body = body.with_tally(tally);
@@ -147,15 +147,15 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::prepare_request(&mut parts, origin, upgrade);
-        let traceparent = headers::set_tracing(&mut parts.headers, request_id);
+        headers::set_tracing(&mut parts.headers, request_id);
+        if let Some(log) = log.as_mut() {
+            log.traceparent = headers::traceparent(&parts.headers).cloned();
+        }
         let mut body = IdleBody::new(body, pool.timeouts.idle);
         if let (false, Some(m)) = (body.is_end_stream(), metrics) {
             body = body.counting(m.request_bytes().clone());
         }
         let req = Request::from_parts(parts, body);
-        if let Some(log) = log.as_mut() {
-            log.traceparent = Some(traceparent);
-        }
         let Forwarded {
             upstream,
             mut response,
@@ -185,7 +185,7 @@ impl Proxy {
 /// What the request path notes besides the response: the request id it forwards, the
 /// access-log record (when the line will be written), and where the request went.
 struct RequestCtx<'a> {
-    request_id: &'a HeaderValue,
+    request_id: &'a headers::RequestId,
     log: &'a mut Option<Box<AccessLog>>,
     target: &'a mut Target,
 }
