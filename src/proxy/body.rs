@@ -187,8 +187,25 @@ impl Drop for AccessLog {
 /// served it, `upstream` none when ringway answered it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Target {
-    pub pool: Option<usize>,
-    pub upstream: Option<usize>,
+    pool: Option<u32>,
+    upstream: Option<u32>,
+}
+
+impl Target {
+    pub fn set_pool(&mut self, index: usize) {
+        self.pool = u32::try_from(index).ok();
+    }
+
+    pub fn set_upstream(&mut self, index: usize) {
+        self.upstream = u32::try_from(index).ok();
+    }
+
+    fn exchange<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s crate::metrics::Exchange> {
+        let index = |i: Option<u32>| i.map(|i| i as usize);
+        snapshot
+            .metrics
+            .exchange(index(self.pool), index(self.upstream))
+    }
 }
 
 /// A request's metrics: in `ringway_requests_in_flight` from [`Tally::start`] until
@@ -230,8 +247,7 @@ impl Tally {
     }
 
     fn sent(&self, bytes: usize) {
-        let m = &self.snapshot.metrics;
-        if let Some(e) = m.exchange(self.target.pool, self.target.upstream) {
+        if let Some(e) = self.target.exchange(&self.snapshot) {
             e.sent(bytes);
         }
     }
@@ -239,12 +255,11 @@ impl Tally {
 
 impl Drop for Tally {
     fn drop(&mut self) {
-        let m = &self.snapshot.metrics;
-        if let Some(g) = m.in_flight() {
+        if let Some(g) = self.snapshot.metrics.in_flight() {
             g.dec();
         }
         let Some(status) = self.status else { return };
-        if let Some(e) = m.exchange(self.target.pool, self.target.upstream) {
+        if let Some(e) = self.target.exchange(&self.snapshot) {
             e.finished(status, self.start.elapsed());
         }
     }

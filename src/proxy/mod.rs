@@ -137,7 +137,7 @@ impl Proxy {
                 path: req.uri().path().to_owned(),
             })?;
         let pool = &snapshot.pools[pool_index];
-        target.pool = Some(pool_index);
+        target.set_pool(pool_index);
         if let Some(log) = log.as_mut() {
             log.pool = Some(pool.name.clone());
         }
@@ -239,7 +239,7 @@ async fn forward(
         attempts += 1;
         match attempt(pool, upstream, req).await {
             Ok((response, conn)) => {
-                target.upstream = Some(index);
+                target.set_upstream(index);
                 return Ok(Forwarded {
                     upstream: index,
                     response,
@@ -247,7 +247,7 @@ async fn forward(
                 });
             }
             Err(Attempt::Fatal(e)) => {
-                target.upstream = Some(index);
+                target.set_upstream(index);
                 if let (ProxyError::ResponseTimedOut { .. }, Some(m)) = (&e, counted) {
                     m.response_timed_out();
                 }
