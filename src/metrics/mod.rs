@@ -390,6 +390,32 @@ mod tests {
         assert!(text.contains("process_open_fds "), "{text}");
     }
 
+    fn snapshot(upstreams: &[(&str, &str)]) -> crate::proxy::Snapshot {
+        let mut yaml = String::from(
+            "node: {id: t, data_dir: /nonexistent}\nlisteners: [{address: 127.0.0.1:0}]\n\
+             pools:\n  - name: web\n    upstreams:\n",
+        );
+        for (id, addr) in upstreams {
+            yaml.push_str(&format!("      - {{id: {id}, address: {addr}}}\n"));
+        }
+        let config = crate::config::Config::parse(&yaml).expect("valid test config");
+        crate::proxy::Snapshot::build(&config, None)
+    }
+
+    #[test]
+    fn series_of_upstreams_that_left_are_removed() {
+        let m = Metrics::new();
+        let first = m.handles_for(&snapshot(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]));
+        first.pool(0).and_then(|p| p.upstream(1)).unwrap().retried();
+        let text = m.encode();
+        assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"b\"} 150"));
+        assert!(text.contains("ringway_upstream_retries_total{pool=\"web\",upstream=\"b\"} 1"));
+        m.handles_for(&snapshot(&[("a", "127.0.0.1:1")]));
+        let text = m.encode();
+        assert!(!text.contains("upstream=\"b\""), "{text}");
+        assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"a\"} 150"));
+    }
+
     #[test]
     fn reloads_count_by_result() {
         let m = Metrics::new();
