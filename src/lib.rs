@@ -10,7 +10,8 @@
 //! 7. [`admin`]: the admin API (views, and upstream changes through the cluster).
 //! 8. [`tls`]: TLS on listeners, towards upstreams, and between instances (rustls).
 //! 9. [`health`]: failure detection, active checks and circuit breakers.
-//! 10. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 10. [`metrics`]: every Prometheus metric, its labels and buckets.
+//! 11. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 
 pub mod admin;
 pub mod balance;
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod raft;
 pub mod ring;

@@ -310,6 +310,8 @@ async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<
     let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
+    proxy.metrics().register_cluster(&member);
+    proxy.metrics().config_loaded();
     let forward = token
         .clone()
         .map(|t| ringway::admin::batch_forwarder(member.handle.clone(), member.names.clone(), t));

@@ -8,6 +8,7 @@
 //!   applied the same state show the same digests. Also where the file and the cluster
 //!   differ (drift).
 //! - `GET /api/route?pool=NAME&key=KEY`: the upstream that key goes to on this instance.
+//! - `GET /metrics`: every metric in the Prometheus text format (see [`crate::metrics`]).
 //! - `PUT /api/pools/NAME/upstreams/ID` (JSON body: `address`, optional `weight` and
 //!   `draining`) and `DELETE /api/pools/NAME/upstreams/ID`: proposed through Raft from
 //!   any node (a follower forwards to the leader's admin API, which the leader
@@ -141,6 +142,7 @@ impl Admin {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, ["metrics"]) => self.metrics(),
             (&Method::GET, ["api", "cluster"]) => {
                 json_response(StatusCode::OK, self.cluster_json())
             }
@@ -496,6 +498,16 @@ impl Admin {
             .map(|d| d.to_string())
             .collect();
         json!({"applied": view.applied, "pools": pools, "drift": drift})
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let metrics = self.proxy.metrics();
+        let mut resp = Response::new(Full::new(Bytes::from(metrics.encode())));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics.content_type()),
+        );
+        resp
     }
 
     fn route(&self, query: &str) -> Response<Body> {

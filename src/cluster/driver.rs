@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -160,6 +161,38 @@ enum Request {
 pub struct ClusterHandle {
     requests: mpsc::Sender<Request>,
     view: watch::Receiver<Arc<ClusterView>>,
+    stats: Arc<DriverStats>,
+}
+
+/// Counters of the driver's work since start, read (not locked) by the metrics
+/// collector at scrape time. Proposals are those made through a [`ClusterHandle`].
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Times this node saw a new leader (another id, or a leader after none).
+    pub leader_changes: AtomicU64,
+    pub proposals_committed: AtomicU64,
+    pub proposals_refused: AtomicU64,
+    pub proposals_lost: AtomicU64,
+    pub proposals_busy: AtomicU64,
+    pub proposals_not_leader: AtomicU64,
+    pub proposals_invalid: AtomicU64,
+    pub proposals_stopped: AtomicU64,
+}
+
+impl DriverStats {
+    /// Counts what a proposal came to.
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Ok(_) => &self.proposals_committed,
+            Err(ProposeFailure::Refused(_)) => &self.proposals_refused,
+            Err(ProposeFailure::Lost) => &self.proposals_lost,
+            Err(ProposeFailure::Busy | ProposeFailure::NotYet(_)) => &self.proposals_busy,
+            Err(ProposeFailure::NotLeader { .. }) => &self.proposals_not_leader,
+            Err(ProposeFailure::Invalid(_)) => &self.proposals_invalid,
+            Err(ProposeFailure::Stopped) => &self.proposals_stopped,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -174,13 +207,29 @@ impl ClusterHandle {
     pub async fn propose(&self, cmd: Command) -> Result<Index, ProposeFailure> {
         cmd.validate().map_err(ProposeFailure::Refused)?;
         let (reply, answer) = oneshot::channel();
-        self.requests
+        let queued = self
+            .requests
             .try_send(Request::Propose { cmd, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ProposeFailure::Busy,
                 mpsc::error::TrySendError::Closed(_) => ProposeFailure::Stopped,
-            })?;
-        answer.await.unwrap_or(Err(ProposeFailure::Stopped))
+            });
+        if let Err(e) = queued {
+            let failed = Err(e);
+            self.stats.count(&failed);
+            return failed;
+        }
+        // The driver counts every answer it gives; a driver gone meanwhile is counted here.
+        answer.await.unwrap_or_else(|_| {
+            let stopped = Err(ProposeFailure::Stopped);
+            self.stats.count(&stopped);
+            stopped
+        })
+    }
+
+    /// Counters of the driver's work (for metrics).
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
     }
 
     /// Proposes a one-step membership change and waits until this instance applied
@@ -242,6 +291,7 @@ pub struct Driver<S: Storage> {
     peers_sent: Option<HashMap<NodeId, SocketAddr>>,
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<Arc<ClusterView>>,
+    stats: Arc<DriverStats>,
 }
 
 impl<S: Storage + Send + 'static> Driver<S> {
@@ -260,6 +310,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             Node::try_new(raft_cfg, &storage).map_err(|e| DriverError::Raft(format!("{e:?}")))?;
         let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
         let (view_tx, view_rx) = watch::channel(Arc::new(view_of(&node, &state)));
+        let stats = Arc::new(DriverStats::default());
         let driver = Driver {
             cfg,
             node,
@@ -272,10 +323,12 @@ impl<S: Storage + Send + 'static> Driver<S> {
             peers_sent: None,
             requests,
             view: view_tx,
+            stats: stats.clone(),
         };
         let handle = ClusterHandle {
             requests: requests_tx,
             view: view_rx,
+            stats,
         };
         Ok((driver, handle))
     }
@@ -355,14 +408,14 @@ impl<S: Storage + Send + 'static> Driver<S> {
         let (proposed, reply) = match req {
             Request::Propose { cmd, reply } => {
                 if self.pending.len() >= MAX_PENDING_PROPOSALS {
-                    let _ = reply.send(Err(ProposeFailure::Busy));
+                    self.answer(reply, Err(ProposeFailure::Busy));
                     return;
                 }
                 (self.node.propose(cmd.encode()), reply)
             }
             Request::ConfChange { cc, reply } => {
                 if self.pending.len() >= MAX_PENDING_PROPOSALS {
-                    let _ = reply.send(Err(ProposeFailure::Busy));
+                    self.answer(reply, Err(ProposeFailure::Busy));
                     return;
                 }
                 (self.node.propose_conf_change(cc), reply)
@@ -378,10 +431,14 @@ impl<S: Storage + Send + 'static> Driver<S> {
                     },
                 );
             }
-            Err(e) => {
-                let _ = reply.send(Err(propose_failure(e)));
-            }
+            Err(e) => self.answer(reply, Err(propose_failure(e))),
         }
+    }
+
+    /// Answers a proposal at once, counting the answer.
+    fn answer(&self, reply: Reply, outcome: Outcome) {
+        self.stats.count(&outcome);
+        let _ = reply.send(outcome);
     }
 
     /// The first leader of a never-bootstrapped cluster proposes its file's pools,
@@ -450,6 +507,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         self.update_peers(outbox);
         self.publish();
         for (reply, answer) in self.answers.drain(..) {
+            self.stats.count(&answer);
             let _ = reply.send(answer);
         }
         Ok(())
@@ -536,6 +594,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 || old.matched != view.matched
                 || old.voters != view.voters
                 || old.learners != view.learners;
+            if view.leader.is_some() && old.leader != view.leader {
+                self.stats.leader_changes.fetch_add(1, Relaxed);
+            }
             if changed {
                 *old = Arc::new(view);
             }

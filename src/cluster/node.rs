@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 
@@ -27,6 +28,10 @@ pub struct Member {
     pub handle: ClusterHandle,
     /// Raft id of each configured node name (this one included).
     pub names: BTreeMap<NodeId, String>,
+    /// The peer transport once it runs (never, for a group of one): read by metrics.
+    pub transport: Arc<OnceLock<Transport>>,
+    /// How long each storage batch took to append and `fdatasync`.
+    pub storage_sync: prometheus::Histogram,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -57,13 +62,16 @@ impl Member {
         let me = raft_id(&config.node.id);
         let dir = config.node.data_dir.join("raft");
         let joining = config.cluster.as_ref().is_some_and(|c| c.join);
-        let storage = if joining {
+        let mut storage = if joining {
             // No configuration of its own: the leader that adds it sends one.
             DiskStorage::open(&dir)
         } else {
             DiskStorage::open_with_conf(&dir, ConfState::with_voters(&voters))
         }
         .map_err(|source| StartError::Storage { dir, source })?;
+        let storage_sync = crate::metrics::storage_sync_histogram();
+        let observed = storage_sync.clone();
+        storage.observe_syncs(Box::new(move |took| observed.observe(took.as_secs_f64())));
         let (heartbeat, election) = config
             .cluster
             .as_ref()
@@ -87,13 +95,17 @@ impl Member {
             Some(tls) => Some(crate::tls::cluster::transport(tls).map_err(StartError::Tls)?),
             None => None,
         };
+        let transport = Arc::new(OnceLock::new());
+        let slot = transport.clone();
         let thread = start_thread("ringway-cluster", move || {
-            run(driver, transport_cfg, tls, shutdown)
+            run(driver, transport_cfg, tls, slot, shutdown)
         })
         .map_err(StartError::Thread)?;
         Ok(Member {
             handle,
             names,
+            transport,
+            storage_sync,
             thread,
         })
     }
@@ -110,6 +122,7 @@ async fn run(
     driver: Driver<DiskStorage>,
     transport: Option<TransportConfig>,
     tls: Option<crate::tls::cluster::Seam>,
+    slot: Arc<OnceLock<Transport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stop = async move {
@@ -120,6 +133,7 @@ async fn run(
         None => driver.run(rx, NoPeers, stop).await,
         Some(cfg) => match start_transport(cfg, tx, tls).await {
             Ok(t) => {
+                let _ = slot.set(t.clone());
                 driver.run(rx, t.clone(), stop).await;
                 t.shutdown().await;
             }

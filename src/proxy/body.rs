@@ -2,8 +2,9 @@
 //!
 //! [`IdleBody`] aborts a body that moves no byte for the idle timeout (a stalled
 //! upload or download cannot hold a connection forever). [`ProxyBody`] is what clients
-//! receive: an upstream's streamed body or a short text ringway wrote itself; it writes
-//! the access-log line when the response is finished or dropped.
+//! receive: an upstream's streamed body or a short text ringway wrote itself; it counts
+//! the request in the metrics ([`Tally`]) and writes the access-log line when the
+//! response is finished or dropped.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -12,13 +13,15 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Uri};
+use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::upstream::PooledConn;
+use super::Snapshot;
 use crate::health::detector::InFlight;
 
 /// Error type of every body ringway produces.
@@ -35,6 +38,8 @@ pub struct IdleBody<B> {
     progressed: bool,
     /// Told of every frame taken, and `true` once the whole body has been taken.
     sent: Option<watch::Sender<bool>>,
+    /// Counts the data bytes taken.
+    bytes: Option<IntCounter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +54,14 @@ impl<B> IdleBody<B> {
             timer: None,
             progressed: false,
             sent: None,
+            bytes: None,
         }
+    }
+
+    /// Counts the data bytes taken from this body in `bytes`.
+    pub fn counting(mut self, bytes: IntCounter) -> Self {
+        self.bytes = Some(bytes);
+        self
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<IdleTimeout> {
@@ -92,6 +104,9 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.progressed = true;
+                if let (Some(bytes), Some(Ok(f))) = (&this.bytes, &frame) {
+                    bytes.inc_by(f.data_ref().map_or(0, |d| d.len() as u64));
+                }
                 if let Some(sent) = &this.sent {
                     let end = frame.is_none() || this.inner.is_end_stream();
                     sent.send_modify(|done| *done |= end);
@@ -128,6 +143,9 @@ pub struct AccessLog {
     pub upstream: Option<Arc<str>>,
     pub bytes_out: u64,
     pub failed: bool,
+    pub request_id: Option<HeaderValue>,
+    /// The `traceparent` sent upstream.
+    pub traceparent: Option<HeaderValue>,
 }
 
 impl AccessLog {
@@ -142,6 +160,8 @@ impl AccessLog {
             upstream: None,
             bytes_out: 0,
             failed: false,
+            request_id: None,
+            traceparent: None,
         }
     }
 }
@@ -155,10 +175,94 @@ impl Drop for AccessLog {
             status = self.status,
             pool = self.pool.as_deref().unwrap_or("-"),
             upstream = self.upstream.as_deref().unwrap_or("-"),
+            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            trace_id = self.traceparent.as_ref().map_or("-", super::headers::trace_id),
             duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
             bytes = self.bytes_out,
             aborted = self.failed,
         );
+    }
+}
+
+/// Where a request went, as indexes into its snapshot: `pool` none when no pool
+/// served it, `upstream` none when ringway answered it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Target {
+    pool: Option<u32>,
+    upstream: Option<u32>,
+}
+
+impl Target {
+    pub fn set_pool(&mut self, index: usize) {
+        self.pool = u32::try_from(index).ok();
+    }
+
+    pub fn set_upstream(&mut self, index: usize) {
+        self.upstream = u32::try_from(index).ok();
+    }
+
+    fn exchange<'s>(&self, snapshot: &'s Snapshot) -> Option<&'s crate::metrics::Exchange> {
+        let index = |i: Option<u32>| i.map(|i| i as usize);
+        snapshot
+            .metrics
+            .exchange(index(self.pool), index(self.upstream))
+    }
+}
+
+/// A request's metrics: in `ringway_requests_in_flight` from [`Tally::start`] until
+/// dropped; counted once, when dropped after [`Tally::answered`] (its response ended or
+/// was cut off), through the handles of the snapshot it ran on: nothing is looked up
+/// by name. A tally dropped unanswered (the client left first) only leaves the
+/// in-flight count.
+#[derive(Debug)]
+pub struct Tally {
+    snapshot: Arc<Snapshot>,
+    target: Target,
+    start: Instant,
+    status: Option<u16>,
+}
+
+impl Tally {
+    /// Starts counting a request served from `snapshot`.
+    pub fn start(snapshot: Arc<Snapshot>) -> Tally {
+        if let Some(g) = snapshot.metrics.in_flight() {
+            g.inc();
+        }
+        Tally {
+            snapshot,
+            target: Target::default(),
+            start: Instant::now(),
+            status: None,
+        }
+    }
+
+    /// The snapshot the request runs on.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// The response head is ready: `status`, from `target`.
+    pub fn answered(&mut self, target: Target, status: u16) {
+        self.target = target;
+        self.status = Some(status);
+    }
+
+    fn sent(&self, bytes: usize) {
+        if let Some(e) = self.target.exchange(&self.snapshot) {
+            e.sent(bytes);
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(g) = self.snapshot.metrics.in_flight() {
+            g.dec();
+        }
+        let Some(status) = self.status else { return };
+        if let Some(e) = self.target.exchange(&self.snapshot) {
+            e.finished(status, self.start.elapsed());
+        }
     }
 }
 
@@ -169,6 +273,7 @@ pub struct ProxyBody {
     log: Option<Box<AccessLog>>,
     /// Counts the request in flight to its upstream until the body ends or drops.
     inflight: Option<InFlight>,
+    tally: Option<Tally>,
 }
 
 #[derive(Debug)]
@@ -186,6 +291,7 @@ impl ProxyBody {
             kind: Kind::Text(Some(text.into())),
             log: None,
             inflight: None,
+            tally: None,
         }
     }
 
@@ -195,6 +301,7 @@ impl ProxyBody {
             kind: Kind::Upstream(IdleBody::new(body, idle), conn),
             log: None,
             inflight: None,
+            tally: None,
         }
     }
 
@@ -210,11 +317,18 @@ impl ProxyBody {
         self
     }
 
+    /// Attaches the request's metrics, recorded when this body ends.
+    pub fn with_tally(mut self, tally: Tally) -> Self {
+        self.tally = Some(tally);
+        self
+    }
+
     fn finish(&mut self, failed: bool) {
         self.inflight = None;
         if let Some(mut log) = self.log.take() {
             log.failed = failed;
         }
+        self.tally = None;
         if let Kind::Upstream(_, conn) = &mut self.kind {
             match conn.take() {
                 Some(conn) if !failed => conn.release(),
@@ -249,8 +363,12 @@ impl Body for ProxyBody {
         };
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(log), Some(data)) = (this.log.as_mut(), f.data_ref()) {
-                    log.bytes_out += data.len() as u64;
+                let len = f.data_ref().map_or(0, Bytes::len);
+                if let Some(log) = this.log.as_mut() {
+                    log.bytes_out += len as u64;
+                }
+                if let Some(tally) = &this.tally {
+                    tally.sent(len);
                 }
             }
             Some(Err(_)) => this.finish(true),

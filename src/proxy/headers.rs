@@ -1,9 +1,10 @@
 //! Header rules for forwarded messages: hop-by-hop headers removed (RFC 9110 §7.6.1),
-//! `X-Forwarded-*` and `Via` added, `Host` preserved.
+//! `X-Forwarded-*` and `Via` added, `Host` preserved; `X-Request-Id` and W3C
+//! `traceparent` kept when valid and made when not.
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 
 /// The name ringway gives itself in `Via`.
@@ -14,6 +15,15 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The request id header: passed upstream and returned to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Longest `X-Request-Id` kept from a client; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Length of a version-00 `traceparent`: `00-` 32 hex `-` 16 hex `-` 2 hex.
+const TRACEPARENT_LEN: usize = 55;
 
 /// Headers that describe one connection, never the message.
 fn hop_by_hop() -> [&'static HeaderName; 9] {
@@ -145,6 +155,130 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     append_via(headers, HeaderValue::from_static("1.1 ringway"));
 }
 
+/// A request's id: the client's `X-Request-Id` when it sent exactly one that is 1 to
+/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters, otherwise a new one (32 hex digits
+/// of a random 128-bit number).
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Kept(HeaderValue),
+    /// Made into a header value each time one is needed: two small copies cost less
+    /// than sharing one fresh value (which allocates its shared form anyway).
+    Made([u8; 32]),
+}
+
+impl RequestId {
+    pub fn of(headers: &HeaderMap) -> RequestId {
+        let mut sent = headers.get_all(&X_REQUEST_ID).iter();
+        match (sent.next(), sent.next()) {
+            (Some(id), None) if valid_request_id(id.as_bytes()) => RequestId::Kept(id.clone()),
+            _ => RequestId::Made(hex128(fastrand::u128(..))),
+        }
+    }
+
+    pub fn value(&self) -> HeaderValue {
+        match self {
+            RequestId::Kept(v) => v.clone(),
+            RequestId::Made(hex) => hex_value(hex),
+        }
+    }
+}
+
+fn valid_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// Sets the tracing headers of a request about to go upstream: `X-Request-Id` to `id`,
+/// and the W3C trace context. A single valid `traceparent` passes untouched, with its
+/// `tracestate`. Otherwise, absent or invalid, a new trace starts (a random trace-id
+/// and parent-id, flags `00`: ringway records nothing, so it does not claim to have
+/// sampled) and `tracestate` is removed, since it only means something beside the
+/// `traceparent` it came with.
+pub fn set_tracing(headers: &mut HeaderMap, id: &RequestId) {
+    headers.insert(X_REQUEST_ID.clone(), id.value());
+    match headers.entry(&TRACEPARENT) {
+        Entry::Occupied(mut sent) => {
+            let mut values = sent.iter();
+            if let (Some(tp), None) = (values.next(), values.next()) {
+                if valid_traceparent(tp.as_bytes()) {
+                    return;
+                }
+            }
+            sent.insert(new_traceparent());
+        }
+        Entry::Vacant(none) => {
+            none.insert(new_traceparent());
+        }
+    }
+    headers.remove(&TRACESTATE);
+}
+
+/// The `traceparent` a request carries, when it has one.
+pub fn traceparent(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(&TRACEPARENT)
+}
+
+/// A `traceparent` as W3C Trace Context level 1 defines it: `VV-TRACEID-PARENTID-FF`
+/// in lowercase hex, version not `ff`, ids not all zeros; version `00` exactly 55
+/// characters, a later version at least that and followed by `-` if longer.
+pub fn valid_traceparent(tp: &[u8]) -> bool {
+    if tp.len() < TRACEPARENT_LEN {
+        return false;
+    }
+    let hex =
+        |r: std::ops::Range<usize>| tp[r].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |r: std::ops::Range<usize>| tp[r].iter().any(|&b| b != b'0');
+    let dashes = tp[2] == b'-' && tp[35] == b'-' && tp[52] == b'-';
+    let fields = hex(0..2) && hex(3..35) && hex(36..52) && hex(53..55);
+    let version_ok = match &tp[0..2] {
+        b"00" => tp.len() == TRACEPARENT_LEN,
+        b"ff" => false,
+        _ => tp.len() == TRACEPARENT_LEN || tp[TRACEPARENT_LEN] == b'-',
+    };
+    dashes && fields && version_ok && nonzero(3..35) && nonzero(36..52)
+}
+
+/// The trace-id of a valid `traceparent`.
+pub fn trace_id(tp: &HeaderValue) -> &str {
+    tp.to_str().ok().and_then(|s| s.get(3..35)).unwrap_or("-")
+}
+
+fn new_traceparent() -> HeaderValue {
+    let mut tp = [0u8; TRACEPARENT_LEN];
+    tp[..3].copy_from_slice(b"00-");
+    tp[3..35].copy_from_slice(&hex128(fastrand::u128(1..)));
+    tp[35] = b'-';
+    let span = fastrand::u64(1..);
+    tp[36..44].copy_from_slice(&hex32((span >> 32) as u32));
+    tp[44..52].copy_from_slice(&hex32(span as u32));
+    tp[52..].copy_from_slice(b"-00");
+    hex_value(&tp)
+}
+
+/// `v` as 32 lowercase hex digits.
+fn hex128(v: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&hex32((v >> (96 - 32 * i)) as u32));
+    }
+    out
+}
+
+/// `v` as 8 lowercase hex digits, all at once: each nibble is spread into a byte of
+/// its own, then `'0'` is added, and `'a' - '0' - 10` more where the nibble is 10 or
+/// more.
+fn hex32(v: u32) -> [u8; 8] {
+    let x = u64::from(v);
+    let mut n = ((x & 0xffff_0000) << 16) | (x & 0xffff);
+    n = ((n & 0x0000_ff00_0000_ff00) << 8) | (n & 0x0000_00ff_0000_00ff);
+    n = ((n & 0x00f0_00f0_00f0_00f0) << 4) | (n & 0x000f_000f_000f_000f);
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (n + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
+}
+
+fn hex_value(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).expect("hex digits and dashes are a valid header value")
+}
+
 /// The client's `Host`, or for HTTP/2 its `:authority`.
 fn original_host(parts: &request::Parts) -> Option<HeaderValue> {
     if let Some(h) = parts.headers.get(header::HOST) {
@@ -258,6 +392,119 @@ mod tests {
         assert_eq!(p.uri, "/p?q=1");
         assert_eq!(p.version, Version::HTTP_11);
         assert_eq!(p.headers["via"], "2.0 ringway");
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_valid_and_made_otherwise() {
+        let mut h = HeaderMap::new();
+        let request_id = |h: &HeaderMap| RequestId::of(h).value();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123_XYZ~"));
+        assert_eq!(request_id(&h), "abc-123_XYZ~");
+        let long = "a".repeat(MAX_REQUEST_ID_LEN);
+        h.insert("x-request-id", HeaderValue::from_str(&long).unwrap());
+        assert_eq!(request_id(&h), long.as_str());
+        for bad in [
+            "",
+            "has space",
+            "tab\there",
+            &"a".repeat(MAX_REQUEST_ID_LEN + 1),
+        ] {
+            h.insert("x-request-id", HeaderValue::from_str(bad).unwrap());
+            let made = request_id(&h);
+            assert_ne!(made, bad);
+            assert_eq!(made.len(), 32, "{made:?}");
+        }
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(request_id(&h).len(), 32);
+        h.insert("x-request-id", HeaderValue::from_static("one"));
+        h.append("x-request-id", HeaderValue::from_static("two"));
+        assert_eq!(request_id(&h).len(), 32, "two ids are no id");
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        for v in [
+            0u32,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0xdead_beef,
+            0x0123_4567,
+            0x89ab_cdef,
+            u32::MAX,
+        ] {
+            assert_eq!(hex32(v), format!("{v:08x}").as_bytes(), "{v:#x}");
+        }
+        for _ in 0..1000 {
+            let v = fastrand::u128(..);
+            assert_eq!(hex128(v), format!("{v:032x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn traceparent_validation_follows_w3c_level_1() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(good.as_bytes()));
+        assert!(valid_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        // A later version may carry more fields after a dash.
+        assert!(valid_traceparent(
+            b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ] {
+            assert!(
+                !valid_traceparent(bad.as_bytes()),
+                "{bad:?} must be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn tracing_headers_keep_a_valid_trace_and_restart_an_invalid_one() {
+        let id = RequestId::Kept(HeaderValue::from_static("req-1"));
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static(good));
+        h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
+        set_tracing(&mut h, &id);
+        assert_eq!(h["traceparent"], good);
+        assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
+        assert_eq!(h["x-request-id"], "req-1");
+
+        h.insert("traceparent", HeaderValue::from_static("00-xyz"));
+        set_tracing(&mut h, &id);
+        let fresh = h["traceparent"].clone();
+        assert!(valid_traceparent(fresh.as_bytes()), "{fresh:?}");
+        assert!(fresh.to_str().unwrap().ends_with("-00"));
+        assert!(!h.contains_key("tracestate"));
+        assert_eq!(trace_id(&fresh).len(), 32);
+
+        let mut none = HeaderMap::new();
+        none.insert("tracestate", HeaderValue::from_static("orphan=1"));
+        set_tracing(&mut none, &id);
+        let started = none["traceparent"].clone();
+        assert!(valid_traceparent(started.as_bytes()));
+        assert_ne!(trace_id(&started), trace_id(&fresh));
+        assert!(!none.contains_key("tracestate"));
     }
 
     #[test]

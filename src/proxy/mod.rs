@@ -11,7 +11,7 @@ pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -22,7 +22,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::balance::{request_host, KeyInput, MissingKey};
 use crate::health::detector::{self, InFlight, Outcome};
-use body::{AccessLog, IdleBody, ProxyBody, RequestBody};
+use crate::metrics::{Metrics, PoolMetrics};
+use body::{AccessLog, IdleBody, ProxyBody, RequestBody, Tally, Target};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
 pub use snapshot::{PoolState, Snapshot};
@@ -35,6 +36,10 @@ type Exchange = (Response<Incoming>, PooledConn);
 #[derive(Debug)]
 pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
+    metrics: Arc<Metrics>,
+    /// Held while a snapshot gets its metric handles and is stored, so the series
+    /// exported always match the snapshot in force.
+    swapping: Mutex<()>,
 }
 
 /// A response head from an upstream, and which upstream sent it.
@@ -47,10 +52,20 @@ struct Forwarded {
 }
 
 impl Proxy {
+    /// A proxy serving `snapshot`, with a metrics registry of its own.
     pub fn new(snapshot: Snapshot) -> Self {
-        Proxy {
-            snapshot: ArcSwap::from_pointee(snapshot),
-        }
+        let proxy = Proxy {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            metrics: Arc::new(Metrics::new()),
+            swapping: Mutex::new(()),
+        };
+        proxy.swap(snapshot);
+        proxy
+    }
+
+    /// The metrics registry requests are counted in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The snapshot requests use now.
@@ -58,27 +73,49 @@ impl Proxy {
         self.snapshot.load_full()
     }
 
-    /// Replaces the snapshot; requests already running finish on the old one.
-    pub fn swap(&self, next: Snapshot) {
+    /// Replaces the snapshot, resolving its metric handles first; requests already
+    /// running finish on the old one.
+    pub fn swap(&self, mut next: Snapshot) {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
+        next.metrics = self.metrics.handles_for(&next);
         self.snapshot.store(Arc::new(next));
     }
 
     /// Serves one request from a client connection.
     pub async fn handle(&self, req: Request<Incoming>, origin: &Origin) -> Response<ProxyBody> {
-        let snapshot = self.snapshot.load_full();
+        let mut tally = Tally::start(self.snapshot.load_full());
+        let request_id = headers::RequestId::of(req.headers());
         // The record costs an allocation; make it only when the line will be written.
-        let mut log = tracing::enabled!(target: "ringway::access", tracing::Level::INFO)
-            .then(|| Box::new(AccessLog::new(&req)));
+        let mut log =
+            tracing::enabled!(target: "ringway::access", tracing::Level::INFO).then(|| {
+                let mut log = Box::new(AccessLog::new(&req));
+                log.request_id = Some(request_id.value());
+                log
+            });
+        let mut target = Target::default();
+        let ctx = RequestCtx {
+            request_id: &request_id,
+            log: &mut log,
+            target: &mut target,
+        };
         let resp = match self
-            .route_and_forward(&snapshot, req, origin, &mut log)
+            .route_and_forward(tally.snapshot(), req, origin, ctx)
             .await
         {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };
-        let Some(mut log) = log else { return resp };
-        log.status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), request_id.value());
+        let status = parts.status.as_u16();
+        tally.answered(target, status);
+        let body = body.with_tally(tally);
+        let Some(mut log) = log else {
+            return Response::from_parts(parts, body);
+        };
+        log.status = status;
         Response::from_parts(parts, body.with_log(log))
     }
 
@@ -87,8 +124,13 @@ impl Proxy {
         snapshot: &Snapshot,
         mut req: Request<Incoming>,
         origin: &Origin,
-        log: &mut Option<Box<AccessLog>>,
+        ctx: RequestCtx<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let RequestCtx {
+            request_id,
+            log,
+            target,
+        } = ctx;
         let host = request_host(req.uri(), req.headers());
         let pool_index = snapshot
             .router
@@ -98,22 +140,32 @@ impl Proxy {
                 path: req.uri().path().to_owned(),
             })?;
         let pool = &snapshot.pools[pool_index];
-        if let Some(log) = log {
+        target.set_pool(pool_index);
+        if let Some(log) = log.as_mut() {
             log.pool = Some(pool.name.clone());
         }
+        let metrics = snapshot.metrics.pool(pool_index);
         let hash = key_hash(pool, &req, origin)?;
         let upgrade = headers::upgrade_requested(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::prepare_request(&mut parts, origin, upgrade);
-        let req = Request::from_parts(parts, IdleBody::new(body, pool.timeouts.idle));
+        headers::set_tracing(&mut parts.headers, request_id);
+        if let Some(log) = log.as_mut() {
+            log.traceparent = headers::traceparent(&parts.headers).cloned();
+        }
+        let mut body = IdleBody::new(body, pool.timeouts.idle);
+        if let (false, Some(m)) = (body.is_end_stream(), metrics) {
+            body = body.counting(m.request_bytes().clone());
+        }
+        let req = Request::from_parts(parts, body);
         let Forwarded {
             upstream,
             mut response,
             conn,
             inflight,
-        } = forward(pool, hash, req).await?;
-        if let Some(log) = log {
+        } = forward(pool, metrics, hash, req, target).await?;
+        if let Some(log) = log.as_mut() {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
         }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -133,6 +185,14 @@ impl Proxy {
                 .with_inflight(inflight),
         ))
     }
+}
+
+/// What the request path notes besides the response: the request id it forwards, the
+/// access-log record (when the line will be written), and where the request went.
+struct RequestCtx<'a> {
+    request_id: &'a headers::RequestId,
+    log: &'a mut Option<Box<AccessLog>>,
+    target: &'a mut Target,
 }
 
 /// The ring position for a request, applying the pool's missing-key policy.
@@ -157,11 +217,14 @@ fn key_hash(pool: &PoolState, req: &Request<Incoming>, origin: &Origin) -> Resul
 }
 
 /// Sends `req` to the key's upstream, failing over along the ring while nothing has
-/// been sent: at most `max_attempts` distinct upstreams.
+/// been sent: at most `max_attempts` distinct upstreams. `target.upstream` becomes the
+/// upstream that answered, or that failed once the request was sent.
 async fn forward(
     pool: &PoolState,
+    metrics: Option<&PoolMetrics>,
     hash: u32,
     req: Request<RequestBody>,
+    target: &mut Target,
 ) -> Result<Forwarded, ProxyError> {
     if pool.ring.is_empty() {
         return Err(ProxyError::EmptyPool {
@@ -178,6 +241,10 @@ async fn forward(
         .candidates(&pool.ring, hash, pool.max_attempts, now)
     {
         let upstream = &pool.upstreams[index];
+        let counted = metrics.and_then(|m| m.upstream(index));
+        if let (true, Some(m)) = (attempts > 0, counted) {
+            m.retried();
+        }
         attempts += 1;
         let inflight = pool.health.begin(index);
         let result = attempt(pool, upstream, req).await;
@@ -185,17 +252,28 @@ async fn forward(
             .record(index, outcome(&result), detector::now_ms());
         match result {
             Ok((response, conn)) => {
+                target.set_upstream(index);
                 return Ok(Forwarded {
                     upstream: index,
                     response,
                     conn,
                     inflight,
-                })
+                });
             }
-            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Fatal(e)) => {
+                target.set_upstream(index);
+                if let (ProxyError::ResponseTimedOut { .. }, Some(m)) = (&e, counted) {
+                    m.response_timed_out();
+                }
+                return Err(e);
+            }
             Err(Attempt::Retry(back, why)) => {
                 tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %why, "upstream unreachable, trying the next on the ring");
-                timeouts += matches!(why, ConnectError::TimedOut) as usize;
+                let timed_out = matches!(why, ConnectError::TimedOut);
+                if let Some(m) = counted {
+                    m.connect_failed(timed_out);
+                }
+                timeouts += timed_out as usize;
                 last = format!("{}: {why}", upstream.id);
                 req = *back;
             }

@@ -11,6 +11,7 @@ use crate::cluster::driver::ClusterHandle;
 use crate::cluster::state::{ClusterState, UpstreamSpec};
 use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
 use crate::health::detector::{Hub, PoolHealth};
+use crate::metrics::SnapshotMetrics;
 use crate::ring::{Member, Ring};
 
 /// One pool as the request path sees it.
@@ -35,6 +36,9 @@ pub struct Snapshot {
     pub pools: Vec<PoolState>,
     /// Where detectors send trips; passed on from snapshot to snapshot.
     pub health: Arc<Hub>,
+    /// Metric handles of every pool and upstream, set by [`super::Proxy`] when it
+    /// swaps the snapshot in (a snapshot built and not served records nothing).
+    pub metrics: SnapshotMetrics,
 }
 
 impl Snapshot {
@@ -88,6 +92,7 @@ impl Snapshot {
             router,
             pools,
             health: hub,
+            metrics: SnapshotMetrics::default(),
         }
     }
 

@@ -78,6 +78,9 @@ pub struct DiskStats {
     pub torn_bytes_cut: u64,
 }
 
+/// Told how long each append-and-`fdatasync` of a batch took (for metrics).
+pub type SyncObserver = Box<dyn Fn(std::time::Duration) + Send>;
+
 /// Durable Raft storage in a directory; see the module documentation.
 #[derive(Debug)]
 pub struct DiskStorage {
@@ -90,6 +93,21 @@ pub struct DiskStorage {
     state: MemStorage,
     stats: DiskStats,
     failed: Option<String>,
+    observer: Observer,
+}
+
+/// An optional [`SyncObserver`], so that `DiskStorage` stays `Debug`.
+#[derive(Default)]
+struct Observer(Option<SyncObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(set)"
+        } else {
+            "Observer(none)"
+        })
+    }
 }
 
 impl DiskStorage {
@@ -159,6 +177,11 @@ impl DiskStorage {
         &self.dir
     }
 
+    /// Reports the time of every batch's append and `fdatasync` to `observer`.
+    pub fn observe_syncs(&mut self, observer: SyncObserver) {
+        self.observer = Observer(Some(observer));
+    }
+
     /// Counters of disk work since open.
     pub fn stats(&self) -> DiskStats {
         self.stats
@@ -177,10 +200,14 @@ impl DiskStorage {
     /// further writes: the file may end in a partial record only recovery may cut.
     fn append_durable(&mut self, record: &[u8]) -> Result<(), StorageError> {
         let path = self.live_path();
+        let started = std::time::Instant::now();
         let result = self
             .file
             .write_all(record)
             .and_then(|()| self.file.sync_data());
+        if let Some(observe) = &self.observer.0 {
+            observe(started.elapsed());
+        }
         if let Err(e) = result {
             let err = io_err(&path, &format!("append at offset {}", self.seg_len), &e);
             self.failed = Some(err.0.clone());
@@ -395,6 +422,7 @@ fn create_fresh(
         state,
         stats,
         failed: None,
+        observer: Observer::default(),
     })
 }
 
@@ -429,6 +457,7 @@ fn recover(dir: &Path, seq: u64, opts: DiskOptions) -> Result<DiskStorage, Stora
         state: replay.state,
         stats,
         failed: None,
+        observer: Observer::default(),
     })
 }
 

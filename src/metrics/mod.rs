@@ -1,0 +1,429 @@
+//! Prometheus metrics: the registry, and every metric ringway exports, defined in this
+//! module (and [`cluster`] for the Raft ones). `GET /metrics` on the admin listener
+//! serves [`Metrics::encode`].
+//!
+//! Labels take values from bounded sets only: pool names and upstream ids come from the
+//! current configuration and cluster state (a pair that leaves them is removed from the
+//! output when the next snapshot is swapped in), peers from the cluster's member list,
+//! and the rest from fixed lists. No label carries a path, a client address or
+//! anything else a request chooses.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `ringway_requests_total` | counter | `pool`, `upstream`, `class` (`1xx` .. `5xx`) |
+//! | `ringway_request_duration_seconds` | histogram ([`REQUEST_DURATION_BUCKETS`]) | `pool`, `upstream` |
+//! | `ringway_requests_in_flight` | gauge | |
+//! | `ringway_request_bytes_total` | counter | `pool` |
+//! | `ringway_response_bytes_total` | counter | `pool`, `upstream` |
+//! | `ringway_upstream_connect_errors_total` | counter | `pool`, `upstream` |
+//! | `ringway_upstream_timeouts_total` | counter | `pool`, `upstream`, `phase` (`connect`, `response`) |
+//! | `ringway_upstream_retries_total` | counter | `pool`, `upstream` |
+//! | `ringway_ring_points` | gauge | `pool`, `upstream` |
+//! | `ringway_config_reloads_total` | counter | `result` (`success`, `failure`) |
+//! | `ringway_config_last_reload_success_timestamp_seconds` | gauge | |
+//! | `ringway_build_info` | gauge | `version` |
+//! | `ringway_raft_*` | see [`cluster`] | |
+//! | `process_*` | CPU seconds, resident and virtual memory, open and max fds, start time (Linux) | |
+//!
+//! A request is counted once, when its response has ended (or was cut off): in
+//! `ringway_requests_total`, `ringway_request_duration_seconds` (from the moment the
+//! request head was handed to ringway to the end of the response body) and, while it
+//! runs, `ringway_requests_in_flight`. Requests ringway answers itself carry
+//! `upstream=""` (and `pool=""` when no pool serves them). A request the client gives
+//! up before any response head is only seen in `ringway_requests_in_flight`.
+//!
+//! Nothing is looked up or formatted per request: [`Metrics::handles_for`] resolves
+//! the labelled children of every (pool, upstream) pair when a snapshot is swapped
+//! in, and the request path only increments them.
+
+pub mod cluster;
+mod handles;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+pub use handles::{Exchange, PoolMetrics, SnapshotMetrics, UpstreamMetrics};
+
+/// Buckets of `ringway_request_duration_seconds`, in seconds: 50 µs to 60 s, about
+/// 2.5 per decade, so a proxy hop on a LAN (well under 1 ms) and a long poll (tens of
+/// seconds, up to the default response-header timeout of 60 s) are both resolved.
+pub const REQUEST_DURATION_BUCKETS: [f64; 19] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Buckets of `ringway_raft_storage_sync_seconds`, in seconds: 50 µs (a write cache)
+/// to 5 s (a disk in trouble).
+pub const STORAGE_SYNC_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Values of the `class` label, indexed by `status / 100 - 1`.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Values of the `phase` label of `ringway_upstream_timeouts_total`.
+const PHASES: [&str; 2] = ["connect", "response"];
+
+/// The registry and the metrics the request path and the reload path feed.
+pub struct Metrics {
+    registry: Registry,
+    in_flight: IntGauge,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    request_bytes: IntCounterVec,
+    response_bytes: IntCounterVec,
+    connect_errors: IntCounterVec,
+    timeouts: IntCounterVec,
+    retries: IntCounterVec,
+    ring_points: IntGaugeVec,
+    reloads: IntCounterVec,
+    last_reload: Gauge,
+    /// The (pool, upstream) pairs and the pools whose series are exported now.
+    exported: Mutex<Exported>,
+}
+
+#[derive(Default)]
+struct Exported {
+    pairs: BTreeSet<(String, String)>,
+    pools: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry holding every data-plane and process metric. The Raft metrics join
+    /// it through [`Metrics::register_cluster`].
+    pub fn new() -> Metrics {
+        let pair = &["pool", "upstream"];
+        let m = Metrics {
+            registry: Registry::new(),
+            in_flight: IntGauge::with_opts(opts(
+                "ringway_requests_in_flight",
+                "Requests received whose response has not ended yet.",
+            ))
+            .expect("valid metric"),
+            requests: counter_vec(
+                "ringway_requests_total",
+                "Requests whose response ended, by pool, upstream that answered (empty: ringway answered) and status class.",
+                &["pool", "upstream", "class"],
+            ),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "ringway_request_duration_seconds",
+                    "Time from the request head to the end of the response body.",
+                )
+                .buckets(REQUEST_DURATION_BUCKETS.to_vec()),
+                pair,
+            )
+            .expect("valid metric"),
+            request_bytes: counter_vec(
+                "ringway_request_bytes_total",
+                "Request body bytes received from clients and forwarded.",
+                &["pool"],
+            ),
+            response_bytes: counter_vec(
+                "ringway_response_bytes_total",
+                "Response body bytes sent to clients.",
+                pair,
+            ),
+            connect_errors: counter_vec(
+                "ringway_upstream_connect_errors_total",
+                "Connections to an upstream that failed before the request was sent (refused, timed out, closed).",
+                pair,
+            ),
+            timeouts: counter_vec(
+                "ringway_upstream_timeouts_total",
+                "Upstream timeouts: connect, or response (no response head in time, or the request body not taken).",
+                &["pool", "upstream", "phase"],
+            ),
+            retries: counter_vec(
+                "ringway_upstream_retries_total",
+                "Requests sent to this upstream after an earlier one on the ring could not be reached.",
+                pair,
+            ),
+            ring_points: IntGaugeVec::new(
+                opts("ringway_ring_points", "Points the upstream owns on its pool's ring."),
+                pair,
+            )
+            .expect("valid metric"),
+            reloads: counter_vec(
+                "ringway_config_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
+            last_reload: Gauge::with_opts(opts(
+                "ringway_config_last_reload_success_timestamp_seconds",
+                "Unix time the configuration in force was loaded.",
+            ))
+            .expect("valid metric"),
+            exported: Mutex::default(),
+        };
+        m.register_own();
+        m
+    }
+
+    fn register_own(&self) {
+        let build = IntGaugeVec::new(
+            opts("ringway_build_info", "Always 1; the version running."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for result in ["success", "failure"] {
+            self.reloads.with_label_values(&[result]);
+        }
+        let own: [Box<dyn Collector>; 12] = [
+            Box::new(self.in_flight.clone()),
+            Box::new(self.requests.clone()),
+            Box::new(self.duration.clone()),
+            Box::new(self.request_bytes.clone()),
+            Box::new(self.response_bytes.clone()),
+            Box::new(self.connect_errors.clone()),
+            Box::new(self.timeouts.clone()),
+            Box::new(self.retries.clone()),
+            Box::new(self.ring_points.clone()),
+            Box::new(self.reloads.clone()),
+            Box::new(self.last_reload.clone()),
+            Box::new(build),
+        ];
+        for c in own {
+            self.register(c);
+        }
+        #[cfg(target_os = "linux")]
+        self.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+    }
+
+    /// Adds a collector; one whose names clash with a registered one is left out and
+    /// logged (names are constants, so only a programming error gets here).
+    fn register(&self, c: Box<dyn Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::error!(error = %e, "metric not registered");
+        }
+    }
+
+    /// The text exposition format (version 0.0.4) of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The `Content-Type` of [`Metrics::encode`].
+    pub fn content_type(&self) -> &'static str {
+        prometheus::TEXT_FORMAT
+    }
+
+    /// Records a configuration reload: `ok` counts a success and stamps the time.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        if ok {
+            self.config_loaded();
+        }
+    }
+
+    /// Stamps now as the time the configuration in force was loaded (at startup; not
+    /// counted as a reload).
+    pub fn config_loaded(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload.set(now);
+    }
+
+    /// The handles requests on `snapshot` use, resolved now, and the ring points of
+    /// every upstream. Series of pairs no longer in the snapshot are removed.
+    pub fn handles_for(&self, snapshot: &crate::proxy::Snapshot) -> SnapshotMetrics {
+        let mut pairs = BTreeSet::new();
+        let mut pools = BTreeSet::new();
+        pairs.insert((String::new(), String::new()));
+        let pool_handles = snapshot
+            .pools
+            .iter()
+            .map(|pool| {
+                pools.insert(pool.name.to_string());
+                pairs.insert((pool.name.to_string(), String::new()));
+                let points = pool.ring.points_per_member();
+                let upstreams = pool.upstreams.iter().enumerate().map(|(i, up)| {
+                    pairs.insert((pool.name.to_string(), up.id.to_string()));
+                    let n = points.get(i).copied().unwrap_or(0);
+                    self.ring_points
+                        .with_label_values(&[&*pool.name, &*up.id])
+                        .set(n as i64);
+                    self.upstream(&pool.name, &up.id)
+                });
+                PoolMetrics {
+                    none: self.exchange(&pool.name, ""),
+                    upstreams: upstreams.collect(),
+                    request_bytes: self.request_bytes.with_label_values(&[&*pool.name]),
+                }
+            })
+            .collect();
+        let handles = SnapshotMetrics {
+            in_flight: Some(self.in_flight.clone()),
+            unrouted: Some(self.exchange("", "")),
+            pools: pool_handles,
+        };
+        self.forget_except(pairs, pools);
+        handles
+    }
+
+    fn exchange(&self, pool: &str, upstream: &str) -> Exchange {
+        Exchange {
+            classes: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[pool, upstream, c])),
+            duration: self.duration.with_label_values(&[pool, upstream]),
+            response_bytes: self.response_bytes.with_label_values(&[pool, upstream]),
+        }
+    }
+
+    fn upstream(&self, pool: &str, upstream: &str) -> UpstreamMetrics {
+        let labels = [pool, upstream];
+        UpstreamMetrics {
+            exchange: self.exchange(pool, upstream),
+            connect_errors: self.connect_errors.with_label_values(&labels),
+            connect_timeouts: self
+                .timeouts
+                .with_label_values(&[pool, upstream, PHASES[0]]),
+            response_timeouts: self
+                .timeouts
+                .with_label_values(&[pool, upstream, PHASES[1]]),
+            retries: self.retries.with_label_values(&labels),
+        }
+    }
+
+    /// Removes the series of pairs and pools that are not in `pairs` and `pools`, and
+    /// remembers these as exported.
+    fn forget_except(&self, pairs: BTreeSet<(String, String)>, pools: BTreeSet<String>) {
+        let mut exported = self.exported.lock().unwrap_or_else(|p| p.into_inner());
+        for (pool, up) in exported.pairs.difference(&pairs) {
+            let labels = [pool.as_str(), up.as_str()];
+            for class in STATUS_CLASSES {
+                let _ = self.requests.remove_label_values(&[pool, up, class]);
+            }
+            let _ = self.duration.remove_label_values(&labels);
+            let _ = self.response_bytes.remove_label_values(&labels);
+            let _ = self.connect_errors.remove_label_values(&labels);
+            let _ = self.retries.remove_label_values(&labels);
+            let _ = self.ring_points.remove_label_values(&labels);
+            for phase in PHASES {
+                let _ = self.timeouts.remove_label_values(&[pool, up, phase]);
+            }
+        }
+        for pool in exported.pools.difference(&pools) {
+            let _ = self.request_bytes.remove_label_values(&[pool]);
+        }
+        *exported = Exported { pairs, pools };
+    }
+}
+
+/// The unregistered histogram of `ringway_raft_storage_sync_seconds`: the cluster
+/// member feeds it, [`Metrics::register_cluster`] exports it.
+pub fn storage_sync_histogram() -> Histogram {
+    Histogram::with_opts(
+        HistogramOpts::new(
+            "ringway_raft_storage_sync_seconds",
+            "Time to append one batch of Raft state to the log and fdatasync it.",
+        )
+        .buckets(STORAGE_SYNC_BUCKETS.to_vec()),
+    )
+    .expect("valid metric")
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+/// A counter family; the names are constants, so only a programming error fails.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(opts(name, help), labels).expect("valid metric")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_increasing_and_span_sub_millisecond_to_a_minute() {
+        for b in [&REQUEST_DURATION_BUCKETS[..], &STORAGE_SYNC_BUCKETS[..]] {
+            assert!(b.windows(2).all(|w| w[0] < w[1]));
+            assert!(b[0] < 0.001);
+        }
+        assert_eq!(REQUEST_DURATION_BUCKETS.last(), Some(&60.0));
+    }
+
+    #[test]
+    fn a_new_registry_encodes_every_family_it_has_samples_for() {
+        let m = Metrics::new();
+        m.config_loaded();
+        let text = m.encode();
+        for name in [
+            "ringway_requests_in_flight 0",
+            "ringway_build_info{version=",
+            "ringway_config_reloads_total{result=\"failure\"} 0",
+            "ringway_config_last_reload_success_timestamp_seconds ",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_open_fds "), "{text}");
+    }
+
+    fn snapshot(upstreams: &[(&str, &str)]) -> crate::proxy::Snapshot {
+        let mut yaml = String::from(
+            "node: {id: t, data_dir: /nonexistent}\nlisteners: [{address: 127.0.0.1:0}]\n\
+             pools:\n  - name: web\n    upstreams:\n",
+        );
+        for (id, addr) in upstreams {
+            yaml.push_str(&format!("      - {{id: {id}, address: {addr}}}\n"));
+        }
+        let config = crate::config::Config::parse(&yaml).expect("valid test config");
+        crate::proxy::Snapshot::build(&config, None)
+    }
+
+    #[test]
+    fn series_of_upstreams_that_left_are_removed() {
+        let m = Metrics::new();
+        let first = m.handles_for(&snapshot(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]));
+        first.pool(0).and_then(|p| p.upstream(1)).unwrap().retried();
+        let text = m.encode();
+        assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"b\"} 150"));
+        assert!(text.contains("ringway_upstream_retries_total{pool=\"web\",upstream=\"b\"} 1"));
+        m.handles_for(&snapshot(&[("a", "127.0.0.1:1")]));
+        let text = m.encode();
+        assert!(!text.contains("upstream=\"b\""), "{text}");
+        assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"a\"} 150"));
+    }
+
+    #[test]
+    fn reloads_count_by_result() {
+        let m = Metrics::new();
+        m.config_reload(true);
+        m.config_reload(false);
+        m.config_reload(false);
+        let text = m.encode();
+        assert!(text.contains("ringway_config_reloads_total{result=\"success\"} 1"));
+        assert!(text.contains("ringway_config_reloads_total{result=\"failure\"} 2"));
+    }
+}
