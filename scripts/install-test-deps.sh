@@ -10,7 +10,7 @@ set -euo pipefail
 
 log() { printf '[install-test-deps] %s\n' "$*" >&2; }
 
-if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
+if command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v curl >/dev/null; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -29,9 +29,9 @@ fi
 cleanup() { if [ $made_policy -eq 1 ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi; }
 trap cleanup EXIT
 
-log "installing prometheus (promtool and the server)"
+log "installing prometheus (promtool and the server) and curl (TLS tests)"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null
 
 # Whatever started the service anyway, stop it and keep it from starting at boot.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then

@@ -315,7 +315,9 @@ async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<
     let forward = token
         .clone()
         .map(|t| ringway::admin::batch_forwarder(member.handle.clone(), member.names.clone(), t));
-    let reloader = Reloader::new(path, config.clone(), text, member.handle.clone(), forward);
+    let observed = proxy.clone();
+    let reloader = Reloader::new(path, config.clone(), text, member.handle.clone(), forward)
+        .observe(Arc::new(move |ok| observed.metrics().config_reload(ok)));
     tokio::spawn(reloader.clone().run(stop_rx.clone()));
     tokio::spawn(ringway::proxy::snapshot::follow_cluster(
         member.handle.clone(),

@@ -334,6 +334,29 @@ fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
         evidence == "consecutive_failures" || evidence == "probe",
         "{open}"
     );
+    // Every instance exports the agreed state and the replicated ejection count.
+    for n in &nodes {
+        let (status, text) = http_call(n.admin, "/metrics").unwrap();
+        assert_eq!(status, 200);
+        let value = |series: &str| -> Option<f64> {
+            text.lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        };
+        let state = open["state"].as_str().unwrap();
+        let series = format!(
+            "ringway_upstream_breaker_state{{pool=\"web\",state=\"{state}\",upstream=\"up0\"}}"
+        );
+        assert_eq!(value(&series), Some(1.0), "{series} in:\n{text}");
+        let closed =
+            "ringway_upstream_breaker_state{pool=\"web\",state=\"closed\",upstream=\"up1\"}";
+        assert_eq!(value(closed), Some(1.0), "{closed}");
+        let ejections = "ringway_upstream_ejections_total{pool=\"web\",upstream=\"up0\"}";
+        assert!(
+            value(ejections).is_some_and(|v| v >= 1.0),
+            "{ejections} in:\n{text}"
+        );
+    }
     // The cap holds: one of three at 50 %; the others stay closed everywhere.
     for id in ["up1", "up2"] {
         let b = agreed_breaker(&nodes, id).unwrap_or_else(|| panic!("{id} agreed"));

@@ -99,6 +99,14 @@ fn edits_apply_bad_files_change_nothing_and_restart_settings_are_reported() {
     let err = v["last_error"].as_str().unwrap();
     assert!(err.contains("pools[0].upstreams[0].weight"), "{err}");
     ids_are(&node, &[0, 1, 2]).expect("a bad file changed the pool");
+    let metrics = http_get(node.admin, "/metrics").unwrap();
+    for (series, want) in [
+        ("ringway_config_reloads_total{result=\"success\"} ", "1"),
+        ("ringway_config_reloads_total{result=\"failure\"} ", "1"),
+    ] {
+        let line = metrics.lines().find(|l| l.starts_with(series));
+        assert_eq!(line.map(|l| &l[series.len()..]), Some(want), "{series}");
+    }
     for k in 0..20 {
         assert!(node.served_by(&format!("/k/{k}")).is_some());
     }

@@ -536,6 +536,11 @@ impl ClusterState {
         self.breakers.get(pool)
     }
 
+    /// Every pool's name and upstreams.
+    pub fn pools(&self) -> impl Iterator<Item = (&str, &[UpstreamSpec])> {
+        self.pools.iter().map(|(n, l)| (n.as_str(), l.as_slice()))
+    }
+
     /// The upstreams of `pool`, in pool order.
     pub fn pool(&self, pool: &str) -> Option<&[UpstreamSpec]> {
         self.pools.get(pool).map(Vec::as_slice)

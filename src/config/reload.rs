@@ -94,7 +94,12 @@ pub struct Reloader {
     status: Mutex<ReloadStatus>,
     cluster: ClusterHandle,
     forward: Option<Forward>,
+    /// Told of every reload that applied (`true`) or was refused (`false`): metrics.
+    observer: Option<Observer>,
 }
+
+/// See [`Reloader::observe`].
+pub type Observer = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// Why a reload did not apply.
 #[derive(Debug)]
@@ -127,7 +132,23 @@ impl Reloader {
             status: Mutex::new(status),
             cluster,
             forward,
+            observer: None,
         })
+    }
+
+    /// The same reloader, telling `observer` of every reload that applied or was
+    /// refused. Call before sharing it.
+    pub fn observe(mut self: Arc<Self>, observer: Observer) -> Arc<Self> {
+        if let Some(r) = Arc::get_mut(&mut self) {
+            r.observer = Some(observer);
+        }
+        self
+    }
+
+    fn tell(&self, ok: bool) {
+        if let Some(o) = &self.observer {
+            o(ok);
+        }
     }
 
     /// The config in force, and every later one.
@@ -215,6 +236,8 @@ impl Reloader {
         if applied.is_some() {
             st.last_applied = applied;
         }
+        drop(st);
+        self.tell(true);
         tracing::info!(file = %self.path.display(), cluster_index = ?applied, "config reloaded");
         Reloaded::Applied
     }
@@ -268,9 +291,12 @@ impl Reloader {
             }
         };
         tracing::error!(file = %self.path.display(), error = %text, "config reload refused; the last good config stays in force");
-        let mut st = lock(&self.status);
-        st.failed += 1;
-        st.last_error = Some(text);
+        {
+            let mut st = lock(&self.status);
+            st.failed += 1;
+            st.last_error = Some(text);
+        }
+        self.tell(false);
         Reloaded::Refused
     }
 }

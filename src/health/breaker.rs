@@ -193,6 +193,10 @@ pub struct Breaker {
     /// Consecutive ejections: the backoff multiplier.
     #[serde(default)]
     pub ejections: u32,
+    /// Every ejection of this upstream since its breaker was created (never reset):
+    /// the replicated count behind `ringway_upstream_ejections_total`.
+    #[serde(default)]
+    pub ejected_total: u64,
     /// Closed: reporter to the time of its latest report.
     #[serde(default)]
     pub reports: BTreeMap<String, u64>,
@@ -208,6 +212,7 @@ impl Breaker {
             since_ms: 0,
             until_ms: 0,
             ejections: 0,
+            ejected_total: 0,
             reports: BTreeMap::new(),
             evidence: None,
         }
@@ -468,6 +473,7 @@ impl PoolBreakers {
         } else {
             b.ejections.saturating_add(1)
         };
+        b.ejected_total = b.ejected_total.saturating_add(1);
         let seed = jitter_seed(pool, id, b.ejections, at_ms);
         b.phase = Phase::Open;
         b.since_ms = at_ms;

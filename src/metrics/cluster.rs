@@ -17,6 +17,9 @@
 //! | `ringway_raft_messages_dropped_total` | counter | `peer`, `reason` (`queue_full`, `io`, `oversize`, `fault`) |
 //! | `ringway_raft_messages_received_total` | counter | |
 //! | `ringway_raft_peer_connected` | gauge (0 or 1) | `peer` |
+//! | `ringway_upstream_breaker_state` | gauge (1 for the current state) | `pool`, `upstream`, `state` (`closed`, `open`, `half_open`) |
+//! | `ringway_upstream_ejections_total` | counter (replicated: the same on every instance) | `pool`, `upstream` |
+//! | `ringway_pool_panic` | gauge (1 while the pool routes to every upstream) | `pool` |
 //! | `ringway_raft_storage_sync_seconds` | histogram ([`STORAGE_SYNC_BUCKETS`](super::STORAGE_SYNC_BUCKETS)) | |
 //!
 //! Peers are named as in the configuration. A group of one has no transport, so no
@@ -34,6 +37,7 @@ use super::Metrics;
 use crate::cluster::driver::ClusterHandle;
 use crate::cluster::node::Member;
 use crate::cluster::transport::Transport;
+use crate::health::breaker::Phase;
 use crate::raft::{NodeId, Role};
 
 const ROLES: [(Role, &str); 4] = [
@@ -79,6 +83,9 @@ struct Families {
     dropped: IntCounterVec,
     received: IntCounter,
     connected: IntGaugeVec,
+    breaker: IntGaugeVec,
+    ejections: IntCounterVec,
+    panic: IntGaugeVec,
 }
 
 impl Families {
@@ -143,10 +150,25 @@ impl Families {
                 "1 while the connection to the peer is established.",
                 &["peer"],
             ),
+            breaker: gauges(
+                "ringway_upstream_breaker_state",
+                "1 for the circuit-breaker state the cluster agreed on for the upstream.",
+                &["pool", "upstream", "state"],
+            ),
+            ejections: counters(
+                "ringway_upstream_ejections_total",
+                "Times the cluster ejected the upstream (since its breaker was created).",
+                &["pool", "upstream"],
+            ),
+            panic: gauges(
+                "ringway_pool_panic",
+                "1 while too few of the pool's upstreams are healthy and it routes to all of them.",
+                &["pool"],
+            ),
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 12] {
+    fn all(&self) -> [&dyn Collector; 15] {
         [
             &self.term,
             &self.is_leader,
@@ -160,6 +182,9 @@ impl Families {
             &self.dropped,
             &self.received,
             &self.connected,
+            &self.breaker,
+            &self.ejections,
+            &self.panic,
         ]
     }
 }
@@ -180,6 +205,28 @@ impl RaftCollector {
             f.role
                 .with_label_values(&[name])
                 .set(i64::from(view.role == role));
+        }
+        for (pool, upstreams) in view.state.pools() {
+            let breakers = view.state.breakers(pool);
+            f.panic
+                .with_label_values(&[pool])
+                .set(i64::from(breakers.is_some_and(|b| b.panic)));
+            for u in upstreams {
+                let b = breakers.and_then(|b| b.upstreams.get(&u.id));
+                let phase = b.map_or(Phase::Closed, |b| b.phase);
+                for (p, name) in [
+                    (Phase::Closed, "closed"),
+                    (Phase::Open, "open"),
+                    (Phase::HalfOpen, "half_open"),
+                ] {
+                    f.breaker
+                        .with_label_values(&[pool, &u.id, name])
+                        .set(i64::from(phase == p));
+                }
+                f.ejections
+                    .with_label_values(&[pool, &u.id])
+                    .inc_by(b.map_or(0, |b| b.ejected_total));
+            }
         }
         f.commit.set(clamp(view.commit));
         f.applied.set(clamp(view.applied));
