@@ -122,6 +122,17 @@ pools:
         "exactly the expected errors:\n{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // `run` refuses the same file at start, with the same list.
+    let out = run(&["run", "--config", file.path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "run: missing {e:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains(&format!("{} errors:", expected.len())),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -146,6 +146,9 @@ impl Instance {
             PoolSpec::new("fail")
                 .prefix("/fail")
                 .opt("hash_key: path")
+                // Every request to the dead upstream is a connect error and a retry,
+                // rather than the local fast path skipping it after the first.
+                .opt("health: {passive: {local_suspicion_ms: 0}}")
                 .address("c", dead, 1)
                 .upstream(&a),
         ];

@@ -193,32 +193,14 @@ impl Admin {
             Target::Upstream { .. } | Target::Batch => PROPOSE_TIMEOUT,
         };
         let outcome = match target {
-            Target::Upstream { pool, id } => {
-                let cmd = match command(&method, pool, id, &body) {
-                    Ok(c) => c,
-                    Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
-                };
-                let proposed =
-                    tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
-                match proposed {
-                    Err(_) => Outcome::TimedOut,
-                    Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
-                    Ok(Err(e)) => Outcome::Failed(e),
-                }
-            }
-            Target::Batch => {
-                let cmd = match batch_command(&body) {
-                    Ok(c) => c,
-                    Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
-                };
-                let proposed =
-                    tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
-                match proposed {
-                    Err(_) => Outcome::TimedOut,
-                    Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
-                    Ok(Err(e)) => Outcome::Failed(e),
-                }
-            }
+            Target::Upstream { pool, id } => match command(&method, pool, id, &body) {
+                Ok(cmd) => self.propose(cmd).await,
+                Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+            },
+            Target::Batch => match batch_command(&body) {
+                Ok(cmd) => self.propose(cmd).await,
+                Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+            },
             Target::Node(name) => match node_change(&method, &name, &body) {
                 Ok(NodeChange::Add(address)) => self.add_node(&name, &address).await,
                 Ok(NodeChange::Remove) => self.remove_node(&name).await,
@@ -236,6 +218,15 @@ impl Admin {
             }
             Outcome::Failed(e) => failure(&e),
             Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
+        }
+    }
+
+    /// Proposes `cmd`, waiting at most [`PROPOSE_TIMEOUT`] for it to apply.
+    async fn propose(&self, cmd: Command) -> Outcome {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await {
+            Err(_) => Outcome::TimedOut,
+            Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
+            Ok(Err(e)) => Outcome::Failed(e),
         }
     }
 
