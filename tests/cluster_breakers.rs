@@ -7,78 +7,29 @@
 //! `breaker_bench` (ignored; `cargo test --release --test cluster_breakers --
 //! --ignored --nocapture`) measures the same cycle under steady load for the README.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+mod procs;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use procs::{free_port, local, test_dir, Instance};
 use serde_json::Value;
 
 /// Every wait in this file gives up here.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A port free right now, below the kernel's ephemeral range.
-fn free_port() -> u16 {
-    loop {
-        let port = 20_000 + fastrand::u16(..10_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// Polls every 10 ms: the benchmark's timings are read off these waits.
+fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    procs::eventually_every(what, Duration::from_millis(10), PATIENCE, f)
 }
 
-struct Instance {
-    name: String,
-    config: PathBuf,
-    admin: SocketAddr,
-    listener: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Instance {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.config.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "warn,ringway::health=info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            let log =
-                std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
-            panic!("{} exited ({status}):\n{log}", self.name);
-        }
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        let (status, body) = http_call(self.admin, path)?;
-        (status == 200).then(|| serde_json::from_str(&body).ok())?
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A GET: (status, body).
+fn http_call(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    procs::http_call(addr, "GET", path, &[], "")
 }
 
 /// A `ringway echo` upstream process on a fixed port, so it can come back there.
@@ -139,30 +90,6 @@ impl Drop for Echo {
     }
 }
 
-/// One HTTP/1.1 exchange: (status, body).
-fn http_call(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(head.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
-
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Three instances in front of `upstreams`, with `health` as the pool's settings.
 fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> {
     std::fs::write(dir.join("token"), "t0ken\n").unwrap();
@@ -199,8 +126,9 @@ fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> 
             let mut i = Instance {
                 name: name.to_string(),
                 config,
-                admin: format!("127.0.0.1:{admin}").parse().unwrap(),
-                listener: format!("127.0.0.1:{listener}").parse().unwrap(),
+                admin: local(admin),
+                listener: local(listener),
+                raft: local(*port),
                 child: None,
             };
             i.start();
@@ -300,18 +228,11 @@ impl Load {
     }
 }
 
-fn workdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringway-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 const TEST_HEALTH: &str = "      passive: {consecutive_failures: 3, local_suspicion_ms: 200}\n      breaker: {base_ejection_ms: 500, max_ejection_ms: 2000, half_open_successes: 2, probe_interval_ms: 100, min_reporters: 2}\n";
 
 #[test]
 fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
-    let dir = workdir("breakers");
+    let dir = test_dir("breakers");
     let mut ups: Vec<Echo> = (0..3).map(|i| Echo::new(&format!("up{i}"))).collect();
     let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
     let mut nodes = cluster(&dir, &addrs, TEST_HEALTH);
@@ -396,7 +317,7 @@ fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
 fn breaker_bench() {
     const ROUNDS: usize = 5;
     const HEALTH: &str = "      passive: {consecutive_failures: 5, local_suspicion_ms: 500}\n      breaker: {base_ejection_ms: 2000, max_ejection_ms: 4000, half_open_successes: 3, probe_interval_ms: 200, min_reporters: 1}\n";
-    let dir = workdir("breakerbench");
+    let dir = test_dir("breakerbench");
     let mut ups: Vec<Echo> = (0..4).map(|i| Echo::new(&format!("up{i}"))).collect();
     let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
     let nodes = cluster(&dir, &addrs, HEALTH);

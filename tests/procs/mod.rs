@@ -43,6 +43,10 @@ pub struct Instance {
     pub child: Option<Child>,
 }
 
+/// `RUST_LOG` of the instances tests start: warnings, and the health module's
+/// decisions, which is what a failing test's log is read for.
+const INSTANCE_LOG: &str = "warn,ringway::health=info";
+
 impl Instance {
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -53,7 +57,7 @@ impl Instance {
         let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", INSTANCE_LOG)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -139,9 +143,12 @@ pub fn http_call(
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let length = match (method, body.len()) {
+        ("GET", 0) => String::new(),
+        (_, n) => format!("Content-Length: {n}\r\n"),
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}{length}\r\n"
     );
     s.write_all(head.as_bytes()).ok()?;
     s.write_all(body.as_bytes()).ok()?;
@@ -152,14 +159,24 @@ pub fn http_call(
     Some((status, body.to_owned()))
 }
 
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_every(what, Duration::from_millis(50), PATIENCE, f)
+}
+
+/// Polls `f` every `every` until it gives a value, failing the test after `patience`.
+pub fn eventually_every<T>(
+    what: &str,
+    every: Duration,
+    patience: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
