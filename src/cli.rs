@@ -114,7 +114,7 @@ impl Remote {
             .or(file_admin.map(|a| a.address))
             .ok_or("no admin address: give --admin ADDR or a config file with an admin section")?;
         let token_file = token_file.or(file_admin.and_then(|a| a.token_file.as_deref()));
-        let token = token_file.map(read_token).transpose()?;
+        let token = token_file.map(crate::control::read_token).transpose()?;
         Ok(Remote { addr, token })
     }
 
@@ -198,20 +198,6 @@ pub fn live_pool(config: Option<&Config>, name: Option<&str>) -> Result<String, 
         (None, Some(c)) => pick_pool(c, None).map(|p| p.name.clone()),
         (None, None) => Err("give --pool NAME".into()),
     }
-}
-
-/// An admin token file's first line, which must not be empty.
-pub fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
-    if token.is_empty() {
-        return Err(format!(
-            "admin.token_file {}: the token is empty",
-            path.display()
-        ));
-    }
-    Ok(token)
 }
 
 /// Percent-encoding for a path segment or query component.

@@ -18,6 +18,7 @@ pub mod balance;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod echo;
 pub mod health;
 pub mod metrics;

@@ -3,18 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use ringway::admin::Admin;
 use ringway::cli::Remote;
-use ringway::cluster::node::Member;
-use ringway::config::reload::Reloader;
-use ringway::config::{Config, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
-use ringway::proxy::server::Server;
-use ringway::proxy::{Proxy, Snapshot};
-use ringway::tls::ServerTls;
+use ringway::config::Config;
+use ringway::control::Instance;
 
 #[derive(Parser)]
 #[command(
@@ -170,20 +164,9 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
 /// Loads the config, then reads every TLS file it names: both kinds of error are
 /// reported the same way, each at its field.
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
-    let checked = Config::load(path).and_then(|config| {
-        let errors = ringway::tls::check(&config);
-        match errors.is_empty() {
-            true => Ok(config),
-            false => Err(ringway::config::ConfigError::Invalid {
-                path: path.to_owned(),
-                errors,
-            }),
-        }
-    });
-    checked.map_err(|e| {
-        eprintln!("ringway: {e}");
-        ExitCode::from(2)
-    })
+    ringway::control::load_file(path)
+        .map(|(config, _)| config)
+        .map_err(fail)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -259,13 +242,8 @@ fn cluster(
 }
 
 fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
-    // The bytes the config came from: the reloader compares later versions with them.
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("{}: {e}", path.display())),
-    };
-    let config = match ringway::config::reload::parse_file(path, &text) {
-        Ok(c) => c,
+    let (config, text) = match ringway::control::load_file(path) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(e),
     };
     let rt = match runtime(threads) {
@@ -278,98 +256,8 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
     }
 }
 
-/// Each listener's TLS, indexed like the listeners; warns about every pool that does
-/// not verify its upstreams' certificates.
-fn listener_tls(config: &Config) -> Result<Vec<Option<ServerTls>>, String> {
-    for pool in config
-        .pools
-        .iter()
-        .filter(|p| p.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
-    {
-        tracing::warn!(pool = %pool.name, "insecure_skip_verify is on: upstream TLS certificates of this pool are NOT verified");
-    }
-    let mut out = Vec::with_capacity(config.listeners.len());
-    for (i, l) in config.listeners.iter().enumerate() {
-        let tls = match &l.tls {
-            Some(t) => Some(
-                ServerTls::new(t).map_err(|e| format!("listeners[{i}].tls.{}: {e}", e.field))?,
-            ),
-            None => None,
-        };
-        out.push(tls);
-    }
-    Ok(out)
-}
-
 async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<(), String> {
-    let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-        Some(path) => Some(ringway::cli::read_token(path)?),
-        None => None,
-    };
-    let config = Arc::new(config);
-    let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
-    proxy.metrics().register_cluster(&member);
-    proxy.metrics().config_loaded();
-    let forward = token
-        .clone()
-        .map(|t| ringway::admin::batch_forwarder(member.handle.clone(), member.names.clone(), t));
-    let observed = proxy.clone();
-    let reloader = Reloader::new(path, config.clone(), text, member.handle.clone(), forward)
-        .observe(Arc::new(move |ok| observed.metrics().config_reload(ok)));
-    tokio::spawn(reloader.clone().run(stop_rx.clone()));
-    tokio::spawn(ringway::proxy::snapshot::follow_cluster(
-        member.handle.clone(),
-        reloader.subscribe(),
-        proxy.clone(),
-    ));
-    tokio::spawn(ringway::health::active::run(proxy.clone(), stop_rx.clone()));
-    let health = ringway::health::controller::Controller {
-        node: config.node.id.clone(),
-        proxy: proxy.clone(),
-        cluster: member.handle.clone(),
-        names: member.names.clone(),
-        token: token.clone(),
-    };
-    tokio::spawn(health.run(stop_rx.clone()));
-    if let Some(admin) = &config.admin {
-        let listener = Admin::bind(admin.address)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(addr = %admin.address, "admin API listening");
-        let admin = Arc::new(Admin {
-            config: reloader.subscribe(),
-            reloader: Some(reloader.clone()),
-            proxy: proxy.clone(),
-            cluster: member.handle.clone(),
-            names: member.names.clone(),
-            token,
-        });
-        let tls = match &config.admin.as_ref().and_then(|a| a.tls.clone()) {
-            Some(pair) => Some(
-                ServerTls::from_pairs(std::slice::from_ref(pair), DEFAULT_TLS_HANDSHAKE_TIMEOUT)
-                    .map_err(|e| format!("admin.tls.{}: {e}", e.field))?,
-            ),
-            None => None,
-        };
-        tokio::spawn(admin.serve_with_tls(listener, tls, stop_rx.clone()));
-    }
-    let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
-    let server = Server::bind(&addrs, proxy, config.limits.clone())
-        .await
-        .map_err(|e| e.to_string())?
-        .with_tls(listener_tls(&config)?);
-    for addr in server.local_addrs() {
-        tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
-    }
-    let stop = async move {
-        ringway::shutdown::signal().await;
-        // The cluster member hands leadership over while the listeners drain.
-        let _ = stop_tx.send(true);
-    };
-    server.run(stop).await;
-    tokio::task::spawn_blocking(move || member.join())
-        .await
-        .map_err(|e| e.to_string())
+    let instance = Instance::start(path, config, text).await?;
+    ringway::admin::Admin::start(&instance).await?;
+    instance.serve(ringway::shutdown::signal()).await
 }

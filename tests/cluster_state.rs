@@ -174,9 +174,17 @@ fn bootstrap_from_the_file_leaves_no_drift() {
     assert_eq!(
         s.drift(&c),
         [
-            Drift::UpstreamsDiffer("web".into()),
+            Drift::UpstreamsDiffer {
+                pool: "web".into(),
+                in_file: vec![],
+                in_cluster: vec!["extra".into()],
+            },
             Drift::PoolOnlyInCluster("api".into())
         ]
+    );
+    assert_eq!(
+        s.drift(&c)[0].to_string(),
+        "pool web differs: as in the file only [], as in the cluster only [extra]"
     );
 }
 
@@ -186,7 +194,7 @@ fn rings_come_from_the_cluster_and_skip_draining_upstreams() {
     let mut s = ClusterState::default();
     s.apply(&ClusterState::bootstrap_command(&c)).unwrap();
     let from_file = Snapshot::build(&c, None);
-    let from_cluster = Snapshot::build_with(&c, Some(&s), None);
+    let from_cluster = Snapshot::build_with(&c, Some(&committed(&s)), None);
     let digest = |snap: &Snapshot| {
         let p = &snap.pools[0];
         let ids: Vec<&str> = p.upstreams.iter().map(|u| &*u.id).collect();
@@ -200,9 +208,34 @@ fn rings_come_from_the_cluster_and_skip_draining_upstreams() {
         upstream: drained,
     })
     .unwrap();
-    let snap = Snapshot::build_with(&c, Some(&s), None);
+    let snap = Snapshot::build_with(&c, Some(&committed(&s)), None);
     let ids: Vec<&str> = snap.pools[0].upstreams.iter().map(|u| &*u.id).collect();
     assert_eq!(ids, ["127.0.0.1:9001", "cache-3"]);
+}
+
+#[test]
+fn a_joining_instance_serves_no_upstream_until_the_cluster_state_arrives() {
+    let c = config();
+    let empty = ClusterState::default();
+    let joining = ringway::control::follow::Committed {
+        state: &empty,
+        joining: true,
+    };
+    let snap = Snapshot::build_with(&c, Some(&joining), None);
+    assert!(snap.pools[0].upstreams.is_empty(), "no upstream before the state");
+    assert!(snap.pools[0].ring.is_empty());
+    // A founder that has not bootstrapped yet serves its file meanwhile.
+    let founder = Snapshot::build_with(&c, Some(&committed(&empty)), None);
+    assert_eq!(founder.pools[0].upstreams.len(), c.pools[0].upstreams.len());
+    // Once the state has arrived the joining instance serves the cluster's pools.
+    let mut s = ClusterState::default();
+    s.apply(&ClusterState::bootstrap_command(&c)).unwrap();
+    let joined = ringway::control::follow::Committed {
+        state: &s,
+        joining: true,
+    };
+    let snap = Snapshot::build_with(&c, Some(&joined), None);
+    assert_eq!(snap.pools[0].upstreams.len(), c.pools[0].upstreams.len());
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -257,5 +290,13 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = Command::decode(&bytes);
         let _ = ClusterState::decode(&bytes);
+    }
+}
+
+/// The committed state as a snapshot's source, as a founding member reads it.
+fn committed(state: &ClusterState) -> ringway::control::follow::Committed<'_> {
+    ringway::control::follow::Committed {
+        state,
+        joining: false,
     }
 }

@@ -47,10 +47,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::driver::{ClusterHandle, ProposeFailure};
+use crate::cluster::driver::ProposeFailure;
 use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused, UpstreamSpec};
-use crate::config::reload::{Forward, Reloader};
+use crate::control::{Instance, Proposer, Reloader};
 use crate::config::{valid_node_id, Config};
 use crate::proxy::Proxy;
 use crate::raft::{ConfChange, ConfChangeKind, NodeId, Role};
@@ -62,7 +62,8 @@ pub struct Admin {
     pub config: watch::Receiver<Arc<Config>>,
     pub reloader: Option<Arc<Reloader>>,
     pub proxy: Arc<Proxy>,
-    pub cluster: ClusterHandle,
+    /// Changes go to the cluster through it (the leader proposes, a follower forwards).
+    pub proposer: Proposer,
     /// Raft id to node name.
     pub names: BTreeMap<NodeId, String>,
     /// The bearer token mutations require; `None` refuses them all.
@@ -78,7 +79,8 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts at a membership change that cannot be made yet.
 const MEMBERSHIP_RETRY: Duration = Duration::from_millis(50);
-/// Header marking a request a follower forwarded: it is never forwarded again.
+/// Header marking a request a follower forwarded: it is proposed here, never
+/// forwarded again.
 const FORWARDED: &str = "x-ringway-forwarded";
 
 type Body = Full<Bytes>;
@@ -128,6 +130,42 @@ impl Admin {
                 };
             });
         }
+    }
+
+    /// Starts the admin API of `instance` on its `admin.address`, if the file has an
+    /// `admin` section; it stops when the instance does.
+    pub async fn start(instance: &Instance) -> Result<(), String> {
+        let Some(settings) = &instance.config.admin else {
+            return Ok(());
+        };
+        let token = match &settings.token_file {
+            Some(path) => Some(crate::control::read_token(path)?),
+            None => None,
+        };
+        let tls = match &settings.tls {
+            Some(pair) => Some(
+                crate::tls::ServerTls::from_pairs(
+                    std::slice::from_ref(pair),
+                    crate::config::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+                )
+                .map_err(|e| format!("admin.tls.{}: {e}", e.field))?,
+            ),
+            None => None,
+        };
+        let listener = Admin::bind(settings.address)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(addr = %settings.address, "admin API listening");
+        let admin = Arc::new(Admin {
+            config: instance.reloader.subscribe(),
+            reloader: Some(instance.reloader.clone()),
+            proxy: instance.proxy.clone(),
+            proposer: instance.proposer.clone(),
+            names: instance.member.names.clone(),
+            token,
+        });
+        tokio::spawn(admin.serve_with_tls(listener, tls, instance.stopping()));
+        Ok(())
     }
 
     /// Binds `addr`, naming it in the error.
@@ -180,25 +218,18 @@ impl Admin {
             return refusal;
         }
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         let forwarded = req.headers().contains_key(FORWARDED);
-        let auth = req.headers().get(header::AUTHORIZATION).cloned();
         let Some(body) = read_body(req).await else {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
         };
-        // How long the leader may take: a new member may first have to catch up.
-        let wait = match target {
-            Target::Node(_) => JOIN_TIMEOUT + PROPOSE_TIMEOUT,
-            Target::Upstream { .. } | Target::Batch => PROPOSE_TIMEOUT,
-        };
         let outcome = match target {
             Target::Upstream { pool, id } => match command(&method, pool, id, &body) {
-                Ok(cmd) => self.propose(cmd).await,
+                Ok(cmd) => self.propose(cmd, forwarded).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Batch => match batch_command(&body) {
-                Ok(cmd) => self.propose(cmd).await,
+                Ok(cmd) => self.propose(cmd, forwarded).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Node(name) => match node_change(&method, &name, &body) {
@@ -213,17 +244,22 @@ impl Admin {
                 "the change did not commit in time; check /api/pools or /api/cluster before retrying\n",
             ),
             Outcome::Done(answer) => json_response(StatusCode::OK, answer),
-            Outcome::Failed(ProposeFailure::NotLeader { leader: Some(l) }) if !forwarded => {
-                self.forward(l, &method, &path, auth, body, wait).await
-            }
             Outcome::Failed(e) => failure(&e),
             Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
         }
     }
 
-    /// Proposes `cmd`, waiting at most [`PROPOSE_TIMEOUT`] for it to apply.
-    async fn propose(&self, cmd: Command) -> Outcome {
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await {
+    /// Proposes `cmd`, waiting at most [`PROPOSE_TIMEOUT`] for it to apply. A change
+    /// another instance forwarded here is proposed here or refused, never sent on.
+    async fn propose(&self, cmd: Command, forwarded: bool) -> Outcome {
+        let cluster = self.proposer.cluster();
+        let proposed = async {
+            match forwarded {
+                true => cluster.propose(cmd).await,
+                false => self.proposer.propose(cmd).await,
+            }
+        };
+        match tokio::time::timeout(PROPOSE_TIMEOUT, proposed).await {
             Err(_) => Outcome::TimedOut,
             Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
             Ok(Err(e)) => Outcome::Failed(e),
@@ -238,13 +274,13 @@ impl Admin {
             node: name.to_owned(),
             address: address.to_owned(),
         };
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(set_peer)).await {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.proposer.propose(set_peer)).await {
             Err(_) => return Outcome::TimedOut,
             Ok(Err(e)) => return Outcome::Failed(e),
             Ok(Ok(_)) => {}
         }
         let id = raft_id(name);
-        let view = self.cluster.view();
+        let view = self.proposer.cluster().view();
         if view.voters.contains(&id) {
             return Outcome::Done(json!({"node": name, "role": "voter", "applied": view.applied}));
         }
@@ -263,13 +299,19 @@ impl Admin {
         };
         match self.membership(promote, JOIN_TIMEOUT).await {
             Ok(index) => Outcome::Done(json!({"node": name, "role": "voter", "applied": index})),
-            Err(Outcome::TimedOut) => Outcome::Stuck(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "{name} was added as a learner but has not caught up within {} s; check that it runs with cluster.join: true and that {address} is reachable, then repeat this request",
-                    JOIN_TIMEOUT.as_secs()
-                ),
-            ),
+            Err(Outcome::TimedOut) => {
+                let undone = match self.remove_node(name).await {
+                    Outcome::Done(_) => "it was removed again".to_owned(),
+                    _ => format!("removing the learner failed too: remove it with `ringway cluster remove-node {name}`"),
+                };
+                Outcome::Stuck(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "{name} was added as a learner but did not catch up within {} s, so {undone}; check that it runs with cluster.join: true and that {address} is reachable, then repeat this request",
+                        JOIN_TIMEOUT.as_secs()
+                    ),
+                )
+            }
             Err(other) => other,
         }
     }
@@ -289,7 +331,7 @@ impl Admin {
         let forget = Command::RemovePeer {
             node: name.to_owned(),
         };
-        let _ = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(forget)).await;
+        let _ = tokio::time::timeout(PROPOSE_TIMEOUT, self.proposer.propose(forget)).await;
         Outcome::Done(json!({"node": name, "removed": true, "applied": index}))
     }
 
@@ -299,7 +341,7 @@ impl Admin {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, self.cluster.change_membership(cc)).await {
+            match tokio::time::timeout(left, self.proposer.change_membership(cc)).await {
                 Err(_) => return Err(Outcome::TimedOut),
                 Ok(Ok(index)) => return Ok(index),
                 Ok(Err(ProposeFailure::NotYet(_))) if tokio::time::Instant::now() < deadline => {
@@ -311,14 +353,12 @@ impl Admin {
         }
     }
 
-    /// A breaker command from another instance's health task: proposed here, or
-    /// forwarded once to the leader.
+    /// A breaker command another instance's health task forwarded here: proposed
+    /// here, never sent on.
     async fn breaker_command(&self, req: Request<Incoming>) -> Response<Body> {
         if let Some(refusal) = self.refusal(&req) {
             return refusal;
         }
-        let forwarded = req.headers().contains_key(FORWARDED);
-        let auth = req.headers().get(header::AUTHORIZATION).cloned();
         let Some(body) = read_body(req).await else {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
@@ -332,22 +372,11 @@ impl Admin {
             Ok(_) => return text(StatusCode::BAD_REQUEST, "only breaker commands\n"),
             Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad command: {e}\n")),
         };
-        let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, self.cluster.propose(cmd)).await;
-        match outcome {
-            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "did not commit in time\n"),
-            Ok(Ok(index)) => json_response(StatusCode::OK, json!({"applied": index})),
-            Ok(Err(ProposeFailure::NotLeader { leader: Some(l) })) if !forwarded => {
-                self.forward(
-                    l,
-                    &Method::POST,
-                    "/api/breakers",
-                    auth,
-                    body,
-                    PROPOSE_TIMEOUT,
-                )
-                .await
-            }
-            Ok(Err(e)) => failure(&e),
+        match self.propose(cmd, true).await {
+            Outcome::Done(answer) => json_response(StatusCode::OK, answer),
+            Outcome::Failed(e) => failure(&e),
+            Outcome::TimedOut => text(StatusCode::SERVICE_UNAVAILABLE, "did not commit in time\n"),
+            Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
         }
     }
 
@@ -371,47 +400,12 @@ impl Admin {
         }
     }
 
-    /// Sends the change to the leader's admin API and relays its answer.
-    async fn forward(
-        &self,
-        leader: NodeId,
-        method: &Method,
-        path: &str,
-        auth: Option<HeaderValue>,
-        body: Bytes,
-        wait: Duration,
-    ) -> Response<Body> {
-        let name = self.name_of(leader).unwrap_or_else(|| leader.to_string());
-        let view = self.cluster.view();
-        let Some(addr) = view
-            .state
-            .admin_of(&name)
-            .and_then(|a| a.parse::<SocketAddr>().ok())
-        else {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the leader ({name}) has not announced its admin address yet; retry\n"),
-            );
-        };
-        match tokio::time::timeout(wait, forward_to(addr, method, path, auth, body)).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => text(
-                StatusCode::BAD_GATEWAY,
-                &format!("forwarding to the leader ({name} at {addr}) failed: {e}\n"),
-            ),
-            Err(_) => text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("the leader ({name} at {addr}) did not answer in time\n"),
-            ),
-        }
-    }
-
     /// A member's name: from the file, else from the replicated peer addresses.
     fn name_of(&self, id: NodeId) -> Option<String> {
         if let Some(n) = self.names.get(&id) {
             return Some(n.clone());
         }
-        let view = self.cluster.view();
+        let view = self.proposer.cluster().view();
         let found = view
             .state
             .peers()
@@ -427,7 +421,7 @@ impl Admin {
     }
 
     fn cluster_json(&self) -> Value {
-        let v = self.cluster.view();
+        let v = self.proposer.cluster().view();
         let member = |id: &NodeId, role: &str| json!({"id": self.name(*id), "role": role, "matched": v.matched.get(id)});
         let members: Vec<Value> = v
             .voters
@@ -449,7 +443,7 @@ impl Admin {
 
     fn pools_json(&self) -> Value {
         let snapshot = self.proxy.snapshot();
-        let view = self.cluster.view();
+        let view = self.proposer.cluster().view();
         let pools: Vec<Value> = snapshot
             .pools
             .iter()
@@ -551,62 +545,6 @@ fn batch_command(body: &[u8]) -> Result<Command, String> {
     };
     cmd.validate().map_err(|e| e.to_string())?;
     Ok(cmd)
-}
-
-/// How a follower's reloader hands a batch to the leader: through the leader's admin
-/// API, with this instance's admin token.
-pub fn batch_forwarder(
-    cluster: ClusterHandle,
-    names: BTreeMap<NodeId, String>,
-    token: String,
-) -> Forward {
-    Arc::new(move |cmd: Command| {
-        let (cluster, names, token) = (cluster.clone(), names.clone(), token.clone());
-        Box::pin(async move {
-            let view = cluster.view();
-            let leader = view.leader.ok_or("no leader is known")?;
-            let name = names
-                .get(&leader)
-                .cloned()
-                .or_else(|| {
-                    view.state
-                        .peers()
-                        .keys()
-                        .find(|n| raft_id(n) == leader)
-                        .cloned()
-                })
-                .ok_or("the leader's name is unknown")?;
-            let addr: SocketAddr = view
-                .state
-                .admin_of(&name)
-                .and_then(|a| a.parse().ok())
-                .ok_or_else(|| {
-                    format!("the leader ({name}) has not announced its admin address")
-                })?;
-            let Command::Batch { commands } = cmd else {
-                return Err("only batches are forwarded".to_owned());
-            };
-            let body =
-                serde_json::to_vec(&json!({ "changes": commands })).map_err(|e| e.to_string())?;
-            let headers = [
-                client::bearer(&token)?,
-                (FORWARDED, HeaderValue::from_static("1")),
-            ];
-            let call = client::call(addr, Method::POST, "/api/batch", &headers, body.into());
-            let (parts, bytes) = tokio::time::timeout(PROPOSE_TIMEOUT, call)
-                .await
-                .map_err(|_| format!("the leader ({name} at {addr}) did not answer in time"))??;
-            let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            match answer["applied"].as_u64() {
-                Some(index) if parts.status.is_success() => Ok(index),
-                _ => Err(format!(
-                    "the leader ({name} at {addr}) answered {}: {}",
-                    parts.status,
-                    String::from_utf8_lossy(&bytes).trim()
-                )),
-            }
-        })
-    })
 }
 
 /// How a change ended, before it becomes a response.
@@ -722,51 +660,6 @@ fn failure(e: &ProposeFailure) -> Response<Body> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Sends one breaker command (JSON) to the admin API at `addr` (the leader's), as
-/// a forwarded request: `Ok` once it applied there.
-pub async fn send_breaker_command(
-    addr: SocketAddr,
-    token: &str,
-    body: Vec<u8>,
-) -> Result<(), String> {
-    let auth = HeaderValue::try_from(format!("Bearer {token}")).map_err(|e| e.to_string())?;
-    let resp = forward_to(
-        addr,
-        &Method::POST,
-        "/api/breakers",
-        Some(auth),
-        body.into(),
-    )
-    .await?;
-    if resp.status().is_success() {
-        return Ok(());
-    }
-    let status = resp.status();
-    let bytes = match resp.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(never) => match never {},
-    };
-    Err(format!(
-        "{status}: {}",
-        String::from_utf8_lossy(&bytes).trim()
-    ))
-}
-
-async fn forward_to(
-    addr: SocketAddr,
-    method: &Method,
-    path: &str,
-    auth: Option<HeaderValue>,
-    body: Bytes,
-) -> Result<Response<Body>, String> {
-    let mut headers = vec![(FORWARDED, HeaderValue::from_static("1"))];
-    if let Some(auth) = auth {
-        headers.push((header::AUTHORIZATION.as_str(), auth));
-    }
-    let (parts, bytes) = client::call(addr, method.clone(), path, &headers, body).await?;
-    Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 
 fn role_name(role: Role) -> &'static str {

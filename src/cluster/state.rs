@@ -628,10 +628,21 @@ impl ClusterState {
         for p in &config.pools {
             match self.pools.get(&p.name) {
                 None => out.push(Drift::PoolOnlyInFile(p.name.clone())),
-                Some(list) if *list != file_upstreams(p) => {
-                    out.push(Drift::UpstreamsDiffer(p.name.clone()))
+                Some(list) => {
+                    let file = file_upstreams(p);
+                    let differ = |a: &[UpstreamSpec], b: &[UpstreamSpec]| -> Vec<String> {
+                        let ids = a.iter().filter(|u| !b.contains(u)).map(|u| u.id.clone());
+                        ids.collect()
+                    };
+                    let (in_file, in_cluster) = (differ(&file, list), differ(list, &file));
+                    if !in_file.is_empty() || !in_cluster.is_empty() {
+                        out.push(Drift::UpstreamsDiffer {
+                            pool: p.name.clone(),
+                            in_file,
+                            in_cluster,
+                        });
+                    }
                 }
-                Some(_) => {}
             }
         }
         for name in self.pools.keys() {
@@ -723,8 +734,14 @@ pub enum Drift {
     PoolOnlyInFile(String),
     /// The cluster has a pool the file does not: it has no routes here, so no traffic.
     PoolOnlyInCluster(String),
-    /// Both have the pool with different upstreams: the cluster's are used.
-    UpstreamsDiffer(String),
+    /// Both have the pool with different upstreams: the cluster's are used. Names
+    /// the upstreams whose entry (address, weight, draining) only the file has, and
+    /// those only the cluster has; an upstream edited on one side is in both lists.
+    UpstreamsDiffer {
+        pool: String,
+        in_file: Vec<String>,
+        in_cluster: Vec<String>,
+    },
 }
 
 impl fmt::Display for Drift {
@@ -734,9 +751,15 @@ impl fmt::Display for Drift {
             Drift::PoolOnlyInCluster(p) => {
                 write!(f, "pool {p} is in the cluster but not in the file")
             }
-            Drift::UpstreamsDiffer(p) => write!(
+            Drift::UpstreamsDiffer {
+                pool,
+                in_file,
+                in_cluster,
+            } => write!(
                 f,
-                "pool {p} lists other upstreams in the file than in the cluster"
+                "pool {pool} differs: as in the file only [{}], as in the cluster only [{}]",
+                in_file.join(", "),
+                in_cluster.join(", ")
             ),
         }
     }

@@ -7,7 +7,6 @@
 mod build;
 pub mod health;
 mod raw;
-pub mod reload;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

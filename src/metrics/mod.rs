@@ -51,6 +51,13 @@ use prometheus::{
 
 pub use handles::{Exchange, PoolMetrics, SnapshotMetrics, UpstreamMetrics};
 
+/// One pool of a routing snapshot as the metrics see it: its name, and each
+/// upstream's id and ring points, in the snapshot's order.
+pub struct PoolShape<'a> {
+    pub name: &'a str,
+    pub upstreams: Vec<(&'a str, usize)>,
+}
+
 /// Buckets of `ringway_request_duration_seconds`, in seconds: 50 µs to 60 s, about
 /// 2.5 per decade, so a proxy hop on a LAN (well under 1 ms) and a long poll (tens of
 /// seconds, up to the default response-header timeout of 60 s) are both resolved.
@@ -253,31 +260,29 @@ impl Metrics {
         self.last_reload.set(now);
     }
 
-    /// The handles requests on `snapshot` use, resolved now, and the ring points of
-    /// every upstream. Series of pairs no longer in the snapshot are removed.
-    pub fn handles_for(&self, snapshot: &crate::proxy::Snapshot) -> SnapshotMetrics {
+    /// The handles requests use on a snapshot of `pools` (each pool's name, and its
+    /// upstreams' ids with their ring points, in the snapshot's order), resolved now.
+    /// Series of pairs no longer listed are removed.
+    pub fn handles_for(&self, pools: &[PoolShape<'_>]) -> SnapshotMetrics {
         let mut pairs = BTreeSet::new();
-        let mut pools = BTreeSet::new();
+        let mut names = BTreeSet::new();
         pairs.insert((String::new(), String::new()));
-        let pool_handles = snapshot
-            .pools
+        let pool_handles = pools
             .iter()
             .map(|pool| {
-                pools.insert(pool.name.to_string());
+                names.insert(pool.name.to_string());
                 pairs.insert((pool.name.to_string(), String::new()));
-                let points = pool.ring.points_per_member();
-                let upstreams = pool.upstreams.iter().enumerate().map(|(i, up)| {
-                    pairs.insert((pool.name.to_string(), up.id.to_string()));
-                    let n = points.get(i).copied().unwrap_or(0);
+                let upstreams = pool.upstreams.iter().map(|&(id, points)| {
+                    pairs.insert((pool.name.to_string(), id.to_string()));
                     self.ring_points
-                        .with_label_values(&[&*pool.name, &*up.id])
-                        .set(n as i64);
-                    self.upstream(&pool.name, &up.id)
+                        .with_label_values(&[pool.name, id])
+                        .set(points as i64);
+                    self.upstream(pool.name, id)
                 });
                 PoolMetrics {
-                    none: self.exchange(&pool.name, ""),
+                    none: self.exchange(pool.name, ""),
                     upstreams: upstreams.collect(),
-                    request_bytes: self.request_bytes.with_label_values(&[&*pool.name]),
+                    request_bytes: self.request_bytes.with_label_values(&[pool.name]),
                 }
             })
             .collect();
@@ -286,7 +291,7 @@ impl Metrics {
             unrouted: Some(self.exchange("", "")),
             pools: pool_handles,
         };
-        self.forget_except(pairs, pools);
+        self.forget_except(pairs, names);
         handles
     }
 
@@ -390,27 +395,23 @@ mod tests {
         assert!(text.contains("process_open_fds "), "{text}");
     }
 
-    fn snapshot(upstreams: &[(&str, &str)]) -> crate::proxy::Snapshot {
-        let mut yaml = String::from(
-            "node: {id: t, data_dir: /nonexistent}\nlisteners: [{address: 127.0.0.1:0}]\n\
-             pools:\n  - name: web\n    upstreams:\n",
-        );
-        for (id, addr) in upstreams {
-            yaml.push_str(&format!("      - {{id: {id}, address: {addr}}}\n"));
-        }
-        let config = crate::config::Config::parse(&yaml).expect("valid test config");
-        crate::proxy::Snapshot::build(&config, None)
+    fn pool<'a>(upstreams: &[&'a str]) -> Vec<PoolShape<'a>> {
+        let upstreams = upstreams.iter().map(|id| (*id, 150)).collect();
+        vec![PoolShape {
+            name: "web",
+            upstreams,
+        }]
     }
 
     #[test]
     fn series_of_upstreams_that_left_are_removed() {
         let m = Metrics::new();
-        let first = m.handles_for(&snapshot(&[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]));
+        let first = m.handles_for(&pool(&["a", "b"]));
         first.pool(0).and_then(|p| p.upstream(1)).unwrap().retried();
         let text = m.encode();
         assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"b\"} 150"));
         assert!(text.contains("ringway_upstream_retries_total{pool=\"web\",upstream=\"b\"} 1"));
-        m.handles_for(&snapshot(&[("a", "127.0.0.1:1")]));
+        m.handles_for(&pool(&["a"]));
         let text = m.encode();
         assert!(!text.contains("upstream=\"b\""), "{text}");
         assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"a\"} 150"));

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::balance::{request_host, KeyInput, MissingKey};
 use crate::health::detector::{self, InFlight, Outcome};
-use crate::metrics::{Metrics, PoolMetrics};
+use crate::metrics::{Metrics, PoolMetrics, PoolShape};
 use body::{AccessLog, IdleBody, ProxyBody, RequestBody, Tally, Target};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
@@ -77,7 +77,22 @@ impl Proxy {
     /// running finish on the old one.
     pub fn swap(&self, mut next: Snapshot) {
         let _one_at_a_time = self.swapping.lock().unwrap_or_else(|p| p.into_inner());
-        next.metrics = self.metrics.handles_for(&next);
+        let shapes: Vec<PoolShape<'_>> = next
+            .pools
+            .iter()
+            .map(|pool| {
+                let points = pool.ring.points_per_member();
+                let ids = pool.upstreams.iter().enumerate();
+                PoolShape {
+                    name: &pool.name,
+                    upstreams: ids
+                        .map(|(i, up)| (&*up.id, points.get(i).copied().unwrap_or(0)))
+                        .collect(),
+                }
+            })
+            .collect();
+        let handles = self.metrics.handles_for(&shapes);
+        next.metrics = handles;
         self.snapshot.store(Arc::new(next));
     }
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use super::upstream::{ClientSettings, UpstreamClient};
 use crate::balance::{HashKey, MissingKey, Router};
-use crate::cluster::driver::ClusterHandle;
-use crate::cluster::state::{ClusterState, UpstreamSpec};
-use crate::config::{self, parse_upstream_addr, Config, Timeouts, UpstreamAddr};
+use crate::config::{self, Config, Timeouts, UpstreamAddr};
+use crate::health::breaker::PoolBreakers;
 use crate::health::detector::{Hub, PoolHealth};
 use crate::metrics::SnapshotMetrics;
 use crate::ring::{Member, Ring};
@@ -27,6 +26,21 @@ pub struct PoolState {
     pub upstreams: Vec<Arc<UpstreamClient>>,
     /// Detector slots, ejections and load, indexed like `upstreams`.
     pub health: PoolHealth,
+}
+
+/// Where a snapshot's pool memberships and breakers come from when not from the file
+/// alone: the cluster's committed state, as the control layer reads it.
+pub trait Memberships {
+    /// The upstreams on `pool`'s ring (draining ones left off), or `None` when the
+    /// source does not hold the pool.
+    fn members(&self, pool: &str) -> Option<Vec<config::Upstream>>;
+    /// The breakers the source holds for `pool`.
+    fn breakers(&self, pool: &str) -> Option<&PoolBreakers>;
+    /// True when a pool the source does not hold keeps the file's upstreams; false
+    /// when it gets none (an instance that has not joined its cluster yet).
+    fn file_fallback(&self) -> bool {
+        true
+    }
 }
 
 /// Pools and the router over them.
@@ -49,12 +63,12 @@ impl Snapshot {
         Snapshot::build_with(config, None, previous)
     }
 
-    /// Builds a snapshot whose pool memberships come from the cluster's committed
-    /// state where it has the pool, and from the file otherwise. Routes, keys and
-    /// timeouts always come from the file.
+    /// Builds a snapshot whose pool memberships come from `cluster` where it has the
+    /// pool, and from the file otherwise (see [`Memberships::file_fallback`]). Routes,
+    /// keys and timeouts always come from the file.
     pub fn build_with(
         config: &Config,
-        cluster: Option<&ClusterState>,
+        cluster: Option<&dyn Memberships>,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let mut reuse: HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>> = HashMap::new();
@@ -68,9 +82,10 @@ impl Snapshot {
             .pools
             .iter()
             .map(|p| {
-                let members = match cluster.and_then(|c| c.pool(&p.name)) {
-                    Some(specs) => members_of(specs),
-                    None => p.upstreams.clone(),
+                let members = match cluster.map(|c| (c.members(&p.name), c.file_fallback())) {
+                    Some((Some(members), _)) => members,
+                    Some((None, false)) => Vec::new(),
+                    Some((None, true)) | None => p.upstreams.clone(),
                 };
                 let mut state = build_pool(p, &members, &reuse);
                 let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
@@ -99,23 +114,6 @@ impl Snapshot {
     pub fn pool(&self, name: &str) -> Option<&PoolState> {
         self.pools.iter().find(|p| &*p.name == name)
     }
-}
-
-/// The upstreams on the ring: a draining upstream takes no new requests.
-fn members_of(specs: &[UpstreamSpec]) -> Vec<config::Upstream> {
-    specs
-        .iter()
-        .filter(|u| !u.draining)
-        .filter_map(|u| {
-            // Apply validated every address; one that still fails is left off the ring.
-            let address = parse_upstream_addr(&u.address).ok()?;
-            Some(config::Upstream {
-                id: u.id.clone(),
-                address,
-                weight: u.weight,
-            })
-        })
-        .collect()
 }
 
 fn build_pool(
@@ -168,41 +166,4 @@ fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
         })
         .collect();
     Ring::build(&members, vnodes)
-}
-
-/// Keeps `proxy`'s routing snapshot built from the latest committed state and the
-/// config in force: rebuilds off the hot path whenever either changes (a commit, a
-/// reloaded file), and swaps it in whole.
-pub async fn follow_cluster(
-    handle: ClusterHandle,
-    mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
-    proxy: Arc<super::Proxy>,
-) {
-    let mut views = handle.subscribe();
-    let mut last: Option<(Arc<ClusterState>, Arc<Config>)> = None;
-    loop {
-        let state = views.borrow_and_update().state.clone();
-        let config = configs.borrow_and_update().clone();
-        let same = last
-            .as_ref()
-            .is_some_and(|(s, c)| Arc::ptr_eq(s, &state) && Arc::ptr_eq(c, &config));
-        if !same {
-            let current = proxy.snapshot();
-            let next = Snapshot::build_with(&config, Some(&state), Some(&current));
-            proxy.swap(next);
-            let drifts = if state.is_bootstrapped() {
-                state.drift(&config)
-            } else {
-                Vec::new()
-            };
-            for drift in drifts {
-                tracing::info!(%drift, "file and cluster differ");
-            }
-            last = Some((state, config));
-        }
-        tokio::select! {
-            changed = views.changed() => if changed.is_err() { return },
-            changed = configs.changed() => if changed.is_err() { return },
-        }
-    }
 }

@@ -2,18 +2,22 @@
 //!
 //! A [`Reloader`] re-reads the file when it changes (inotify through `notify`, on the
 //! file's directory so that editors that write a temporary file and rename it, and a
-//! symlink swapped to a new target as Kubernetes does with ConfigMaps, are both seen),
-//! on `SIGHUP`, and on a slow poll that catches anything the watcher missed. Triggers
-//! are debounced ([`DEBOUNCE`]) and a file whose bytes did not change is not applied
-//! again.
+//! symlink swapped to a new target as Kubernetes does with ConfigMaps, are both seen;
+//! only events that name the file itself or the `..data` link are acted on, so a log
+//! written beside the file triggers nothing), on `SIGHUP`, and on a slow poll that
+//! catches anything the watcher missed. Triggers are debounced ([`DEBOUNCE`]). The
+//! file is read and parsed on the blocking pool, never on the proxy's workers, and
+//! bytes seen before (the file in force, or the last file refused) are not parsed
+//! again: an invalid file is reported once per change of its content.
 //!
 //! A valid new file takes effect in two ways: its routes, hash keys and timeouts are
 //! published at once (the proxy rebuilds its snapshot from them), and what it changes
-//! in pool membership is proposed to the cluster as one [`Command::Batch`] (a follower
-//! hands the batch to the leader's admin API). Settings that only take effect at
+//! in pool membership is proposed to the cluster as one [`Command::Batch`] through the
+//! [`Proposer`] (a follower hands it to the leader). Settings that only take effect at
 //! start (node, listeners, admin, cluster, limits) keep their running values and are
 //! reported as needing a restart. An invalid file changes nothing: the error is
-//! logged with its place in the file, counted, and shown by the admin API.
+//! logged with its place in the file, counted, and shown by the admin API until a
+//! valid file is back, which the log then says.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,9 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::Config;
-use crate::cluster::driver::{ClusterHandle, ProposeFailure};
+use super::propose::Proposer;
+use crate::cluster::driver::ProposeFailure;
 use crate::cluster::state::{file_changes, Command};
+use crate::config::Config;
 
 /// Quiet time after a change event before the file is read: editors and ConfigMap
 /// updates touch several directory entries in a burst.
@@ -74,16 +79,6 @@ pub enum Reloaded {
     Pending,
 }
 
-/// Hands a batch of pool changes to the leader when this instance is a follower.
-pub type Forward = Arc<
-    dyn Fn(
-            Command,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>
-        + Send
-        + Sync,
->;
-
 /// Re-reads, validates and applies the config file; see the module docs.
 pub struct Reloader {
     path: PathBuf,
@@ -91,9 +86,10 @@ pub struct Reloader {
     file: Mutex<(Arc<Config>, Vec<u8>)>,
     /// The config in force: the file's pools with the start-time settings.
     current: watch::Sender<Arc<Config>>,
+    /// The bytes of the last file refused as invalid: not parsed (nor reported) again.
+    refused: Mutex<Option<Vec<u8>>>,
     status: Mutex<ReloadStatus>,
-    cluster: ClusterHandle,
-    forward: Option<Forward>,
+    proposer: Proposer,
     /// Told of every reload that applied (`true`) or was refused (`false`): metrics.
     observer: Option<Observer>,
 }
@@ -115,8 +111,7 @@ impl Reloader {
         path: &Path,
         config: Arc<Config>,
         text: Vec<u8>,
-        cluster: ClusterHandle,
-        forward: Option<Forward>,
+        proposer: Proposer,
     ) -> Arc<Reloader> {
         let (current, _) = watch::channel(config.clone());
         let status = ReloadStatus {
@@ -128,10 +123,10 @@ impl Reloader {
         Arc::new(Reloader {
             path: path.to_owned(),
             file: Mutex::new((config, text)),
+            refused: Mutex::new(None),
             current,
             status: Mutex::new(status),
-            cluster,
-            forward,
+            proposer,
             observer: None,
         })
     }
@@ -201,21 +196,32 @@ impl Reloader {
 
     /// Reads the file and applies it if it changed (or `forced`, as on `SIGHUP`).
     pub async fn reload(&self, forced: bool) -> Reloaded {
-        let text = match read_bounded(&self.path) {
+        let path = self.path.clone();
+        let text = match blocking(move || read_bounded(&path)).await {
             Ok(t) => t,
             Err(e) => return self.failed(Failure::Invalid(e)),
         };
         let old = {
             let file = lock(&self.file);
             if file.1 == text && !forced {
+                drop(file);
+                self.valid_again();
                 return Reloaded::Unchanged;
             }
             file.0.clone()
         };
-        let new = match parse_file(&self.path, &text) {
+        if !forced && lock(&self.refused).as_deref() == Some(text.as_slice()) {
+            return Reloaded::Unchanged;
+        }
+        let (path, bytes) = (self.path.clone(), text.clone());
+        let new = match blocking(move || parse_file(&path, &bytes)).await {
             Ok(c) => Arc::new(c),
-            Err(e) => return self.failed(Failure::Invalid(e)),
+            Err(e) => {
+                *lock(&self.refused) = Some(text);
+                return self.failed(Failure::Invalid(e));
+            }
         };
+        *lock(&self.refused) = None;
         let restart = restart_required(&self.current.borrow(), &new);
         for what in &restart {
             tracing::warn!(file = %self.path.display(), setting = %what, "changed in the file; takes effect after a restart");
@@ -242,10 +248,20 @@ impl Reloader {
         Reloaded::Applied
     }
 
+    /// The file in force is back after a refused one (an edit undone): the error is
+    /// cleared and the log says so.
+    fn valid_again(&self) {
+        *lock(&self.refused) = None;
+        let mut st = lock(&self.status);
+        if st.last_error.take().is_some() {
+            tracing::info!(file = %self.path.display(), "config file is valid again (as in force); the last error is cleared");
+        }
+    }
+
     /// Proposes what the edit changes in pool membership; `None` when it changes
     /// nothing the cluster does not already hold.
     async fn propose(&self, old: &Config, new: &Config) -> Result<Option<u64>, Failure> {
-        let state = self.cluster.view().state.clone();
+        let state = self.proposer.cluster().view().state.clone();
         if !state.is_bootstrapped() {
             // The bootstrap copies the file the instance started with; this edit is
             // carried over once it has applied.
@@ -259,17 +275,13 @@ impl Reloader {
         }
         let batch = Command::Batch { commands };
         let proposed =
-            tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.cluster.propose(batch.clone())).await;
+            tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.proposer.propose(batch)).await;
         match proposed {
             Err(_) => Err(Failure::Cluster(
                 "the cluster did not commit the file's changes in time".into(),
             )),
             Ok(Ok(index)) => Ok(Some(index)),
-            Ok(Err(ProposeFailure::NotLeader { leader: Some(_) })) => match &self.forward {
-                Some(forward) => forward(batch).await.map(Some).map_err(Failure::Cluster),
-                None => Err(Failure::Cluster("this instance is not the leader and cannot hand the file's changes to it: set admin.token_file (the same token as the leader's)".into())),
-            },
-            Ok(Err(ProposeFailure::NotLeader { leader: None })) => Err(Failure::NotYet(
+            Ok(Err(ProposeFailure::NotLeader { .. })) => Err(Failure::NotYet(
                 "no leader is known (an election, or this instance is cut off)".into(),
             )),
             Ok(Err(e @ (ProposeFailure::Busy | ProposeFailure::Lost | ProposeFailure::NotYet(_)))) => {
@@ -309,7 +321,7 @@ pub fn parse_file(path: &Path, text: &[u8]) -> Result<Config, String> {
     let config = Config::parse(text).map_err(|e| e.at(path).to_string())?;
     let errors = crate::tls::check(&config);
     if !errors.is_empty() {
-        return Err(super::ConfigError::Invalid {
+        return Err(crate::config::ConfigError::Invalid {
             path: path.to_owned(),
             errors,
         }
@@ -351,13 +363,25 @@ fn effective(running: &Config, new: &Config) -> Config {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+/// Runs file work on the blocking pool: a slow disk or a pathological file never
+/// holds a proxy worker.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the config file failed: {e}")))
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] of `path`; a larger file is an error.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let unreadable = |e: std::io::Error| format!("{}: cannot read: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(unreadable)?;
     let mut text = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(unreadable)?;
     if text.len() as u64 > MAX_CONFIG_BYTES {
         return Err(format!(
             "{}: larger than {MAX_CONFIG_BYTES} bytes",
@@ -375,14 +399,26 @@ fn watch_dir(path: &Path, tx: mpsc::Sender<bool>) -> notify::Result<notify::Reco
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    let name = path.file_name().map(|n| n.to_owned());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        let Ok(event) = event else { return };
+        if !event.kind.is_access() && names_the_file(&event.paths, name.as_deref()) {
             // Full means a read is already pending.
             let _ = tx.try_send(false);
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// True when an event is about the config file itself, or about the `..data` link a
+/// Kubernetes ConfigMap volume swaps to publish a new version. Anything else in the
+/// directory (a log file written beside the config, an editor's swap file) is not.
+fn names_the_file(paths: &[PathBuf], name: Option<&std::ffi::OsStr>) -> bool {
+    paths.iter().any(|p| {
+        let file = p.file_name();
+        file.is_some() && (file == name || file == Some(std::ffi::OsStr::new("..data")))
+    })
 }
 
 #[cfg(unix)]

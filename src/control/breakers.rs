@@ -1,9 +1,8 @@
 //! The feedback loop's control side, one task per instance:
 //!
 //! - every [`Trip`] from this instance's detectors becomes a `BreakerReport` carrying
-//!   the evidence, the pool's breaker policy and this node's name as reporter. The
-//!   leader proposes it; a follower sends it to the leader's admin API (the address
-//!   the leader announced in the replicated state, with this instance's admin token).
+//!   the evidence, the pool's breaker policy and this node's name as reporter, handed
+//!   to the [`Proposer`] (the leader proposes it; a follower sends it to the leader).
 //! - the leader, and only the leader, moves open breakers whose ejection time passed
 //!   (by its clock) to half-open, probes half-open upstreams every
 //!   `probe_interval_ms`, and proposes readmission after `half_open_successes`
@@ -22,20 +21,19 @@
 //! [`MAX_PROPOSALS_IN_FLIGHT`] at once (more are dropped; a still-failing upstream
 //! trips again), each bounded by [`PROPOSE_TIMEOUT`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::breaker::{Phase, Policy, Probe};
-use super::detector::Trip;
-use super::probe::probe;
-use crate::cluster::driver::{ClusterHandle, ProposeFailure};
+use super::propose::Proposer;
 use crate::cluster::state::Command;
+use crate::health::breaker::{Phase, Policy, Probe};
+use crate::health::detector::Trip;
+use crate::health::probe::probe;
 use crate::proxy::{PoolState, Proxy};
-use crate::raft::{NodeId, Role};
+use crate::raft::Role;
 
 /// How often the leader looks at breakers (expiries, probes due).
 pub const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
@@ -60,11 +58,7 @@ pub struct Controller {
     /// This node's name: the reporter in its reports.
     pub node: String,
     pub proxy: Arc<Proxy>,
-    pub cluster: ClusterHandle,
-    /// Raft id to node name, to find the leader's admin address.
-    pub names: BTreeMap<NodeId, String>,
-    /// The admin token, sent with reports forwarded to the leader.
-    pub token: Option<String>,
+    pub proposer: Proposer,
 }
 
 type Key = (String, String);
@@ -134,20 +128,21 @@ impl Loop {
             evidence: trip.evidence,
             policy: pool.health.settings.breaker,
         };
-        self.propose(cmd, true);
+        self.propose(cmd);
     }
 
-    /// Proposes in a task of its own; a follower forwards when `forward` is set.
-    fn propose(&self, cmd: Command, forward: bool) {
+    /// Proposes in a task of its own (through the leader when this is a follower).
+    fn propose(&self, cmd: Command) {
         let Ok(permit) = self.proposals.clone().try_acquire_owned() else {
             tracing::debug!("too many breaker proposals under way; dropping one");
             return;
         };
         let ctl = self.ctl.clone();
         tokio::spawn(async move {
-            let outcome = tokio::time::timeout(PROPOSE_TIMEOUT, ctl.submit(&cmd, forward)).await;
+            let outcome =
+                tokio::time::timeout(PROPOSE_TIMEOUT, ctl.proposer.propose(cmd.clone())).await;
             match outcome {
-                Ok(Ok(())) => tracing::debug!(?cmd, "breaker change applied"),
+                Ok(Ok(_)) => tracing::debug!(?cmd, "breaker change applied"),
                 Ok(Err(e)) => tracing::debug!(?cmd, error = %e, "breaker change not applied"),
                 Err(_) => tracing::debug!(?cmd, "breaker change timed out"),
             }
@@ -157,7 +152,7 @@ impl Loop {
 
     /// The leader's duties: expiries to half-open, probes, readmissions.
     fn supervise(&mut self) {
-        let view = self.ctl.cluster.view();
+        let view = self.ctl.proposer.cluster().view();
         if view.role != Role::Leader {
             self.probing.clear();
             return;
@@ -178,7 +173,7 @@ impl Loop {
                             upstream: key.1.clone(),
                             at_ms: now,
                         };
-                        self.propose(cmd, false);
+                        self.propose(cmd);
                     }
                     Phase::HalfOpen => {
                         half_open.push(key.clone());
@@ -279,35 +274,6 @@ impl Loop {
             probe,
             policy,
         };
-        self.propose(cmd, false);
-    }
-}
-
-impl Controller {
-    /// Proposes `cmd`; a follower sends it to the leader's admin API when `forward`.
-    async fn submit(&self, cmd: &Command, forward: bool) -> Result<(), String> {
-        match self.cluster.propose(cmd.clone()).await {
-            Ok(_) => Ok(()),
-            Err(ProposeFailure::NotLeader { leader: Some(l) }) if forward => {
-                self.forward(l, cmd).await
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    async fn forward(&self, leader: NodeId, cmd: &Command) -> Result<(), String> {
-        let token = self
-            .token
-            .as_ref()
-            .ok_or("this instance has no admin.token_file to send reports to the leader with")?;
-        let name = self.names.get(&leader).ok_or("unknown leader")?;
-        let view = self.cluster.view();
-        let addr: SocketAddr = view
-            .state
-            .admin_of(name)
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("the leader ({name}) has not announced its admin address"))?;
-        let body = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
-        crate::admin::send_breaker_command(addr, token, body).await
+        self.propose(cmd);
     }
 }

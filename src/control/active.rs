@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::detector::{now_ms, UpstreamHealth};
-use super::probe::probe;
 use crate::config::health::Active;
+use crate::health::detector::{now_ms, UpstreamHealth};
+use crate::health::probe::probe;
 use crate::config::UpstreamAddr;
 use crate::proxy::{Proxy, Snapshot};
 

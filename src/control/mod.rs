@@ -1,0 +1,177 @@
+//! The control layer: the wiring of one ringway instance between its data plane
+//! ([`crate::proxy`]) and its cluster member ([`crate::cluster`]), neither of which
+//! knows the other.
+//!
+//! - [`Instance`]: start and stop a whole instance (the `ringway run` command, and
+//!   tests that run instances in-process).
+//! - [`propose`]: the one path every change takes to the cluster: proposed on the
+//!   leader, handed to it by a follower.
+//! - [`reload`]: the config file watched, re-read off the runtime, validated, its
+//!   routes published and its membership changes proposed.
+//! - [`follow`]: committed state followed into routing snapshots.
+//! - [`breakers`]: the breaker controller (trips become reports; the leader's
+//!   half-open probes and readmissions).
+//! - [`active`]: active health checks following the snapshots.
+//! - [`load_file`]: a config file read (bounded), parsed and its TLS files checked,
+//!   the one way `run`, `check`, `route` and reload read a file.
+
+pub mod active;
+pub mod breakers;
+pub mod follow;
+pub mod propose;
+pub mod reload;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::cluster::node::Member;
+use crate::config::Config;
+use crate::proxy::server::Server;
+use crate::proxy::{Proxy, Snapshot};
+use crate::tls::ServerTls;
+
+pub use self::propose::Proposer;
+pub use self::reload::Reloader;
+
+/// Reads `path` (at most [`reload::MAX_CONFIG_BYTES`]), parses it and reads every TLS
+/// file it names; every error is named with its place. Returns the bytes too: the
+/// reloader compares later versions with them.
+pub fn load_file(path: &Path) -> Result<(Config, Vec<u8>), String> {
+    let text = reload::read_bounded(path)?;
+    let config = reload::parse_file(path, &text)?;
+    Ok((config, text))
+}
+
+/// An admin token file's first line, which must not be empty.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(format!(
+            "admin.token_file {}: the token is empty",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// A running instance: listeners serving, the cluster member, the reloader, the
+/// health tasks. The admin API is started beside it by its caller.
+pub struct Instance {
+    /// The config the instance started with (start-time settings come from it).
+    pub config: Arc<Config>,
+    pub proxy: Arc<Proxy>,
+    pub member: Member,
+    pub proposer: Proposer,
+    pub reloader: Arc<Reloader>,
+    server: Server,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl Instance {
+    /// Starts every part of an instance but the admin API, from the file at `path`
+    /// whose bytes were `text`, parsed as `config`.
+    pub async fn start(path: &Path, config: Config, text: Vec<u8>) -> Result<Instance, String> {
+        let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        let config = Arc::new(config);
+        let joining = config.cluster.as_ref().is_some_and(|c| c.join);
+        let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
+        proxy.metrics().register_cluster(&member);
+        proxy.metrics().config_loaded();
+        let proposer = Proposer::new(member.handle.clone(), member.names.clone(), token);
+        let observed = proxy.clone();
+        let reloader = Reloader::new(path, config.clone(), text, proposer.clone())
+            .observe(Arc::new(move |ok| observed.metrics().config_reload(ok)));
+        tokio::spawn(reloader.clone().run(stop_rx.clone()));
+        tokio::spawn(follow::follow_cluster(
+            member.handle.clone(),
+            reloader.subscribe(),
+            proxy.clone(),
+            joining,
+        ));
+        tokio::spawn(active::run(proxy.clone(), stop_rx.clone()));
+        let health = breakers::Controller {
+            node: config.node.id.clone(),
+            proxy: proxy.clone(),
+            proposer: proposer.clone(),
+        };
+        tokio::spawn(health.run(stop_rx.clone()));
+        let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+        let server = Server::bind(&addrs, proxy.clone(), config.limits.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .with_tls(listener_tls(&config)?);
+        for addr in server.local_addrs() {
+            tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
+        }
+        Ok(Instance {
+            config,
+            proxy,
+            member,
+            proposer,
+            reloader,
+            server,
+            stop_tx,
+        })
+    }
+
+    /// The addresses the proxy listens on (port 0 in the file resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.server.local_addrs()
+    }
+
+    /// Turns true when the instance begins to stop: the admin API and other tasks
+    /// beside it stop with it.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    /// Serves until `stop` completes, then drains the listeners (bounded by
+    /// `limits.shutdown_grace_ms`) while the cluster member hands leadership over and
+    /// stops.
+    pub async fn serve(self, stop: impl Future<Output = ()> + Send) -> Result<(), String> {
+        let stop_tx = self.stop_tx;
+        let stop = async move {
+            stop.await;
+            let _ = stop_tx.send(true);
+        };
+        self.server.run(stop).await;
+        let member = self.member;
+        tokio::task::spawn_blocking(move || member.join())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Each listener's TLS, indexed like the listeners; warns about every pool that does
+/// not verify its upstreams' certificates.
+fn listener_tls(config: &Config) -> Result<Vec<Option<ServerTls>>, String> {
+    for pool in config
+        .pools
+        .iter()
+        .filter(|p| p.tls.as_ref().is_some_and(|t| t.insecure_skip_verify))
+    {
+        tracing::warn!(pool = %pool.name, "insecure_skip_verify is on: upstream TLS certificates of this pool are NOT verified");
+    }
+    let mut out = Vec::with_capacity(config.listeners.len());
+    for (i, l) in config.listeners.iter().enumerate() {
+        let tls = match &l.tls {
+            Some(t) => Some(
+                ServerTls::new(t).map_err(|e| format!("listeners[{i}].tls.{}: {e}", e.field))?,
+            ),
+            None => None,
+        };
+        out.push(tls);
+    }
+    Ok(out)
+}
