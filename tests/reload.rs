@@ -51,6 +51,12 @@ fn start(config: PathBuf, listener: u16, admin: u16) -> Instance {
     i
 }
 
+/// Lines of the instance's log (written beside its config file) that contain `what`.
+fn log_lines(i: &Instance, what: &str) -> usize {
+    let log = std::fs::read_to_string(i.config.with_extension("log")).unwrap_or_default();
+    log.lines().filter(|l| l.contains(what)).count()
+}
+
 fn reloads(i: &Instance) -> (u64, u64) {
     let v: Value = i.get("/api/config").unwrap();
     (v["loaded"].as_u64().unwrap(), v["failed"].as_u64().unwrap())
@@ -62,6 +68,37 @@ fn ids_are(i: &Instance, want: &[usize]) -> Option<()> {
     let mut want: Vec<String> = want.iter().map(|n| format!("u{n}")).collect();
     want.sort();
     (got == want).then_some(())
+}
+
+#[test]
+fn a_bad_file_is_reported_once_and_its_undoing_clears_the_error() {
+    // The instance's log is written into the config file's own directory: the watcher
+    // must not take each error line for an edit of the file.
+    let dir = test_dir("reload-once");
+    let (_rt, ups) = echo_upstreams(2);
+    let (listener, admin) = (free_port(), free_port());
+    let config = dir.join("ringway.yaml");
+    let good = yaml(&dir, listener, admin, &[(0, ups[0]), (1, ups[1])]);
+    std::fs::write(&config, &good).unwrap();
+    let node = start(config.clone(), listener, admin);
+    write_atomically(&config, "pools: [oops\n");
+    eventually("the broken file refused", || {
+        (reloads(&node).1 == 1).then_some(())
+    });
+    // Past two polls of the file: the same bytes are not parsed or reported again.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    assert_eq!(reloads(&node).1, 1, "{:?}", node.get("/api/config"));
+    assert_eq!(log_lines(&node, "config reload refused"), 1);
+    // The edit undone: the file in force is back, the error is cleared, the log says so.
+    write_atomically(&config, &good);
+    let v = eventually("the error cleared", || {
+        let v = node.get("/api/config")?;
+        v["last_error"].is_null().then_some(v)
+    });
+    assert_eq!(v["failed"], 1, "{v}");
+    eventually("the log says the file is valid again", || {
+        (log_lines(&node, "valid again") == 1).then_some(())
+    });
 }
 
 #[test]

@@ -43,9 +43,9 @@ pub struct Instance {
     pub child: Option<Child>,
 }
 
-/// `RUST_LOG` of the instances tests start: warnings, and the health module's
-/// decisions, which is what a failing test's log is read for.
-const INSTANCE_LOG: &str = "warn,ringway::health=info";
+/// `RUST_LOG` of the instances tests start: warnings, and the health and control
+/// layers' decisions, which is what a failing test's log is read for.
+const INSTANCE_LOG: &str = "warn,ringway::health=info,ringway::control=info";
 
 impl Instance {
     pub fn start(&mut self) {
