@@ -495,3 +495,22 @@ proptest! {
         prop_assert!(total <= MAX_TOTAL_WEIGHT);
     }
 }
+
+#[test]
+fn check_summary_names_ring_points_against_their_bounds() {
+    let (config, _) = applies(&pool_yaml("web", 100, &[1, 2], 0));
+    let summary = ringway::cli::summary(&config);
+    let ring = ringway::proxy::snapshot::pool_ring(&config.pools[0]).len();
+    assert!(
+        summary.contains(&format!(
+            "ring points {ring} of at most {MAX_POINTS_PER_POOL}"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!(
+            "ring points, all pools: {ring} of at most {MAX_TOTAL_POINTS}"
+        )),
+        "{summary}"
+    );
+}

@@ -378,7 +378,7 @@ mod tests {
         }
         assert!(check_yaml_depth(&block).is_err());
         assert_eq!(
-            check_yaml_depth(&format!("a: {}", "[".repeat(MAX_YAML_DEPTH - 1))),
+            check_yaml_depth(&format!("a: {}", "[".repeat(MAX_YAML_DEPTH - 2))),
             Ok(())
         );
     }
