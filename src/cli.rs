@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{Config, Pool};
+use crate::config::{bounds, Config, Pool};
 use crate::proxy::snapshot::pool_ring;
 use crate::ring;
 
@@ -25,13 +25,27 @@ pub fn summary(config: &Config) -> String {
     if let Some(admin) = &config.admin {
         let _ = writeln!(out, "admin: {}", admin.address);
     }
+    let mut points = 0;
     for pool in &config.pools {
-        pool_summary(&mut out, pool);
+        points += pool_summary(&mut out, pool);
     }
+    let _ = writeln!(
+        out,
+        "ring points, all pools: {points} of at most {} ({})",
+        bounds::MAX_TOTAL_POINTS,
+        megabytes(points)
+    );
     out
 }
 
-fn pool_summary(out: &mut String, pool: &Pool) {
+/// The memory `points` ring points take once built.
+fn megabytes(points: u64) -> String {
+    let bytes = points * bounds::BYTES_PER_POINT;
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Writes one pool's lines; returns the points of its ring.
+fn pool_summary(out: &mut String, pool: &Pool) -> u64 {
     let hosts: Vec<String> = pool.hosts.iter().map(|h| h.to_string()).collect();
     let _ = writeln!(
         out,
@@ -58,6 +72,16 @@ fn pool_summary(out: &mut String, pool: &Pool) {
             n as f64 * 100.0 / total
         );
     }
+    let points = ring.len() as u64;
+    let weight: u64 = pool.upstreams.iter().map(|u| u64::from(u.weight)).sum();
+    let _ = writeln!(
+        out,
+        "  ring points {points} of at most {} ({}), weight {weight} of at most {}",
+        bounds::MAX_POINTS_PER_POOL,
+        megabytes(points),
+        bounds::MAX_POOL_WEIGHT
+    );
+    points
 }
 
 /// `KEY<TAB>UPSTREAM_ID` lines for `keys` on the named pool's ring (or the only pool).

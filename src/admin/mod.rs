@@ -29,6 +29,7 @@
 //!   task hands its detector's report to the leader. Same token, same forwarding.
 
 pub mod client;
+pub mod parse;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -49,12 +50,13 @@ use tokio::sync::watch;
 
 use crate::cluster::driver::ProposeFailure;
 use crate::cluster::raft_id;
-use crate::cluster::state::{Command, Refused, UpstreamSpec};
+use crate::cluster::state::{Command, Refused};
+use crate::config::Config;
 use crate::control::{Instance, Proposer, Reloader};
-use crate::config::{valid_node_id, Config};
 use crate::proxy::Proxy;
 use crate::raft::{ConfChange, ConfChangeKind, NodeId, Role};
 use crate::ring;
+use parse::{batch_command, command, decode, decode_segment, node_change, NodeChange};
 
 /// What the admin API reads.
 pub struct Admin {
@@ -196,14 +198,19 @@ impl Admin {
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
             (&Method::POST, ["api", "breakers"]) => self.breaker_command(req).await,
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
-                let target = Target::Upstream {
-                    pool: decode(pool),
-                    id: decode(id),
+                let target = match (decode_segment(pool), decode_segment(id)) {
+                    (Ok(pool), Ok(id)) => Target::Upstream { pool, id },
+                    (Err(why), _) | (_, Err(why)) => {
+                        return text(StatusCode::BAD_REQUEST, &format!("{why}\n"))
+                    }
                 };
                 self.change(req, target).await
             }
             (&Method::PUT | &Method::DELETE, ["api", "cluster", "nodes", name]) => {
-                self.change(req, Target::Node(decode(name))).await
+                match decode_segment(name) {
+                    Ok(name) => self.change(req, Target::Node(name)).await,
+                    Err(why) => text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+                }
             }
             _ => text(
                 StatusCode::NOT_FOUND,
@@ -496,11 +503,15 @@ impl Admin {
     }
 
     fn route(&self, query: &str) -> Response<Body> {
-        let params: BTreeMap<String, String> = query
+        let params: Result<BTreeMap<String, String>, String> = query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (decode(k), decode(v)))
+            .map(|(k, v)| Ok((decode(k)?, decode(v)?)))
             .collect();
+        let params = match params {
+            Ok(p) => p,
+            Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+        };
         let (Some(pool), Some(key)) = (params.get("pool"), params.get("key")) else {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -529,23 +540,6 @@ enum Target {
     Node(String),
 }
 
-/// The body of `POST /api/batch`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody {
-    changes: Vec<Command>,
-}
-
-fn batch_command(body: &[u8]) -> Result<Command, String> {
-    let b: BatchBody = serde_json::from_slice(body).map_err(|e| {
-        format!("body must be JSON like {{\"changes\": [{{\"op\": \"delete_upstream\", \"pool\": \"web\", \"id\": \"a\"}}]}}: {e}")
-    })?;
-    let cmd = Command::Batch {
-        commands: b.changes,
-    };
-    cmd.validate().map_err(|e| e.to_string())?;
-    Ok(cmd)
-}
 
 /// How a change ended, before it becomes a response.
 enum Outcome {
@@ -553,37 +547,6 @@ enum Outcome {
     Failed(ProposeFailure),
     TimedOut,
     Stuck(StatusCode, String),
-}
-
-enum NodeChange {
-    Add(String),
-    Remove,
-}
-
-/// The body of a node addition.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NodeBody {
-    address: String,
-}
-
-fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChange, String> {
-    if !valid_node_id(name) {
-        return Err(format!(
-            "node id must be 1 to {} letters, digits, '-', '_' or '.', got {name:?}",
-            crate::config::MAX_NODE_ID_BYTES
-        ));
-    }
-    if method == Method::DELETE {
-        return Ok(NodeChange::Remove);
-    }
-    let b: NodeBody = serde_json::from_slice(body).map_err(|e| {
-        format!("body must be JSON like {{\"address\": \"10.0.0.4:7000\"}} (the new member's peer address): {e}")
-    })?;
-    b.address
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("address must be IP:port, got {:?}", b.address))?;
-    Ok(NodeChange::Add(b.address))
 }
 
 /// An upstream's breaker as the cluster holds it: the same on every instance.
@@ -599,39 +562,6 @@ fn breaker_json(b: Option<&crate::health::breaker::Breaker>) -> Value {
             "evidence": b.evidence,
         }),
     }
-}
-
-/// The body of an upstream change.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpstreamBody {
-    address: String,
-    #[serde(default = "one")]
-    weight: u32,
-    #[serde(default)]
-    draining: bool,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn command(method: &Method, pool: String, id: String, body: &[u8]) -> Result<Command, String> {
-    if method == Method::DELETE {
-        return Ok(Command::DeleteUpstream { pool, id });
-    }
-    let b: UpstreamBody = serde_json::from_slice(body).map_err(|e| {
-        format!("body must be JSON like {{\"address\": \"10.0.0.7:80\", \"weight\": 1}}: {e}")
-    })?;
-    Ok(Command::PutUpstream {
-        pool,
-        upstream: UpstreamSpec {
-            id,
-            address: b.address,
-            weight: b.weight,
-            draining: b.draining,
-        },
-    })
 }
 
 /// The whole body, or `None` past [`MAX_ADMIN_BODY`] (or when the client broke off).
@@ -671,30 +601,6 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Percent-decoding of a query component (`+` is a space); bad escapes stay as written.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_owned())));
     *resp.status_mut() = status;
@@ -715,18 +621,4 @@ fn json_response(status: StatusCode, value: Value) -> Response<Body> {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::decode;
-
-    #[test]
-    fn query_components_are_percent_decoded() {
-        assert_eq!(decode("%2Fuser%2F42"), "/user/42");
-        assert_eq!(decode("a+b"), "a b");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
-        assert_eq!(decode("%4"), "%4");
-    }
 }

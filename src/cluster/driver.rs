@@ -286,6 +286,8 @@ pub struct Driver<S: Storage> {
     /// them is published (a caller told "applied" must be able to read the change).
     answers: Vec<(Reply, Outcome)>,
     bootstrap_in_flight: Option<Index>,
+    /// The encoded bootstrap that apply would refuse: reported once, never proposed.
+    bootstrap_refused: Option<Vec<u8>>,
     announce_in_flight: Option<Index>,
     /// The peer addresses last handed to the outbox.
     peers_sent: Option<HashMap<NodeId, SocketAddr>>,
@@ -306,6 +308,8 @@ impl<S: Storage + Send + 'static> Driver<S> {
         raft_cfg.election_tick = cfg.election_ticks;
         raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
         raft_cfg.seed = cfg.seed;
+        // A bootstrap or a reload's batch carries a whole file's upstreams in one entry.
+        raft_cfg.max_bytes_per_msg = crate::config::bounds::MAX_COMMAND_BYTES;
         let node =
             Node::try_new(raft_cfg, &storage).map_err(|e| DriverError::Raft(format!("{e:?}")))?;
         let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
@@ -319,6 +323,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             pending: BTreeMap::new(),
             answers: Vec::new(),
             bootstrap_in_flight: None,
+            bootstrap_refused: None,
             announce_in_flight: None,
             peers_sent: None,
             requests,
@@ -442,7 +447,10 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     /// The first leader of a never-bootstrapped cluster proposes its file's pools,
-    /// once its log is applied up to its commit index.
+    /// once its log is applied up to its commit index. The bootstrap is first applied
+    /// to a copy of the state: one that apply would refuse is reported once, as an
+    /// error, and never proposed (every leader would otherwise propose it again,
+    /// forever); a different bootstrap is tried afresh.
     fn maybe_bootstrap(&mut self) {
         let Some(cmd) = &self.cfg.bootstrap else {
             return;
@@ -457,10 +465,30 @@ impl<S: Storage + Send + 'static> Driver<S> {
         {
             return;
         }
-        match self.node.propose(cmd.encode()) {
-            Ok(p) => self.bootstrap_in_flight = Some(p.index),
-            Err(e) => tracing::debug!(error = ?e, "bootstrap proposal not accepted yet"),
+        let bytes = cmd.encode();
+        if self.bootstrap_refused.as_ref() == Some(&bytes) {
+            return;
         }
+        let refusal = ClusterState::clone(&self.state)
+            .apply(cmd)
+            .err()
+            .map(|r| r.to_string());
+        let why = match refusal {
+            Some(why) => why,
+            None => match self.node.propose(bytes.clone()) {
+                Ok(p) => {
+                    self.bootstrap_in_flight = Some(p.index);
+                    return;
+                }
+                Err(e @ ProposeError::TooLarge { .. }) => propose_failure(e).to_string(),
+                Err(e) => {
+                    tracing::debug!(error = ?e, "bootstrap proposal not accepted yet");
+                    return;
+                }
+            },
+        };
+        tracing::error!(reason = %why, "the file's pools cannot bootstrap the cluster: not proposing them; fix the file and restart this instance");
+        self.bootstrap_refused = Some(bytes);
     }
 
     /// A leader makes sure the cluster knows where its admin API is, so followers can

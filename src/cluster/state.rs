@@ -11,18 +11,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::bounds;
 use crate::config::{self, parse_upstream_addr};
 use crate::health::breaker::{self, Evidence, Member, Policy, PoolBreakers, Probe};
 
-/// Largest replicated weight. With the default 150 virtual nodes it is 150,000 ring
-/// points for one upstream, far past any useful skew; larger is a typo.
-pub const MAX_WEIGHT: u32 = 1000;
-/// Most upstreams one pool may hold: bounds ring size and the cost of a rebuild.
-pub const MAX_UPSTREAMS_PER_POOL: usize = 10_000;
-/// Most pools the cluster may hold.
-pub const MAX_POOLS: usize = 1000;
-/// Longest pool name or upstream id, in bytes.
-pub const MAX_NAME_BYTES: usize = 256;
+/// The bounds apply checks, shared with the file and the admin API (see
+/// [`crate::config::bounds`]).
+pub use crate::config::bounds::{MAX_NAME_BYTES, MAX_POOLS, MAX_UPSTREAMS_PER_POOL, MAX_WEIGHT};
 /// Format version written into every encoded command and snapshot.
 pub const STATE_VERSION: u32 = 1;
 
@@ -110,6 +105,14 @@ pub enum Command {
 /// Most commands one batch may hold.
 pub const MAX_BATCH: usize = 10_000;
 
+/// Whether apply checks the weight bounds after a pool change, or leaves it to the end
+/// of the batch the change is part of (a batch may remove before it adds).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Weights {
+    Check,
+    Later,
+}
+
 /// Why apply refused a command. The same on every instance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -187,7 +190,7 @@ impl Command {
                 check_name("upstream id", id)
             }
             Command::SetAdmin { node, address } => {
-                check_name("node", node)?;
+                check_node_id(node)?;
                 check_socket_addr("admin", address)
             }
             Command::SetPeer { node, address } => {
@@ -217,15 +220,12 @@ impl Command {
                     check_node_id(node)?;
                     check_socket_addr("peer", address)?;
                 }
-                if pools.len() > MAX_POOLS {
-                    return Err(Refused::Invalid(format!(
-                        "the cluster holds at most {MAX_POOLS} pools"
-                    )));
-                }
+                bounds::check_pool_count(pools.len()).map_err(Refused::Invalid)?;
                 pools.iter().try_for_each(|(pool, list)| {
                     check_name("pool", pool)?;
-                    check_upstreams(list)
-                })
+                    check_upstreams(list).map_err(|r| in_pool(pool, r))
+                })?;
+                check_total_weight(pools.values().map(|l| weight_of(l)).sum())
             }
             Command::BreakerReport {
                 pool,
@@ -236,7 +236,7 @@ impl Command {
             } => {
                 check_name("pool", pool)?;
                 check_name("upstream id", upstream)?;
-                check_name("reporter", reporter)?;
+                check_node_id(reporter)?;
                 policy.check().map_err(Refused::Invalid)
             }
             Command::BreakerHalfOpen { pool, upstream, .. } => {
@@ -299,22 +299,12 @@ fn decode_versioned<T: for<'de> Deserialize<'de>>(
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), Refused> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        return Err(Refused::Invalid(format!(
-            "{what} must be 1 to {MAX_NAME_BYTES} bytes without control characters, got {name:?}"
-        )));
-    }
-    Ok(())
+    bounds::check_name(name).map_err(|why| Refused::Invalid(format!("{what} {why}")))
 }
 
-/// Node names follow the config's rule for `cluster.peers` keys.
+/// Node names follow the config's rule for `node.id` and `cluster.peers` keys.
 fn check_node_id(node: &str) -> Result<(), Refused> {
-    if !config::valid_node_id(node) {
-        return Err(Refused::Invalid(format!(
-            "node id must be 1 to 64 letters, digits, '-', '_' or '.', got {node:?}"
-        )));
-    }
-    Ok(())
+    bounds::check_node_id(node).map_err(Refused::Invalid)
 }
 
 fn check_socket_addr(what: &str, address: &str) -> Result<(), Refused> {
@@ -328,32 +318,40 @@ fn check_upstream(u: &UpstreamSpec) -> Result<(), Refused> {
     check_name("upstream id", &u.id)?;
     parse_upstream_addr(&u.address)
         .map_err(|why| Refused::Invalid(format!("upstream {:?}: address {why}", u.id)))?;
-    if !(1..=MAX_WEIGHT).contains(&u.weight) {
-        return Err(Refused::Invalid(format!(
-            "upstream {:?}: weight must be from 1 to {MAX_WEIGHT}, got {}",
-            u.id, u.weight
-        )));
-    }
-    Ok(())
+    bounds::check_weight(u.weight.into())
+        .map_err(|why| Refused::Invalid(format!("upstream {:?}: {why}", u.id)))
 }
 
 fn check_upstreams(list: &[UpstreamSpec]) -> Result<(), Refused> {
-    if list.len() > MAX_UPSTREAMS_PER_POOL {
-        return Err(Refused::Invalid(format!(
-            "a pool holds at most {MAX_UPSTREAMS_PER_POOL} upstreams, got {}",
-            list.len()
-        )));
-    }
-    for (i, u) in list.iter().enumerate() {
+    bounds::check_upstream_count(list.len()).map_err(Refused::Invalid)?;
+    let mut ids = std::collections::HashSet::with_capacity(list.len());
+    for u in list {
         check_upstream(u)?;
-        if list[..i].iter().any(|o| o.id == u.id) {
+        if !ids.insert(u.id.as_str()) {
             return Err(Refused::Invalid(format!(
                 "upstream id {:?} is listed twice",
                 u.id
             )));
         }
     }
-    Ok(())
+    bounds::check_pool_weight(weight_of(list)).map_err(Refused::Invalid)
+}
+
+/// The sum of the weights of `list` (draining upstreams included: they may return).
+fn weight_of(list: &[UpstreamSpec]) -> u64 {
+    list.iter().map(|u| u64::from(u.weight)).sum()
+}
+
+fn check_total_weight(sum: u64) -> Result<(), Refused> {
+    bounds::check_total_weight(sum).map_err(Refused::Invalid)
+}
+
+/// A refusal about one pool's upstreams, saying which pool.
+fn in_pool(pool: &str, r: Refused) -> Refused {
+    match r {
+        Refused::Invalid(why) => Refused::Invalid(format!("pool {pool:?}: {why}")),
+        other => other,
+    }
 }
 
 impl ClusterState {
@@ -361,12 +359,23 @@ impl ClusterState {
     /// the same result on every instance.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), Refused> {
         cmd.validate()?;
+        self.apply_valid(cmd, Weights::Check)?;
+        self.settle_breakers();
+        Ok(())
+    }
+
+    /// Applies a validated command; with [`Weights::Later`] the caller checks the
+    /// weight bounds once a whole batch has applied.
+    fn apply_valid(&mut self, cmd: &Command, weights: Weights) -> Result<(), Refused> {
         match cmd {
             Command::SetPool { pool, upstreams } => {
                 if !self.pools.contains_key(pool) && self.pools.len() >= MAX_POOLS {
                     return Err(Refused::Invalid(format!(
                         "the cluster holds at most {MAX_POOLS} pools"
                     )));
+                }
+                if weights == Weights::Check {
+                    self.check_total_with(pool, upstreams)?;
                 }
                 self.pools.insert(pool.clone(), upstreams.clone());
             }
@@ -378,16 +387,27 @@ impl ClusterState {
             Command::PutUpstream { pool, upstream } => {
                 let list = self
                     .pools
-                    .get_mut(pool)
+                    .get(pool)
                     .ok_or_else(|| Refused::UnknownPool(pool.clone()))?;
-                let full = list.len() >= MAX_UPSTREAMS_PER_POOL;
-                match list.iter_mut().find(|u| u.id == upstream.id) {
-                    Some(existing) => *existing = upstream.clone(),
-                    None if full => {
-                        return Err(Refused::Invalid(format!(
-                            "a pool holds at most {MAX_UPSTREAMS_PER_POOL} upstreams"
-                        )))
+                let at = list.iter().position(|u| u.id == upstream.id);
+                if at.is_none() && list.len() >= MAX_UPSTREAMS_PER_POOL {
+                    return Err(Refused::Invalid(format!(
+                        "a pool holds at most {MAX_UPSTREAMS_PER_POOL} upstreams"
+                    )));
+                }
+                if weights == Weights::Check {
+                    let mut next = list.clone();
+                    match at {
+                        Some(i) => next[i] = upstream.clone(),
+                        None => next.push(upstream.clone()),
                     }
+                    bounds::check_pool_weight(weight_of(&next))
+                        .map_err(|why| in_pool(pool, Refused::Invalid(why)))?;
+                    self.check_total_with(pool, &next)?;
+                }
+                let list = self.pools.get_mut(pool).expect("looked up above");
+                match at {
+                    Some(i) => list[i] = upstream.clone(),
                     None => list.push(upstream.clone()),
                 }
             }
@@ -422,7 +442,11 @@ impl ClusterState {
             Command::Batch { commands } => {
                 let mut next = self.clone();
                 for (i, c) in commands.iter().enumerate() {
-                    next.apply(c).map_err(|r| in_batch(i, r))?;
+                    next.apply_valid(c, Weights::Later)
+                        .map_err(|r| in_batch(i, r))?;
+                }
+                if weights == Weights::Check {
+                    next.check_weights()?;
                 }
                 *self = next;
             }
@@ -443,8 +467,28 @@ impl ClusterState {
             | Command::BreakerHalfOpen { .. }
             | Command::BreakerProbe { .. } => self.apply_breaker(cmd)?,
         }
-        self.settle_breakers();
         Ok(())
+    }
+
+    /// Refuses a state whose pools weigh more than the bounds allow, alone or together.
+    fn check_weights(&self) -> Result<(), Refused> {
+        for (pool, list) in &self.pools {
+            bounds::check_pool_weight(weight_of(list))
+                .map_err(|why| in_pool(pool, Refused::Invalid(why)))?;
+        }
+        check_total_weight(self.pools.values().map(|l| weight_of(l)).sum())
+    }
+
+    /// Refuses giving `pool` the upstreams `list` when all pools would then weigh more
+    /// than the bound.
+    fn check_total_with(&self, pool: &str, list: &[UpstreamSpec]) -> Result<(), Refused> {
+        let others: u64 = self
+            .pools
+            .iter()
+            .filter(|(name, _)| name.as_str() != pool)
+            .map(|(_, l)| weight_of(l))
+            .sum();
+        check_total_weight(others + weight_of(list))
     }
 
     fn apply_breaker(&mut self, cmd: &Command) -> Result<(), Refused> {
@@ -569,6 +613,14 @@ impl ClusterState {
             check_name("pool", pool).map_err(bad)?;
             check_upstreams(list).map_err(bad)?;
         }
+        bounds::check_pool_count(state.pools.len())
+            .and_then(|()| {
+                bounds::check_total_weight(state.pools.values().map(|l| weight_of(l)).sum())
+            })
+            .map_err(|reason| DecodeError {
+                what: "cluster state",
+                reason,
+            })?;
         for (pool, b) in &state.breakers {
             let bad = |why: String| DecodeError {
                 what: "cluster state",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use super::bounds::{self, valid_node_id, MAX_NODE_ID_BYTES};
 use super::raw::{
     RawAdmin, RawCluster, RawConfig, RawLimits, RawListener, RawNode, RawPool, RawUpstream,
 };
@@ -110,16 +111,21 @@ fn is_dns_name(host: &str) -> bool {
     !host.is_empty() && host.len() <= 253 && host.split('.').all(label_ok)
 }
 
-/// Longest node id, in bytes.
-pub const MAX_NODE_ID_BYTES: usize = 64;
-
-/// A node id: 1 to [`MAX_NODE_ID_BYTES`] letters, digits, '-', '_' or '.'.
-pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_NODE_ID_BYTES
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+/// Bytes `pools` take as one cluster change, at most (see [`bounds::MAX_FILE_CHANGE_BYTES`]).
+fn change_bytes(pools: &[Pool]) -> usize {
+    let upstreams = |p: &Pool| -> usize {
+        p.upstreams
+            .iter()
+            .map(|u| {
+                bounds::upstream_change_bytes(&p.name, &u.id, &u.address.to_string(), u.weight)
+            })
+            .sum()
+    };
+    bounds::CHANGE_ENVELOPE_BYTES
+        + pools
+            .iter()
+            .map(|p| bounds::pool_change_bytes(&p.name) + upstreams(p))
+            .sum::<usize>()
 }
 
 fn join(parent: &str, field: &str) -> String {
@@ -431,6 +437,10 @@ impl Checker {
         if raw.is_empty() {
             self.error("pools", "must list at least one pool");
         }
+        if let Err(why) = bounds::check_pool_count(raw.len()) {
+            self.error("pools", why);
+            return Vec::new();
+        }
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut routes: HashMap<(Vec<HostPattern>, String), usize> = HashMap::new();
         let mut out = Vec::new();
@@ -455,6 +465,17 @@ impl Checker {
             }
             out.push(pool);
         }
+        let weight: u64 = out
+            .iter()
+            .flat_map(|p| &p.upstreams)
+            .map(|u| u64::from(u.weight))
+            .sum();
+        if let Err(why) = bounds::check_total_weight(weight) {
+            self.error("pools", why);
+        }
+        if let Err(why) = bounds::check_file_change_bytes(change_bytes(&out)) {
+            self.error("pools", why);
+        }
         out
     }
 
@@ -463,7 +484,8 @@ impl Checker {
         let name_path = join(path, "name");
         let name = self
             .required(&name_path, &raw.name)
-            .and_then(|v| self.string(&name_path, v));
+            .and_then(|v| self.string(&name_path, v))
+            .and_then(|n| self.name(&name_path, n, ""));
         let hosts = self.hosts(path, raw.hosts.as_deref());
         let path_prefix = self.path_prefix(path, &raw.path_prefix);
         let hash_key = self.hash_key(path, &raw.hash_key);
@@ -472,7 +494,7 @@ impl Checker {
             &join(path, "vnodes"),
             &raw.vnodes,
             1,
-            MAX_POINTS_PER_UPSTREAM,
+            bounds::MAX_VNODES.into(),
             DEFAULT_VNODES as u64,
         ) as u32;
         let max_attempts = self.opt_int(
@@ -505,12 +527,15 @@ impl Checker {
             MAX_IDLE_LIMIT,
             DEFAULT_MAX_IDLE_PER_UPSTREAM as u64,
         ) as usize;
-        let upstreams = self.upstreams(path, raw.upstreams, vnodes);
+        let upstreams = self.upstreams(path, raw.upstreams);
         let tls = match raw.tls {
             Some(t) => Some(self.pool_tls(&join(path, "tls"), t)?),
             None => None,
         };
         let health = self.health(path, raw.health);
+        if let Err(why) = health.breaker.check() {
+            self.error(format!("{path}.health.breaker"), why);
+        }
         let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
         Some(Pool {
             name: name?,
@@ -589,21 +614,21 @@ impl Checker {
             .ok()
     }
 
-    fn upstreams(
-        &mut self,
-        path: &str,
-        raw: Option<Vec<RawUpstream>>,
-        vnodes: u32,
-    ) -> Vec<Upstream> {
+    fn upstreams(&mut self, path: &str, raw: Option<Vec<RawUpstream>>) -> Vec<Upstream> {
+        let list_path = join(path, "upstreams");
         let raw = raw.unwrap_or_default();
         if raw.is_empty() {
-            self.error(join(path, "upstreams"), "must list at least one upstream");
+            self.error(&list_path, "must list at least one upstream");
+        }
+        if let Err(why) = bounds::check_upstream_count(raw.len()) {
+            self.error(&list_path, why);
+            return Vec::new();
         }
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::new();
         for (i, u) in raw.into_iter().enumerate() {
-            let p = format!("{path}.upstreams[{i}]");
-            let Some(up) = self.upstream(&p, u, vnodes) else {
+            let p = format!("{list_path}[{i}]");
+            let Some(up) = self.upstream(&p, u) else {
                 continue;
             };
             if let Some(first) = ids.insert(up.id.clone(), i) {
@@ -617,10 +642,14 @@ impl Checker {
             }
             out.push(up);
         }
+        let weight: u64 = out.iter().map(|u| u64::from(u.weight)).sum();
+        if let Err(why) = bounds::check_pool_weight(weight) {
+            self.error(&list_path, why);
+        }
         out
     }
 
-    fn upstream(&mut self, path: &str, raw: RawUpstream, vnodes: u32) -> Option<Upstream> {
+    fn upstream(&mut self, path: &str, raw: RawUpstream) -> Option<Upstream> {
         self.unknown(path, &raw.unknown);
         let ap = join(path, "address");
         let address = self
@@ -633,13 +662,20 @@ impl Checker {
         });
         let id_path = join(path, "id");
         let id = match &raw.id {
-            Some(v) => self.string(&id_path, v),
-            None => address.as_ref().map(|a| a.to_string()),
+            Some(v) => self
+                .string(&id_path, v)
+                .and_then(|id| self.name(&id_path, id, "")),
+            None => address.as_ref().and_then(|a| {
+                self.name(
+                    &id_path,
+                    a.to_string(),
+                    " (the id defaults to the address: give a shorter id)",
+                )
+            }),
         };
         let weight_path = join(path, "weight");
-        let max_weight = (MAX_POINTS_PER_UPSTREAM / vnodes.max(1) as u64).max(1);
         let weight = match &raw.weight {
-            Some(v) => self.int(&weight_path, v, 1, max_weight)? as u32,
+            Some(v) => self.int(&weight_path, v, 1, bounds::MAX_WEIGHT.into())? as u32,
             None => 1,
         };
         Some(Upstream {
@@ -647,5 +683,16 @@ impl Checker {
             address: address?,
             weight,
         })
+    }
+
+    /// A pool name or upstream id that the cluster will take (see [`bounds::check_name`]).
+    fn name(&mut self, path: &str, name: String, hint: &str) -> Option<String> {
+        match bounds::check_name(&name) {
+            Ok(()) => Some(name),
+            Err(why) => {
+                self.error(path, format!("{why}{hint}"));
+                None
+            }
+        }
     }
 }

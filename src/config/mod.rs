@@ -4,6 +4,7 @@
 //! Building a config does no I/O beyond reading the file: addresses are parsed, not
 //! resolved, and nothing is bound.
 
+pub mod bounds;
 mod build;
 pub mod health;
 mod raw;
@@ -15,14 +16,11 @@ use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
-pub use build::{parse_upstream_addr, valid_node_id, FieldError, MAX_NODE_ID_BYTES};
+pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
+pub use build::{parse_upstream_addr, FieldError};
 
 /// Virtual nodes per unit of weight when a pool does not say.
 pub const DEFAULT_VNODES: u32 = 150;
-/// Upper bound on `vnodes * weight` for one upstream: keeps a ring's memory and build
-/// time bounded (a 300-upstream pool at this bound is 300 MB of points, so anything
-/// near it is a typo, not a plan).
-pub const MAX_POINTS_PER_UPSTREAM: u64 = 1 << 20;
 /// Distinct upstreams tried for one request when a pool does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Hard upper bound on `max_attempts`: also the size of the ring walk's inline memory.
@@ -275,17 +273,23 @@ fn list(errors: &[FieldError]) -> String {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file (at most [`bounds::MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = read_bounded(path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            source,
+            message: format!("not UTF-8 text: {e}"),
         })?;
-        Config::parse(&text).map_err(|e| e.at(path))
+        Config::parse(text).map_err(|e| e.at(path))
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text. Text over [`bounds::MAX_CONFIG_BYTES`] or
+    /// nested deeper than [`bounds::MAX_YAML_DEPTH`] is refused before it is parsed.
     pub fn parse(text: &str) -> Result<Config, ParseError> {
+        if text.len() as u64 > bounds::MAX_CONFIG_BYTES {
+            return Err(ParseError::Syntax(too_large()));
+        }
+        bounds::check_yaml_depth(text).map_err(|e| ParseError::Syntax(e.to_string()))?;
         let raw: raw::RawConfig = if text.trim().is_empty() {
             raw::RawConfig::default()
         } else {
@@ -294,6 +298,33 @@ impl Config {
         };
         build::build(raw).map_err(ParseError::Invalid)
     }
+}
+
+/// Reads at most [`bounds::MAX_CONFIG_BYTES`] of a file (one byte more tells that it
+/// is larger).
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(bounds::MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > bounds::MAX_CONFIG_BYTES {
+        return Err(ConfigError::Syntax {
+            path: path.to_owned(),
+            message: too_large(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn too_large() -> String {
+    let max = bounds::MAX_CONFIG_BYTES;
+    format!("larger than {max} bytes, the largest config file read")
 }
 
 /// serde names the expected shape by ringway's internal type (`struct RawNode`);

@@ -37,8 +37,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The file is also compared on this interval, in case the watcher missed an event
 /// (or could not start).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// Largest config file read.
-pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+pub use crate::config::bounds::MAX_CONFIG_BYTES;
 /// How long a reload's cluster change may take to commit.
 pub const RELOAD_PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// While the cluster cannot take a change yet (not bootstrapped, no leader known), the
