@@ -97,12 +97,12 @@ type Body = Full<Bytes>;
 impl listener::Service for Admin {
     type Body = Body;
 
-    fn call(
+    async fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
         _origin: Arc<crate::proxy::Origin>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
-        async move { self.answer(req).await }
+    ) -> Response<Body> {
+        self.answer(req).await
     }
 }
 

@@ -82,11 +82,11 @@ impl Server {
 impl Service for Proxy {
     type Body = ProxyBody;
 
-    fn call(
+    async fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
         origin: Arc<Origin>,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
-        async move { self.handle(req, &origin).await }
+    ) -> Response<ProxyBody> {
+        self.handle(req, &origin).await
     }
 }
