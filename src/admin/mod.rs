@@ -32,7 +32,6 @@ pub mod client;
 pub mod parse;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +40,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -53,6 +49,7 @@ use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused};
 use crate::config::Config;
 use crate::control::{Instance, Proposer, Reloader};
+use crate::proxy::listener::{self, Discipline};
 use crate::proxy::Proxy;
 use crate::raft::{ConfChange, ConfChangeKind, NodeId, Role};
 use crate::ring;
@@ -85,7 +82,33 @@ const MEMBERSHIP_RETRY: Duration = Duration::from_millis(50);
 /// forwarded again.
 const FORWARDED: &str = "x-ringway-forwarded";
 
+/// Admin connections open at once: operators, scrapers and peers forwarding changes
+/// need a handful; the cap keeps a flood of admin sockets from taking the file
+/// descriptors the proxy listeners need.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Largest admin request head: a token and a few short headers.
+const MAX_ADMIN_HEADER_BYTES: usize = 16 * 1024;
+/// From accept (TLS included) to a complete request head on the admin port.
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// An admin connection with no request in flight for this long is closed.
+pub const ADMIN_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time admin requests in flight get to finish once shutdown begins (a change waits
+/// at most [`PROPOSE_TIMEOUT`] to commit).
+pub const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 type Body = Full<Bytes>;
+
+impl listener::Service for Admin {
+    type Body = Body;
+
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _origin: Arc<crate::proxy::Origin>,
+    ) -> Response<Body> {
+        self.answer(req).await
+    }
+}
 
 impl Admin {
     /// Serves on `listener` until `shutdown` turns true.
@@ -93,45 +116,29 @@ impl Admin {
         self.serve_with_tls(listener, None, shutdown).await
     }
 
-    /// Like [`Admin::serve`], over TLS when `tls` is given.
+    /// Like [`Admin::serve`], over TLS when `tls` is given. Served through the
+    /// proxy's listener discipline with the admin bounds: at most
+    /// [`MAX_ADMIN_CONNECTIONS`] connections, a request head within
+    /// [`ADMIN_HEADER_READ_TIMEOUT`] of accept, idle connections closed after
+    /// [`ADMIN_KEEP_ALIVE_TIMEOUT`], backoff on accept errors, and a drain of at most
+    /// [`ADMIN_SHUTDOWN_GRACE`] once `shutdown` turns true.
     pub async fn serve_with_tls(
         self: Arc<Self>,
         listener: TcpListener,
         tls: Option<crate::tls::ServerTls>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.wait_for(|&s| s) => return,
-            };
-            let Ok((stream, _)) = accepted else { continue };
-            let admin = self.clone();
-            let builder = builder.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.answer(req).await) }
-                });
-                let _ = match tls {
-                    None => {
-                        builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    }
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
-                        }
-                        Err(_) => Ok(()),
-                    },
-                };
-            });
-        }
+        let discipline = Discipline {
+            max_connections: MAX_ADMIN_CONNECTIONS,
+            max_header_bytes: MAX_ADMIN_HEADER_BYTES,
+            first_request_timeout: ADMIN_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: ADMIN_KEEP_ALIVE_TIMEOUT,
+            shutdown_grace: ADMIN_SHUTDOWN_GRACE,
+        };
+        let stop = async move {
+            let _ = shutdown.wait_for(|&s| s).await;
+        };
+        listener::serve(vec![(listener, tls)], self, discipline, stop).await
     }
 
     /// Starts the admin API of `instance` on its `admin.address`, if the file has an

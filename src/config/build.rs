@@ -424,6 +424,16 @@ impl Checker {
                 &raw.header_read_timeout_ms,
                 d.header_read_timeout,
             ),
+            keep_alive_timeout: self.millis(
+                "limits.keep_alive_timeout_ms",
+                &raw.keep_alive_timeout_ms,
+                d.keep_alive_timeout,
+            ),
+            request_body_timeout: self.millis(
+                "limits.request_body_timeout_ms",
+                &raw.request_body_timeout_ms,
+                d.request_body_timeout,
+            ),
             shutdown_grace: self.millis(
                 "limits.shutdown_grace_ms",
                 &raw.shutdown_grace_ms,

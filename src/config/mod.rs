@@ -39,9 +39,19 @@ pub const DEFAULT_MAX_IDLE_PER_UPSTREAM: usize = 64;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Largest request head accepted from a client (HTTP/1 read buffer, HTTP/2 header list).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Time a client gets to send a complete request head; for HTTP/1 it also bounds how
-/// long an idle keep-alive connection is held open.
+/// Time a client gets from its connection being accepted (TLS handshake and protocol
+/// detection included) to its first complete request head, and for each later HTTP/1
+/// head: a real client sends one in milliseconds; a silent socket is let go well
+/// before it can matter.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client connection (HTTP/1 or HTTP/2) with no request in flight for this long is
+/// closed: browsers keep idle connections for about a minute at most, and every held
+/// connection is a slot of `max_connections`.
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client gets to send a whole request body, however steadily it trickles:
+/// ten minutes carries a gigabyte over a slow (15 Mbit/s) link, and bounds how long a
+/// slow-drip upload holds a connection and an upstream slot.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time in-flight requests get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -167,6 +177,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub request_body_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -176,6 +188,8 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

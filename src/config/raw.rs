@@ -67,6 +67,8 @@ pub struct RawLimits {
     pub max_connections: Option<Value>,
     pub max_header_bytes: Option<Value>,
     pub header_read_timeout_ms: Option<Value>,
+    pub keep_alive_timeout_ms: Option<Value>,
+    pub request_body_timeout_ms: Option<Value>,
     pub shutdown_grace_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -1,14 +1,18 @@
 //! Bodies on both sides of the proxy: streamed frame by frame, never collected.
 //!
 //! [`IdleBody`] aborts a body that moves no byte for the idle timeout (a stalled
-//! upload or download cannot hold a connection forever). [`ProxyBody`] is what clients
+//! upload or download cannot hold a connection forever). A client's request body
+//! ([`RequestBody`]) also has a total deadline, and records what its client did wrong
+//! in a [`ClientSide`] the forward path reads: a broken or stalled upload is the
+//! client's fault, never the upstream's. [`ProxyBody`] is what clients
 //! receive: an upstream's streamed body or a short text ringway wrote itself; it counts
 //! the request in the metrics ([`Tally`]) and writes the access-log line when the
 //! response is finished or dropped.
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,6 +24,7 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use super::error::BodyFault;
 use super::upstream::PooledConn;
 use super::Snapshot;
 use crate::health::detector::InFlight;
@@ -40,6 +45,38 @@ pub struct IdleBody<B> {
     sent: Option<watch::Sender<bool>>,
     /// Counts the data bytes taken.
     bytes: Option<IntCounter>,
+    /// Set on a client's request body: where its faults are recorded.
+    client: Option<Arc<ClientSide>>,
+    /// The whole body must have arrived by then (request bodies only).
+    total: Option<(Pin<Box<Sleep>>, Duration)>,
+}
+
+/// What the forward path learns from a request body about its client: shared by the
+/// body (which writes) and the forward path (which reads when the upstream send fails
+/// or seems to stall).
+#[derive(Debug, Default)]
+pub struct ClientSide {
+    fault: OnceLock<BodyFault>,
+    /// The body was last asked for data and the client had none to give: a pause now
+    /// is the client's, not the upstream's.
+    waiting: AtomicBool,
+}
+
+impl ClientSide {
+    /// The client's fault, once the body has failed because of it.
+    pub fn fault(&self) -> Option<&BodyFault> {
+        self.fault.get()
+    }
+
+    /// True while the body waits for the client's next bytes.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    fn failed(&self, fault: BodyFault) -> BoxError {
+        let _ = self.fault.set(fault.clone());
+        fault.into()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +92,24 @@ impl<B> IdleBody<B> {
             progressed: false,
             sent: None,
             bytes: None,
+            client: None,
+            total: None,
         }
+    }
+
+    /// A client's request body: idle for at most `idle` between frames, whole
+    /// within `total` from now, its faults recorded in the returned [`ClientSide`].
+    pub fn from_client(inner: B, idle: Duration, total: Duration) -> (Self, Arc<ClientSide>) {
+        let side = Arc::new(ClientSide::default());
+        let mut body = IdleBody::new(inner, idle);
+        body.client = Some(side.clone());
+        body.total = Some((Box::pin(tokio::time::sleep(total)), total));
+        (body, side)
+    }
+
+    /// Where this body records its client's faults (a client's body with data).
+    pub fn client_side(&self) -> Option<Arc<ClientSide>> {
+        self.client.clone()
     }
 
     /// Counts the data bytes taken from this body in `bytes`.
@@ -74,6 +128,20 @@ impl<B> IdleBody<B> {
         }
         ready!(timer.as_mut().poll(cx));
         Poll::Ready(IdleTimeout(self.idle))
+    }
+}
+
+impl<B> IdleBody<B> {
+    /// The error for `fault`, recorded against the client when this is a client's
+    /// body; otherwise a plain error (an upstream's body).
+    fn client_failed(&mut self, fault: BodyFault) -> BoxError {
+        match &self.client {
+            Some(side) => side.failed(fault),
+            None => match fault {
+                BodyFault::Stalled(idle) => IdleTimeout(idle).into(),
+                other => other.into(),
+            },
+        }
     }
 }
 
@@ -101,9 +169,28 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some((deadline, total)) = &mut this.total {
+            if deadline.as_mut().poll(cx).is_ready() {
+                let total = *total;
+                return Poll::Ready(Some(Err(this.client_failed(BodyFault::TooSlow(total)))));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                match &this.client {
+                    Some(side) => {
+                        side.waiting.store(false, Ordering::Release);
+                        Poll::Ready(Some(Err(side.failed(BodyFault::Malformed(e.to_string())))))
+                    }
+                    None => Poll::Ready(Some(Err(e))),
+                }
+            }
             Poll::Ready(frame) => {
                 this.progressed = true;
+                if let Some(side) = &this.client {
+                    side.waiting.store(false, Ordering::Release);
+                }
                 if let (Some(bytes), Some(Ok(f))) = (&this.bytes, &frame) {
                     bytes.inc_by(f.data_ref().map_or(0, |d| d.len() as u64));
                 }
@@ -114,8 +201,11 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
+                if let Some(side) = &this.client {
+                    side.waiting.store(true, Ordering::Release);
+                }
                 let timeout = ready!(this.poll_timer(cx));
-                Poll::Ready(Some(Err(timeout.into())))
+                Poll::Ready(Some(Err(this.client_failed(BodyFault::Stalled(timeout.0)))))
             }
         }
     }
@@ -146,6 +236,10 @@ pub struct AccessLog {
     pub request_id: Option<HeaderValue>,
     /// The `traceparent` sent upstream.
     pub traceparent: Option<HeaderValue>,
+    /// Who failed, when ringway answered with an error: `client`, `upstream`, `proxy`.
+    pub fault: Option<&'static str>,
+    /// What failed (the error's metric label), when ringway answered with an error.
+    pub error: Option<&'static str>,
 }
 
 impl AccessLog {
@@ -162,6 +256,8 @@ impl AccessLog {
             failed: false,
             request_id: None,
             traceparent: None,
+            fault: None,
+            error: None,
         }
     }
 }
@@ -180,6 +276,8 @@ impl Drop for AccessLog {
             duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
             bytes = self.bytes_out,
             aborted = self.failed,
+            fault = self.fault.unwrap_or("-"),
+            error = self.error.unwrap_or("-"),
         );
     }
 }

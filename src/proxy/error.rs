@@ -1,9 +1,14 @@
-//! Why a request could not be proxied, who is at fault, and the answer the client gets.
+//! Why a request could not be proxied, who is at fault, whether it may be tried again,
+//! and the answer the client gets.
 //!
-//! [`ProxyError::status`] is the one place an error becomes a status code; its body is
-//! a short line of text naming what happened.
+//! [`ProxyError::classify`] is the one place an error becomes a status code and a
+//! metric label; [`ProxyError::fault`] says whose doing it was (only
+//! [`Fault::Upstream`] errors ever count against an upstream's health), and
+//! [`ProxyError::retry`] whether sending the request again could be safe. The body a
+//! client gets is a short line of text naming what happened.
 
 use std::fmt;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -26,41 +31,184 @@ impl fmt::Display for ConnectError {
     }
 }
 
+impl std::error::Error for ConnectError {}
+
+/// Whose doing a failed request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something ringway refuses, or failed to send its request.
+    Client,
+    /// An upstream refused, failed or was too slow: the only fault detection counts.
+    Upstream,
+    /// ringway's configuration has nowhere to send the request.
+    Proxy,
+}
+
+impl Fault {
+    /// The fault as a label value: `client`, `upstream` or `proxy`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Proxy => "proxy",
+        }
+    }
+}
+
+/// Whether a failed request could be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached an upstream: any request may be sent again.
+    Safe,
+    /// The request may have reached the upstream and no response came back: only an
+    /// idempotent request may be sent again.
+    IfIdempotent,
+    /// Sending it again cannot help (the client's fault, or nowhere to send it).
+    Never,
+}
+
+/// What a client did wrong with its request body, as the body was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFault {
+    /// The body broke its framing (a bad chunk, fewer bytes than `Content-Length`,
+    /// the connection closed mid-body).
+    Malformed(String),
+    /// No byte of the body arrived within the idle timeout.
+    Stalled(Duration),
+    /// The whole body did not arrive within `limits.request_body_timeout_ms`.
+    TooSlow(Duration),
+}
+
+impl fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyFault::Malformed(why) => write!(f, "malformed request body: {why}"),
+            BodyFault::Stalled(idle) => {
+                write!(f, "request body sent no data for {}ms", idle.as_millis())
+            }
+            BodyFault::TooSlow(total) => write!(
+                f,
+                "request body not complete within {}ms",
+                total.as_millis()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BodyFault {}
+
+/// A request head ringway refuses before routing it (RFC 9110, RFC 9112).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadFault {
+    /// More than one `Host` header: which one routes the request is ambiguous.
+    DuplicateHost,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    MissingHost,
+    /// `Transfer-Encoding` other than a lone `chunked`: ringway would decode the
+    /// chunking and forward the other codings' bytes without saying so.
+    UnsupportedCoding(String),
+}
+
+impl fmt::Display for HeadFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadFault::DuplicateHost => f.write_str("more than one Host header"),
+            HeadFault::MissingHost => f.write_str("HTTP/1.1 request without a Host header"),
+            HeadFault::UnsupportedCoding(te) => write!(
+                f,
+                "Transfer-Encoding {te:?} is not supported (only a lone chunked)"
+            ),
+        }
+    }
+}
+
 /// A request that ringway answered itself.
 #[derive(Debug)]
 pub enum ProxyError {
-    /// No pool serves this host and path (client's request, 404).
+    /// No pool serves this host and path.
     NoPool { host: Option<String>, path: String },
-    /// The pool's hash key is absent and its policy is `reject` (client, 400).
+    /// The pool's hash key is absent and its policy is `reject`.
     MissingKey { pool: String, key: String },
-    /// The pool has no upstream on its ring (operator, 503).
+    /// The pool has no upstream on its ring.
     EmptyPool { pool: String },
-    /// Every upstream tried refused or failed to connect (upstreams, 502).
+    /// Every upstream tried refused or failed to connect.
     Unreachable {
         pool: String,
         attempts: usize,
         last: String,
     },
-    /// Every upstream tried timed out while connecting (upstreams, 504).
+    /// Every upstream tried timed out while connecting.
     ConnectTimedOut { pool: String, attempts: usize },
-    /// The upstream took too long to send its response head (upstream, 504).
+    /// The upstream took too long to read the request or send its response head.
     ResponseTimedOut { upstream: String },
-    /// The upstream failed after the request was sent; not retried (upstream, 502).
+    /// The upstream failed after the request was sent.
     UpstreamFailed { upstream: String, reason: String },
+    /// The request head breaks the protocol.
+    BadHead(HeadFault),
+    /// The client's request body failed while it was being forwarded.
+    ClientBody(BodyFault),
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    /// The status the client gets and the label metrics and logs use: the one place
+    /// where either is decided.
+    pub fn classify(&self) -> (StatusCode, &'static str) {
         match self {
-            ProxyError::NoPool { .. } => StatusCode::NOT_FOUND,
-            ProxyError::MissingKey { .. } => StatusCode::BAD_REQUEST,
-            ProxyError::EmptyPool { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Unreachable { .. } | ProxyError::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
+            ProxyError::NoPool { .. } => (StatusCode::NOT_FOUND, "no_pool"),
+            ProxyError::MissingKey { .. } => (StatusCode::BAD_REQUEST, "missing_key"),
+            ProxyError::EmptyPool { .. } => (StatusCode::SERVICE_UNAVAILABLE, "empty_pool"),
+            ProxyError::Unreachable { .. } => (StatusCode::BAD_GATEWAY, "unreachable"),
+            ProxyError::ConnectTimedOut { .. } => (StatusCode::GATEWAY_TIMEOUT, "connect_timeout"),
+            ProxyError::ResponseTimedOut { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "response_timeout")
             }
-            ProxyError::ConnectTimedOut { .. } | ProxyError::ResponseTimedOut { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
+            ProxyError::UpstreamFailed { .. } => (StatusCode::BAD_GATEWAY, "upstream_failed"),
+            ProxyError::BadHead(HeadFault::UnsupportedCoding(_)) => {
+                (StatusCode::NOT_IMPLEMENTED, "unsupported_coding")
             }
+            ProxyError::BadHead(_) => (StatusCode::BAD_REQUEST, "bad_host"),
+            ProxyError::ClientBody(BodyFault::Malformed(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_body")
+            }
+            ProxyError::ClientBody(_) => (StatusCode::REQUEST_TIMEOUT, "slow_body"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
+    pub fn metric_label(&self) -> &'static str {
+        self.classify().1
+    }
+
+    /// Whose doing this was.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoPool { .. }
+            | ProxyError::MissingKey { .. }
+            | ProxyError::BadHead(_)
+            | ProxyError::ClientBody(_) => Fault::Client,
+            ProxyError::EmptyPool { .. } => Fault::Proxy,
+            ProxyError::Unreachable { .. }
+            | ProxyError::ConnectTimedOut { .. }
+            | ProxyError::ResponseTimedOut { .. }
+            | ProxyError::UpstreamFailed { .. } => Fault::Upstream,
+        }
+    }
+
+    /// Whether the request could be sent again (to this or another upstream).
+    pub fn retry(&self) -> Retry {
+        match self {
+            ProxyError::Unreachable { .. } | ProxyError::ConnectTimedOut { .. } => Retry::Safe,
+            ProxyError::ResponseTimedOut { .. } | ProxyError::UpstreamFailed { .. } => {
+                Retry::IfIdempotent
+            }
+            ProxyError::NoPool { .. }
+            | ProxyError::MissingKey { .. }
+            | ProxyError::EmptyPool { .. }
+            | ProxyError::BadHead(_)
+            | ProxyError::ClientBody(_) => Retry::Never,
         }
     }
 }
@@ -95,6 +243,65 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamFailed { upstream, reason } => {
                 write!(f, "upstream {upstream} failed: {reason}")
             }
+            ProxyError::BadHead(why) => write!(f, "bad request: {why}"),
+            ProxyError::ClientBody(why) => write!(f, "{why}"),
         }
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProxyError::ClientBody(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_faults_never_count_against_upstreams_and_are_never_retried() {
+        let client = [
+            ProxyError::BadHead(HeadFault::DuplicateHost),
+            ProxyError::BadHead(HeadFault::MissingHost),
+            ProxyError::BadHead(HeadFault::UnsupportedCoding("gzip, chunked".into())),
+            ProxyError::ClientBody(BodyFault::Malformed("bad chunk".into())),
+            ProxyError::ClientBody(BodyFault::Stalled(Duration::from_secs(1))),
+            ProxyError::ClientBody(BodyFault::TooSlow(Duration::from_secs(1))),
+        ];
+        for e in &client {
+            assert_eq!(e.fault(), Fault::Client, "{e}");
+            assert_eq!(e.retry(), Retry::Never, "{e}");
+            assert!(e.status().is_client_error() || e.status() == 501, "{e}");
+        }
+        let statuses: Vec<u16> = client.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(statuses, [400, 400, 501, 400, 408, 408]);
+    }
+
+    #[test]
+    fn upstream_faults_say_whether_the_request_may_have_been_sent() {
+        let unreachable = ProxyError::Unreachable {
+            pool: "p".into(),
+            attempts: 2,
+            last: "a: connection refused".into(),
+        };
+        assert_eq!(unreachable.fault(), Fault::Upstream);
+        assert_eq!(unreachable.retry(), Retry::Safe);
+        let failed = ProxyError::UpstreamFailed {
+            upstream: "a".into(),
+            reason: "reset".into(),
+        };
+        assert_eq!(failed.retry(), Retry::IfIdempotent);
+        assert_eq!(
+            failed.classify(),
+            (StatusCode::BAD_GATEWAY, "upstream_failed")
+        );
+        let empty = ProxyError::EmptyPool { pool: "p".into() };
+        assert_eq!((empty.fault(), empty.retry()), (Fault::Proxy, Retry::Never));
+        let boxed: Box<dyn std::error::Error> = Box::new(failed);
+        assert_eq!(boxed.to_string(), "upstream a failed: reset");
     }
 }

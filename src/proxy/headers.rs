@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 
+use super::error::HeadFault;
+
 /// The name ringway gives itself in `Via`.
 pub const VIA_NAME: &str = "ringway";
 
@@ -111,6 +113,45 @@ impl Origin {
             proto,
         }
     }
+}
+
+/// Refuses a request head whose meaning an upstream could read differently from
+/// ringway: several `Host` headers (which one routed it?), an HTTP/1.1 request without
+/// one (RFC 9112 §3.2), and a `Transfer-Encoding` other than a lone `chunked` (hyper
+/// decodes the chunking; any other coding would reach the upstream unannounced).
+/// The `TE` header (codings the client accepts in the response) is hop-by-hop and is
+/// removed, never forwarded in part.
+pub fn check_request(parts: &request::Parts) -> Result<(), HeadFault> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(HeadFault::DuplicateHost),
+        (None, None) if parts.version == Version::HTTP_11 => return Err(HeadFault::MissingHost),
+        _ => {}
+    }
+    let mut codings = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(HeadFault::UnsupportedCoding(transfer_encoding_text(
+            &parts.headers,
+        ))),
+    }
+}
+
+/// Every `Transfer-Encoding` value, joined, for an error message.
+fn transfer_encoding_text(headers: &HeaderMap) -> String {
+    let values: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    values.join(", ")
 }
 
 /// Rewrites a client's request head for an HTTP/1.1 upstream.
@@ -329,6 +370,43 @@ mod tests {
 
     fn origin() -> Origin {
         Origin::new("10.0.0.9".parse().unwrap(), "http")
+    }
+
+    #[test]
+    fn request_heads_with_ambiguous_host_or_codings_are_refused() {
+        let check = |b: http::request::Builder| check_request(&parts(b.body(()).unwrap()));
+        let get = || Request::get("/x").version(Version::HTTP_11);
+        assert_eq!(check(get().header("host", "a")), Ok(()));
+        assert_eq!(
+            check(get().header("host", "a").header("host", "b")),
+            Err(HeadFault::DuplicateHost)
+        );
+        assert_eq!(check(get()), Err(HeadFault::MissingHost));
+        assert_eq!(check(get().version(Version::HTTP_10)), Ok(()));
+        assert_eq!(check(get().version(Version::HTTP_2)), Ok(()));
+        let te = |v: &str| check(get().header("host", "a").header("transfer-encoding", v));
+        assert_eq!(te("chunked"), Ok(()));
+        assert_eq!(te(" Chunked "), Ok(()));
+        for bad in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "chunked,identity",
+        ] {
+            assert_eq!(
+                te(bad),
+                Err(HeadFault::UnsupportedCoding(bad.into())),
+                "{bad}"
+            );
+        }
+        let two = get()
+            .header("host", "a")
+            .header("transfer-encoding", "gzip")
+            .header("transfer-encoding", "chunked");
+        assert_eq!(
+            check(two),
+            Err(HeadFault::UnsupportedCoding("gzip, chunked".into()))
+        );
     }
 
     #[test]

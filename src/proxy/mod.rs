@@ -7,6 +7,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod listener;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
@@ -118,7 +119,13 @@ impl Proxy {
             .await
         {
             Ok(resp) => resp,
-            Err(e) => error_response(&e),
+            Err(e) => {
+                if let Some(log) = log.as_mut() {
+                    log.fault = Some(e.fault().label());
+                    log.error = Some(e.metric_label());
+                }
+                error_response(&e)
+            }
         };
         let (mut parts, body) = resp.into_parts();
         parts
@@ -137,7 +144,7 @@ impl Proxy {
     async fn route_and_forward(
         &self,
         snapshot: &Snapshot,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         origin: &Origin,
         ctx: RequestCtx<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -146,6 +153,9 @@ impl Proxy {
             log,
             target,
         } = ctx;
+        let (head, body) = req.into_parts();
+        headers::check_request(&head).map_err(ProxyError::BadHead)?;
+        let mut req = Request::from_parts(head, body);
         let host = request_host(req.uri(), req.headers());
         let pool_index = snapshot
             .router
@@ -169,7 +179,13 @@ impl Proxy {
         if let Some(log) = log.as_mut() {
             log.traceparent = headers::traceparent(&parts.headers).cloned();
         }
-        let mut body = IdleBody::new(body, pool.timeouts.idle);
+        let mut body = match body.is_end_stream() {
+            true => IdleBody::new(body, pool.timeouts.idle),
+            false => {
+                let total = snapshot.request_body_timeout();
+                IdleBody::from_client(body, pool.timeouts.idle, total).0
+            }
+        };
         if let (false, Some(m)) = (body.is_end_stream(), metrics) {
             body = body.counting(m.request_bytes().clone());
         }
@@ -263,8 +279,9 @@ async fn forward(
         attempts += 1;
         let inflight = pool.health.begin(index);
         let result = attempt(pool, upstream, req).await;
-        pool.health
-            .record(index, outcome(&result), detector::now_ms());
+        if let Some(outcome) = outcome(&result) {
+            pool.health.record(index, outcome, detector::now_ms());
+        }
         match result {
             Ok((response, conn)) => {
                 target.set_upstream(index);
@@ -275,6 +292,9 @@ async fn forward(
                     inflight,
                 });
             }
+            // The client failed its own request: nothing is held against the upstream,
+            // and the answer is ringway's, not the upstream's.
+            Err(Attempt::Client(e)) => return Err(e),
             Err(Attempt::Fatal(e)) => {
                 target.set_upstream(index);
                 if let (ProxyError::ResponseTimedOut { .. }, Some(m)) = (&e, counted) {
@@ -307,22 +327,27 @@ async fn forward(
     })
 }
 
-/// What detection learns from one attempt.
-fn outcome(result: &Result<Exchange, Attempt>) -> Outcome {
-    match result {
+/// What detection learns from one attempt: nothing when the client was at fault.
+fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
+    Some(match result {
         Ok((response, _)) => Outcome::Response(response.status().as_u16()),
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },
+        Err(Attempt::Client(_)) => return None,
         Err(Attempt::Fatal(ProxyError::ResponseTimedOut { .. })) => Outcome::Timeout,
         Err(Attempt::Fatal(_)) => Outcome::Reset,
-    }
+    })
 }
 
 enum Attempt {
     /// Nothing was sent: the request comes back for the next upstream.
     Retry(Box<Request<RequestBody>>, ConnectError),
+    /// The upstream failed after the request was (perhaps) sent.
     Fatal(ProxyError),
+    /// The client failed while its request was being sent (its body broke, stalled
+    /// or came too slowly).
+    Client(ProxyError),
 }
 
 /// One upstream: pooled connections first (a stale one hands the request back),
@@ -352,18 +377,20 @@ async fn attempt(
 }
 
 /// Sends on one connection. While the request body is going up, each step of it gets
-/// the idle timeout (an upstream that stops reading cannot hold the request); once the
-/// whole request is written, the response head must arrive within the response-header
-/// timeout. `Ok(Err(req))` hands back a request that was never written.
+/// the idle timeout (an upstream that stops reading cannot hold the request; a pause
+/// while the body waits on the client is the client's, and the body's own timers end
+/// it); once the whole request is written, the response head must arrive within the
+/// response-header timeout. A send that fails because the client's body failed is
+/// the client's fault. `Ok(Err(req))` hands back a request that was never written.
 async fn send(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
     mut req: Request<RequestBody>,
 ) -> Result<Result<Exchange, Request<RequestBody>>, Attempt> {
-    // A request without a body (most GETs) is written at once: no need to watch it.
     // A request without a body (most GETs) is written at once: nothing to watch.
     let mut body_sent = (!req.body().is_end_stream()).then(|| req.body_mut().track_sent());
+    let client = req.body().client_side();
     let response = upstream.send(sender, req);
     tokio::pin!(response);
     let mut early = None;
@@ -375,6 +402,7 @@ async fn send(
                     Ok(Ok(())) => {}
                     // The body was dropped: hyper is done with it, one way or another.
                     Ok(Err(_)) => break,
+                    Err(_) if client.as_ref().is_some_and(|c| c.waiting_on_client()) => {}
                     Err(_) => {
                         return Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
                             upstream: upstream.id.to_string(),
@@ -391,14 +419,21 @@ async fn send(
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
-        Ok(Err(SendError::Failed(e))) => Err(Attempt::Fatal(ProxyError::UpstreamFailed {
-            upstream: upstream.id.to_string(),
-            reason: describe(&e),
-        })),
+        Ok(Err(SendError::Failed(e))) => match client_fault(&client) {
+            Some(fault) => Err(Attempt::Client(ProxyError::ClientBody(fault))),
+            None => Err(Attempt::Fatal(ProxyError::UpstreamFailed {
+                upstream: upstream.id.to_string(),
+                reason: describe(&e),
+            })),
+        },
         Err(_) => Err(Attempt::Fatal(ProxyError::ResponseTimedOut {
             upstream: upstream.id.to_string(),
         })),
     }
+}
+
+fn client_fault(client: &Option<Arc<body::ClientSide>>) -> Option<error::BodyFault> {
+    client.as_ref()?.fault().cloned()
 }
 
 fn describe(e: &hyper::Error) -> String {

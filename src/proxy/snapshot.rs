@@ -53,6 +53,17 @@ pub struct Snapshot {
     /// Metric handles of every pool and upstream, set by [`super::Proxy`] when it
     /// swaps the snapshot in (a snapshot built and not served records nothing).
     pub metrics: SnapshotMetrics,
+    /// `limits.request_body_timeout_ms`; `None` (a snapshot built by hand) is the
+    /// default.
+    pub request_body_timeout: Option<std::time::Duration>,
+}
+
+impl Snapshot {
+    /// How long a client may take to send a whole request body.
+    pub fn request_body_timeout(&self) -> std::time::Duration {
+        self.request_body_timeout
+            .unwrap_or(config::DEFAULT_REQUEST_BODY_TIMEOUT)
+    }
 }
 
 impl Snapshot {
@@ -108,6 +119,7 @@ impl Snapshot {
             pools,
             health: hub,
             metrics: SnapshotMetrics::default(),
+            request_body_timeout: Some(config.limits.request_body_timeout),
         }
     }
 
