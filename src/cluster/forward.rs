@@ -148,11 +148,21 @@ impl Proposer {
     /// when it leads): the applied index, or why not. Retried across leader changes
     /// within [`FORWARD_DEADLINE`]; applied at most once.
     pub async fn propose(&self, cmd: Command) -> Result<Index, ProposeFailure> {
-        cmd.validate().map_err(ProposeFailure::Refused)?;
-        let id = ChangeId {
+        self.propose_once(self.next_id(), cmd).await
+    }
+
+    /// A fresh change id from this instance.
+    pub fn next_id(&self) -> ChangeId {
+        ChangeId {
             origin: self.handle.view().id,
             seq: self.next_seq.fetch_add(1, Relaxed),
-        };
+        }
+    }
+
+    /// Like [`Proposer::propose`] with a caller-chosen id: proposing the same id again
+    /// (say, after an answer was lost) answers with the index where it first applied.
+    pub async fn propose_once(&self, id: ChangeId, cmd: Command) -> Result<Index, ProposeFailure> {
+        cmd.validate().map_err(ProposeFailure::Refused)?;
         let once = Command::Once {
             id,
             command: Box::new(cmd),

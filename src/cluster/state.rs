@@ -639,6 +639,14 @@ impl ClusterState {
         self.admins.get(name).map(String::as_str)
     }
 
+    /// The index where the once-only change `id` applied, if it is still remembered.
+    pub fn applied_change(&self, id: &ChangeId) -> Option<u64> {
+        self.applied_changes
+            .iter()
+            .find(|(seen, _)| seen == id)
+            .map(|&(_, at)| at)
+    }
+
     /// Every member's recorded peer address: node name to address text.
     pub fn peers(&self) -> &BTreeMap<String, String> {
         &self.peers

@@ -333,6 +333,7 @@ async fn handshake(
         PeerAuth::Certificates => {
             let named = identity.is_some_and(|i| i.has_name(&answer.name));
             if !named || crate::cluster::raft_id(&answer.name) != peer.id {
+                bump(&shared.counters.auth_rejected);
                 return Err(HandshakeError::AcceptorNotThePeer(format!(
                     "it calls itself {:?}, which its certificate or the node dialled does not match",
                     answer.name
@@ -341,11 +342,14 @@ async fn handshake(
             None
         }
         PeerAuth::Secret(secret) => {
-            if !tags_equal(&secret.acceptor_proof(&transcript), &answer.proof) {
-                return Err(HandshakeError::AcceptorNotAuthenticated);
-            }
+            // Our proof goes first, so an acceptor with another secret refuses (and
+            // counts) us, whichever side is wrong.
             stream.write_all(&secret.dialer_proof(&transcript)).await?;
             stream.flush().await?;
+            if !tags_equal(&secret.acceptor_proof(&transcript), &answer.proof) {
+                bump(&shared.counters.auth_rejected);
+                return Err(HandshakeError::AcceptorNotAuthenticated);
+            }
             read_verdict(&mut stream).await?;
             Some(secret.session(&transcript))
         }

@@ -95,8 +95,9 @@ pub struct TransportStats {
     pub decode_errors: u64,
     /// Messages whose `from` is not the connection's peer or whose `to` is not this node.
     pub misaddressed: u64,
-    /// Inbound handshakes refused for authentication: a wrong proof of the cluster
-    /// secret, a certificate that does not name the node, or another auth mode.
+    /// Handshakes refused for authentication, on either side: a wrong proof of the
+    /// cluster secret, a certificate that does not name the node, or (inbound) another
+    /// auth mode.
     pub auth_rejected: u64,
     /// Frames whose tag did not verify (forged, replayed, spliced; connection closed).
     pub frames_bad_tag: u64,
