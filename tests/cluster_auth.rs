@@ -290,6 +290,7 @@ fn a_cluster_of_several_members_without_authentication_is_refused_unless_said_so
         format!(
             "node: {{id: n1, data_dir: d}}\n\
              cluster:\n  address: 127.0.0.1:7001\n  peers: {{n1: 127.0.0.1:7001, n2: 127.0.0.1:7002}}\n{extra}\
+             listeners: [{{address: \"127.0.0.1:1\"}}]\n\
              pools: [{{name: p, upstreams: [{{address: \"127.0.0.1:9\"}}]}}]\n"
         )
     };
@@ -307,6 +308,7 @@ fn a_cluster_of_several_members_without_authentication_is_refused_unless_said_so
     // A group of one needs neither.
     let alone = "node: {id: n1, data_dir: d}\n\
                  cluster: {address: 127.0.0.1:7001, peers: {n1: 127.0.0.1:7001}}\n\
+                 listeners: [{address: \"127.0.0.1:1\"}]\n\
                  pools: [{name: p, upstreams: [{address: \"127.0.0.1:9\"}]}]\n";
     assert!(Config::parse(alone).is_ok());
 }
