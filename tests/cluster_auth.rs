@@ -165,7 +165,10 @@ async fn members_with_the_secret_talk_and_a_node_with_another_secret_cannot_eith
     while stat(&one, |s| s.auth_rejected) < 2 || stat(&wrong, |s| s.auth_rejected) < 1 {
         wrong.t.send([hb(3, 1, 66)]);
         one.t.send([hb(1, 3, 66)]);
-        assert!(tokio::time::Instant::now() < deadline, "refusals not counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals not counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!one.t.stats().peers[&3].connected);
@@ -234,8 +237,13 @@ async fn frames_are_bound_to_their_session_and_order() {
     assert!(accepted);
     let first = frame(hb(2, 1, 100), Some(&mut session));
     s.write_all(&first).await.expect("write");
-    let m = tokio::time::timeout(WAIT, one.rx.recv()).await.expect("delivered");
-    assert_eq!(m.map(|m| m.body), Some(MessageBody::Heartbeat { commit: 100 }));
+    let m = tokio::time::timeout(WAIT, one.rx.recv())
+        .await
+        .expect("delivered");
+    assert_eq!(
+        m.map(|m| m.body),
+        Some(MessageBody::Heartbeat { commit: 100 })
+    );
     // ...but the same bytes again (a replay) close the connection.
     s.write_all(&first).await.expect("write");
     closed(&mut s).await;
@@ -279,7 +287,9 @@ fn secret_files_are_checked_for_length_and_permissions() {
     let open = write("open", &[b'x'; 32], 0o644);
     let e = Secret::load(&open).expect_err("world readable").to_string();
     assert!(e.contains("chmod 600") && e.contains("open"), "{e}");
-    let e = Secret::load(&dir.path().join("missing")).expect_err("missing").to_string();
+    let e = Secret::load(&dir.path().join("missing"))
+        .expect_err("missing")
+        .to_string();
     assert!(e.contains("missing"), "{e}");
 }
 
@@ -295,10 +305,15 @@ fn a_cluster_of_several_members_without_authentication_is_refused_unless_said_so
         )
     };
     let refused = Config::parse(&with("")).expect_err("no authentication");
-    let text: Vec<String> = refused.field_errors().iter().map(|e| e.to_string()).collect();
+    let text: Vec<String> = refused
+        .field_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert!(
-        text.iter()
-            .any(|e| e.starts_with("cluster:") && e.contains("secret_file") && e.contains("insecure_plaintext")),
+        text.iter().any(|e| e.starts_with("cluster:")
+            && e.contains("secret_file")
+            && e.contains("insecure_plaintext")),
         "{text:?}"
     );
     let insecure = Config::parse(&with("  insecure_plaintext: true\n")).expect("said so");

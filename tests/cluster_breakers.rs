@@ -118,7 +118,7 @@ fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> 
                  pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{health}",
                 data = dir.join(name).display().to_string(),
                 token = dir.join("token").display().to_string(),
-                secret = procs::cluster_secret(&dir).display().to_string(),
+                secret = procs::cluster_secret(dir).display().to_string(),
                 peers = peers.join(", "),
                 ups = ups.join(", "),
             );

@@ -90,8 +90,11 @@ fn start() -> Vec<Member> {
         .map(|name| {
             let id = raft_id(name);
             let storage = MemStorage::new_with_conf(ConfState::with_voters(&ids));
-            let mut cfg =
-                DriverConfig::from_timeouts(id, Duration::from_millis(50), Duration::from_millis(500));
+            let mut cfg = DriverConfig::from_timeouts(
+                id,
+                Duration::from_millis(50),
+                Duration::from_millis(500),
+            );
             cfg.bootstrap = Some(bootstrap());
             cfg.file_peers = addrs.clone();
             let (driver, handle) = Driver::new(cfg, storage).expect("driver");
@@ -200,7 +203,10 @@ async fn a_change_proposed_on_a_follower_is_forwarded_and_applies_once_everywher
             command: Box::new(put("b", 9002)),
         })
         .await;
-    assert_eq!(direct, Err(ProposeFailure::Refused(Refused::Duplicate { index })));
+    assert_eq!(
+        direct,
+        Err(ProposeFailure::Refused(Refused::Duplicate { index }))
+    );
     for m in &members {
         assert_eq!(state(m).applied_change(&id), Some(index));
     }
@@ -249,7 +255,10 @@ async fn a_leader_stopped_during_a_forwarded_change_leaves_it_applied_once_or_re
         .enumerate()
         .map(|(i, &id)| {
             let p = proposer.clone();
-            tokio::spawn(async move { p.propose_once(id, put(&format!("k{i}"), 9100 + i as u16)).await })
+            tokio::spawn(async move {
+                p.propose_once(id, put(&format!("k{i}"), 9100 + i as u16))
+                    .await
+            })
         })
         .collect();
     // Stop the leader while those are in flight (some may have applied already).

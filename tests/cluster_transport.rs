@@ -619,10 +619,7 @@ async fn calls_are_answered_on_the_peers_own_connection_and_bounded() {
         three.stats().requests_served == MAX_CALLS_IN_FLIGHT_PER_PEER as u64
     })
     .await;
-    assert_eq!(
-        one.call(3, Vec::new(), WAIT).await,
-        Err(CallError::Busy(3))
-    );
+    assert_eq!(one.call(3, Vec::new(), WAIT).await, Err(CallError::Busy(3)));
     for c in stalled {
         assert_eq!(c.await.expect("task"), Err(CallError::TimedOut(3)));
     }
@@ -718,7 +715,10 @@ async fn a_real_peer_reconnects_during_a_silent_connection_flood() {
     for f in flood {
         opened += f.await.expect("flood task");
     }
-    assert!(opened as usize > MAX_PENDING_HANDSHAKES, "the flood was real: {opened}");
+    assert!(
+        opened as usize > MAX_PENDING_HANDSHAKES,
+        "the flood was real: {opened}"
+    );
     let s = one.t.stats();
     assert!(s.handshakes_evicted + s.handshakes_silent > 0, "{s:?}");
     two.t.shutdown().await;

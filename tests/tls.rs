@@ -544,7 +544,11 @@ mod cluster {
         delivered(&mut nodes, 2, 0).await;
         let members = [nodes[1].t.id(), nodes[2].t.id()];
         while let Ok(m) = nodes[0].rx.try_recv() {
-            assert!(members.contains(&m.from), "a message from {} got in", m.from);
+            assert!(
+                members.contains(&m.from),
+                "a message from {} got in",
+                m.from
+            );
         }
         // Node 1 never completed a handshake towards either outsider.
         let stats = nodes[0].t.stats();
@@ -553,7 +557,13 @@ mod cluster {
     }
 
     /// Sends `from` -> `to` heartbeats until `cond` holds on the nodes' stats.
-    async fn until(nodes: &[Node], from: usize, to: usize, what: &str, cond: impl Fn(&[Node]) -> bool) {
+    async fn until(
+        nodes: &[Node],
+        from: usize,
+        to: usize,
+        what: &str,
+        cond: impl Fn(&[Node]) -> bool,
+    ) {
         let (f, t) = (nodes[from].t.id(), nodes[to].t.id());
         let deadline = tokio::time::Instant::now() + WAIT;
         while !cond(nodes) {
@@ -576,12 +586,19 @@ mod cluster {
         connect_all(&nodes, &[0, 1, 2]);
         delivered(&mut nodes, 1, 0).await;
         // The impostor dialling node 1 is refused and counted as an authentication failure.
-        until(&nodes, 2, 0, "impostor refused", |n| n[0].t.stats().auth_rejected >= 1).await;
+        until(&nodes, 2, 0, "impostor refused", |n| {
+            n[0].t.stats().auth_rejected >= 1
+        })
+        .await;
         // Node 1 dialling the impostor's address (where it expects node 3) refuses it
         // too: its certificate does not name node 3.
-        until(&nodes, 0, 2, "node 1 refuses to talk to the impostor", |n| {
-            n[0].t.stats().peers[&n[2].t.id()].connect_failures >= 1
-        })
+        until(
+            &nodes,
+            0,
+            2,
+            "node 1 refuses to talk to the impostor",
+            |n| n[0].t.stats().peers[&n[2].t.id()].connect_failures >= 1,
+        )
         .await;
         let stats = nodes[0].t.stats();
         assert!(!stats.peers[&nodes[2].t.id()].connected);

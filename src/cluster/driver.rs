@@ -190,9 +190,9 @@ impl DriverStats {
             Ok(_) => &self.proposals_committed,
             Err(ProposeFailure::Refused(_)) => &self.proposals_refused,
             Err(ProposeFailure::Lost) => &self.proposals_lost,
-            Err(ProposeFailure::Busy | ProposeFailure::NotYet(_) | ProposeFailure::Unavailable(_)) => {
-                &self.proposals_busy
-            }
+            Err(
+                ProposeFailure::Busy | ProposeFailure::NotYet(_) | ProposeFailure::Unavailable(_),
+            ) => &self.proposals_busy,
             Err(ProposeFailure::NotLeader { .. }) => &self.proposals_not_leader,
             Err(ProposeFailure::Invalid(_)) => &self.proposals_invalid,
             Err(ProposeFailure::Stopped) => &self.proposals_stopped,
@@ -615,11 +615,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
 
 /// Applies to a copy only when the command changes something, so views that share
 /// the current state keep it and an unchanged state keeps its identity.
-fn apply_shared(
-    state: &mut Arc<ClusterState>,
-    index: Index,
-    cmd: &Command,
-) -> Result<(), Refused> {
+fn apply_shared(state: &mut Arc<ClusterState>, index: Index, cmd: &Command) -> Result<(), Refused> {
     let mut next = ClusterState::clone(state);
     next.apply_at(index, cmd)?;
     if next != **state {

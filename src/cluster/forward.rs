@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::driver::{ClusterHandle, ProposeFailure};
 use super::state::{ChangeId, Command, Refused};
-use super::transport::{BoxFuture, CallError, RequestHandler, Transport};
+use super::transport::{BoxFuture, RequestHandler, Transport};
 use crate::raft::{ConfChange, ConfChangeKind, Index, NodeId};
 
 /// Longest one forwarded attempt waits for the leader's answer: a commit takes a few
@@ -192,7 +192,11 @@ impl Proposer {
 
     /// Tries locally or at the leader until an answer is final, the attempts run out
     /// or the deadline passes.
-    async fn attempts<F, Fut>(&self, request: ForwardRequest, local: F) -> Result<Index, ProposeFailure>
+    async fn attempts<F, Fut>(
+        &self,
+        request: ForwardRequest,
+        local: F,
+    ) -> Result<Index, ProposeFailure>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Index, ProposeFailure>>,
@@ -204,7 +208,14 @@ impl Proposer {
         for _ in 0..MAX_FORWARD_ATTEMPTS {
             let view = self.handle.view();
             let res = match view.leader {
-                Some(leader) if leader == view.id => local().await,
+                Some(leader) if leader == view.id => {
+                    match tokio::time::timeout(FORWARD_ATTEMPT_TIMEOUT, local()).await {
+                        Ok(res) => res,
+                        Err(_) => Err(ProposeFailure::Unavailable(
+                            "this leader did not commit the change in time".into(),
+                        )),
+                    }
+                }
                 Some(leader) => self.forward(leader, payload.clone(), deadline).await,
                 None => Err(ProposeFailure::NotLeader { leader: None }),
             };
@@ -326,11 +337,5 @@ impl RequestHandler for ForwardServer {
             // Plain data always serializes.
             serde_json::to_vec(&reply).unwrap_or_default()
         })
-    }
-}
-
-impl From<CallError> for ProposeFailure {
-    fn from(e: CallError) -> ProposeFailure {
-        ProposeFailure::Unavailable(e.to_string())
     }
 }

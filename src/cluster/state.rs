@@ -618,6 +618,15 @@ impl ClusterState {
             check_name("pool", pool).map_err(bad)?;
             check_upstreams(list).map_err(bad)?;
         }
+        if state.applied_changes.len() > MAX_REMEMBERED_CHANGES {
+            return Err(DecodeError {
+                what: "cluster state",
+                reason: format!(
+                    "{} remembered change ids, at most {MAX_REMEMBERED_CHANGES}",
+                    state.applied_changes.len()
+                ),
+            });
+        }
         for (pool, b) in &state.breakers {
             let bad = |why: String| DecodeError {
                 what: "cluster state",

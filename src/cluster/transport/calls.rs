@@ -112,7 +112,13 @@ pub(crate) async fn call(
 
 /// A reply from `from` arrived: hands it to its call (if still waiting and addressed
 /// by that peer; anything else is counted and dropped).
-pub(crate) fn on_reply(shared: &Shared, from: NodeId, id: u64, status: ReplyStatus, payload: Vec<u8>) {
+pub(crate) fn on_reply(
+    shared: &Shared,
+    from: NodeId,
+    id: u64,
+    status: ReplyStatus,
+    payload: Vec<u8>,
+) {
     let mut waiting = shared.calls.lock();
     match waiting.get(&id) {
         Some((to, _)) if *to == from => {}

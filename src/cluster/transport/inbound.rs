@@ -150,9 +150,10 @@ fn admit(
     let from_ip = table.list.iter().filter(|s| s.ip == ip).count();
     if from_ip >= MAX_PENDING_HANDSHAKES_PER_IP || table.list.len() >= MAX_PENDING_HANDSHAKES {
         let same_ip_only = from_ip >= MAX_PENDING_HANDSHAKES_PER_IP;
-        let victim = table.list.iter().position(|s| {
-            !s.heard.load(Ordering::Relaxed) && (!same_ip_only || s.ip == ip)
-        });
+        let victim = table
+            .list
+            .iter()
+            .position(|s| !s.heard.load(Ordering::Relaxed) && (!same_ip_only || s.ip == ip));
         match victim.and_then(|i| table.list.remove(i)) {
             Some(old) => {
                 old.abort.abort();

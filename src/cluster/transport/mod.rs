@@ -50,8 +50,7 @@ pub use self::conn::{
 };
 pub use self::fault::FaultSwitch;
 pub use self::inbound::{
-    FIRST_BYTE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_IP,
-    REFUSAL_LOG_INTERVAL,
+    FIRST_BYTE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_IP, REFUSAL_LOG_INTERVAL,
 };
 pub use self::peer::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_BATCH_MSGS, PEER_QUEUE_BYTES, PEER_QUEUE_LEN,
@@ -349,8 +348,7 @@ fn validate(cfg: &TransportConfig) -> io::Result<()> {
     if cfg.name.len() > MAX_NODE_NAME_LEN {
         return invalid("node name longer than MAX_NODE_NAME_LEN bytes");
     }
-    if matches!(cfg.auth, PeerAuth::Certificates) && crate::cluster::raft_id(&cfg.name) != cfg.id
-    {
+    if matches!(cfg.auth, PeerAuth::Certificates) && crate::cluster::raft_id(&cfg.name) != cfg.id {
         return invalid("with certificates the node id must be the Raft id of the node name");
     }
     Ok(())

@@ -147,7 +147,10 @@ pub enum HandshakeError {
     /// The first bytes are not [`MAGIC`]: not a ringway peer.
     BadMagic,
     /// A transport or codec version this build does not speak.
-    BadVersion { transport: u8, codec: u8 },
+    BadVersion {
+        transport: u8,
+        codec: u8,
+    },
     /// A name is not UTF-8 or too long, or the auth mode is unknown.
     BadName,
     /// The acceptor answered with something other than a known verdict.
@@ -299,7 +302,10 @@ pub async fn read_answer<R: AsyncRead + Unpin>(
 pub enum Frame {
     Raft(Message),
     /// A request to the receiving node, answered by a [`Frame::Reply`] with its id.
-    Request { id: u64, payload: Vec<u8> },
+    Request {
+        id: u64,
+        payload: Vec<u8>,
+    },
     /// The answer to request `id` of the receiving node.
     Reply {
         id: u64,
@@ -551,7 +557,10 @@ mod tests {
         bytes.extend_from_slice(&[4; MAC_LEN]);
         let mut transcript = Vec::new();
         let a = read_answer(&mut &bytes[..], &mut transcript).await.unwrap();
-        assert_eq!((a.name.as_str(), a.nonce, a.proof), ("n2", [3; NONCE_LEN], [4; MAC_LEN]));
+        assert_eq!(
+            (a.name.as_str(), a.nonce, a.proof),
+            ("n2", [3; NONCE_LEN], [4; MAC_LEN])
+        );
         assert_eq!(transcript, bytes[..bytes.len() - MAC_LEN]);
     }
 
@@ -575,7 +584,10 @@ mod tests {
         }
         let (mut r, mut buf) = (&out[..], Vec::new());
         for f in &frames {
-            assert_eq!(read_frame(&mut r, &mut buf, None).await.ok().as_ref(), Some(f));
+            assert_eq!(
+                read_frame(&mut r, &mut buf, None).await.ok().as_ref(),
+                Some(f)
+            );
         }
         assert!(matches!(
             read_frame(&mut r, &mut buf, None).await,
@@ -616,7 +628,10 @@ mod tests {
         push_frame(&mut plain, &msg(), None);
         let mut rx = secret.session(b"t");
         let res = read_frame(&mut &plain[..], &mut buf, Some(&mut rx)).await;
-        assert!(matches!(res, Err(FrameError::BadLength(_) | FrameError::BadTag)));
+        assert!(matches!(
+            res,
+            Err(FrameError::BadLength(_) | FrameError::BadTag)
+        ));
     }
 
     #[tokio::test]
