@@ -112,12 +112,13 @@ fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> 
             let (listener, admin) = (free_port(), free_port());
             let yaml = format!(
                 "node: {{id: {name}, data_dir: {data:?}}}\n\
-                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n\
+                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n\
                  listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
                  admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
                  pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{health}",
                 data = dir.join(name).display().to_string(),
                 token = dir.join("token").display().to_string(),
+                secret = procs::cluster_secret(dir).display().to_string(),
                 peers = peers.join(", "),
                 ups = ups.join(", "),
             );

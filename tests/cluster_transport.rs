@@ -9,9 +9,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ringway::cluster::transport::wire::{encode_hello, Hello, MAGIC, TRANSPORT_VERSION};
+use ringway::cluster::transport::wire::{encode_hello, AuthMode, Hello, MAGIC, TRANSPORT_VERSION};
 use ringway::cluster::transport::{
-    Transport, TransportConfig, TransportStats, MAX_FRAME_BYTES, PEER_QUEUE_LEN,
+    PeerAuth, Transport, TransportConfig, TransportStats, MAX_FRAME_BYTES, PEER_QUEUE_LEN,
 };
 use ringway::raft::codec::{encode, WIRE_VERSION};
 use ringway::raft::{ConfState, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
@@ -62,6 +62,8 @@ async fn start_on(
         listen,
         peers,
         cluster: CLUSTER.into(),
+        name: format!("n{id}"),
+        auth: PeerAuth::Insecure,
     };
     let t = Transport::start(cfg, tx).await.expect("transport starts");
     Node { t, rx }
@@ -276,6 +278,8 @@ async fn restart_when_port_is_free(id: NodeId, addr: SocketAddr, peer: SocketAdd
             listen: addr,
             peers: HashMap::from([(1, peer)]),
             cluster: CLUSTER.into(),
+            name: format!("n{id}"),
+            auth: PeerAuth::Insecure,
         };
         match Transport::start(cfg, tx).await {
             Ok(t) => return Node { t, rx },
@@ -334,6 +338,9 @@ fn hello(from: NodeId, to: NodeId, cluster: &str) -> Vec<u8> {
         from,
         to,
         cluster: cluster.into(),
+        name: format!("n{from}"),
+        mode: AuthMode::Insecure,
+        nonce: [0; 32],
     })
 }
 
@@ -345,11 +352,17 @@ fn hello_raw(transport: u8, codec: u8, from: NodeId, to: NodeId) -> Vec<u8> {
     b.extend(to.to_be_bytes());
     b.push(CLUSTER.len() as u8);
     b.extend(CLUSTER.as_bytes());
+    b.push(2);
+    b.extend(b"n2");
+    b.push(0);
+    b.extend([0; 32]);
     b
 }
 
+/// A Raft frame (kind 1) around an encoded message, untagged.
 fn framed(body: &[u8]) -> Vec<u8> {
-    let mut b = (body.len() as u32).to_be_bytes().to_vec();
+    let mut b = (body.len() as u32 + 1).to_be_bytes().to_vec();
+    b.push(1);
     b.extend(body);
     b
 }
@@ -392,7 +405,7 @@ async fn hostile_input_is_rejected_and_counted_while_peers_keep_working() {
     eventually("unknown id", || stat(|s| s.unknown_peer) == 1).await;
 
     let mut oversized = hello(2, 1, CLUSTER);
-    oversized.extend((MAX_FRAME_BYTES as u32 + 1).to_be_bytes());
+    oversized.extend((MAX_FRAME_BYTES as u32 + 2).to_be_bytes());
     raw_client(addr, &oversized).await;
     let mut empty = hello(2, 1, CLUSTER);
     empty.extend(0u32.to_be_bytes());
@@ -547,4 +560,167 @@ fn random_byte_streams_never_break_the_listener() {
         two.t.shutdown().await;
     });
     assert!(!PANICKED.load(Ordering::SeqCst), "a task panicked");
+}
+
+// ---------------------------------------------------------------------------------
+// Requests between peers, membership verdicts, and handshake floods
+// ---------------------------------------------------------------------------------
+
+/// Answers every request with its payload reversed; or never, when `stall`.
+struct Echo {
+    stall: bool,
+}
+
+impl ringway::cluster::transport::RequestHandler for Echo {
+    fn handle(
+        &self,
+        _from: NodeId,
+        mut payload: Vec<u8>,
+    ) -> ringway::cluster::transport::BoxFuture<'static, Vec<u8>> {
+        let stall = self.stall;
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            payload.reverse();
+            payload
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_answered_on_the_peers_own_connection_and_bounded() {
+    use ringway::cluster::transport::{CallError, MAX_CALLS_IN_FLIGHT_PER_PEER};
+    let nodes = cluster(3).await;
+    let (one, two, three) = (&nodes[0].t, &nodes[1].t, &nodes[2].t);
+    two.serve_requests(std::sync::Arc::new(Echo { stall: false }));
+    three.serve_requests(std::sync::Arc::new(Echo { stall: true }));
+    let answer = one.call(2, b"abc".to_vec(), WAIT).await;
+    assert_eq!(answer, Ok(b"cba".to_vec()));
+    assert_eq!(two.stats().requests_served, 1);
+    // No handler: told so, not left waiting.
+    assert_eq!(
+        two.call(1, b"x".to_vec(), WAIT).await,
+        Err(CallError::NotServing(1))
+    );
+    assert_eq!(
+        one.call(9, Vec::new(), WAIT).await,
+        Err(CallError::UnknownPeer(9))
+    );
+    // A handler that never answers: each call ends at its own wait, and beyond the
+    // bound of calls in flight the next one fails at once.
+    let stalled: Vec<_> = (0..MAX_CALLS_IN_FLIGHT_PER_PEER)
+        .map(|_| {
+            let t = one.clone();
+            tokio::spawn(async move { t.call(3, b"s".to_vec(), Duration::from_secs(3)).await })
+        })
+        .collect();
+    eventually("every stalled call is being served", || {
+        three.stats().requests_served == MAX_CALLS_IN_FLIGHT_PER_PEER as u64
+    })
+    .await;
+    assert_eq!(one.call(3, Vec::new(), WAIT).await, Err(CallError::Busy(3)));
+    for c in stalled {
+        assert_eq!(c.await.expect("task"), Err(CallError::TimedOut(3)));
+    }
+    // Calls are allowed again once those ended.
+    assert_eq!(one.call(2, b"ok".to_vec(), WAIT).await, Ok(b"ko".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_a_member_is_told_so_and_it_clears_once_added() {
+    let one = start(1).await;
+    let mut two = start(2).await;
+    // Node 2 dials node 1, which does not list it.
+    two.t.set_peers(HashMap::from([(1, one.t.local_addr())]));
+    eventually("told not a member", || two.t.not_a_member()).await;
+    assert!(two.t.stats().not_a_member);
+    assert!(one.t.stats().unknown_peer >= 1);
+    // Added: the next connection is accepted and the flag clears.
+    one.t.set_peers(HashMap::from([(2, two.t.local_addr())]));
+    let mut one = one;
+    send_until_received(&two.t, &mut one, 5).await;
+    eventually("flag cleared", || !two.t.not_a_member()).await;
+    drain(&mut two);
+}
+
+/// Opens `n` connections to `addr` from `source` that never send a byte, reopening
+/// each as soon as the server closes it, until `stop` is set.
+fn silent_flood(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    n: usize,
+    stop: std::sync::Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut opened = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                    if socket.bind(SocketAddr::new(source, 0)).is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    let Ok(mut s) = socket.connect(addr).await else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    opened += 1;
+                    let mut b = [0u8; 16];
+                    // Held open until the server closes it (or the flood stops).
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await;
+                }
+                opened
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_peer_reconnects_during_a_silent_connection_flood() {
+    use ringway::cluster::transport::MAX_PENDING_HANDSHAKES;
+    let mut nodes = cluster(2).await;
+    let two = nodes.pop().expect("node 2");
+    let mut one = nodes.pop().expect("node 1");
+    send_until_received(&two.t, &mut one, 1).await;
+    let addr = one.t.local_addr();
+    let (two_addr, two_id) = (two.t.local_addr(), two.t.id());
+    two.t.shutdown().await;
+
+    // More silent connections than there are handshake slots, from ten other loopback
+    // addresses and from 127.0.0.1 itself (the real peer's own address).
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for last in 2..12u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, last]);
+        flood.extend(silent_flood(addr, source, 7, stop.clone()));
+    }
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    flood.extend(silent_flood(addr, local, 20, stop.clone()));
+    assert!(flood.len() > MAX_PENDING_HANDSHAKES);
+    eventually("the flood fills the handshake table", || {
+        let s = one.t.stats();
+        s.handshakes_evicted + s.handshakes_silent + s.handshakes_rejected >= 50
+    })
+    .await;
+
+    // The real peer comes back while the flood goes on, and its messages flow.
+    let two = restart_when_port_is_free(two_id, two_addr, addr).await;
+    send_until_received(&two.t, &mut one, 2).await;
+    send_until_received(&two.t, &mut one, 3).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut opened = 0;
+    for f in flood {
+        opened += f.await.expect("flood task");
+    }
+    assert!(
+        opened as usize > MAX_PENDING_HANDSHAKES,
+        "the flood was real: {opened}"
+    );
+    let s = one.t.stats();
+    assert!(s.handshakes_evicted + s.handshakes_silent > 0, "{s:?}");
+    two.t.shutdown().await;
+    one.t.shutdown().await;
 }

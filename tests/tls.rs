@@ -418,7 +418,8 @@ async fn a_client_certificate_is_presented_when_configured() {
 mod cluster {
     use std::collections::HashMap;
 
-    use ringway::cluster::transport::{Transport, TransportConfig};
+    use ringway::cluster::raft_id;
+    use ringway::cluster::transport::{PeerAuth, Transport, TransportConfig};
     use ringway::config::ClusterTls;
     use ringway::raft::{Message, MessageBody, NodeId};
     use tokio::sync::mpsc;
@@ -430,19 +431,32 @@ mod cluster {
         rx: mpsc::Receiver<Message>,
     }
 
-    /// A node with mutual TLS from `ca` (or plain TCP with `None`).
-    async fn node(id: NodeId, tls: Option<(&Ca, &Dir)>) -> Node {
+    /// Node `node{n}.test` with mutual TLS from `ca` (or plain TCP with `None`).
+    async fn node(n: u64, tls: Option<(&Ca, &Dir)>) -> Node {
+        let name = format!("node{n}.test");
+        node_claiming(&name, &name, tls).await
+    }
+
+    /// A node announcing itself as `claims`, with a certificate issued to `cert_name`.
+    async fn node_claiming(claims: &str, cert_name: &str, tls: Option<(&Ca, &Dir)>) -> Node {
         let (tx, rx) = mpsc::channel(1024);
+        let id = raft_id(claims);
         let cfg = TransportConfig {
             id,
             listen: loopback(),
             peers: HashMap::new(),
             cluster: "ringway-tls-test".into(),
+            name: claims.into(),
+            auth: if tls.is_some() {
+                PeerAuth::Certificates
+            } else {
+                PeerAuth::Insecure
+            },
         };
         let t = match tls {
             None => Transport::start(cfg, tx).await.unwrap(),
             Some((ca, dir)) => {
-                let leaf = ca.issue(&[&format!("node{id}.test")]);
+                let leaf = ca.issue(&[cert_name]);
                 let tls = ClusterTls {
                     ca_file: dir.ca(&format!("ca{id}"), ca),
                     identity: pair(dir.leaf(&format!("node{id}"), &leaf)),
@@ -514,10 +528,10 @@ mod cluster {
         // Each outsider in turn keeps trying until node 1 refuses its handshake.
         for outsider in [3, 4] {
             let before = nodes[0].t.stats().handshakes_rejected;
-            let from = nodes[outsider].t.id();
+            let (from, to) = (nodes[outsider].t.id(), nodes[0].t.id());
             let deadline = tokio::time::Instant::now() + WAIT;
             while nodes[0].t.stats().handshakes_rejected == before {
-                nodes[outsider].t.send([hb(from, 1, 99)]);
+                nodes[outsider].t.send([hb(from, to, 99)]);
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "{from} never refused"
@@ -528,16 +542,71 @@ mod cluster {
         }
         // The cluster still works, and nothing from the outsiders got in.
         delivered(&mut nodes, 2, 0).await;
+        let members = [nodes[1].t.id(), nodes[2].t.id()];
         while let Ok(m) = nodes[0].rx.try_recv() {
             assert!(
-                m.from == 2 || m.from == 3,
+                members.contains(&m.from),
                 "a message from {} got in",
                 m.from
             );
         }
         // Node 1 never completed a handshake towards either outsider.
         let stats = nodes[0].t.stats();
-        assert!(!stats.peers[&4].connected && !stats.peers[&5].connected);
+        let (four, five) = (nodes[3].t.id(), nodes[4].t.id());
+        assert!(!stats.peers[&four].connected && !stats.peers[&five].connected);
+    }
+
+    /// Sends `from` -> `to` heartbeats until `cond` holds on the nodes' stats.
+    async fn until(
+        nodes: &[Node],
+        from: usize,
+        to: usize,
+        what: &str,
+        cond: impl Fn(&[Node]) -> bool,
+    ) {
+        let (f, t) = (nodes[from].t.id(), nodes[to].t.id());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !cond(nodes) {
+            nodes[from].t.send([hb(f, t, 5)]);
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_speaks_only_for_the_node_it_names_both_ways() {
+        let ca = Ca::new("cluster CA");
+        let dir = Dir::new();
+        let mut nodes = vec![
+            node(1, Some((&ca, &dir))).await,
+            node(2, Some((&ca, &dir))).await,
+            // Holds node 2's certificate but claims to be node 3.
+            node_claiming("node3.test", "node2.test", Some((&ca, &dir))).await,
+        ];
+        connect_all(&nodes, &[0, 1, 2]);
+        delivered(&mut nodes, 1, 0).await;
+        // The impostor dialling node 1 is refused and counted as an authentication failure.
+        until(&nodes, 2, 0, "impostor refused", |n| {
+            n[0].t.stats().auth_rejected >= 1
+        })
+        .await;
+        // Node 1 dialling the impostor's address (where it expects node 3) refuses it
+        // too: its certificate does not name node 3.
+        until(
+            &nodes,
+            0,
+            2,
+            "node 1 refuses to talk to the impostor",
+            |n| n[0].t.stats().peers[&n[2].t.id()].connect_failures >= 1,
+        )
+        .await;
+        let stats = nodes[0].t.stats();
+        assert!(!stats.peers[&nodes[2].t.id()].connected);
+        let impostor = nodes[2].t.id();
+        while let Ok(m) = nodes[0].rx.try_recv() {
+            assert_ne!(m.from, impostor, "a message from the impostor got in");
+        }
+        delivered(&mut nodes, 0, 1).await;
     }
 }
 

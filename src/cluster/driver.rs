@@ -143,6 +143,10 @@ pub enum ProposeFailure {
     /// has not committed in its term, or the learner has not caught up); retry.
     #[error("not yet: {0}")]
     NotYet(String),
+    /// No answer from the leader within the proposer's bounds (forwarding only). The
+    /// change may still apply, once: proposals carry an id.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 enum Request {
@@ -186,7 +190,9 @@ impl DriverStats {
             Ok(_) => &self.proposals_committed,
             Err(ProposeFailure::Refused(_)) => &self.proposals_refused,
             Err(ProposeFailure::Lost) => &self.proposals_lost,
-            Err(ProposeFailure::Busy | ProposeFailure::NotYet(_)) => &self.proposals_busy,
+            Err(
+                ProposeFailure::Busy | ProposeFailure::NotYet(_) | ProposeFailure::Unavailable(_),
+            ) => &self.proposals_busy,
             Err(ProposeFailure::NotLeader { .. }) => &self.proposals_not_leader,
             Err(ProposeFailure::Invalid(_)) => &self.proposals_invalid,
             Err(ProposeFailure::Stopped) => &self.proposals_stopped,
@@ -553,7 +559,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
     fn apply(&mut self, index: Index, term: Term, payload: &EntryPayload) {
         let result = match payload {
             EntryPayload::Normal(bytes) => match Command::decode(bytes) {
-                Ok(cmd) => apply_shared(&mut self.state, &cmd).map_err(ProposeFailure::Refused),
+                Ok(cmd) => {
+                    apply_shared(&mut self.state, index, &cmd).map_err(ProposeFailure::Refused)
+                }
                 Err(e) => Err(ProposeFailure::Invalid(e.to_string())),
             },
             EntryPayload::Empty | EntryPayload::ConfChange(_) => Ok(()),
@@ -635,9 +643,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
 
 /// Applies to a copy only when the command changes something, so views that share
 /// the current state keep it and an unchanged state keeps its identity.
-fn apply_shared(state: &mut Arc<ClusterState>, cmd: &Command) -> Result<(), Refused> {
+fn apply_shared(state: &mut Arc<ClusterState>, index: Index, cmd: &Command) -> Result<(), Refused> {
     let mut next = ClusterState::clone(state);
-    next.apply(cmd)?;
+    next.apply_at(index, cmd)?;
     if next != **state {
         *state = Arc::new(next);
     }

@@ -1,9 +1,11 @@
 //! The cluster: ringway instances agreeing, through the Raft core in [`crate::raft`],
 //! on every pool's upstream membership. [`state`] is the replicated state machine,
 //! [`driver`] runs the Raft node over it, [`storage`] keeps its log on disk and
-//! [`transport`] carries Raft messages between instances.
+//! [`transport`] carries Raft messages and forwarded changes between instances, and
+//! [`forward`] is the one path to propose a change from any instance.
 
 pub mod driver;
+pub mod forward;
 pub mod node;
 pub mod state;
 pub mod storage;

@@ -9,10 +9,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 use super::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
+use super::forward::{ForwardServer, Proposer};
 use super::raft_id;
 use super::state::ClusterState;
 use super::storage::DiskStorage;
-use super::transport::{Transport, TransportConfig};
+use super::transport::{PeerAuth, Secret, SecretError, Transport, TransportConfig};
 use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
 use crate::raft::{ConfState, NodeId};
 
@@ -51,6 +52,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("cluster.tls.{}: {}", .0.field, .0.message)]
     Tls(crate::tls::LoadError),
+    #[error("cluster.secret_file: {0}")]
+    Secret(SecretError),
 }
 
 impl Member {
@@ -90,15 +93,16 @@ impl Member {
             .map(|a| (config.node.id.clone(), a.address.to_string()));
         dcfg.seed = me ^ std::process::id() as u64;
         let (driver, handle) = Driver::new(dcfg, storage)?;
-        let transport_cfg = transport_config(config, me);
+        let transport_cfg = transport_config(config, me)?;
         let tls = match config.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
             Some(tls) => Some(crate::tls::cluster::transport(tls).map_err(StartError::Tls)?),
             None => None,
         };
         let transport = Arc::new(OnceLock::new());
         let slot = transport.clone();
+        let server = ForwardServer::new(handle.clone());
         let thread = start_thread("ringway-cluster", move || {
-            run(driver, transport_cfg, tls, slot, shutdown)
+            run(driver, (transport_cfg, tls, server), slot, shutdown)
         })
         .map_err(StartError::Thread)?;
         Ok(Member {
@@ -110,6 +114,12 @@ impl Member {
         })
     }
 
+    /// The one path to propose a change from this instance: locally when it leads,
+    /// forwarded to the leader over the transport otherwise.
+    pub fn proposer(&self) -> Proposer {
+        Proposer::new(self.handle.clone(), self.transport.clone())
+    }
+
     /// Waits for the driver thread to end (after shutdown was signalled).
     pub fn join(self) {
         if self.thread.join().is_err() {
@@ -118,10 +128,15 @@ impl Member {
     }
 }
 
+type TransportParts = (
+    Option<TransportConfig>,
+    Option<crate::tls::cluster::Seam>,
+    ForwardServer,
+);
+
 async fn run(
     driver: Driver<DiskStorage>,
-    transport: Option<TransportConfig>,
-    tls: Option<crate::tls::cluster::Seam>,
+    (transport, tls, server): TransportParts,
     slot: Arc<OnceLock<Transport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -133,6 +148,7 @@ async fn run(
         None => driver.run(rx, NoPeers, stop).await,
         Some(cfg) => match start_transport(cfg, tx, tls).await {
             Ok(t) => {
+                t.serve_requests(Arc::new(server));
                 let _ = slot.set(t.clone());
                 driver.run(rx, t.clone(), stop).await;
                 t.shutdown().await;
@@ -175,18 +191,32 @@ fn node_names(config: &Config) -> Result<BTreeMap<NodeId, String>, StartError> {
 
 /// The transport of a configured cluster (even a cluster of one, which can grow at
 /// runtime); none without a `cluster` section.
-fn transport_config(config: &Config, me: NodeId) -> Option<TransportConfig> {
-    let cluster = config.cluster.as_ref()?;
+fn transport_config(config: &Config, me: NodeId) -> Result<Option<TransportConfig>, StartError> {
+    let Some(cluster) = config.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let auth = match (&cluster.tls, &cluster.secret_file) {
+        (Some(_), _) => PeerAuth::Certificates,
+        (None, Some(path)) => PeerAuth::Secret(Secret::load(path).map_err(StartError::Secret)?),
+        (None, None) => {
+            if cluster.insecure_plaintext {
+                tracing::warn!("cluster.insecure_plaintext: peers are not authenticated; anyone who can reach cluster.address can change this cluster");
+            }
+            PeerAuth::Insecure
+        }
+    };
     let peers: HashMap<NodeId, std::net::SocketAddr> = cluster
         .peers
         .iter()
         .filter(|(name, _)| **name != config.node.id)
         .map(|(name, addr)| (raft_id(name), *addr))
         .collect();
-    Some(TransportConfig {
+    Ok(Some(TransportConfig {
         id: me,
         listen: cluster.address,
         peers,
         cluster: CLUSTER_NAME.to_owned(),
-    })
+        name: config.node.id.clone(),
+        auth,
+    }))
 }

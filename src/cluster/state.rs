@@ -6,7 +6,7 @@
 //! rings. A command that does not fit the state (an unknown pool, a bad address) is
 //! refused by apply itself, identically everywhere, and changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,19 @@ use crate::health::breaker::{self, Evidence, Member, Policy, PoolBreakers, Probe
 pub use crate::config::bounds::{MAX_NAME_BYTES, MAX_POOLS, MAX_UPSTREAMS_PER_POOL, MAX_WEIGHT};
 /// Format version written into every encoded command and snapshot.
 pub const STATE_VERSION: u32 = 1;
+/// Ids of [`Command::Once`] changes remembered, oldest forgotten first. A retried
+/// change comes back within seconds (the proposer's bounded retries); thousands of
+/// changes in between would take minutes, so this covers every retry at ~40 bytes each.
+pub const MAX_REMEMBERED_CHANGES: usize = 4096;
+
+/// The id of a change proposed through [`crate::cluster::forward::Proposer`]: the
+/// proposing node and a number it never reuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeId {
+    pub origin: u64,
+    pub seq: u64,
+}
 
 /// One upstream as the cluster agrees on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +113,10 @@ pub enum Command {
         probe: Probe,
         policy: Policy,
     },
+    /// `command`, applied at most once per `id`: a retry of a change that already
+    /// applied (its first attempt's answer was lost with a leader) is refused with
+    /// [`Refused::Duplicate`] naming the index where it applied.
+    Once { id: ChangeId, command: Box<Command> },
 }
 
 /// Most commands one batch may hold.
@@ -114,7 +131,8 @@ enum Weights {
 }
 
 /// Why apply refused a command. The same on every instance.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Refused {
     #[error("no pool named {0:?}")]
     UnknownPool(String),
@@ -122,6 +140,9 @@ pub enum Refused {
     UnknownUpstream { pool: String, id: String },
     #[error("{0}")]
     Invalid(String),
+    /// This change (by its id) already applied, at `index`.
+    #[error("this change already applied at index {index}")]
+    Duplicate { index: u64 },
 }
 
 /// Every pool's membership.
@@ -142,6 +163,10 @@ pub struct ClusterState {
     /// Circuit breakers of pools where one ever left closed (absent: all closed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     breakers: BTreeMap<String, PoolBreakers>,
+    /// Ids of the latest [`Command::Once`] changes and the index each applied at,
+    /// oldest first, at most [`MAX_REMEMBERED_CHANGES`].
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    applied_changes: VecDeque<(ChangeId, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -253,6 +278,12 @@ impl Command {
                 check_name("upstream id", upstream)?;
                 policy.check().map_err(Refused::Invalid)
             }
+            Command::Once { command, .. } => match **command {
+                Command::Once { .. } => Err(Refused::Invalid(
+                    "a once-only change cannot wrap another".into(),
+                )),
+                ref inner => inner.validate(),
+            },
         }
     }
 }
@@ -356,9 +387,26 @@ fn in_pool(pool: &str, r: Refused) -> Refused {
 
 impl ClusterState {
     /// Applies one committed command. Deterministic: the same state and command give
-    /// the same result on every instance.
+    /// the same result on every instance. A [`Command::Once`] applied this way records
+    /// index 0; the driver uses [`ClusterState::apply_at`].
     pub fn apply(&mut self, cmd: &Command) -> Result<(), Refused> {
+        self.apply_at(0, cmd)
+    }
+
+    /// Applies the command committed at `index` (see [`ClusterState::apply`]).
+    pub fn apply_at(&mut self, index: u64, cmd: &Command) -> Result<(), Refused> {
         cmd.validate()?;
+        if let Command::Once { id, command } = cmd {
+            if let Some(&(_, at)) = self.applied_changes.iter().find(|(seen, _)| seen == id) {
+                return Err(Refused::Duplicate { index: at });
+            }
+            self.apply_at(index, command)?;
+            if self.applied_changes.len() >= MAX_REMEMBERED_CHANGES {
+                self.applied_changes.pop_front();
+            }
+            self.applied_changes.push_back((*id, index));
+            return Ok(());
+        }
         self.apply_valid(cmd, Weights::Check)?;
         self.settle_breakers();
         Ok(())
@@ -466,6 +514,7 @@ impl ClusterState {
             Command::BreakerReport { .. }
             | Command::BreakerHalfOpen { .. }
             | Command::BreakerProbe { .. } => self.apply_breaker(cmd)?,
+            Command::Once { .. } => {}
         }
         Ok(())
     }
@@ -621,6 +670,15 @@ impl ClusterState {
                 what: "cluster state",
                 reason,
             })?;
+        if state.applied_changes.len() > MAX_REMEMBERED_CHANGES {
+            return Err(DecodeError {
+                what: "cluster state",
+                reason: format!(
+                    "{} remembered change ids, at most {MAX_REMEMBERED_CHANGES}",
+                    state.applied_changes.len()
+                ),
+            });
+        }
         for (pool, b) in &state.breakers {
             let bad = |why: String| DecodeError {
                 what: "cluster state",
@@ -640,6 +698,14 @@ impl ClusterState {
     /// Where node `name` serves its admin API, if it announced it.
     pub fn admin_of(&self, name: &str) -> Option<&str> {
         self.admins.get(name).map(String::as_str)
+    }
+
+    /// The index where the once-only change `id` applied, if it is still remembered.
+    pub fn applied_change(&self, id: &ChangeId) -> Option<u64> {
+        self.applied_changes
+            .iter()
+            .find(|(seen, _)| seen == id)
+            .map(|&(_, at)| at)
     }
 
     /// Every member's recorded peer address: node name to address text.

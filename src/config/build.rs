@@ -345,7 +345,31 @@ impl Checker {
                 ),
             );
         }
+        let has_tls = raw.tls.is_some();
         let tls = raw.tls.and_then(|t| self.cluster_tls(t));
+        let secret_file = raw
+            .secret_file
+            .as_ref()
+            .and_then(|v| self.string("cluster.secret_file", v))
+            .map(PathBuf::from);
+        let insecure_plaintext =
+            self.opt_bool("cluster.insecure_plaintext", &raw.insecure_plaintext, false);
+        if has_tls && secret_file.is_some() {
+            self.error(
+                "cluster.secret_file",
+                "cluster.tls already authenticates peers; set one of tls and secret_file",
+            );
+        }
+        let members = peers.as_ref().map_or(0, |p| p.len());
+        if members > 1 && !has_tls && secret_file.is_none() && !insecure_plaintext {
+            self.error(
+                "cluster",
+                format!(
+                    "a cluster of {members} members needs peer authentication: set cluster.tls \
+                     or cluster.secret_file (or insecure_plaintext: true to run without any)"
+                ),
+            );
+        }
         Some(Cluster {
             address: address?,
             peers: peers?,
@@ -354,6 +378,8 @@ impl Checker {
             join,
             compact_threshold,
             tls,
+            secret_file,
+            insecure_plaintext,
         })
     }
 

@@ -162,6 +162,12 @@ pub struct Cluster {
     pub compact_threshold: u64,
     /// Mutual TLS between instances; absent: plain TCP.
     pub tls: Option<ClusterTls>,
+    /// Without `tls`: a file holding the shared cluster secret that authenticates
+    /// every peer connection (at least 32 bytes, readable by its owner only).
+    pub secret_file: Option<PathBuf>,
+    /// Allows a cluster of more than one member with neither `tls` nor `secret_file`
+    /// (peers unauthenticated); warned about at every start.
+    pub insecure_plaintext: bool,
 }
 
 /// Default `cluster.compact_threshold`.

@@ -58,6 +58,8 @@ pub struct RawCluster {
     pub join: Option<Value>,
     pub compact_threshold: Option<Value>,
     pub tls: Option<RawClusterTls>,
+    pub secret_file: Option<Value>,
+    pub insecure_plaintext: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -3,9 +3,11 @@
 //! sides of a connection and accepts only peers whose certificate chains to that CA.
 //! A plain-text peer fails the handshake and is refused.
 //!
-//! Membership is the CA: any certificate it signed is a member, so the cluster CA
-//! must sign nothing else. Names in peer certificates are not checked (instances are
-//! dialled by address, and node ids are checked by the transport's own handshake).
+//! The CA admits a peer to the cluster; its certificate says which node it is. Each
+//! instance's certificate must carry its node id (`node.id`) as a DNS subject
+//! alternative name (the common name is not consulted): the transport's handshake
+//! refuses a peer whose announced node name is not in its certificate, in both
+//! directions, so a certificate issued to `n2` cannot speak as `n3`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use tokio::net::TcpStream;
 
 use super::files::{load_pair, load_roots, CertStore, LoadError};
 use super::provider;
-use crate::cluster::transport::{Acceptor, BoxFuture, BoxStream, Dialer};
+use crate::cluster::transport::{Acceptor, BoxFuture, BoxStream, Connected, Dialer, PeerIdentity};
 use crate::config::ClusterTls;
 use crate::raft::NodeId;
 
@@ -77,7 +79,7 @@ pub(super) fn problems(tls: &ClusterTls) -> Vec<LoadError> {
 struct TlsDialer(tokio_rustls::TlsConnector);
 
 impl Dialer for TlsDialer {
-    fn dial(&self, peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+    fn dial(&self, peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<Connected>> {
         Box::pin(async move {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
@@ -88,7 +90,11 @@ impl Dialer for TlsDialer {
                     format!("TLS handshake with peer {peer} at {addr} failed: {e}"),
                 )
             })?;
-            Ok(Box::new(tls) as BoxStream)
+            let identity = CertIdentity::of(tls.get_ref().1.peer_certificates());
+            Ok(Connected {
+                stream: Box::new(tls) as BoxStream,
+                identity,
+            })
         })
     }
 }
@@ -98,11 +104,17 @@ impl Dialer for TlsDialer {
 struct TlsAcceptor(tokio_rustls::TlsAcceptor);
 
 impl Acceptor for TlsAcceptor {
-    fn accept(&self, tcp: TcpStream, remote: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+    fn accept(&self, tcp: TcpStream, remote: SocketAddr) -> BoxFuture<'_, io::Result<Connected>> {
         Box::pin(async move {
             tcp.set_nodelay(true)?;
             match self.0.accept(tcp).await {
-                Ok(tls) => Ok(Box::new(tls) as BoxStream),
+                Ok(tls) => {
+                    let identity = CertIdentity::of(tls.get_ref().1.peer_certificates());
+                    Ok(Connected {
+                        stream: Box::new(tls) as BoxStream,
+                        identity,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(%remote, error = %e, "peer refused: TLS handshake failed (plain text, or a certificate not from the cluster CA)");
                     Err(io::Error::new(
@@ -115,7 +127,29 @@ impl Acceptor for TlsAcceptor {
     }
 }
 
-/// Accepts a server certificate that chains to the cluster CA, whatever its names.
+/// The verified end-entity certificate of a peer.
+struct CertIdentity(CertificateDer<'static>);
+
+impl CertIdentity {
+    fn of(chain: Option<&[CertificateDer<'static>]>) -> Option<Box<dyn PeerIdentity>> {
+        let leaf = chain?.first()?.clone();
+        Some(Box::new(CertIdentity(leaf)))
+    }
+}
+
+impl PeerIdentity for CertIdentity {
+    fn has_name(&self, node: &str) -> bool {
+        let Ok(name) = ServerName::try_from(node.to_owned()) else {
+            return false;
+        };
+        ParsedCertificate::try_from(&self.0)
+            .and_then(|cert| rustls::client::verify_server_name(&cert, &name))
+            .is_ok()
+    }
+}
+
+/// Accepts a server certificate that chains to the cluster CA, whatever its names
+/// (the transport's handshake then checks the name against the node dialled).
 #[derive(Debug)]
 struct ClusterCaVerifier {
     roots: Arc<RootCertStore>,

@@ -43,6 +43,14 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// Fills `buf` from the crypto provider's secure random source (handshake nonces).
+pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    provider()
+        .secure_random
+        .fill(buf)
+        .map_err(|_| std::io::Error::other("the system's secure random source failed"))
+}
+
 /// Reads and parses every certificate, key and CA file `config` names; each problem
 /// comes back as a field error at the field naming the file
 /// (`listeners[0].tls.certificates[1].key: cannot read /x: ...`).
@@ -76,6 +84,14 @@ pub fn check(config: &Config) -> Vec<FieldError> {
     if let Some(tls) = config.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
         for e in cluster::problems(tls) {
             report("cluster.tls".into(), e);
+        }
+    }
+    if let Some(path) = config.cluster.as_ref().and_then(|c| c.secret_file.as_ref()) {
+        if let Err(e) = crate::cluster::transport::Secret::load(path) {
+            errors.push(FieldError {
+                path: "cluster.secret_file".into(),
+                message: e.to_string(),
+            });
         }
     }
     errors

@@ -200,6 +200,18 @@ pub struct Node<'a> {
     pub cluster_extra: &'a str,
 }
 
+/// Writes (once) the cluster secret every instance started in `dir` shares, readable
+/// by its owner only, and returns its path.
+pub fn cluster_secret(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("cluster.secret");
+    if !path.exists() {
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef-test-secret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
 /// Writes the config of one instance serving pool `web` (hash key: path) over
 /// `upstreams`, and starts it.
 pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Instance {
@@ -216,7 +228,7 @@ pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Insta
     let name = node.name;
     let yaml = format!(
         "node: {{id: {name}, data_dir: {data:?}}}\n\
-         cluster:\n  address: \"{raft}\"\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n{extra}\
+         cluster:\n  address: \"{raft}\"\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n{extra}\
          listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
          admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
          pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n",
@@ -225,6 +237,7 @@ pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Insta
         token = dir.join("token").display().to_string(),
         peers = peers.join(", "),
         extra = node.cluster_extra,
+        secret = cluster_secret(dir).display().to_string(),
         ups = ups.join(", "),
     );
     let config = dir.join(format!("{name}.yaml"));

@@ -23,16 +23,38 @@ pub type BoxStream = Box<dyn PeerStream>;
 /// A boxed, sendable future (what the seam traits return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What a seam proved about the other end: the names its certificate was issued to.
+pub trait PeerIdentity: Send + Sync + 'static {
+    /// True when the verified certificate names `node` (a DNS subject alternative name).
+    fn has_name(&self, node: &str) -> bool;
+}
+
+/// A connection made by a seam, with the identity it verified (none for plain TCP).
+pub struct Connected {
+    pub stream: BoxStream,
+    pub identity: Option<Box<dyn PeerIdentity>>,
+}
+
+impl Connected {
+    /// A connection whose peer is not identified by the seam.
+    pub fn anonymous(stream: BoxStream) -> Connected {
+        Connected {
+            stream,
+            identity: None,
+        }
+    }
+}
+
 /// Opens outbound connections. A TLS dialer connects TCP, then runs a client handshake
 /// presenting this node's certificate and verifying that the server is `peer`.
 pub trait Dialer: Send + Sync + 'static {
-    fn dial(&self, peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+    fn dial(&self, peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<Connected>>;
 }
 
 /// Wraps accepted TCP connections. A TLS acceptor runs the server handshake and
 /// requires a client certificate from the cluster's CA.
 pub trait Acceptor: Send + Sync + 'static {
-    fn accept(&self, tcp: TcpStream, remote: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>>;
+    fn accept(&self, tcp: TcpStream, remote: SocketAddr) -> BoxFuture<'_, io::Result<Connected>>;
 }
 
 /// Plain TCP with Nagle off: Raft messages are small and latency-sensitive.
@@ -40,11 +62,11 @@ pub trait Acceptor: Send + Sync + 'static {
 pub struct TcpDialer;
 
 impl Dialer for TcpDialer {
-    fn dial(&self, _peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+    fn dial(&self, _peer: NodeId, addr: SocketAddr) -> BoxFuture<'_, io::Result<Connected>> {
         Box::pin(async move {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as BoxStream)
+            Ok(Connected::anonymous(Box::new(tcp)))
         })
     }
 }
@@ -54,10 +76,10 @@ impl Dialer for TcpDialer {
 pub struct TcpAcceptor;
 
 impl Acceptor for TcpAcceptor {
-    fn accept(&self, tcp: TcpStream, _remote: SocketAddr) -> BoxFuture<'_, io::Result<BoxStream>> {
+    fn accept(&self, tcp: TcpStream, _remote: SocketAddr) -> BoxFuture<'_, io::Result<Connected>> {
         Box::pin(async move {
             tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as BoxStream)
+            Ok(Connected::anonymous(Box::new(tcp)))
         })
     }
 }

@@ -1,18 +1,26 @@
 //! The peer transport: carries Raft [`Message`]s between ringway instances over TCP.
 //!
 //! Each instance listens on one address and dials each peer once; a connection carries
-//! messages one way, from dialer to acceptor. Sending never blocks: every peer has a
+//! frames one way, from dialer to acceptor. Besides Raft messages a node can send a
+//! peer a request ([`Transport::call`]); the peer's [`RequestHandler`] answers it and
+//! the reply travels back on the peer's own connection to the asker. Sending never blocks: every peer has a
 //! bounded queue (the oldest messages are dropped when it is full, since newer ones
 //! supersede them for Raft) drained by its own writer task, so a slow or dead peer
 //! only loses its own messages. Writers reconnect with exponential backoff and jitter.
 //! Every connection opens with a versioned handshake naming the cluster and both node
-//! ids; the acceptor refuses other clusters, versions and unknown ids. Frames are
+//! ids and authenticating both ends (see [`auth`]); the acceptor refuses other
+//! clusters, versions, unknown ids and failed authentication, and tells a node that is
+//! not a member so ([`Transport::not_a_member`]). Silent connections are closed fast
+//! and pending handshakes are bounded per source address, with the oldest silent one
+//! evicted for a newcomer, so a flood cannot keep real peers out. Frames are
 //! length-prefixed codec messages; a malformed frame closes its connection and is
 //! counted. Raft tolerates loss, so every drop is counted, never retried.
 //!
 //! Connections are made through the [`Dialer`] and [`Acceptor`] seams (plain TCP by
 //! default), where mutual TLS plugs in. See [`wire`] for the byte layout.
 
+pub mod auth;
+mod calls;
 mod conn;
 mod fault;
 mod inbound;
@@ -23,7 +31,8 @@ pub mod wire;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -33,15 +42,25 @@ use tracing::{trace, warn};
 
 use crate::raft::{Message, NodeId, NO_NODE};
 
-pub use self::conn::{Acceptor, BoxFuture, BoxStream, Dialer, PeerStream, TcpAcceptor, TcpDialer};
+pub use self::auth::{PeerAuth, Secret, SecretError};
+pub use self::calls::{CallError, RequestHandler, MAX_CALLS_IN_FLIGHT_PER_PEER, SERVE_TIMEOUT};
+pub use self::conn::{
+    Acceptor, BoxFuture, BoxStream, Connected, Dialer, PeerIdentity, PeerStream, TcpAcceptor,
+    TcpDialer,
+};
 pub use self::fault::FaultSwitch;
-pub use self::inbound::MAX_PENDING_HANDSHAKES;
+pub use self::inbound::{
+    FIRST_BYTE_TIMEOUT, MAX_PENDING_HANDSHAKES, MAX_PENDING_HANDSHAKES_PER_IP, REFUSAL_LOG_INTERVAL,
+};
 pub use self::peer::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_BATCH_MSGS, PEER_QUEUE_BYTES, PEER_QUEUE_LEN,
     WRITE_CHUNK_BYTES, WRITE_TIMEOUT,
 };
 pub use self::stats::{PeerStats, TransportStats};
-pub use self::wire::{MAX_CLUSTER_NAME_LEN, MAX_FRAME_BYTES, TRANSPORT_VERSION};
+pub use self::wire::{
+    MAX_CALL_PAYLOAD_BYTES, MAX_CLUSTER_NAME_LEN, MAX_FRAME_BYTES, MAX_NODE_NAME_LEN,
+    TRANSPORT_VERSION,
+};
 
 use self::peer::Peer;
 use self::stats::{bump, GlobalCounters};
@@ -63,12 +82,24 @@ pub struct TransportConfig {
     pub peers: HashMap<NodeId, SocketAddr>,
     /// Cluster name, checked in every handshake so two clusters never exchange messages.
     pub cluster: String,
+    /// This node's name (`node.id`), announced in the handshake; with certificates it
+    /// must be in this node's certificate and its Raft id must be `id`.
+    pub name: String,
+    /// How peers prove who they are (see [`auth`]).
+    pub auth: PeerAuth,
 }
 
 /// State shared by the handle and every task.
 pub(crate) struct Shared {
     id: NodeId,
     cluster: String,
+    name: String,
+    auth: PeerAuth,
+    calls: calls::Calls,
+    handler: OnceLock<Arc<dyn RequestHandler>>,
+    /// A peer's verdict said this node is not a member of the cluster.
+    not_a_member: AtomicBool,
+    refusal_log: inbound::RateLimit,
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     counters: GlobalCounters,
     faults: FaultSwitch,
@@ -149,6 +180,12 @@ impl Transport {
         let shared = Arc::new(Shared {
             id: cfg.id,
             cluster: cfg.cluster,
+            name: cfg.name,
+            auth: cfg.auth,
+            calls: calls::Calls::default(),
+            handler: OnceLock::new(),
+            not_a_member: AtomicBool::new(false),
+            refusal_log: inbound::RateLimit::default(),
             peers: RwLock::default(),
             counters: GlobalCounters::default(),
             faults: FaultSwitch::default(),
@@ -198,7 +235,7 @@ impl Transport {
                 Some(peer) if shared.faults.blocks_outbound(peer.id) => {
                     bump(&peer.counters.dropped_fault);
                 }
-                Some(peer) => peer.enqueue(msg),
+                Some(peer) => peer.enqueue(wire::Frame::Raft(msg)),
             }
         }
     }
@@ -239,7 +276,35 @@ impl Transport {
             .iter()
             .map(|(&id, peer)| (id, peer.snapshot()))
             .collect();
-        shared.counters.snapshot(peers)
+        let mut stats = shared.counters.snapshot(peers);
+        stats.not_a_member = self.not_a_member();
+        stats
+    }
+
+    /// True when the last peer to judge this node's handshake said it is not a member
+    /// of the cluster (never added, or removed); cleared when a peer accepts it again.
+    pub fn not_a_member(&self) -> bool {
+        self.handle.shared.not_a_member.load(Ordering::Relaxed)
+    }
+
+    /// Sends `payload` to peer `to` as a request and waits at most `wait` for the
+    /// answer of its [`RequestHandler`]. At most [`MAX_CALLS_IN_FLIGHT_PER_PEER`] calls
+    /// wait on one peer at a time; beyond that the call fails at once with `Busy`.
+    pub async fn call(
+        &self,
+        to: NodeId,
+        payload: Vec<u8>,
+        wait: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        calls::call(&self.handle.shared, to, payload, wait).await
+    }
+
+    /// Answers peers' requests with `handler` from now on (set once; later calls are
+    /// ignored). Without a handler requests are answered `NotServing`.
+    pub fn serve_requests(&self, handler: Arc<dyn RequestHandler>) {
+        if self.handle.shared.handler.set(handler).is_err() {
+            warn!("a request handler is already set; the new one is ignored");
+        }
     }
 
     /// Test hook: discards traffic to and from chosen peers (a network partition on
@@ -279,6 +344,12 @@ fn validate(cfg: &TransportConfig) -> io::Result<()> {
     }
     if cfg.cluster.len() > MAX_CLUSTER_NAME_LEN {
         return invalid("cluster name longer than MAX_CLUSTER_NAME_LEN bytes");
+    }
+    if cfg.name.len() > MAX_NODE_NAME_LEN {
+        return invalid("node name longer than MAX_NODE_NAME_LEN bytes");
+    }
+    if matches!(cfg.auth, PeerAuth::Certificates) && crate::cluster::raft_id(&cfg.name) != cfg.id {
+        return invalid("with certificates the node id must be the Raft id of the node name");
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Outbound side: one bounded queue and one writer task per peer. The writer dials
-//! (with backoff), handshakes, then drains the queue in batches, each written in one
-//! buffered write and a flush.
+//! (with backoff), runs the dialer's half of the handshake (authenticating the
+//! acceptor too), then drains the queue in batches, each written in one buffered
+//! write and a flush. Requests and replies share the queue with Raft messages.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,11 +14,15 @@ use tokio::sync::{watch, Notify};
 use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
-use super::conn::BoxStream;
+use super::auth::{tags_equal, PeerAuth, Session, MAC_LEN, NONCE_LEN};
+use super::conn::{BoxStream, Connected};
 use super::stats::{bump, PeerCounters, PeerStats};
-use super::wire::{encode_hello, push_frame, read_verdict, HandshakeError, Hello};
+use super::wire::{
+    encode_hello, push_frame, read_answer, read_verdict, AuthMode, Frame, HandshakeError, Hello,
+    Verdict,
+};
 use super::Shared;
-use crate::raft::{Entry, Message, MessageBody, NodeId};
+use crate::raft::{Entry, MessageBody, NodeId};
 
 /// Messages queued per peer. Raft keeps at most a few dozen appends in flight per
 /// follower plus heartbeats and votes, so this absorbs bursts and short outages
@@ -48,8 +54,8 @@ const ID_BYTES: usize = 10;
 /// Write buffers above this are released after a batch (one snapshot should not pin them).
 const WRITE_BUF_KEEP_BYTES: usize = 1024 * 1024;
 
-/// A message and its estimated encoded size.
-type Queued = (Message, usize);
+/// A frame and its estimated encoded size.
+type Queued = (Frame, usize);
 
 /// The per-peer queue: bounded in messages and bytes; when full, the oldest go first.
 struct Queue {
@@ -76,7 +82,7 @@ impl Queue {
     }
 
     /// Appends `msg`, evicting from the front to stay within bounds; returns how many went.
-    fn push(&mut self, msg: Message) -> u64 {
+    fn push(&mut self, msg: Frame) -> u64 {
         let size = approx_size(&msg);
         self.msgs.push_back((msg, size));
         self.bytes += size;
@@ -91,7 +97,7 @@ impl Queue {
         evicted
     }
 
-    fn take_batch(&mut self, out: &mut Vec<Message>) {
+    fn take_batch(&mut self, out: &mut Vec<Frame>) {
         let n = self.msgs.len().min(MAX_BATCH_MSGS);
         for (msg, size) in self.msgs.drain(..n) {
             self.bytes -= size;
@@ -101,7 +107,13 @@ impl Queue {
 }
 
 /// Estimated encoded size: cheap (no encoding), good enough to bound memory.
-fn approx_size(m: &Message) -> usize {
+fn approx_size(frame: &Frame) -> usize {
+    let m = match frame {
+        Frame::Raft(m) => m,
+        Frame::Request { payload, .. } | Frame::Reply { payload, .. } => {
+            return MESSAGE_OVERHEAD_BYTES + payload.len()
+        }
+    };
     MESSAGE_OVERHEAD_BYTES
         + match &m.body {
             MessageBody::Append { entries, .. } => entries.iter().map(Entry::size_hint).sum(),
@@ -122,6 +134,10 @@ pub(crate) struct Peer {
     wake: Notify,
     stop: watch::Sender<bool>,
     pub(crate) counters: PeerCounters,
+    /// Calls this node has waiting on the peer.
+    pub(crate) calls_in_flight: AtomicUsize,
+    /// The peer's requests this node is answering.
+    pub(crate) served_in_flight: AtomicUsize,
 }
 
 impl Peer {
@@ -133,11 +149,13 @@ impl Peer {
             wake: Notify::new(),
             stop: watch::channel(false).0,
             counters: PeerCounters::default(),
+            calls_in_flight: AtomicUsize::new(0),
+            served_in_flight: AtomicUsize::new(0),
         })
     }
 
     /// Queues `msg` for the writer; never blocks beyond a short uncontended lock.
-    pub(crate) fn enqueue(&self, msg: Message) {
+    pub(crate) fn enqueue(&self, msg: Frame) {
         let evicted = self.lock().push(msg);
         if evicted > 0 {
             self.counters
@@ -169,7 +187,7 @@ impl Peer {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_batch(&self, out: &mut Vec<Message>) {
+    fn take_batch(&self, out: &mut Vec<Frame>) {
         self.lock().take_batch(out);
     }
 }
@@ -213,18 +231,22 @@ async fn connect_loop(shared: &Shared, peer: &Peer) {
     let mut failures_in_row = 0u64;
     loop {
         match connect(shared, peer).await {
-            Ok(stream) => {
+            Ok((stream, session)) => {
                 backoff.reset();
                 failures_in_row = 0;
                 on_connected(peer, true);
+                shared.not_a_member.store(false, Ordering::Relaxed);
                 info!(peer = peer.id, addr = %peer.addr, "connected to peer");
-                let why = serve(shared, peer, stream).await;
+                let why = serve(shared, peer, stream, session).await;
                 on_connected(peer, false);
                 info!(peer = peer.id, addr = %peer.addr, reason = %why, "peer connection closed");
             }
             Err(e) => {
                 bump(&peer.counters.connect_failures);
                 failures_in_row += 1;
+                if matches!(e, HandshakeError::Rejected(Verdict::NotAMember)) {
+                    told_not_a_member(shared, peer);
+                }
                 log_connect_failure(peer, &e, failures_in_row);
             }
         }
@@ -241,6 +263,17 @@ fn on_connected(peer: &Peer, up: bool) {
         .store(up, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// A peer said this node is not a member: warned once (until a peer accepts it again).
+fn told_not_a_member(shared: &Shared, peer: &Peer) {
+    if !shared.not_a_member.swap(true, Ordering::Relaxed) {
+        warn!(
+            peer = peer.id,
+            addr = %peer.addr,
+            "a peer says this node is not a member of the cluster (never added, or removed)"
+        );
+    }
+}
+
 /// Warns on the first failure of a streak; a peer that stays down is only traced.
 fn log_connect_failure(peer: &Peer, e: &HandshakeError, failures_in_row: u64) {
     if failures_in_row == 1 {
@@ -250,8 +283,12 @@ fn log_connect_failure(peer: &Peer, e: &HandshakeError, failures_in_row: u64) {
     }
 }
 
-/// Dials `peer` and completes the handshake.
-async fn connect(shared: &Shared, peer: &Peer) -> Result<BoxStream, HandshakeError> {
+/// Dials `peer` and completes the handshake; in secret mode also returns the session
+/// that tags this connection's frames.
+async fn connect(
+    shared: &Shared,
+    peer: &Peer,
+) -> Result<(BoxStream, Option<Session>), HandshakeError> {
     let timed_out = |what: &str| {
         HandshakeError::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -259,22 +296,75 @@ async fn connect(shared: &Shared, peer: &Peer) -> Result<BoxStream, HandshakeErr
         ))
     };
     let dial = shared.dialer.dial(peer.id, peer.addr);
-    let mut stream = timeout(CONNECT_TIMEOUT, dial)
+    let connected = timeout(CONNECT_TIMEOUT, dial)
         .await
         .map_err(|_| timed_out("dial"))??;
+    timeout(super::HANDSHAKE_TIMEOUT, handshake(shared, peer, connected))
+        .await
+        .map_err(|_| timed_out("handshake"))?
+}
+
+/// The dialer's half of the handshake (see [`super::wire`]).
+async fn handshake(
+    shared: &Shared,
+    peer: &Peer,
+    connected: Connected,
+) -> Result<(BoxStream, Option<Session>), HandshakeError> {
+    let Connected {
+        mut stream,
+        identity,
+    } = connected;
+    let mut nonce = [0u8; NONCE_LEN];
+    crate::tls::fill_random(&mut nonce)?;
     let hello = Hello {
         from: shared.id,
         to: peer.id,
         cluster: shared.cluster.clone(),
+        name: shared.name.clone(),
+        mode: mode_of(&shared.auth),
+        nonce,
     };
-    timeout(super::HANDSHAKE_TIMEOUT, async {
-        stream.write_all(&encode_hello(&hello)).await?;
-        stream.flush().await?;
-        read_verdict(&mut stream).await
-    })
-    .await
-    .map_err(|_| timed_out("handshake"))??;
-    Ok(stream)
+    let mut transcript = encode_hello(&hello);
+    stream.write_all(&transcript).await?;
+    stream.flush().await?;
+    let answer = read_answer(&mut stream, &mut transcript).await?;
+    let session = match &shared.auth {
+        PeerAuth::Insecure => None,
+        PeerAuth::Certificates => {
+            let named = identity.is_some_and(|i| i.has_name(&answer.name));
+            if !named || crate::cluster::raft_id(&answer.name) != peer.id {
+                bump(&shared.counters.auth_rejected);
+                return Err(HandshakeError::AcceptorNotThePeer(format!(
+                    "it calls itself {:?}, which its certificate or the node dialled does not match",
+                    answer.name
+                )));
+            }
+            None
+        }
+        PeerAuth::Secret(secret) => {
+            // Our proof goes first, so an acceptor with another secret refuses (and
+            // counts) us, whichever side is wrong.
+            stream.write_all(&secret.dialer_proof(&transcript)).await?;
+            stream.flush().await?;
+            if !tags_equal(&secret.acceptor_proof(&transcript), &answer.proof) {
+                bump(&shared.counters.auth_rejected);
+                return Err(HandshakeError::AcceptorNotAuthenticated);
+            }
+            read_verdict(&mut stream).await?;
+            Some(secret.session(&transcript))
+        }
+    };
+    debug_assert_eq!(answer.proof.len(), MAC_LEN);
+    Ok((stream, session))
+}
+
+/// The mode a hello announces.
+pub(crate) fn mode_of(auth: &PeerAuth) -> AuthMode {
+    match auth {
+        PeerAuth::Insecure => AuthMode::Insecure,
+        PeerAuth::Secret(_) => AuthMode::Secret,
+        PeerAuth::Certificates => AuthMode::Certificates,
+    }
 }
 
 /// Why a connection ended.
@@ -298,7 +388,12 @@ impl std::fmt::Display for Closed {
 
 /// Drains the queue onto `stream` until the connection fails. While idle it watches
 /// the read side, so a peer that goes away is noticed before the next batch is lost.
-async fn serve(shared: &Shared, peer: &Peer, stream: BoxStream) -> Closed {
+async fn serve(
+    shared: &Shared,
+    peer: &Peer,
+    stream: BoxStream,
+    mut session: Option<Session>,
+) -> Closed {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (mut batch, mut buf) = (Vec::new(), Vec::new());
     loop {
@@ -309,7 +404,12 @@ async fn serve(shared: &Shared, peer: &Peer, stream: BoxStream) -> Closed {
             }
             continue;
         }
-        if let Err(closed) = write_batch(shared, peer, &mut wr, &mut batch, &mut buf).await {
+        let out = Out {
+            wr: &mut wr,
+            buf: &mut buf,
+            session: session.as_mut(),
+        };
+        if let Err(closed) = write_batch(shared, peer, out, &mut batch).await {
             return closed;
         }
     }
@@ -327,15 +427,26 @@ async fn idle<R: AsyncRead + Unpin>(peer: &Peer, rd: &mut R) -> Option<Closed> {
     }
 }
 
-/// Frames and writes `batch` (emptying it), then flushes. Messages are counted as
+/// Where a batch is written: the stream, a reusable buffer and the session (if any).
+struct Out<'a, W> {
+    wr: &'a mut W,
+    buf: &'a mut Vec<u8>,
+    session: Option<&'a mut Session>,
+}
+
+/// Frames and writes `batch` (emptying it), then flushes. Frames are counted as
 /// sent once flushed, or as lost if the connection fails.
 async fn write_batch<W: AsyncWrite + Unpin>(
     shared: &Shared,
     peer: &Peer,
-    wr: &mut W,
-    batch: &mut Vec<Message>,
-    buf: &mut Vec<u8>,
+    out: Out<'_, W>,
+    batch: &mut Vec<Frame>,
 ) -> Result<(), Closed> {
+    let Out {
+        wr,
+        buf,
+        mut session,
+    } = out;
     let counters = &peer.counters;
     let add = |c: &std::sync::atomic::AtomicU64, n: usize| {
         c.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed)
@@ -349,11 +460,11 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     let res = timeout(WRITE_TIMEOUT, async {
         buf.clear();
         for msg in batch.drain(..) {
-            if !push_frame(buf, &msg) {
+            if !push_frame(buf, &msg, session.as_deref_mut()) {
                 bump(&counters.dropped_oversize);
                 warn!(
                     peer = peer.id,
-                    kind = msg.body.name(),
+                    kind = msg.kind(),
                     "message exceeds the frame bound; dropped"
                 );
                 continue;
@@ -392,8 +503,12 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    fn heartbeat(commit: u64) -> Message {
-        Message {
+    fn heartbeat(commit: u64) -> Frame {
+        Frame::Raft(heartbeat_msg(commit))
+    }
+
+    fn heartbeat_msg(commit: u64) -> crate::raft::Message {
+        crate::raft::Message {
             from: 1,
             to: 2,
             term: 1,
@@ -417,7 +532,7 @@ mod tests {
     #[test]
     fn queue_bytes_are_bounded() {
         let mut q = Queue::with_bounds(PEER_QUEUE_LEN, 3000);
-        let big = Message {
+        let big = Frame::Raft(crate::raft::Message {
             body: MessageBody::Append {
                 prev_index: 0,
                 prev_term: 0,
@@ -428,8 +543,8 @@ mod tests {
                     payload: crate::raft::EntryPayload::Normal(vec![0; 1000]),
                 }],
             },
-            ..heartbeat(0)
-        };
+            ..heartbeat_msg(0)
+        });
         let evicted: u64 = (0..4).map(|_| q.push(big.clone())).sum();
         assert_eq!(evicted, 2);
         assert!(q.bytes <= 3000);

@@ -32,6 +32,13 @@ pub(crate) struct GlobalCounters {
     pub frames_rejected: AtomicU64,
     pub decode_errors: AtomicU64,
     pub misaddressed: AtomicU64,
+    pub auth_rejected: AtomicU64,
+    pub frames_bad_tag: AtomicU64,
+    pub handshakes_silent: AtomicU64,
+    pub handshakes_evicted: AtomicU64,
+    pub requests_served: AtomicU64,
+    pub requests_busy: AtomicU64,
+    pub replies_unmatched: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -88,6 +95,25 @@ pub struct TransportStats {
     pub decode_errors: u64,
     /// Messages whose `from` is not the connection's peer or whose `to` is not this node.
     pub misaddressed: u64,
+    /// Handshakes refused for authentication, on either side: a wrong proof of the
+    /// cluster secret, a certificate that does not name the node, or (inbound) another
+    /// auth mode.
+    pub auth_rejected: u64,
+    /// Frames whose tag did not verify (forged, replayed, spliced; connection closed).
+    pub frames_bad_tag: u64,
+    /// Inbound connections closed for sending nothing within the first-byte deadline.
+    pub handshakes_silent: u64,
+    /// Pending silent handshakes closed to make room for a newer connection.
+    pub handshakes_evicted: u64,
+    /// Peers' requests handed to the request handler.
+    pub requests_served: u64,
+    /// Peers' requests answered `Busy` (too many in flight from that peer).
+    pub requests_busy: u64,
+    /// Replies that matched no waiting call (late, or from the wrong peer).
+    pub replies_unmatched: u64,
+    /// A peer said this node is not a member of the cluster (see
+    /// [`Transport::not_a_member`](super::Transport::not_a_member)).
+    pub not_a_member: bool,
 }
 
 impl PeerCounters {
@@ -120,6 +146,14 @@ impl GlobalCounters {
             frames_rejected: self.frames_rejected.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
             misaddressed: self.misaddressed.load(Relaxed),
+            auth_rejected: self.auth_rejected.load(Relaxed),
+            frames_bad_tag: self.frames_bad_tag.load(Relaxed),
+            handshakes_silent: self.handshakes_silent.load(Relaxed),
+            handshakes_evicted: self.handshakes_evicted.load(Relaxed),
+            requests_served: self.requests_served.load(Relaxed),
+            requests_busy: self.requests_busy.load(Relaxed),
+            replies_unmatched: self.replies_unmatched.load(Relaxed),
+            not_a_member: false,
         }
     }
 }
