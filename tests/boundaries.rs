@@ -100,7 +100,11 @@ fn every_import_follows_the_layers() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     files.sort();
-    assert!(files.len() > 20, "found only {} files under src/", files.len());
+    assert!(
+        files.len() > 20,
+        "found only {} files under src/",
+        files.len()
+    );
     let mut broken = Vec::new();
     for file in &files {
         let Some(module) = module_of(file) else {
@@ -127,7 +131,11 @@ fn every_import_follows_the_layers() {
             }
         }
     }
-    assert!(broken.is_empty(), "imports across the boundaries:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "imports across the boundaries:\n{}",
+        broken.join("\n")
+    );
 }
 
 #[test]

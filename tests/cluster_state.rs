@@ -222,7 +222,10 @@ fn a_joining_instance_serves_no_upstream_until_the_cluster_state_arrives() {
         joining: true,
     };
     let snap = Snapshot::build_with(&c, Some(&joining), None);
-    assert!(snap.pools[0].upstreams.is_empty(), "no upstream before the state");
+    assert!(
+        snap.pools[0].upstreams.is_empty(),
+        "no upstream before the state"
+    );
     assert!(snap.pools[0].ring.is_empty());
     // A founder that has not bootstrapped yet serves its file meanwhile.
     let founder = Snapshot::build_with(&c, Some(&committed(&empty)), None);

@@ -115,7 +115,10 @@ async fn an_instance_in_process_serves_and_stops_on_its_signal() {
     stop_tx.send(()).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(30), served).await;
     stopped.expect("stops within the grace").unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(proxy).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "listener closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,19 +140,18 @@ async fn a_member_that_cannot_catch_up_is_removed_again() {
     .await;
     // Nothing listens at the new member's address: it can never catch up.
     let body = format!("{{\"address\": \"{}\"}}", free_addr());
-    let (status, answer) = call(
-        admin,
-        "PUT",
-        "/api/cluster/nodes/n9",
-        Some("s3cret"),
-        &body,
-    )
-    .await;
+    let (status, answer) = call(admin, "PUT", "/api/cluster/nodes/n9", Some("s3cret"), &body).await;
     assert_eq!(status, 504, "{answer}");
     assert!(answer.contains("removed again"), "{answer}");
     let view = cluster.view();
     let n9 = ringway::cluster::raft_id("n9");
-    assert!(!view.learners.contains(&n9), "learner left behind: {view:?}");
+    assert!(
+        !view.learners.contains(&n9),
+        "learner left behind: {view:?}"
+    );
     assert!(!view.voters.contains(&n9), "{view:?}");
-    assert!(view.state.peers().get("n9").is_none(), "address left behind");
+    assert!(
+        view.state.peers().get("n9").is_none(),
+        "address left behind"
+    );
 }

@@ -1,5 +1,8 @@
 //! The admin API on `admin.address`: JSON views of this instance's cluster member,
-//! pools and routing, and upstream changes proposed through the cluster.
+//! pools and routing, and upstream changes proposed through the cluster. It serves
+//! operators only: instances never call each other's admin API (a follower hands a
+//! change to the leader over the cluster transport, see [`crate::cluster::forward`]),
+//! so each instance may have its own token and `admin.tls`.
 //!
 //! - `GET /healthz`: `ok` while the process serves.
 //! - `GET /api/cluster`: this node's id, role, term, leader, commit and applied index,
@@ -11,22 +14,20 @@
 //! - `GET /metrics`: every metric in the Prometheus text format (see [`crate::metrics`]).
 //! - `PUT /api/pools/NAME/upstreams/ID` (JSON body: `address`, optional `weight` and
 //!   `draining`) and `DELETE /api/pools/NAME/upstreams/ID`: proposed through Raft from
-//!   any node (a follower forwards to the leader's admin API, which the leader
-//!   announces in the replicated state), answered once committed and applied. They
-//!   require `Authorization: Bearer TOKEN` with the token of `admin.token_file`; with
-//!   no token configured they are refused.
+//!   any node (a follower forwards the change to the leader over the cluster
+//!   transport), answered once committed and applied. They require
+//!   `Authorization: Bearer TOKEN` with the token of this instance's
+//!   `admin.token_file`; with no token configured they are refused.
 //! - `POST /api/batch` (JSON body: `{"changes": [...]}`, pool and upstream changes in
 //!   the replicated command format): applied together or not at all. Same token and
-//!   forwarding; this is also how a follower hands a reloaded file's changes to the
-//!   leader.
+//!   forwarding.
 //! - `GET /api/config`: the config file, its reloads, the last error and what needs
 //!   a restart.
 //! - `PUT /api/cluster/nodes/NAME` (JSON body: `address`, the new member's peer
 //!   address) and `DELETE /api/cluster/nodes/NAME`: add or remove a cluster member,
 //!   one voter at a time (a new member joins as a learner, catches up, then is
-//!   promoted). Same token and forwarding as upstream changes.
-//! - `POST /api/breakers` (JSON body: one breaker command): how a follower's health
-//!   task hands its detector's report to the leader. Same token, same forwarding.
+//!   promoted; one that cannot catch up within `JOIN_TIMEOUT` is removed again).
+//!   Same token and forwarding as upstream changes.
 
 pub mod client;
 pub mod parse;
@@ -78,9 +79,6 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts at a membership change that cannot be made yet.
 const MEMBERSHIP_RETRY: Duration = Duration::from_millis(50);
-/// Header marking a request a follower forwarded: it is proposed here, never
-/// forwarded again.
-const FORWARDED: &str = "x-ringway-forwarded";
 
 /// Admin connections open at once: operators, scrapers and peers forwarding changes
 /// need a handful; the cap keeps a flood of admin sockets from taking the file
@@ -203,7 +201,6 @@ impl Admin {
             },
             (&Method::POST, ["api", "batch"]) => self.change(req, Target::Batch).await,
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
-            (&Method::POST, ["api", "breakers"]) => self.breaker_command(req).await,
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
                 let target = match (decode_segment(pool), decode_segment(id)) {
                     (Ok(pool), Ok(id)) => Target::Upstream { pool, id },
@@ -226,24 +223,23 @@ impl Admin {
         }
     }
 
-    /// A change: authorised, parsed, proposed (or forwarded), answered once applied.
+    /// A change: authorised, parsed, proposed (through the leader), answered once applied.
     async fn change(&self, req: Request<Incoming>, target: Target) -> Response<Body> {
         if let Some(refusal) = self.refusal(&req) {
             return refusal;
         }
         let method = req.method().clone();
-        let forwarded = req.headers().contains_key(FORWARDED);
         let Some(body) = read_body(req).await else {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
         };
         let outcome = match target {
             Target::Upstream { pool, id } => match command(&method, pool, id, &body) {
-                Ok(cmd) => self.propose(cmd, forwarded).await,
+                Ok(cmd) => self.propose(cmd).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Batch => match batch_command(&body) {
-                Ok(cmd) => self.propose(cmd, forwarded).await,
+                Ok(cmd) => self.propose(cmd).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Node(name) => match node_change(&method, &name, &body) {
@@ -263,17 +259,10 @@ impl Admin {
         }
     }
 
-    /// Proposes `cmd`, waiting at most [`PROPOSE_TIMEOUT`] for it to apply. A change
-    /// another instance forwarded here is proposed here or refused, never sent on.
-    async fn propose(&self, cmd: Command, forwarded: bool) -> Outcome {
-        let cluster = self.proposer.cluster();
-        let proposed = async {
-            match forwarded {
-                true => cluster.propose(cmd).await,
-                false => self.proposer.propose(cmd).await,
-            }
-        };
-        match tokio::time::timeout(PROPOSE_TIMEOUT, proposed).await {
+    /// Proposes `cmd` (through the leader when this instance follows), waiting at
+    /// most [`PROPOSE_TIMEOUT`] for it to apply.
+    async fn propose(&self, cmd: Command) -> Outcome {
+        match tokio::time::timeout(PROPOSE_TIMEOUT, self.proposer.propose(cmd)).await {
             Err(_) => Outcome::TimedOut,
             Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
             Ok(Err(e)) => Outcome::Failed(e),
@@ -364,33 +353,6 @@ impl Admin {
                 Ok(Err(ProposeFailure::NotYet(_))) => return Err(Outcome::TimedOut),
                 Ok(Err(e)) => return Err(Outcome::Failed(e)),
             }
-        }
-    }
-
-    /// A breaker command another instance's health task forwarded here: proposed
-    /// here, never sent on.
-    async fn breaker_command(&self, req: Request<Incoming>) -> Response<Body> {
-        if let Some(refusal) = self.refusal(&req) {
-            return refusal;
-        }
-        let Some(body) = read_body(req).await else {
-            let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
-            return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
-        };
-        let cmd = match serde_json::from_slice::<Command>(&body) {
-            Ok(
-                cmd @ (Command::BreakerReport { .. }
-                | Command::BreakerHalfOpen { .. }
-                | Command::BreakerProbe { .. }),
-            ) => cmd,
-            Ok(_) => return text(StatusCode::BAD_REQUEST, "only breaker commands\n"),
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad command: {e}\n")),
-        };
-        match self.propose(cmd, true).await {
-            Outcome::Done(answer) => json_response(StatusCode::OK, answer),
-            Outcome::Failed(e) => failure(&e),
-            Outcome::TimedOut => text(StatusCode::SERVICE_UNAVAILABLE, "did not commit in time\n"),
-            Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
         }
     }
 
@@ -546,7 +508,6 @@ enum Target {
     Batch,
     Node(String),
 }
-
 
 /// How a change ended, before it becomes a response.
 enum Outcome {

@@ -151,6 +151,11 @@ impl Proposer {
         self.propose_once(self.next_id(), cmd).await
     }
 
+    /// The cluster member this proposer serves (its view, its local proposals).
+    pub fn cluster(&self) -> &ClusterHandle {
+        &self.handle
+    }
+
     /// A fresh change id from this instance.
     pub fn next_id(&self) -> ChangeId {
         ChangeId {

@@ -87,10 +87,6 @@ impl Member {
             dcfg.compact_threshold = c.compact_threshold;
             dcfg.file_peers = c.peers.clone();
         }
-        dcfg.announce = config
-            .admin
-            .as_ref()
-            .map(|a| (config.node.id.clone(), a.address.to_string()));
         dcfg.seed = me ^ std::process::id() as u64;
         let (driver, handle) = Driver::new(dcfg, storage)?;
         let transport_cfg = transport_config(config, me)?;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::health::breaker::Policy;
+use serde::{Deserialize, Serialize};
 
 /// Consecutive failed requests that trip an upstream's detector (0: off).
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
@@ -114,5 +114,125 @@ impl Default for Health {
             breaker: Policy::default(),
             probe_interval: DEFAULT_PROBE_INTERVAL,
         }
+    }
+}
+
+/// Distinct reporters remembered per upstream (about one per instance; more is a
+/// hostile or confused log, and the oldest reports are dropped).
+pub const MAX_REPORTERS: usize = 64;
+/// Longest ejection any policy may ask for: a day. Longer is a typo.
+pub const MAX_EJECTION_LIMIT_MS: u64 = 24 * 3600 * 1000;
+/// Most successful probes a policy may require before readmission.
+pub const MAX_HALF_OPEN_SUCCESSES: u32 = 100;
+/// Longest report window: an hour.
+pub const MAX_REPORT_WINDOW_MS: u64 = 3600 * 1000;
+
+/// The breaker settings of one pool, carried in every breaker command by its proposer
+/// (apply reads no local config). The last command's policy is kept with the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// First ejection time; the n-th consecutive one lasts n times as long.
+    pub base_ejection_ms: u64,
+    /// Cap on the ejection time before jitter.
+    pub max_ejection_ms: u64,
+    /// Up to this percentage of the ejection time is added, derived from the entry.
+    pub jitter_percent: u32,
+    /// Consecutive successful half-open probes that close the breaker.
+    pub half_open_successes: u32,
+    /// Distinct instances whose reports, within `report_window_ms`, eject.
+    pub min_reporters: u32,
+    pub report_window_ms: u64,
+    /// Ejected upstreams of a pool, counted after the new ejection, never exceed
+    /// this percentage of its (non-draining) upstreams.
+    pub max_ejection_percent: u32,
+    /// Below this percentage of healthy upstreams the pool routes to all of them.
+    pub panic_threshold_percent: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+            jitter_percent: 10,
+            half_open_successes: 3,
+            min_reporters: 1,
+            report_window_ms: 30_000,
+            max_ejection_percent: 50,
+            panic_threshold_percent: 50,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks every field's range; the message names the field.
+    pub fn check(&self) -> Result<(), String> {
+        let ms = |name: &str, v: u64, min: u64, max: u64| {
+            if (min..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be from {min} to {max}, got {v}"))
+            }
+        };
+        ms(
+            "base_ejection_ms",
+            self.base_ejection_ms,
+            1,
+            MAX_EJECTION_LIMIT_MS,
+        )?;
+        ms(
+            "max_ejection_ms",
+            self.max_ejection_ms,
+            self.base_ejection_ms,
+            MAX_EJECTION_LIMIT_MS,
+        )?;
+        ms("jitter_percent", self.jitter_percent.into(), 0, 100)?;
+        let successes = self.half_open_successes.into();
+        ms(
+            "half_open_successes",
+            successes,
+            1,
+            MAX_HALF_OPEN_SUCCESSES.into(),
+        )?;
+        ms(
+            "min_reporters",
+            self.min_reporters.into(),
+            1,
+            MAX_REPORTERS as u64,
+        )?;
+        ms(
+            "report_window_ms",
+            self.report_window_ms,
+            1,
+            MAX_REPORT_WINDOW_MS,
+        )?;
+        ms(
+            "max_ejection_percent",
+            self.max_ejection_percent.into(),
+            0,
+            100,
+        )?;
+        ms(
+            "panic_threshold_percent",
+            self.panic_threshold_percent.into(),
+            0,
+            100,
+        )
+    }
+
+    /// Ejection time for the `ejections`-th consecutive ejection, before jitter.
+    pub fn backoff_ms(&self, ejections: u32) -> u64 {
+        self.base_ejection_ms
+            .saturating_mul(u64::from(ejections.max(1)))
+            .min(self.max_ejection_ms)
+    }
+
+    /// Ejection time with jitter chosen by `seed`: `backoff + seed mod (span + 1)`,
+    /// where `span` is `jitter_percent` of the backoff.
+    pub fn ejection_ms(&self, ejections: u32, seed: u64) -> u64 {
+        let base = self.backoff_ms(ejections);
+        let span = base.saturating_mul(u64::from(self.jitter_percent)) / 100;
+        base + seed % span.saturating_add(1)
     }
 }

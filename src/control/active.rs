@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::config::health::Active;
+use crate::config::UpstreamAddr;
 use crate::health::detector::{now_ms, UpstreamHealth};
 use crate::health::probe::probe;
-use crate::config::UpstreamAddr;
 use crate::proxy::{Proxy, Snapshot};
 
 /// How often the checker looks for a new routing snapshot.

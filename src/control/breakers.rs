@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::propose::Proposer;
+use super::Proposer;
 use crate::cluster::state::Command;
 use crate::health::breaker::{Phase, Policy, Probe};
 use crate::health::detector::Trip;

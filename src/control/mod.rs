@@ -4,8 +4,9 @@
 //!
 //! - [`Instance`]: start and stop a whole instance (the `ringway run` command, and
 //!   tests that run instances in-process).
-//! - [`propose`]: the one path every change takes to the cluster: proposed on the
-//!   leader, handed to it by a follower.
+//! - [`Proposer`] (from [`crate::cluster::forward`]): the one path every change takes
+//!   to the cluster, proposed on the leader, handed to it over the cluster transport
+//!   by a follower.
 //! - [`reload`]: the config file watched, re-read off the runtime, validated, its
 //!   routes published and its membership changes proposed.
 //! - [`follow`]: committed state followed into routing snapshots.
@@ -18,7 +19,6 @@
 pub mod active;
 pub mod breakers;
 pub mod follow;
-pub mod propose;
 pub mod reload;
 
 use std::future::Future;
@@ -34,8 +34,8 @@ use crate::proxy::server::Server;
 use crate::proxy::{Proxy, Snapshot};
 use crate::tls::ServerTls;
 
-pub use self::propose::Proposer;
 pub use self::reload::Reloader;
+pub use crate::cluster::forward::Proposer;
 
 /// Reads `path` (at most [`reload::MAX_CONFIG_BYTES`]), parses it and reads every TLS
 /// file it names; every error is named with its place. Returns the bytes too: the
@@ -77,10 +77,6 @@ impl Instance {
     /// Starts every part of an instance but the admin API, from the file at `path`
     /// whose bytes were `text`, parsed as `config`.
     pub async fn start(path: &Path, config: Config, text: Vec<u8>) -> Result<Instance, String> {
-        let token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-            Some(path) => Some(read_token(path)?),
-            None => None,
-        };
         let config = Arc::new(config);
         let joining = config.cluster.as_ref().is_some_and(|c| c.join);
         let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
@@ -88,7 +84,7 @@ impl Instance {
         let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
         proxy.metrics().register_cluster(&member);
         proxy.metrics().config_loaded();
-        let proposer = Proposer::new(member.handle.clone(), member.names.clone(), token);
+        let proposer = member.proposer();
         let observed = proxy.clone();
         let reloader = Reloader::new(path, config.clone(), text, proposer.clone())
             .observe(Arc::new(move |ok| observed.metrics().config_reload(ok)));

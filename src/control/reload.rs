@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::propose::Proposer;
+use super::Proposer;
 use crate::cluster::driver::ProposeFailure;
 use crate::cluster::state::{file_changes, Command};
 use crate::config::Config;
@@ -283,9 +283,9 @@ impl Reloader {
             Ok(Err(ProposeFailure::NotLeader { .. })) => Err(Failure::NotYet(
                 "no leader is known (an election, or this instance is cut off)".into(),
             )),
-            Ok(Err(e @ (ProposeFailure::Busy | ProposeFailure::Lost | ProposeFailure::NotYet(_)))) => {
-                Err(Failure::NotYet(e.to_string()))
-            }
+            Ok(Err(
+                e @ (ProposeFailure::Busy | ProposeFailure::Lost | ProposeFailure::NotYet(_)),
+            )) => Err(Failure::NotYet(e.to_string())),
             Ok(Err(e)) => Err(Failure::Cluster(format!(
                 "the cluster did not take the file's changes: {e}"
             ))),

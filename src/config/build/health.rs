@@ -9,11 +9,11 @@ use super::super::health::{
     Active, FailureClasses, Health, Passive, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
     DEFAULT_FALL, DEFAULT_RISE,
 };
-use super::super::raw::{RawActive, RawBreaker, RawHealth, RawPassive};
-use super::{join, shown, Checker};
-use crate::health::breaker::{
+use super::super::health::{
     Policy, MAX_EJECTION_LIMIT_MS, MAX_HALF_OPEN_SUCCESSES, MAX_REPORTERS, MAX_REPORT_WINDOW_MS,
 };
+use super::super::raw::{RawActive, RawBreaker, RawHealth, RawPassive};
+use super::{join, shown, Checker};
 
 /// Bounds that keep a typo from turning detection into noise or off: a thousand
 /// failures in a row is not detection; a window past ten minutes is a trend, not a
