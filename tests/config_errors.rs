@@ -201,6 +201,7 @@ cluster:
     n3: 127.0.0.1:7003
   heartbeat_ms: 100
   election_timeout_ms: 1000
+  secret_file: ./cluster.secret    # authenticates peers (or cluster.tls)
 listeners: [{address: "127.0.0.1:8082"}]
 admin: {address: "127.0.0.1:9092", token_file: ./token}
 pools: [{name: web, upstreams: [{address: "127.0.0.1:9001"}]}]
@@ -210,6 +211,10 @@ pools: [{name: web, upstreams: [{address: "127.0.0.1:9001"}]}]
     assert_eq!(cluster.address.to_string(), "127.0.0.1:7002");
     assert_eq!(cluster.peers.len(), 3);
     assert_eq!(cluster.peers["n3"].to_string(), "127.0.0.1:7003");
+    assert_eq!(
+        cluster.secret_file.as_deref(),
+        Some(std::path::Path::new("./cluster.secret"))
+    );
     assert_eq!(cluster.heartbeat, Duration::from_millis(100));
     assert_eq!(cluster.election_timeout, Duration::from_secs(1));
     assert_eq!(
