@@ -25,6 +25,7 @@ fn batch(first: u64, n: u64) -> PersistBatch {
             term: 2,
             vote: 1,
             commit: first - 1,
+            ..HardState::default()
         }),
         entries,
         ..Default::default()

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use ringway::cluster::storage::{DiskOptions, DiskStorage, FORMAT_VERSION};
 use ringway::raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, InitialState,
-    MemStorage, PersistBatch, Snapshot, SnapshotMeta, Storage,
+    MemStorage, PersistBatch, Snapshot, SnapshotMeta, Storage, StorageError,
 };
 
 fn ent(index: u64, term: u64) -> Entry {
@@ -35,7 +35,12 @@ fn snap(index: u64, term: u64, voters: &[u64], data: &[u8]) -> Snapshot {
 }
 
 fn hs(term: u64, vote: u64, commit: u64) -> HardState {
-    HardState { term, vote, commit }
+    HardState {
+        term,
+        vote,
+        commit,
+        ..HardState::default()
+    }
 }
 
 fn init_of(s: &impl Storage) -> InitialState {
@@ -118,7 +123,10 @@ fn fresh_dir_is_empty_and_bootstrap_mirrors_mem_storage() {
     disk.bootstrap(conf.clone()).unwrap();
     assert!(!disk.is_empty());
     assert!(
-        disk.bootstrap(conf.clone()).is_err(),
+        matches!(
+            disk.bootstrap(conf.clone()),
+            Err(StorageError::NotEmpty { .. })
+        ),
         "second bootstrap refused"
     );
     drop(disk);
@@ -158,12 +166,18 @@ fn invalid_batches_are_refused_before_reaching_disk() {
         entries: vec![ent(5, 1)],
         ..Default::default()
     };
-    assert!(disk.persist(&gap).is_err());
+    assert!(matches!(
+        disk.persist(&gap),
+        Err(StorageError::Refused { .. })
+    ));
     let commit_past_log = PersistBatch {
         hard_state: Some(hs(1, 0, 9)),
         ..Default::default()
     };
-    assert!(disk.persist(&commit_past_log).is_err());
+    assert!(matches!(
+        disk.persist(&commit_past_log),
+        Err(StorageError::Refused { .. })
+    ));
     assert_eq!(file_len(&segment(tmp.path())), len);
     drop(disk);
     DiskStorage::open(tmp.path()).unwrap();
@@ -254,29 +268,75 @@ fn torn_last_record_is_cut_at_every_offset() {
 }
 
 #[test]
-fn last_record_with_bad_checksum_is_a_torn_write() {
+fn complete_last_record_with_bad_checksum_is_refused_not_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let lens = build_three_records(tmp.path());
     let seg = segment(tmp.path());
+    let name = seg.file_name().unwrap().to_str().unwrap().to_string();
     let mut bytes = fs::read(&seg).unwrap();
     let last_byte = bytes.len() - 1;
     bytes[last_byte] ^= 0xff;
     fs::write(&seg, &bytes).unwrap();
-    let disk = DiskStorage::open(tmp.path()).unwrap();
-    assert_eq!(init_of(&disk), mem_after(2));
-    assert_eq!(file_len(&seg), lens[2]);
+    assert_refused(tmp.path(), &name, Some(lens[2]));
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing cut");
+}
+
+/// A `tracing` writer that keeps what was logged, to check what an operator sees.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_torn_tail_cut_is_logged_with_file_and_bytes_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lens = build_three_records(tmp.path());
+    let seg = segment(tmp.path());
+    let cut = lens[2] + 5;
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(cut).unwrap();
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let disk = tracing::subscriber::with_default(subscriber, || DiskStorage::open(tmp.path()))
+        .expect("a torn tail is cut, not refused");
+    assert_eq!(disk.stats().torn_bytes_cut, 5);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("torn write"))
+        .unwrap_or_else(|| panic!("no torn-write line in {text:?}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&seg.display().to_string()), "{line}");
+    assert!(line.contains("bytes_cut=5"), "{line}");
+    assert!(line.contains(&format!("offset={}", lens[2])), "{line}");
 }
 
 fn assert_refused(dir: &Path, file: &str, offset: Option<u64>) {
-    let err = DiskStorage::open(dir)
-        .expect_err("damage must be refused")
-        .0;
-    assert!(err.contains(file), "{err:?} names {file}");
+    let err = DiskStorage::open(dir).expect_err("damage must be refused");
+    let StorageError::Corrupt {
+        file: ref path,
+        offset: at,
+        ..
+    } = err
+    else {
+        panic!("{err:?} is not Corrupt");
+    };
+    assert!(path.ends_with(file), "{err:?} names {file}");
     if let Some(off) = offset {
-        assert!(
-            err.contains(&format!("offset {off}:")),
-            "{err:?} names offset {off}"
-        );
+        assert_eq!(at, off, "{err}");
+        assert!(err.to_string().contains(&format!("offset {off}:")), "{err}");
     }
 }
 
@@ -350,9 +410,15 @@ fn newer_format_version_is_refused_clearly() {
     let mut bytes = fs::read(&seg).unwrap();
     bytes[8] = FORMAT_VERSION + 1;
     fs::write(&seg, &bytes).unwrap();
-    let err = DiskStorage::open(tmp.path()).unwrap_err().0;
-    assert!(err.contains("newer"), "{err}");
-    assert!(err.contains(&format!("format version {}", FORMAT_VERSION + 1)));
+    let err = DiskStorage::open(tmp.path()).unwrap_err();
+    let StorageError::Corrupt {
+        offset: 0, what, ..
+    } = &err
+    else {
+        panic!("{err:?} is not Corrupt at offset 0");
+    };
+    assert!(what.contains("newer"), "{err}");
+    assert!(what.contains(&format!("format version {}", FORMAT_VERSION + 1)));
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn node_with_log(id: NodeId, terms: &[Term], term: Term, tweak: impl Fn(&mut Con
         term,
         vote: 0,
         commit: BOOTSTRAP_INDEX,
+        ..HardState::default()
     };
     let batch = PersistBatch {
         hard_state: Some(hs),
@@ -86,19 +87,29 @@ impl T {
         panic!("node never campaigned");
     }
 
-    /// Wins PreVote and Vote with node 2's help; returns the leader's first messages.
+    /// Wins PreVote and Vote with the help of node 2 (and node 3 when the election is
+    /// the group's first, which is unanimous); returns the leader's first messages.
     fn become_leader(&mut self) -> Vec<Message> {
         self.tick_until_campaign();
         let pre = MessageBody::VoteResponse {
             kind: VoteKind::PreVote,
             granted: true,
         };
-        self.step(2, self.node.term() + 1, pre);
+        for from in [2, 3] {
+            if self.node.role() == Role::PreCandidate {
+                self.step(from, self.node.term() + 1, pre.clone());
+            }
+        }
         let vote = MessageBody::VoteResponse {
             kind: VoteKind::Vote,
             granted: true,
         };
-        let out = self.step(2, self.node.term(), vote);
+        let mut out = Vec::new();
+        for from in [2, 3] {
+            if self.node.role() == Role::Candidate {
+                out = self.step(from, self.node.term(), vote.clone());
+            }
+        }
         assert_eq!(self.node.role(), Role::Leader);
         out
     }

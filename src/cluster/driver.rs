@@ -83,6 +83,11 @@ pub struct DriverConfig {
     /// Peer addresses from this instance's file, by node name. They take precedence
     /// over the addresses recorded in the replicated state for the names they list.
     pub file_peers: BTreeMap<String, SocketAddr>,
+    /// Names of the nodes, by Raft id, for logs (the file's names; names recorded in
+    /// the replicated state are looked up too).
+    pub names: BTreeMap<NodeId, String>,
+    /// This node's data dir, named in the instructions logged if it lost its state.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl DriverConfig {
@@ -102,6 +107,8 @@ impl DriverConfig {
             seed: id,
             compact_threshold: crate::config::DEFAULT_COMPACT_THRESHOLD,
             file_peers: BTreeMap::new(),
+            names: BTreeMap::new(),
+            data_dir: None,
         }
     }
 }
@@ -122,6 +129,13 @@ pub struct ClusterView {
     /// Leader only: each member's highest replicated index.
     pub matched: BTreeMap<NodeId, Index>,
     pub state: Arc<ClusterState>,
+    /// This node lost Raft state it had acknowledged (its data dir was wiped or
+    /// restored from an older copy): it follows but neither votes nor campaigns until
+    /// it is removed and added back with an empty data dir.
+    pub lost_data: bool,
+    /// The configuration this node holds no longer lists it: it was removed from the
+    /// group and takes no part in it (restarted, it does not campaign).
+    pub removed: bool,
 }
 
 /// Why a proposal did not apply.
@@ -355,6 +369,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         let mut ticker = tokio::time::interval(self.cfg.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        self.report_at_start();
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.node.tick(),
@@ -386,7 +401,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         if self.node.transfer_leader(to).is_err() {
             return;
         }
-        tracing::info!(to, "handing leadership over before shutdown");
+        tracing::info!(to = %self.name_of(to), "handing leadership over before shutdown");
         let deadline = tokio::time::sleep(LEADER_HANDOFF_TIMEOUT);
         tokio::pin!(deadline);
         while self.node.role() == Role::Leader {
@@ -539,6 +554,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         }
         self.maybe_compact();
         self.update_peers(outbox);
+        self.report_events();
         self.publish();
         for (reply, answer) in self.answers.drain(..) {
             self.stats.count(&answer);
@@ -617,8 +633,143 @@ impl<S: Storage + Send + 'static> Driver<S> {
         }
     }
 
+    /// A node's name for logs: from the file, else from the replicated state, else its
+    /// id in hex (a node this instance has no name for).
+    fn name_of(&self, id: NodeId) -> String {
+        if let Some(name) = self.cfg.names.get(&id) {
+            return name.clone();
+        }
+        let recorded = self.state.peers().keys().find(|name| raft_id(name) == id);
+        recorded.cloned().unwrap_or_else(|| format!("{id:016x}"))
+    }
+
+    /// Logs what the core noticed: lost state (ours) and regressed followers.
+    fn report_events(&mut self) {
+        for ev in self.node.take_events() {
+            match ev {
+                raft::Event::LostState(why) => self.report_lost_state(why),
+                raft::Event::FollowerRegressed {
+                    peer,
+                    matched,
+                    hint,
+                } => tracing::error!(
+                    peer = %self.name_of(peer),
+                    acknowledged = matched,
+                    now_has_up_to = hint.saturating_sub(1),
+                    "a follower's raft log went backwards: it had acknowledged entries it \
+                     no longer holds (its data dir was wiped or restored from a copy); \
+                     replaying the log to it. It will refuse to vote until it is removed \
+                     and added back"
+                ),
+            }
+        }
+    }
+
+    fn report_lost_state(&self, why: raft::LostState) {
+        let me = self.name_of(self.node.id());
+        let dir = self.cfg.data_dir.as_ref().map_or_else(
+            || "<node.data_dir>".to_string(),
+            |d| d.display().to_string(),
+        );
+        let cause = match why {
+            raft::LostState::FormedWithoutUs { from, term } => format!(
+                "{} leads (or campaigns in) term {term} of a group that formed with this \
+                 node's vote, which this node no longer remembers",
+                self.name_of(from)
+            ),
+            raft::LostState::CommitBeyondLog { from, commit, last } => format!(
+                "leader {} says this node acknowledged up to index {commit}, but its log ends \
+                 at {last}",
+                self.name_of(from)
+            ),
+            raft::LostState::MemberWithoutLog { from } => format!(
+                "{} treats this node as a voter, but it holds no raft state at all",
+                self.name_of(from)
+            ),
+        };
+        let address = self
+            .cfg
+            .file_peers
+            .get(&me)
+            .map_or_else(|| "<its cluster address>".to_string(), |a| a.to_string());
+        tracing::error!(
+            node = %me,
+            cause = %cause,
+            "this node lost raft state it had acknowledged (its data dir was wiped or \
+             restored from an older copy). To stay safe it will neither vote nor campaign \
+             (it keeps following the leader). To bring it back: 1) on any member run \
+             `ringway cluster -c <config> remove-node {me}`; 2) stop this instance, empty \
+             {dir}, set `cluster.join: true` in its config and start it; 3) run \
+             `ringway cluster -c <config> add-node {me} {address}`"
+        );
+    }
+
+    /// What an operator must know from the first line on: a node that lost its state
+    /// earlier, or that was removed, says so again at every start.
+    fn report_at_start(&self) {
+        let view = self.view.borrow().clone();
+        if view.lost_data {
+            let me = self.name_of(view.id);
+            tracing::error!(
+                node = %me,
+                "this node lost raft state it had acknowledged (recorded in its data dir): \
+                 it neither votes nor campaigns until it is removed (`ringway cluster -c \
+                 <config> remove-node {me}`), started again with an empty data dir and \
+                 `cluster.join: true`, and added back (`ringway cluster -c <config> add-node \
+                 {me} <its cluster address>`)"
+            );
+        }
+        let unremoved = ClusterView {
+            removed: false,
+            ..ClusterView::clone(&view)
+        };
+        self.log_transitions(&unremoved, &view);
+    }
+
+    /// Logs, at INFO, the changes an operator follows: elections, leader changes,
+    /// stepping down, membership; at WARN, this node's own removal.
+    fn log_transitions(&self, old: &ClusterView, new: &ClusterView) {
+        if new.role == Role::Leader && old.role != Role::Leader {
+            tracing::info!(term = new.term, "elected leader");
+        } else if old.role == Role::Leader && new.role != Role::Leader {
+            tracing::info!(term = new.term, "stepped down as leader");
+        }
+        if new.leader != old.leader {
+            if let Some(l) = new.leader.filter(|&l| l != new.id) {
+                let previous = old
+                    .leader
+                    .map_or_else(|| "none".into(), |o| self.name_of(o));
+                tracing::info!(leader = %self.name_of(l), previous = %previous, term = new.term, "leader changed");
+            }
+        }
+        if new.voters != old.voters || new.learners != old.learners {
+            let names = |ids: &[NodeId]| {
+                ids.iter()
+                    .map(|&i| self.name_of(i))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            tracing::info!(
+                voters = %names(&new.voters),
+                learners = %names(&new.learners),
+                "membership changed"
+            );
+        }
+        if new.removed && !old.removed {
+            tracing::warn!(
+                node = %self.name_of(new.id),
+                "this node is no longer a member of the cluster: it was removed. It takes \
+                 no part in elections and its state no longer follows the cluster; to \
+                 rejoin, empty its data dir, start it with `cluster.join: true` and run \
+                 `ringway cluster add-node` on a member"
+            );
+        }
+    }
+
     fn publish(&mut self) {
         let view = view_of(&self.node, &self.state);
+        let before = self.view.borrow().clone();
+        self.log_transitions(&before, &view);
         self.view.send_if_modified(|old| {
             let changed = !Arc::ptr_eq(&old.state, &view.state)
                 || old.applied != view.applied
@@ -629,7 +780,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 || old.leader != view.leader
                 || old.matched != view.matched
                 || old.voters != view.voters
-                || old.learners != view.learners;
+                || old.learners != view.learners
+                || old.lost_data != view.lost_data
+                || old.removed != view.removed;
             if view.leader.is_some() && old.leader != view.leader {
                 self.stats.leader_changes.fetch_add(1, Relaxed);
             }
@@ -708,6 +861,9 @@ fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
         learners: conf.learners.clone(),
         matched,
         state: state.clone(),
+        lost_data: node.lost_data(),
+        // A joining node holds no configuration yet: it is not "removed".
+        removed: !conf.voters.is_empty() && !conf.contains(node.id()),
     }
 }
 

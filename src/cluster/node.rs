@@ -12,7 +12,7 @@ use super::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
 use super::forward::{ForwardServer, Proposer};
 use super::raft_id;
 use super::state::ClusterState;
-use super::storage::DiskStorage;
+use super::storage::{DirLock, DiskStorage};
 use super::transport::{PeerAuth, Secret, SecretError, Transport, TransportConfig};
 use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
 use crate::raft::{ConfState, NodeId};
@@ -34,11 +34,15 @@ pub struct Member {
     /// How long each storage batch took to append and `fdatasync`.
     pub storage_sync: prometheus::Histogram,
     thread: std::thread::JoinHandle<()>,
+    /// Held for the life of the process: no second instance opens this data dir.
+    _lock: DirLock,
 }
 
 /// Why the cluster member could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{}: the data dir is in use by another ringway process ({}); each instance needs its own node.data_dir", dir.display(), pid.map_or_else(|| "pid unknown".to_string(), |p| format!("pid {p}")))]
+    Locked { dir: PathBuf, pid: Option<u32> },
     #[error("{}: {source}", dir.display())]
     Storage {
         dir: PathBuf,
@@ -60,6 +64,7 @@ impl Member {
     /// Opens storage, starts transport and driver. `shutdown` flipping to `true`
     /// stops the driver (a leader hands over first).
     pub fn start(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Member, StartError> {
+        let lock = lock_data_dir(&config.node.data_dir)?;
         let names = node_names(config)?;
         let voters: Vec<NodeId> = names.keys().copied().collect();
         let me = raft_id(&config.node.id);
@@ -88,6 +93,8 @@ impl Member {
             dcfg.file_peers = c.peers.clone();
         }
         dcfg.seed = me ^ std::process::id() as u64;
+        dcfg.names = names.clone();
+        dcfg.data_dir = Some(config.node.data_dir.clone());
         let (driver, handle) = Driver::new(dcfg, storage)?;
         let transport_cfg = transport_config(config, me)?;
         let tls = match config.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
@@ -107,6 +114,7 @@ impl Member {
             transport,
             storage_sync,
             thread,
+            _lock: lock,
         })
     }
 
@@ -165,6 +173,17 @@ async fn start_transport(
         None => Transport::start(cfg, tx).await,
         Some((dialer, acceptor)) => Transport::start_with(cfg, tx, dialer, acceptor).await,
     }
+}
+
+/// Locks `node.data_dir` for this process (see [`DirLock`]).
+fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock, StartError> {
+    DirLock::acquire(dir).map_err(|e| match e {
+        crate::raft::StorageError::Locked { dir, pid } => StartError::Locked { dir, pid },
+        source => StartError::Storage {
+            dir: dir.to_path_buf(),
+            source,
+        },
+    })
 }
 
 /// Every configured node: raft id to name. A group of one without a `cluster` section.

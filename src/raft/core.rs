@@ -65,6 +65,12 @@ pub(crate) struct Raft {
     pub(crate) pending_snapshot: Option<Snapshot>,
     /// A local compaction not yet handed out in a `Ready`.
     pub(crate) pending_compaction: Option<Snapshot>,
+    /// See [`HardState::fresh_founder`].
+    pub(crate) fresh_founder: bool,
+    /// See [`HardState::lost_data`].
+    pub(crate) lost_data: bool,
+    /// Events for the driver, bounded by [`super::lost::MAX_PENDING_EVENTS`].
+    pub(crate) events: Vec<super::lost::Event>,
 }
 
 impl Raft {
@@ -102,6 +108,9 @@ impl Raft {
             stats: Stats::default(),
             pending_snapshot: None,
             pending_compaction: None,
+            fresh_founder: hs.fresh_founder,
+            lost_data: hs.lost_data,
+            events: Vec::new(),
         };
         raft.reset_election_timer();
         raft
@@ -112,12 +121,15 @@ impl Raft {
             term: self.term,
             vote: self.vote,
             commit: self.log.commit,
+            fresh_founder: self.fresh_founder,
+            lost_data: self.lost_data,
         }
     }
 
-    /// Only voters of the current configuration campaign.
+    /// Only voters of the current configuration campaign, and only if they have not
+    /// lost state they acknowledged.
     pub(crate) fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id)
+        self.conf.is_voter(self.id) && !self.lost_data
     }
 
     pub(crate) fn reset_election_timer(&mut self) {
@@ -241,6 +253,7 @@ impl Raft {
             self.stats.dropped_malformed += 1;
             return;
         }
+        self.screen_for_lost_state(&m);
         if m.term > self.term && !self.on_higher_term(&m) {
             return;
         }

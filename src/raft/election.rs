@@ -74,15 +74,15 @@ impl Raft {
                 .count()
         };
         let (granted, rejected) = (count(true), count(false));
-        let quorum = self.conf.quorum();
-        if granted >= quorum {
+        let (needed, total) = (self.votes_needed(), voters.len());
+        if granted >= needed {
             match kind {
                 VoteKind::PreVote => self.campaign(VoteKind::Vote, false),
                 VoteKind::Vote => self.become_leader(),
             }
             return true;
         }
-        if rejected >= quorum {
+        if rejected > total - needed {
             self.become_follower(self.term, NO_NODE);
             return true;
         }
@@ -107,7 +107,7 @@ impl Raft {
             VoteKind::PreVote => msg_term > self.term,
         };
         let up_to_date = self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log;
-        if !(can_vote && up_to_date) {
+        if !(can_vote && up_to_date && self.may_grant(last_index)) {
             self.send(
                 from,
                 MessageBody::VoteResponse {
@@ -166,6 +166,9 @@ impl Raft {
     }
 
     pub(crate) fn become_leader(&mut self) {
+        // Elected: either by the whole group (its first election) or by a majority of
+        // members that never voted for us before; our state is sound either way.
+        self.fresh_founder = false;
         self.role = Role::Leader;
         self.leader = self.id;
         self.transferee = NO_NODE;

@@ -1,6 +1,7 @@
 //! Follower-side handling of AppendEntries, heartbeats and InstallSnapshot.
 
 use super::core::{Raft, Role};
+use super::lost::LostState;
 use super::message::MessageBody;
 use super::types::{Entry, EntryPayload, Index, NodeId, Snapshot, Term};
 
@@ -16,6 +17,7 @@ impl Raft {
             Role::PreCandidate | Role::Candidate => self.become_follower(self.term, from),
         }
         self.election_elapsed = 0;
+        self.check_founder_leader(from);
         true
     }
 
@@ -92,13 +94,20 @@ impl Raft {
         if !self.accept_leader(from) {
             return;
         }
-        self.commit_to(commit.min(self.log.last_index()));
+        let last = self.log.last_index();
+        if commit > last && !self.lost_data {
+            self.mark_lost(LostState::CommitBeyondLog { from, commit, last });
+        }
+        self.commit_to(commit.min(last));
         self.send(from, MessageBody::HeartbeatResponse);
     }
 
     pub(crate) fn handle_snapshot(&mut self, from: NodeId, snapshot: Snapshot) {
         if !self.accept_leader(from) {
             return;
+        }
+        if self.conf.voters.is_empty() && snapshot.meta.conf.is_voter(self.id) {
+            self.mark_lost(LostState::MemberWithoutLog { from });
         }
         let (index, term) = (snapshot.meta.index, snapshot.meta.term);
         if index <= self.log.commit {

@@ -11,6 +11,7 @@ mod core;
 mod election;
 mod follow;
 mod log;
+mod lost;
 mod membership;
 mod message;
 mod node;
@@ -29,6 +30,7 @@ pub use self::config::{
     MAX_ELECTION_TICK,
 };
 pub use self::core::{Role, MAX_WIRE_VALUE, SNAPSHOT_RETRY_TICKS};
+pub use self::lost::{Event, LostState, MAX_PENDING_EVENTS};
 pub use self::membership::{ProposeError, Proposed, TransferError, PROMOTION_MAX_LAG};
 pub use self::message::{Message, MessageBody, VoteKind};
 pub use self::node::{AdvanceError, CompactError, Node, NodeError, Persisted, Ready, Status};

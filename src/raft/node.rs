@@ -3,6 +3,7 @@
 
 use super::config::{Config, ConfigError};
 use super::core::{conf_at, Raft, Role};
+use super::lost::Event;
 use super::membership::{ProposeError, Proposed, TransferError};
 use super::message::Message;
 use super::progress::Progress;
@@ -13,7 +14,7 @@ use super::types::{
 };
 
 /// Why a node could not be created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum NodeError {
     Config(ConfigError),
     Storage(StorageError),
@@ -60,6 +61,8 @@ pub struct Status {
     pub conf: ConfState,
     /// Leader only: the voter leadership is being transferred to, or [`NO_NODE`].
     pub transferee: NodeId,
+    /// See [`Node::lost_data`].
+    pub lost_data: bool,
 }
 
 /// Work the driver must do, in order: persist, then send, then apply, then `advance`.
@@ -281,6 +284,7 @@ impl Node {
             last_term: r.log.last_term(),
             conf: r.conf.clone(),
             transferee: r.transferee,
+            lost_data: r.lost_data,
         }
     }
 
@@ -330,6 +334,23 @@ impl Node {
 
     pub fn stats(&self) -> Stats {
         self.raft.stats
+    }
+
+    /// This node lost state it had acknowledged: it neither campaigns nor votes until it
+    /// is removed from the group and added back with an empty data dir.
+    pub fn lost_data(&self) -> bool {
+        self.raft.lost_data
+    }
+
+    /// A founder started from an empty data dir that has not yet heard from the leader
+    /// it voted for (it votes only in the group's first election until then).
+    pub fn fresh_founder(&self) -> bool {
+        self.raft.fresh_founder
+    }
+
+    /// Events for the operator since the last call (lost state, regressed followers).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.raft.events)
     }
 }
 

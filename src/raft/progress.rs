@@ -122,6 +122,24 @@ impl Progress {
         }
     }
 
+    /// A probe at the index the follower acknowledged this term was rejected: its log
+    /// went backwards (lost state). Forgets the match, which no longer holds, and probes
+    /// from `guess`; returns the match that was lost. `None` for any other rejection.
+    pub(crate) fn regressed(&mut self, rejected: Index, guess: Index) -> Option<Index> {
+        let probing_match = self.state == ProgressState::Probe
+            && self.matched > 0
+            && rejected == self.matched
+            && self.next == rejected + 1;
+        if !probing_match {
+            return None;
+        }
+        let lost = self.matched;
+        self.matched = 0;
+        self.next = guess.clamp(1, rejected);
+        self.probe_sent = false;
+        Some(lost)
+    }
+
     /// A heartbeat reply: lets a probe go again, or frees one slot of a full window
     /// in case its ack was lost.
     pub(crate) fn on_heartbeat_response(&mut self, window: usize) {

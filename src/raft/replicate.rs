@@ -2,6 +2,7 @@
 //! behind the compacted log, heartbeats, conflict backtracking, and the commit rule.
 
 use super::core::{Raft, Role};
+use super::lost::Event;
 use super::message::MessageBody;
 use super::progress::ProgressState;
 use super::types::{Entry, EntryPayload, Index, NodeId, Term};
@@ -168,6 +169,16 @@ impl Raft {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
+        if let Some(matched) = pr.regressed(rejected, guess) {
+            let ev = Event::FollowerRegressed {
+                peer: from,
+                matched,
+                hint: hint_index,
+            };
+            self.push_event(ev);
+            self.send_append(from, true);
+            return;
+        }
         if pr.maybe_decrease(rejected, guess) {
             self.send_append(from, true);
         } else {

@@ -21,4 +21,6 @@ pub struct Stats {
     pub dropped_wrong_role: u64,
     /// Dropped: an AppendEntries that would truncate committed entries (should never happen).
     pub refused_committed_truncation: u64,
+    /// Events dropped because the driver did not take them (see `MAX_PENDING_EVENTS`).
+    pub dropped_events: u64,
 }

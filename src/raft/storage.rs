@@ -1,6 +1,9 @@
 //! The durable-state boundary: the `Storage` trait, the batch a `Ready` asks it to persist,
 //! and `MemStorage`, the in-memory implementation used by tests and the simulator.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use super::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term, NO_NODE};
 
 /// Founders start from a snapshot at this index holding the initial configuration (and
@@ -53,17 +56,91 @@ pub struct InitialState {
     pub entries: Vec<Entry>,
 }
 
-/// A storage failure. The node must not continue: restart it from storage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StorageError(pub String);
+/// A storage failure. The node must not continue: restart it from storage. Callers
+/// branch on the variant; the text names the file and, for damage, the byte offset.
+#[derive(Clone, Debug)]
+pub enum StorageError {
+    /// Stored bytes that cannot be what this node wrote: refused at open, never cut.
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    /// The operating system refused an operation (`op`, e.g. "fsync directory").
+    Io {
+        file: PathBuf,
+        op: String,
+        source: Arc<std::io::Error>,
+    },
+    /// A batch that would leave the log invalid (a gap, a commit index beyond the last
+    /// entry), refused before anything was written.
+    Refused { file: PathBuf, what: String },
+    /// A batch whose record is above the store's bound.
+    TooLarge {
+        file: PathBuf,
+        bytes: usize,
+        limit: usize,
+    },
+    /// An earlier write failed: the file may end in a partial record that only
+    /// recovery at the next start may cut, so no further write is attempted.
+    Failed { earlier: Box<StorageError> },
+    /// Bootstrapping a founding configuration into a store that already holds state.
+    NotEmpty { dir: PathBuf },
+    /// Another process holds the data dir (its lock file names the pid, if readable).
+    Locked { dir: PathBuf, pid: Option<u32> },
+}
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "raft storage error: {}", self.0)
+        match self {
+            StorageError::Corrupt { file, offset, what } => write!(
+                f,
+                "{}: corrupt at byte offset {offset}: {what}",
+                file.display()
+            ),
+            StorageError::Io { file, op, source } => {
+                write!(f, "{}: {op}: {source}", file.display())
+            }
+            StorageError::Refused { file, what } => {
+                write!(f, "{}: refusing batch: {what}", file.display())
+            }
+            StorageError::TooLarge { file, bytes, limit } => write!(
+                f,
+                "{}: batch of {bytes} bytes above the {limit}-byte record bound",
+                file.display()
+            ),
+            StorageError::Failed { earlier } => write!(f, "storage failed earlier: {earlier}"),
+            StorageError::NotEmpty { dir } => write!(
+                f,
+                "{}: cannot bootstrap, the data dir already holds raft state",
+                dir.display()
+            ),
+            StorageError::Locked {
+                dir,
+                pid: Some(pid),
+            } => write!(
+                f,
+                "{}: in use by another ringway process (pid {pid})",
+                dir.display()
+            ),
+            StorageError::Locked { dir, pid: None } => write!(
+                f,
+                "{}: in use by another ringway process (pid unknown)",
+                dir.display()
+            ),
+        }
     }
 }
 
-impl std::error::Error for StorageError {}
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StorageError::Io { source, .. } => Some(source.as_ref()),
+            StorageError::Failed { earlier } => Some(earlier.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// Durable Raft state. `persist` must return only once the batch survives a crash.
 pub trait Storage {
@@ -97,6 +174,8 @@ impl MemStorage {
             term: BOOTSTRAP_TERM,
             vote: NO_NODE,
             commit: BOOTSTRAP_INDEX,
+            fresh_founder: true,
+            lost_data: false,
         };
         s
     }
@@ -138,11 +217,14 @@ impl MemStorage {
         };
         let base = self.snapshot.meta.index;
         if first.index <= base || first.index > self.last_index() + 1 {
-            return Err(StorageError(format!(
-                "append at {} outside ({base}, {}]",
-                first.index,
-                self.last_index() + 1
-            )));
+            return Err(StorageError::Refused {
+                file: PathBuf::from("memory"),
+                what: format!(
+                    "append at {} outside ({base}, {}]",
+                    first.index,
+                    self.last_index() + 1
+                ),
+            });
         }
         self.entries.truncate((first.index - base - 1) as usize);
         self.entries.extend_from_slice(entries);

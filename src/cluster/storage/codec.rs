@@ -16,7 +16,11 @@ pub const KIND_BATCH: u8 = 1;
 const HAS_HARD_STATE: u8 = 1;
 const HAS_SNAPSHOT: u8 = 1 << 1;
 const HAS_COMPACTED: u8 = 1 << 2;
-const KNOWN_FLAGS: u8 = HAS_HARD_STATE | HAS_SNAPSHOT | HAS_COMPACTED;
+/// With `HAS_HARD_STATE`: [`HardState::fresh_founder`] is set.
+const FRESH_FOUNDER: u8 = 1 << 3;
+/// With `HAS_HARD_STATE`: [`HardState::lost_data`] is set.
+const LOST_DATA: u8 = 1 << 4;
+const KNOWN_FLAGS: u8 = HAS_HARD_STATE | HAS_SNAPSHOT | HAS_COMPACTED | FRESH_FOUNDER | LOST_DATA;
 
 const TAG_EMPTY: u8 = 0;
 const TAG_NORMAL: u8 = 1;
@@ -59,6 +63,12 @@ pub fn encode_batch(b: &BatchRef<'_>, out: &mut Vec<u8>) {
     if b.compacted.is_some() {
         flags |= HAS_COMPACTED;
     }
+    if b.hard_state.is_some_and(|hs| hs.fresh_founder) {
+        flags |= FRESH_FOUNDER;
+    }
+    if b.hard_state.is_some_and(|hs| hs.lost_data) {
+        flags |= LOST_DATA;
+    }
     out.push(flags);
     if let Some(hs) = b.hard_state {
         put_u64(out, hs.term);
@@ -89,7 +99,14 @@ pub fn decode_batch(bytes: &[u8]) -> Result<PersistBatch, String> {
         return Err(format!("unknown record flags {flags:#04x}"));
     }
     let hard_state = if flags & HAS_HARD_STATE != 0 {
-        Some(r.hard_state()?)
+        let mut hs = r.hard_state()?;
+        hs.fresh_founder = flags & FRESH_FOUNDER != 0;
+        hs.lost_data = flags & LOST_DATA != 0;
+        Some(hs)
+    } else if flags & (FRESH_FOUNDER | LOST_DATA) != 0 {
+        return Err(format!(
+            "record flags {flags:#04x} mark a hard state that is absent"
+        ));
     } else {
         None
     };
@@ -222,6 +239,8 @@ impl Reader<'_> {
             term: self.bounded("term")?,
             vote: self.u64()?,
             commit: self.bounded("commit index")?,
+            fresh_founder: false,
+            lost_data: false,
         })
     }
 
@@ -315,6 +334,8 @@ mod tests {
                 term: 2,
                 vote: 1,
                 commit: 5,
+                fresh_founder: false,
+                lost_data: true,
             }),
             snapshot: Some(snap.clone()),
             entries,

@@ -22,6 +22,7 @@
 //! transactions across trees) the Raft log does not use.
 
 mod codec;
+mod lock;
 mod segment;
 
 use std::fs::{self, File};
@@ -33,6 +34,7 @@ use crate::raft::{
 };
 
 use self::codec::{decode_batch, encode_batch, BatchRef};
+pub use self::lock::{DirLock, LOCK_FILE};
 pub use self::segment::FORMAT_VERSION;
 use self::segment::{
     create_segment, open_append, parse_record, parse_segment_name, segment_name, sync_dir,
@@ -92,7 +94,7 @@ pub struct DiskStorage {
     checkpoint_len: u64,
     state: MemStorage,
     stats: DiskStats,
-    failed: Option<String>,
+    failed: Option<StorageError>,
     observer: Observer,
 }
 
@@ -138,7 +140,7 @@ impl DiskStorage {
         opts: DiskOptions,
         fresh: MemStorage,
     ) -> Result<DiskStorage, StorageError> {
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, "create directory", &e))?;
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, "create directory", e))?;
         let scan = list_dir(dir)?;
         let storage = match scan.segments.last() {
             Some(&seq) => recover(dir, seq, opts)?,
@@ -152,10 +154,9 @@ impl DiskStorage {
     /// [`MemStorage::new_with_conf`]). Refuses a storage that already holds state.
     pub fn bootstrap(&mut self, conf: ConfState) -> Result<(), StorageError> {
         if !self.is_empty() {
-            return Err(StorageError(format!(
-                "{}: cannot bootstrap, the data dir already holds raft state",
-                self.dir.display()
-            )));
+            return Err(StorageError::NotEmpty {
+                dir: self.dir.clone(),
+            });
         }
         let target = MemStorage::new_with_conf(conf);
         let init = target.initial_state()?;
@@ -209,8 +210,8 @@ impl DiskStorage {
             observe(started.elapsed());
         }
         if let Err(e) = result {
-            let err = io_err(&path, &format!("append at offset {}", self.seg_len), &e);
-            self.failed = Some(err.0.clone());
+            let err = io_err(&path, &format!("append at offset {}", self.seg_len), e);
+            self.failed = Some(err.clone());
             return Err(err);
         }
         self.seg_len += record.len() as u64;
@@ -232,7 +233,7 @@ impl DiskStorage {
         let record = checkpoint_record(&self.state)?;
         let path = self.dir.join(segment_name(next));
         let (file, len) = create_segment(&self.dir, next, &record)
-            .map_err(|e| io_err(&path, "create segment", &e))?;
+            .map_err(|e| io_err(&path, "create segment", e))?;
         self.sync_dir()?;
         self.file = file;
         self.seq = next;
@@ -241,12 +242,12 @@ impl DiskStorage {
         self.stats.file_syncs += 1;
         self.stats.rolls += 1;
         self.stats.bytes_written += len;
-        fs::remove_file(&old).map_err(|e| io_err(&old, "remove old segment", &e))?;
+        fs::remove_file(&old).map_err(|e| io_err(&old, "remove old segment", e))?;
         self.sync_dir()
     }
 
     fn sync_dir(&mut self) -> Result<(), StorageError> {
-        sync_dir(&self.dir).map_err(|e| io_err(&self.dir, "fsync directory", &e))?;
+        sync_dir(&self.dir).map_err(|e| io_err(&self.dir, "fsync directory", e))?;
         self.stats.dir_syncs += 1;
         Ok(())
     }
@@ -258,17 +259,17 @@ impl Storage for DiskStorage {
     }
 
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        if let Some(why) = &self.failed {
-            return Err(StorageError(format!("storage failed earlier: {why}")));
+        if let Some(earlier) = &self.failed {
+            return Err(StorageError::Failed {
+                earlier: Box::new(earlier.clone()),
+            });
         }
         if batch.is_empty() {
             return Ok(());
         }
-        check_batch(&self.state, batch).map_err(|why| {
-            StorageError(format!(
-                "{}: refusing batch: {why}",
-                self.live_path().display()
-            ))
+        check_batch(&self.state, batch).map_err(|what| StorageError::Refused {
+            file: self.live_path(),
+            what,
         })?;
         let record = frame(&BatchRef::from(batch), &self.live_path())?;
         self.append_durable(&record)?;
@@ -328,11 +329,11 @@ fn frame(batch: &BatchRef<'_>, path: &Path) -> Result<Vec<u8>, StorageError> {
     let mut body = Vec::new();
     encode_batch(batch, &mut body);
     if body.len() > MAX_RECORD_BYTES {
-        return Err(StorageError(format!(
-            "{}: batch of {} bytes above the {MAX_RECORD_BYTES}-byte record bound",
-            path.display(),
-            body.len()
-        )));
+        return Err(StorageError::TooLarge {
+            file: path.to_path_buf(),
+            bytes: body.len(),
+            limit: MAX_RECORD_BYTES,
+        });
     }
     let mut out = Vec::with_capacity(body.len() + 12);
     segment::frame_record(&body, &mut out);
@@ -358,13 +359,13 @@ struct DirScan {
 }
 
 fn list_dir(dir: &Path) -> Result<DirScan, StorageError> {
-    let rd = fs::read_dir(dir).map_err(|e| io_err(dir, "list directory", &e))?;
+    let rd = fs::read_dir(dir).map_err(|e| io_err(dir, "list directory", e))?;
     let mut scan = DirScan {
         segments: Vec::new(),
         tmp_files: Vec::new(),
     };
     for ent in rd {
-        let ent = ent.map_err(|e| io_err(dir, "list directory", &e))?;
+        let ent = ent.map_err(|e| io_err(dir, "list directory", e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = parse_segment_name(name) {
@@ -390,9 +391,9 @@ fn remove_stale(dir: &Path, scan: &DirScan, live: u64) -> Result<(), StorageErro
         return Ok(());
     }
     for p in paths.iter().chain(&scan.tmp_files) {
-        fs::remove_file(p).map_err(|e| io_err(p, "remove stale file", &e))?;
+        fs::remove_file(p).map_err(|e| io_err(p, "remove stale file", e))?;
     }
-    sync_dir(dir).map_err(|e| io_err(dir, "fsync directory", &e))
+    sync_dir(dir).map_err(|e| io_err(dir, "fsync directory", e))
 }
 
 fn create_fresh(
@@ -404,8 +405,8 @@ fn create_fresh(
     let record = checkpoint_record(&state)?;
     let path = dir.join(segment_name(seq));
     let (file, len) =
-        create_segment(dir, seq, &record).map_err(|e| io_err(&path, "create segment", &e))?;
-    sync_dir(dir).map_err(|e| io_err(dir, "fsync directory", &e))?;
+        create_segment(dir, seq, &record).map_err(|e| io_err(&path, "create segment", e))?;
+    sync_dir(dir).map_err(|e| io_err(dir, "fsync directory", e))?;
     let stats = DiskStats {
         file_syncs: 1,
         dir_syncs: 1,
@@ -436,17 +437,24 @@ struct Replay {
 
 fn recover(dir: &Path, seq: u64, opts: DiskOptions) -> Result<DiskStorage, StorageError> {
     let path = dir.join(segment_name(seq));
-    let bytes = fs::read(&path).map_err(|e| io_err(&path, "read", &e))?;
+    let bytes = fs::read(&path).map_err(|e| io_err(&path, "read", e))?;
     let replay = replay(&path, seq, &bytes)?;
     check_recovered(&path, &replay.state)?;
     let torn = (bytes.len() - replay.valid_len) as u64;
     let mut stats = DiskStats::default();
     if torn > 0 {
+        tracing::warn!(
+            file = %path.display(),
+            offset = replay.valid_len,
+            bytes_cut = torn,
+            "raft log ended in a torn write (a crash cut the last batch short, before it \
+             was acknowledged); cutting it off"
+        );
         cut_torn_tail(&path, replay.valid_len as u64)?;
         stats.torn_bytes_cut = torn;
         stats.file_syncs += 1;
     }
-    let file = open_append(&path).map_err(|e| io_err(&path, "open for append", &e))?;
+    let file = open_append(&path).map_err(|e| io_err(&path, "open for append", e))?;
     Ok(DiskStorage {
         dir: dir.to_path_buf(),
         opts,
@@ -472,8 +480,8 @@ fn replay(path: &Path, seq: u64, bytes: &[u8]) -> Result<Replay, StorageError> {
             Parsed::Record { body_start, end } => (body_start, end),
             Parsed::End if pos > SEGMENT_HEADER_LEN => break,
             Parsed::End => return Err(corrupt(path, pos, "segment has no checkpoint record")),
-            Parsed::Bad(why) => {
-                torn_or_corrupt(path, bytes, pos, &why)?;
+            Parsed::Bad { why, complete } => {
+                torn_or_corrupt(path, bytes, pos, &why, complete)?;
                 break;
             }
         };
@@ -486,7 +494,7 @@ fn replay(path: &Path, seq: u64, bytes: &[u8]) -> Result<Replay, StorageError> {
         check_batch(&state, &batch).map_err(|why| corrupt(path, pos, &why))?;
         state
             .persist(&batch)
-            .map_err(|e| corrupt(path, pos, &e.0))?;
+            .map_err(|e| corrupt(path, pos, &e.to_string()))?;
         pos = end;
     }
     Ok(Replay {
@@ -497,10 +505,22 @@ fn replay(path: &Path, seq: u64, bytes: &[u8]) -> Result<Replay, StorageError> {
 }
 
 /// A bad record at `pos` is a torn write only if it is not the checkpoint (which was
-/// fsynced before the segment got its name) and no valid record follows it.
-fn torn_or_corrupt(path: &Path, bytes: &[u8], pos: usize, why: &str) -> Result<(), StorageError> {
+/// fsynced before the segment got its name), it is incomplete (a whole record whose
+/// checksum fails is damage: a crash cuts a write short, it does not change its bytes),
+/// and no valid record follows it.
+fn torn_or_corrupt(
+    path: &Path,
+    bytes: &[u8],
+    pos: usize,
+    why: &str,
+    complete: bool,
+) -> Result<(), StorageError> {
     if pos == SEGMENT_HEADER_LEN {
         return Err(corrupt(path, pos, &format!("checkpoint record: {why}")));
+    }
+    if complete {
+        let what = format!("{why} in the last record, which is complete: damage, not a torn write");
+        return Err(corrupt(path, pos, &what));
     }
     if valid_record_after(bytes, pos) {
         return Err(corrupt(
@@ -523,12 +543,12 @@ fn check_checkpoint(b: &PersistBatch) -> Result<(), &'static str> {
 fn check_recovered(path: &Path, state: &MemStorage) -> Result<(), StorageError> {
     let commit = state.hard_state().commit;
     if commit > state.last_index() {
-        return Err(StorageError(format!(
-            "{}: commit index {commit} is beyond the last stored entry {}: committed \
-             entries are missing",
-            path.display(),
+        let what = format!(
+            "commit index {commit} is beyond the last stored entry {}: committed entries \
+             are missing",
             state.last_index()
-        )));
+        );
+        return Err(corrupt(path, 0, &what));
     }
     Ok(())
 }
@@ -537,19 +557,24 @@ fn cut_torn_tail(path: &Path, len: u64) -> Result<(), StorageError> {
     let f = fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(|e| io_err(path, "open to cut torn tail", &e))?;
+        .map_err(|e| io_err(path, "open to cut torn tail", e))?;
     f.set_len(len)
         .and_then(|()| f.sync_all())
-        .map_err(|e| io_err(path, &format!("cut torn tail at offset {len}"), &e))
+        .map_err(|e| io_err(path, &format!("cut torn tail at offset {len}"), e))
 }
 
 fn corrupt(path: &Path, offset: usize, why: &str) -> StorageError {
-    StorageError(format!(
-        "{}: corrupt at byte offset {offset}: {why}",
-        path.display()
-    ))
+    StorageError::Corrupt {
+        file: path.to_path_buf(),
+        offset: offset as u64,
+        what: why.to_string(),
+    }
 }
 
-fn io_err(path: &Path, what: &str, e: &std::io::Error) -> StorageError {
-    StorageError(format!("{}: {what}: {e}", path.display()))
+fn io_err(path: &Path, op: &str, e: std::io::Error) -> StorageError {
+    StorageError::Io {
+        file: path.to_path_buf(),
+        op: op.to_string(),
+        source: std::sync::Arc::new(e),
+    }
 }

@@ -105,8 +105,10 @@ pub enum Parsed {
     Record { body_start: usize, end: usize },
     /// The end of the data.
     End,
-    /// Not a valid record; the string says why.
-    Bad(String),
+    /// Not a valid record; `why` says why. `complete` when the record is whole (its
+    /// header checks and its body lies within the file) but the body's checksum fails:
+    /// damage, not a write cut short by a crash.
+    Bad { why: String, complete: bool },
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -122,26 +124,37 @@ pub fn parse_record(bytes: &[u8], pos: usize) -> Parsed {
         return Parsed::End;
     }
     if left < RECORD_HEADER_LEN {
-        return Parsed::Bad(format!("incomplete record header ({left} bytes)"));
+        return Parsed::Bad {
+            why: format!("incomplete record header ({left} bytes)"),
+            complete: false,
+        };
     }
     if crc32fast::hash(&bytes[pos..pos + 8]) != read_u32(bytes, pos + 8) {
-        return Parsed::Bad("record header checksum mismatch".to_string());
+        return Parsed::Bad {
+            why: "record header checksum mismatch".to_string(),
+            complete: false,
+        };
     }
     let len = read_u32(bytes, pos) as usize;
     if len > MAX_RECORD_BYTES {
-        return Parsed::Bad(format!(
-            "record length {len} above the {MAX_RECORD_BYTES} bound"
-        ));
+        return Parsed::Bad {
+            why: format!("record length {len} above the {MAX_RECORD_BYTES} bound"),
+            complete: false,
+        };
     }
     let body_start = pos + RECORD_HEADER_LEN;
     if len > bytes.len() - body_start {
-        return Parsed::Bad(format!(
-            "record of {len} bytes runs past the end of the file"
-        ));
+        return Parsed::Bad {
+            why: format!("record of {len} bytes runs past the end of the file"),
+            complete: false,
+        };
     }
     let end = body_start + len;
     if crc32fast::hash(&bytes[body_start..end]) != read_u32(bytes, pos + 4) {
-        return Parsed::Bad("record checksum mismatch".to_string());
+        return Parsed::Bad {
+            why: "record checksum mismatch".to_string(),
+            complete: true,
+        };
     }
     Parsed::Record { body_start, end }
 }
@@ -226,7 +239,13 @@ mod tests {
         );
         assert_eq!(parse_record(&buf, buf.len()), Parsed::End);
         buf[0] ^= 0x40;
-        assert!(matches!(parse_record(&buf, 0), Parsed::Bad(_)));
+        assert!(matches!(
+            parse_record(&buf, 0),
+            Parsed::Bad {
+                complete: false,
+                ..
+            }
+        ));
         assert!(valid_record_after(&buf, 0));
     }
 }

@@ -94,6 +94,13 @@ pub struct SimReport {
     pub conf_changes: u64,
     pub transfers: u64,
     pub snapshots_installed: u64,
+    /// Storage wipes (a node's durable state replaced by an empty founder's or joiner's).
+    pub wipes: u64,
+    /// Nodes that found out they lost state (wiped, or a founder that missed the
+    /// leader it voted for) and were removed and re-added with empty storage.
+    pub readmissions: u64,
+    /// The run ended with fewer healthy voters than a quorum (see `docs/raft.md`).
+    pub stalled_by_lost_state: bool,
     pub leader_terms: u64,
     pub messages_delivered: u64,
     /// Digest of the whole event sequence.

@@ -139,6 +139,9 @@ pub(super) struct World {
     client_counter: u64,
     chaos_interval: u64,
     crash_after_ready_permille: u64,
+    /// The node whose storage was wiped, until it has been removed and reset to an
+    /// empty joiner's storage (at most one at a time, so the others keep a quorum).
+    wiped: Option<NodeId>,
 }
 
 impl World {
@@ -174,6 +177,7 @@ impl World {
             client_counter: 0,
             chaos_interval,
             crash_after_ready_permille,
+            wiped: None,
         };
         w.boot();
         w
@@ -239,6 +243,12 @@ impl World {
         while let Some(Reverse(s)) = self.queue.pop() {
             self.now = s.at;
             self.report.events += 1;
+            if self.now > deadline && self.stalled_by_lost_state() {
+                // A majority of the voters lost state (or cannot prove they did not):
+                // no safe election exists until an operator intervenes. Safety held.
+                self.report.stalled_by_lost_state = true;
+                break;
+            }
             if self.now > deadline {
                 let what = format!(
                     "liveness: no leader committed a new entry on all members within {} ticks of healing",
@@ -257,6 +267,31 @@ impl World {
         self.report.end_time = self.now;
         self.report.committed = self.checker.committed_len();
         Ok(self.report)
+    }
+
+    /// Whether the voters that have not lost state are fewer than a quorum of the
+    /// configuration the most advanced node holds.
+    fn stalled_by_lost_state(&self) -> bool {
+        let newest = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .max_by_key(|n| {
+                let st = n.status();
+                (st.last_term, st.last_index)
+            });
+        let Some(conf) = newest.map(|n| n.conf().clone()) else {
+            return false;
+        };
+        let healthy = conf
+            .voters
+            .iter()
+            .filter(|&&v| {
+                let n = &self.nodes[self.idx(v)];
+                n.node.as_ref().is_some_and(|n| !n.lost_data())
+            })
+            .count();
+        healthy < conf.quorum()
     }
 
     fn heal_ticks(&self) -> u64 {

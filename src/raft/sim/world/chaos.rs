@@ -3,6 +3,7 @@
 
 use super::{Check, Event, World, MAX_DOWNTIME};
 use crate::raft::sim::network::FaultProfile;
+use crate::raft::MemStorage;
 use crate::raft::{ConfChange, ConfChangeKind, ConfState, NodeId};
 
 impl World {
@@ -18,6 +19,7 @@ impl World {
             40..=59 => self.chaos_conf_change(),
             60..=69 => self.chaos_transfer(),
             70..=79 => self.chaos_compact(),
+            80..=84 => self.chaos_wipe(),
             _ => {
                 self.faults = FaultProfile::random(&mut self.rng);
                 Ok(())
@@ -69,6 +71,91 @@ impl World {
         Ok(())
     }
 
+    /// Wipes one voter's storage, as an operator deleting a data dir would: a founder
+    /// restarts from the founders' bootstrap state, a node added later from empty
+    /// storage. At most one wiped node at a time, and only while the others hold a
+    /// quorum without its vote (its vote is gone until it is removed and re-added).
+    fn chaos_wipe(&mut self) -> Check {
+        if self.wiped.is_some() || !self.lost_members().is_empty() {
+            return Ok(());
+        }
+        let Some(conf) = self.leader_conf() else {
+            return Ok(());
+        };
+        if conf.voters.len() < 3 {
+            return Ok(());
+        }
+        let Some(victim) = self.rng.pick(&conf.voters) else {
+            return Ok(());
+        };
+        let founder = victim <= self.cfg.nodes as NodeId;
+        self.log(|| format!("wipe node {victim} (founder: {founder})"));
+        self.reset_storage(victim, founder);
+        self.wiped = Some(victim);
+        self.report.wipes += 1;
+        Ok(())
+    }
+
+    /// Replaces a node's storage (crashing it first if it runs; it restarts later).
+    fn reset_storage(&mut self, id: NodeId, founder: bool) {
+        if self.is_up(id) {
+            self.crash(id, MAX_DOWNTIME);
+        }
+        let founders: Vec<NodeId> = (1..=self.cfg.nodes as NodeId).collect();
+        let i = self.idx(id);
+        self.nodes[i].storage = if founder {
+            MemStorage::new_with_conf(ConfState::with_voters(&founders))
+        } else {
+            MemStorage::new()
+        };
+    }
+
+    /// Nodes known to have lost state: the wiped one, and any that reports it.
+    fn lost_members(&self) -> Vec<NodeId> {
+        let mut lost: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.as_ref().is_some_and(|n| n.lost_data()))
+            .map(|n| n.id)
+            .collect();
+        if let Some(w) = self.wiped {
+            if !lost.contains(&w) {
+                lost.push(w);
+            }
+        }
+        lost
+    }
+
+    fn leader_conf(&self) -> Option<ConfState> {
+        let l = self.leader()?;
+        self.nodes[self.idx(l)]
+            .node
+            .as_ref()
+            .map(|n| n.conf().clone())
+    }
+
+    /// The operator's repair of a node that lost state: once the leader no longer
+    /// holds it in its configuration, its storage is emptied (it restarts as a joiner)
+    /// so a later `AddLearner` brings it back. Returns the removal to propose while it
+    /// is still a member.
+    fn repair_lost(&mut self, conf: &ConfState) -> Option<ConfChange> {
+        for id in self.lost_members() {
+            if conf.contains(id) {
+                return Some(ConfChange {
+                    kind: ConfChangeKind::RemoveNode,
+                    node: id,
+                });
+            }
+            self.log(|| format!("node {id} removed after losing state: emptying its storage"));
+            self.reset_storage(id, false);
+            if self.wiped == Some(id) {
+                self.wiped = None;
+            }
+            self.report.readmissions += 1;
+        }
+        None
+    }
+
     fn chaos_conf_change(&mut self) -> Check {
         let Some(l) = self.leader() else {
             return Ok(());
@@ -80,9 +167,14 @@ impl World {
         else {
             return Ok(());
         };
-        let Some(cc) = self.pick_conf_change(&conf) else {
+        let repair = self.repair_lost(&conf);
+        let lost_in_conf = repair.is_some();
+        let Some(cc) = repair.or_else(|| self.pick_conf_change(&conf)) else {
             return Ok(());
         };
+        if lost_in_conf && cc.kind != ConfChangeKind::RemoveNode {
+            return Ok(());
+        }
         let res = self.with_node(l, |n| n.propose_conf_change(cc))?;
         if let Some(Ok(_)) = res {
             self.report.conf_changes += 1;
