@@ -542,7 +542,8 @@ struct BatchBody {
     changes: Vec<Command>,
 }
 
-fn batch_command(body: &[u8]) -> Result<Command, String> {
+/// The command an `/api/batch` body asks for, validated as a whole.
+pub fn batch_command(body: &[u8]) -> Result<Command, String> {
     let b: BatchBody = serde_json::from_slice(body).map_err(|e| {
         format!("body must be JSON like {{\"changes\": [{{\"op\": \"delete_upstream\", \"pool\": \"web\", \"id\": \"a\"}}]}}: {e}")
     })?;
@@ -617,7 +618,8 @@ enum Outcome {
     Stuck(StatusCode, String),
 }
 
-enum NodeChange {
+/// What a request on `/api/nodes/NAME` asks for.
+pub enum NodeChange {
     Add(String),
     Remove,
 }
@@ -629,7 +631,8 @@ struct NodeBody {
     address: String,
 }
 
-fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChange, String> {
+/// The membership change a request on `/api/nodes/NAME` asks for.
+pub fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChange, String> {
     if !valid_node_id(name) {
         return Err(format!(
             "node id must be 1 to {} letters, digits, '-', '_' or '.', got {name:?}",
@@ -678,7 +681,8 @@ fn one() -> u32 {
     1
 }
 
-fn command(method: &Method, pool: String, id: String, body: &[u8]) -> Result<Command, String> {
+/// The command a PUT or DELETE on `/api/pools/POOL/upstreams/ID` asks for.
+pub fn command(method: &Method, pool: String, id: String, body: &[u8]) -> Result<Command, String> {
     if method == Method::DELETE {
         return Ok(Command::DeleteUpstream { pool, id });
     }
