@@ -29,11 +29,18 @@ fn inputs(target: &str) -> Vec<PathBuf> {
 /// Runs `check` on every input of `target`; a panic names the input that caused it.
 fn replay(target: &str, check: fn(&[u8])) {
     let files = inputs(target);
-    assert!(!files.is_empty(), "no committed inputs for fuzz target {target}");
+    assert!(
+        !files.is_empty(),
+        "no committed inputs for fuzz target {target}"
+    );
     for path in files {
         let data = std::fs::read(&path).expect("read a fuzz input");
         let outcome = std::panic::catch_unwind(|| check(&data));
-        assert!(outcome.is_ok(), "fuzz target {target} fails on {}", path.display());
+        assert!(
+            outcome.is_ok(),
+            "fuzz target {target} fails on {}",
+            path.display()
+        );
     }
 }
 

@@ -47,7 +47,10 @@ pub fn config(data: &[u8]) {
         Err(ParseError::Invalid(errors)) => {
             assert!(!errors.is_empty(), "invalid config with no field error");
             for e in &errors {
-                assert!(!e.message.is_empty(), "field error without a message: {e:?}");
+                assert!(
+                    !e.message.is_empty(),
+                    "field error without a message: {e:?}"
+                );
             }
         }
     }
@@ -61,7 +64,8 @@ pub fn hash_key(data: &[u8]) {
         return;
     };
     let method = Method::from_bytes(lines.next().unwrap_or_default()).unwrap_or(Method::GET);
-    let uri = Uri::try_from(lines.next().unwrap_or_default()).unwrap_or_else(|_| Uri::from_static("/"));
+    let uri =
+        Uri::try_from(lines.next().unwrap_or_default()).unwrap_or_else(|_| Uri::from_static("/"));
     let client_ip = client_ip(lines.next().unwrap_or_default());
     let mut headers = HeaderMap::new();
     for line in lines {
@@ -90,11 +94,19 @@ pub fn hash_key(data: &[u8]) {
     assert_eq!(HashKey::parse(&key.to_string()).as_ref(), Ok(&key));
     let extracted = key.extract(&input);
     let hashed = key.hash(&input);
-    assert_eq!(extracted.is_some(), hashed.is_some(), "extract and hash disagree on a missing part");
+    assert_eq!(
+        extracted.is_some(),
+        hashed.is_some(),
+        "extract and hash disagree on a missing part"
+    );
     if let (Some(bytes), Some(point)) = (extracted, hashed) {
         let mut md5 = Md5::new();
         md5.update(&bytes);
-        assert_eq!(ringway::ring::point_of(md5), point, "hash is not the hash of the extracted key");
+        assert_eq!(
+            ringway::ring::point_of(md5),
+            point,
+            "hash is not the hash of the extracted key"
+        );
     }
 }
 
@@ -175,10 +187,18 @@ async fn hello(bytes: &[u8]) {
     match read_hello(&mut reader).await {
         Ok(h) => {
             let used = bytes.len() - reader.len();
-            assert_eq!(encode_hello(&h), bytes[..used], "hello does not re-encode to its bytes");
+            assert_eq!(
+                encode_hello(&h),
+                bytes[..used],
+                "hello does not re-encode to its bytes"
+            );
         }
         Err(HandshakeError::Io(e)) => {
-            assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "in-memory read: {e}");
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof,
+                "in-memory read: {e}"
+            );
         }
         Err(_) => {}
     }
@@ -188,7 +208,11 @@ async fn verdict(bytes: &[u8]) {
     match read_verdict(&mut &bytes[..]).await {
         Ok(()) => assert_eq!(bytes[4], 0, "only verdict 0 accepts"),
         Err(HandshakeError::Rejected(v)) => {
-            assert_eq!(encode_verdict(v)[..], bytes[..5], "verdict does not re-encode");
+            assert_eq!(
+                encode_verdict(v)[..],
+                bytes[..5],
+                "verdict does not re-encode"
+            );
         }
         Err(_) => {}
     }
@@ -200,13 +224,20 @@ async fn frames<R: AsyncRead + Unpin>(reader: &mut R) {
         match read_frame(reader, &mut buf).await {
             Ok(msg) => {
                 let mut out = Vec::new();
-                assert!(push_frame(&mut out, &msg), "a frame read is a frame that fits");
+                assert!(
+                    push_frame(&mut out, &msg),
+                    "a frame read is a frame that fits"
+                );
                 let again = read_frame(&mut &out[..], &mut Vec::new()).await;
                 assert_eq!(again.ok(), Some(msg), "frame does not survive re-framing");
             }
             Err(FrameError::Closed | FrameError::BadLength(_) | FrameError::Decode(_)) => return,
             Err(FrameError::Io(e)) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "in-memory read: {e}");
+                assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof,
+                    "in-memory read: {e}"
+                );
                 return;
             }
         }
@@ -336,25 +367,30 @@ fn checked_records(seq: u64, segment: &[u8]) -> Option<(Vec<&[u8]>, usize)> {
     Some((bodies, pos))
 }
 
-fn check_recovery(
-    dir: &Path,
-    seq: u64,
-    segment: &[u8],
-    opened: Result<DiskStorage, StorageError>,
-) {
+fn check_recovery(dir: &Path, seq: u64, segment: &[u8], opened: Result<DiskStorage, StorageError>) {
     let s = match opened {
         Ok(s) => s,
         Err(StorageError(why)) => {
             let named = dir.display().to_string();
-            assert!(why.contains(&named), "storage error does not name the data dir: {why}");
+            assert!(
+                why.contains(&named),
+                "storage error does not name the data dir: {why}"
+            );
             return;
         }
     };
     let (bodies, valid_len) =
         checked_records(seq, segment).expect("storage opened a segment whose header is bad");
-    assert!(!bodies.is_empty(), "storage opened a segment without a valid record");
+    assert!(
+        !bodies.is_empty(),
+        "storage opened a segment without a valid record"
+    );
     let cut = (segment.len() - valid_len) as u64;
-    assert_eq!(s.stats().torn_bytes_cut, cut, "cut other than the bytes after the last good record");
+    assert_eq!(
+        s.stats().torn_bytes_cut,
+        cut,
+        "cut other than the bytes after the last good record"
+    );
     for data in payloads(s.state()) {
         assert!(
             bodies.iter().any(|b| contains(b, data)),
