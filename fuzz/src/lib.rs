@@ -221,17 +221,23 @@ async fn verdict(bytes: &[u8]) {
 async fn frames<R: AsyncRead + Unpin>(reader: &mut R) {
     let mut buf = Vec::new();
     for _ in 0..MAX_FRAMES_PER_INPUT {
-        match read_frame(reader, &mut buf).await {
-            Ok(msg) => {
+        match read_frame(reader, &mut buf, None).await {
+            Ok(frame) => {
                 let mut out = Vec::new();
                 assert!(
-                    push_frame(&mut out, &msg),
+                    push_frame(&mut out, &frame, None),
                     "a frame read is a frame that fits"
                 );
-                let again = read_frame(&mut &out[..], &mut Vec::new()).await;
-                assert_eq!(again.ok(), Some(msg), "frame does not survive re-framing");
+                let again = read_frame(&mut &out[..], &mut Vec::new(), None).await;
+                assert_eq!(again.ok(), Some(frame), "frame does not survive re-framing");
             }
-            Err(FrameError::Closed | FrameError::BadLength(_) | FrameError::Decode(_)) => return,
+            Err(
+                FrameError::Closed
+                | FrameError::BadLength(_)
+                | FrameError::BadKind(_)
+                | FrameError::BadTag
+                | FrameError::Decode(_),
+            ) => return,
             Err(FrameError::Io(e)) => {
                 assert_eq!(
                     e.kind(),
@@ -328,6 +334,7 @@ fn valid_segment() -> &'static [u8] {
                     term: 1,
                     vote: 1,
                     commit: index - 1,
+                    ..HardState::default()
                 }),
                 entries: vec![entry],
                 ..PersistBatch::default()
@@ -370,7 +377,8 @@ fn checked_records(seq: u64, segment: &[u8]) -> Option<(Vec<&[u8]>, usize)> {
 fn check_recovery(dir: &Path, seq: u64, segment: &[u8], opened: Result<DiskStorage, StorageError>) {
     let s = match opened {
         Ok(s) => s,
-        Err(StorageError(why)) => {
+        Err(e) => {
+            let why = e.to_string();
             let named = dir.display().to_string();
             assert!(
                 why.contains(&named),

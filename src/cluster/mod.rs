@@ -2,11 +2,13 @@
 //! on every pool's upstream membership. [`state`] is the replicated state machine,
 //! [`driver`] runs the Raft node over it, [`storage`] keeps its log on disk and
 //! [`transport`] carries Raft messages and forwarded changes between instances, and
-//! [`forward`] is the one path to propose a change from any instance.
+//! [`forward`] is the one path to propose a change from any instance. Starting a
+//! member (storage, transport with its TLS or secret, the driver thread) is wiring,
+//! done by the control layer ([`crate::control`]'s `member`): this module names
+//! neither rustls nor the metrics registry.
 
 pub mod driver;
 pub mod forward;
-pub mod node;
 pub mod state;
 pub mod storage;
 pub mod transport;

@@ -45,7 +45,7 @@ impl Memberships for Committed<'_> {
     }
 
     fn file_fallback(&self) -> bool {
-        !(self.joining && !self.state.is_bootstrapped())
+        !self.joining || self.state.is_bootstrapped()
     }
 }
 

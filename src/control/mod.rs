@@ -13,12 +13,15 @@
 //! - [`breakers`]: the breaker controller (trips become reports; the leader's
 //!   half-open probes and readmissions).
 //! - [`active`]: active health checks following the snapshots.
+//! - [`member`]: this instance's cluster member started (data-dir lock, storage,
+//!   transport with mutual TLS or the cluster secret, the driver thread).
 //! - [`load_file`]: a config file read (bounded), parsed and its TLS files checked,
 //!   the one way `run`, `check`, `route` and reload read a file.
 
 pub mod active;
 pub mod breakers;
 pub mod follow;
+pub mod member;
 pub mod reload;
 
 use std::future::Future;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::cluster::node::Member;
+pub use self::member::Member;
 use crate::config::Config;
 use crate::proxy::server::Server;
 use crate::proxy::{Proxy, Snapshot};
@@ -82,7 +85,12 @@ impl Instance {
         let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let member = Member::start(&config, stop_rx.clone()).map_err(|e| e.to_string())?;
-        proxy.metrics().register_cluster(&member);
+        proxy.metrics().register_cluster(
+            &member.handle,
+            &member.names,
+            &member.transport,
+            &member.storage_sync,
+        );
         proxy.metrics().config_loaded();
         let proposer = member.proposer();
         let observed = proxy.clone();

@@ -35,7 +35,6 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use super::Metrics;
 use crate::cluster::driver::ClusterHandle;
-use crate::cluster::node::Member;
 use crate::cluster::transport::Transport;
 use crate::health::breaker::Phase;
 use crate::raft::{NodeId, Role};
@@ -49,12 +48,18 @@ const ROLES: [(Role, &str); 4] = [
 
 impl Metrics {
     /// Exports the Raft metrics of this instance's cluster member.
-    pub fn register_cluster(&self, member: &Member) {
-        self.register(Box::new(member.storage_sync.clone()));
+    pub fn register_cluster(
+        &self,
+        handle: &ClusterHandle,
+        names: &BTreeMap<NodeId, String>,
+        transport: &Arc<OnceLock<Transport>>,
+        storage_sync: &prometheus::Histogram,
+    ) {
+        self.register(Box::new(storage_sync.clone()));
         self.register(Box::new(RaftCollector {
-            handle: member.handle.clone(),
-            names: member.names.clone(),
-            transport: member.transport.clone(),
+            handle: handle.clone(),
+            names: names.clone(),
+            transport: transport.clone(),
             template: Families::new(),
         }));
     }

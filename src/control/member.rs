@@ -8,12 +8,12 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 
-use super::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
-use super::forward::{ForwardServer, Proposer};
-use super::raft_id;
-use super::state::ClusterState;
-use super::storage::{DirLock, DiskStorage};
-use super::transport::{PeerAuth, Secret, SecretError, Transport, TransportConfig};
+use crate::cluster::driver::{start_thread, ClusterHandle, Driver, DriverConfig, NoPeers};
+use crate::cluster::forward::{ForwardServer, Proposer};
+use crate::cluster::raft_id;
+use crate::cluster::state::ClusterState;
+use crate::cluster::storage::{DirLock, DiskStorage};
+use crate::cluster::transport::{PeerAuth, Secret, SecretError, Transport, TransportConfig};
 use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
 use crate::raft::{ConfState, NodeId};
 
@@ -51,7 +51,7 @@ pub enum StartError {
     #[error("node ids {a:?} and {b:?} map to the same raft id; rename one")]
     IdClash { a: String, b: String },
     #[error(transparent)]
-    Driver(#[from] super::driver::DriverError),
+    Driver(#[from] crate::cluster::driver::DriverError),
     #[error("cannot start the cluster thread: {0}")]
     Thread(std::io::Error),
     #[error("cluster.tls.{}: {}", .0.field, .0.message)]
