@@ -484,10 +484,7 @@ mod tests {
             Check::Later(at) => assert!(at >= t0 + keep_alive - Duration::from_millis(1)),
             other => panic!("expected Later, got {other:?}"),
         }
-        let idle = a.check(
-            Instant::now() + keep_alive + Duration::from_secs(1),
-            keep_alive,
-        );
+        let idle = check(Instant::now() + keep_alive + Duration::from_secs(1));
         assert_eq!(idle, Check::Idle);
     }
 }
