@@ -848,3 +848,25 @@ async fn h2_settings_and_ping_floods_leave_memory_bounded() {
         still_serving(&mut child).await;
     }
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_http1_and_http2() {
+    let backend = Recorder::start().await;
+    let proxy = proxy_for(&backend, &["keep_alive_timeout_ms: 300"]).await;
+    // HTTP/1.1: one request, then silence: the proxy closes the connection.
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_to_close(&mut s).await;
+    assert_eq!(statuses(&out), [200], "{}", String::from_utf8_lossy(&out));
+    // HTTP/2: one stream, then silence: GOAWAY (no error) and close.
+    let mut s = h2_open(proxy.addr).await;
+    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &get_block()))
+        .await
+        .unwrap();
+    let ended = drain_frames(&mut s, WAIT).await;
+    assert!(ended.closed, "{ended:?}");
+    assert_eq!(ended.goaway, Some(0), "{ended:?}");
+    assert_eq!(backend.seen().len(), 2);
+}

@@ -8,8 +8,9 @@
 //! ringway's memory); from accept, the TLS handshake (when the listener has TLS), the
 //! HTTP/1-or-HTTP/2 sniff and the first request head must all complete within
 //! [`Discipline::first_request_timeout`], or the socket is closed. After that, a
-//! connection with no request in flight for [`Discipline::keep_alive_timeout`] is
-//! told to close (HTTP/2 gets a GOAWAY), and hyper's own header-read timeout bounds
+//! connection with no request in flight for [`Discipline::keep_alive_timeout`] (up
+//! to twice that: the deadline looks once per keep-alive period) is told to close
+//! (HTTP/2 gets a GOAWAY), and hyper's own header-read timeout bounds
 //! each later HTTP/1 head. On shutdown, accept loops stop, open connections are told
 //! to finish, and [`serve`] returns once all have closed or the grace period is over.
 
@@ -262,7 +263,7 @@ async fn http<S, IO>(
     let conn = shared.builder.serve_connection_with_upgrades(io, svc);
     let mut conn = std::pin::pin!(conn);
     let mut stop = shared.stop.clone();
-    let mut deadline = first_request_by;
+    let mut deadline = first_request_by.min(Instant::now() + d.keep_alive_timeout);
     let mut closing = false;
     let result = loop {
         tokio::select! {
@@ -277,7 +278,7 @@ async fn http<S, IO>(
                     tracing::debug!(%peer, "connection still open after being told to close; dropped");
                     return;
                 }
-                match activity.check(Instant::now(), d.keep_alive_timeout) {
+                match activity.check(Instant::now(), d.keep_alive_timeout, first_request_by) {
                     Check::NeverAsked => {
                         tracing::debug!(%peer, "no request head before the first-request deadline; closed");
                         return;
@@ -285,7 +286,8 @@ async fn http<S, IO>(
                     Check::Idle => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
-                        deadline = Instant::now() + d.shutdown_grace.min(d.first_request_timeout);
+                        // Idle: the goodbye needs a round trip, not a grace period.
+                        deadline = Instant::now() + d.keep_alive_timeout.min(d.shutdown_grace);
                     }
                     Check::Later(at) => deadline = at,
                 }
@@ -342,9 +344,15 @@ impl Activity {
         InFlightGuard(self.clone())
     }
 
-    fn check(&self, now: Instant, keep_alive: Duration) -> Check {
+    /// What the deadline finds at `now`. Looks are at most `keep_alive` apart, so an
+    /// idle connection is closed between one and two keep-alive timeouts after its
+    /// last request ended.
+    fn check(&self, now: Instant, keep_alive: Duration, first_request_by: Instant) -> Check {
         if !self.asked.load(Ordering::Acquire) {
-            return Check::NeverAsked;
+            return match now >= first_request_by {
+                true => Check::NeverAsked,
+                false => Check::Later(first_request_by.min(now + keep_alive)),
+            };
         }
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Check::Later(now + keep_alive);
@@ -462,20 +470,21 @@ mod tests {
         let keep_alive = Duration::from_secs(10);
         let a = Arc::new(Activity::new());
         let t0 = Instant::now();
-        assert_eq!(a.check(t0, keep_alive), Check::NeverAsked);
+        let first_by = t0 + Duration::from_secs(25);
+        let check = |now| a.check(now, keep_alive, first_by);
+        assert_eq!(check(t0), Check::Later(t0 + keep_alive));
+        assert_eq!(check(t0 + Duration::from_secs(20)), Check::Later(first_by));
+        assert_eq!(check(first_by), Check::NeverAsked);
         let guard = a.begin();
         // However long a request runs, its connection is not idle.
         let late = t0 + Duration::from_secs(600);
-        assert_eq!(a.check(late, keep_alive), Check::Later(late + keep_alive));
+        assert_eq!(check(late), Check::Later(late + keep_alive));
         drop(guard);
-        match a.check(t0 + Duration::from_secs(4), keep_alive) {
+        match check(t0 + Duration::from_secs(4)) {
             Check::Later(at) => assert!(at >= t0 + keep_alive - Duration::from_millis(1)),
             other => panic!("expected Later, got {other:?}"),
         }
-        let idle = a.check(
-            Instant::now() + keep_alive + Duration::from_secs(1),
-            keep_alive,
-        );
+        let idle = check(Instant::now() + keep_alive + Duration::from_secs(1));
         assert_eq!(idle, Check::Idle);
     }
 }
