@@ -257,7 +257,8 @@ fn run(path: &std::path::Path, threads: Option<usize>) -> ExitCode {
 }
 
 async fn serve(path: &std::path::Path, config: Config, text: Vec<u8>) -> Result<(), String> {
-    let instance = Instance::start(path, config, text).await?;
+    let mut instance = Instance::start(path, config, text).await?;
     ringway::admin::Admin::start(&instance).await?;
+    instance.bind().await?;
     instance.serve(ringway::shutdown::signal()).await
 }

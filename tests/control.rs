@@ -96,8 +96,9 @@ async fn an_instance_in_process_serves_and_stops_on_its_signal() {
     let admin = free_addr();
     let path = write_config(&dir, echo().await, admin);
     let (config, text) = load_file(&path).unwrap();
-    let instance = Instance::start(&path, config, text).await.unwrap();
+    let mut instance = Instance::start(&path, config, text).await.unwrap();
     Admin::start(&instance).await.unwrap();
+    instance.bind().await.unwrap();
     let proxy = instance.local_addrs()[0];
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(instance.serve(async move {

@@ -68,6 +68,8 @@ pub struct Admin {
     pub names: BTreeMap<NodeId, String>,
     /// The bearer token mutations require; `None` refuses them all.
     pub token: Option<String>,
+    /// The peer transport (once it runs): whether peers say this node is not a member.
+    pub transport: Arc<std::sync::OnceLock<crate::cluster::transport::Transport>>,
 }
 
 /// Largest admin request body: an upstream is a few dozen bytes of JSON.
@@ -170,6 +172,7 @@ impl Admin {
             proposer: instance.proposer.clone(),
             names: instance.member.names.clone(),
             token,
+            transport: instance.member.transport.clone(),
         });
         tokio::spawn(admin.serve_with_tls(listener, tls, instance.stopping()));
         Ok(())
@@ -405,9 +408,18 @@ impl Admin {
             .map(|id| member(id, "voter"))
             .chain(v.learners.iter().map(|id| member(id, "learner")))
             .collect();
+        // Removed: its own configuration says so, or the members it dials refuse it.
+        let refused = self.transport.get().is_some_and(|t| t.not_a_member());
+        let removed = v.removed || refused;
+        let role = match removed {
+            true => "removed",
+            false => role_name(v.role),
+        };
         json!({
             "id": self.name(v.id),
-            "role": role_name(v.role),
+            "role": role,
+            "removed": removed,
+            "lost_data": v.lost_data,
             "term": v.term,
             "leader": v.leader.map(|l| self.name(l)),
             "commit": v.commit,

@@ -72,13 +72,16 @@ pub struct Instance {
     pub member: Member,
     pub proposer: Proposer,
     pub reloader: Arc<Reloader>,
-    server: Server,
+    /// The proxy's listeners, once bound ([`Instance::bind`]).
+    server: Option<Server>,
     stop_tx: watch::Sender<bool>,
 }
 
 impl Instance {
-    /// Starts every part of an instance but the admin API, from the file at `path`
-    /// whose bytes were `text`, parsed as `config`.
+    /// Starts every part of an instance but its listeners and the admin API, from the
+    /// file at `path` whose bytes were `text`, parsed as `config`. The listeners are
+    /// bound by [`Instance::bind`] (or [`Instance::serve`]), so a caller can start the
+    /// admin API first: once the proxy port accepts, the admin port does too.
     pub async fn start(path: &Path, config: Config, text: Vec<u8>) -> Result<Instance, String> {
         let config = Arc::new(config);
         let joining = config.cluster.as_ref().is_some_and(|c| c.join);
@@ -110,28 +113,41 @@ impl Instance {
             proposer: proposer.clone(),
         };
         tokio::spawn(health.run(stop_rx.clone()));
-        let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
-        let server = Server::bind(&addrs, proxy.clone(), config.limits.clone())
-            .await
-            .map_err(|e| e.to_string())?
-            .with_tls(listener_tls(&config)?);
-        for addr in server.local_addrs() {
-            tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
-        }
         Ok(Instance {
             config,
             proxy,
             member,
             proposer,
             reloader,
-            server,
+            server: None,
             stop_tx,
         })
     }
 
-    /// The addresses the proxy listens on (port 0 in the file resolved).
+    /// Binds the proxy's listeners (once; later calls do nothing).
+    pub async fn bind(&mut self) -> Result<(), String> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let config = &self.config;
+        let addrs: Vec<SocketAddr> = config.listeners.iter().map(|l| l.address).collect();
+        let server = Server::bind(&addrs, self.proxy.clone(), config.limits.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .with_tls(listener_tls(config)?);
+        for addr in server.local_addrs() {
+            tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
+        }
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// The addresses the proxy listens on (port 0 in the file resolved); none before
+    /// [`Instance::bind`].
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.server.local_addrs()
+        self.server
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.local_addrs())
     }
 
     /// Turns true when the instance begins to stop: the admin API and other tasks
@@ -143,13 +159,20 @@ impl Instance {
     /// Serves until `stop` completes, then drains the listeners (bounded by
     /// `limits.shutdown_grace_ms`) while the cluster member hands leadership over and
     /// stops.
-    pub async fn serve(self, stop: impl Future<Output = ()> + Send) -> Result<(), String> {
+    pub async fn serve(mut self, stop: impl Future<Output = ()> + Send) -> Result<(), String> {
+        let bound = self.bind().await;
         let stop_tx = self.stop_tx;
+        let Some(server) = self.server.take().filter(|_| bound.is_ok()) else {
+            let _ = stop_tx.send(true);
+            let member = self.member;
+            let _ = tokio::task::spawn_blocking(move || member.join()).await;
+            return bound;
+        };
         let stop = async move {
             stop.await;
             let _ = stop_tx.send(true);
         };
-        self.server.run(stop).await;
+        server.run(stop).await;
         let member = self.member;
         tokio::task::spawn_blocking(move || member.join())
             .await

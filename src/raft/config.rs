@@ -19,21 +19,54 @@ pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 32;
 /// Upper bound on election ticks: beyond this a group takes unreasonably long to fail over.
 pub const MAX_ELECTION_TICK: u32 = 10_000;
 
-/// Deliberate protocol bugs for proving the simulator's checker finds them. All off by default.
+/// Deliberate protocol bugs for proving the simulator's checker finds them. All off by
+/// default. The switches exist only with the `testkit` feature (which tests and
+/// benches turn on); without it every accessor is a constant `false` and the release
+/// binary carries none of them.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BugInjection {
     /// Leader commits any index replicated on a majority, even from an older term (Figure 8).
+    #[cfg(feature = "testkit")]
     pub commit_old_term_by_count: bool,
     /// A restarted node forgets whom it voted for in its current term.
+    #[cfg(feature = "testkit")]
     pub forget_vote_on_restart: bool,
     /// Votes are granted without checking that the candidate's log is at least as up to date.
+    #[cfg(feature = "testkit")]
     pub vote_for_shorter_log: bool,
     /// A voter grants a second vote in the same term.
+    #[cfg(feature = "testkit")]
     pub vote_twice_in_term: bool,
     /// AppendEntries is accepted without checking the term of the entry at `prev_index`.
+    #[cfg(feature = "testkit")]
     pub skip_prev_term_check: bool,
 }
+
+/// Reads of the switches: the field with `testkit`, `false` without.
+macro_rules! switches {
+    ($($name:ident),*) => {
+        impl BugInjection {
+            $(
+                #[inline(always)]
+                pub(crate) fn $name(&self) -> bool {
+                    #[cfg(feature = "testkit")]
+                    return self.$name;
+                    #[cfg(not(feature = "testkit"))]
+                    return false;
+                }
+            )*
+        }
+    };
+}
+
+switches!(
+    commit_old_term_by_count,
+    forget_vote_on_restart,
+    vote_for_shorter_log,
+    vote_twice_in_term,
+    skip_prev_term_check
+);
 
 /// Settings of one Raft node. Build with [`Config::try_new`], adjust fields, and
 /// [`Config::validate`] (also done by `Node::try_new`).

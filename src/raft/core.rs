@@ -77,7 +77,7 @@ impl Raft {
     /// A node restarted (or started) from durable state.
     pub(crate) fn restore(cfg: Config, init: InitialState) -> Raft {
         let mut hs = init.hard_state;
-        if cfg.bugs.forget_vote_on_restart {
+        if cfg.bugs.forget_vote_on_restart() {
             hs.vote = NO_NODE;
         }
         let log = RaftLog::restore_from(init.snapshot, init.entries, hs.commit);

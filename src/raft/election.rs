@@ -102,11 +102,12 @@ impl Raft {
             VoteKind::Vote => {
                 self.vote == from
                     || (self.vote == NO_NODE && self.leader == NO_NODE)
-                    || (bugs.vote_twice_in_term && self.role == Role::Follower)
+                    || (bugs.vote_twice_in_term() && self.role == Role::Follower)
             }
             VoteKind::PreVote => msg_term > self.term,
         };
-        let up_to_date = self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log;
+        let up_to_date =
+            self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log();
         if !(can_vote && up_to_date && self.may_grant(last_index)) {
             self.send(
                 from,

@@ -64,7 +64,7 @@ impl Raft {
             return;
         }
         let prev_ok = self.log.matches(prev_index, prev_term)
-            || (self.cfg.bugs.skip_prev_term_check && prev_index <= self.log.last_index());
+            || (self.cfg.bugs.skip_prev_term_check() && prev_index <= self.log.last_index());
         if !prev_ok {
             self.reject_append(from, prev_index);
             return;

@@ -18,6 +18,8 @@ mod node;
 mod progress;
 mod replicate;
 pub mod rng;
+/// The seeded simulator, for tests and benches only (`testkit` feature).
+#[cfg(feature = "testkit")]
 #[doc(hidden)]
 pub mod sim;
 mod stats;

@@ -222,7 +222,7 @@ impl Raft {
         while self.role == Role::Leader {
             let q = self.quorum_index();
             let own_term = self.log.term(q) == Some(self.term);
-            if q <= self.log.commit || !(own_term || self.cfg.bugs.commit_old_term_by_count) {
+            if q <= self.log.commit || !(own_term || self.cfg.bugs.commit_old_term_by_count()) {
                 break;
             }
             self.commit_to(q);

@@ -43,14 +43,6 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// Fills `buf` from the crypto provider's secure random source (handshake nonces).
-pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
-    provider()
-        .secure_random
-        .fill(buf)
-        .map_err(|_| std::io::Error::other("the system's secure random source failed"))
-}
-
 /// Reads and parses every certificate, key and CA file `config` names; each problem
 /// comes back as a field error at the field naming the file
 /// (`listeners[0].tls.certificates[1].key: cannot read /x: ...`).

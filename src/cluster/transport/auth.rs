@@ -160,6 +160,13 @@ fn check_mode(_path: &str, _meta: &std::fs::Metadata) -> Result<(), SecretError>
 }
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
+/// Fills `buf` from the operating system's secure random source (handshake nonces).
+pub(crate) fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    getrandom::getrandom(buf).map_err(|e| {
+        std::io::Error::other(format!("the system's secure random source failed: {e}"))
+    })
+}
+
 fn keyed(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
     // HMAC takes keys of any length; this cannot fail.
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());

@@ -327,7 +327,7 @@ async fn handshake(
         }
     };
     let mut nonce = [0u8; NONCE_LEN];
-    crate::tls::fill_random(&mut nonce).map_err(io)?;
+    super::auth::fill_random(&mut nonce).map_err(io)?;
     let mut transcript = encode_hello(&hello);
     let head = encode_answer_head(&shared.name, &nonce);
     transcript.extend_from_slice(&head);

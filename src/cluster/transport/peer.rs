@@ -315,7 +315,7 @@ async fn handshake(
         identity,
     } = connected;
     let mut nonce = [0u8; NONCE_LEN];
-    crate::tls::fill_random(&mut nonce)?;
+    super::auth::fill_random(&mut nonce)?;
     let hello = Hello {
         from: shared.id,
         to: peer.id,
