@@ -156,3 +156,27 @@ async fn a_member_that_cannot_catch_up_is_removed_again() {
         "address left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_data_dir_exits_2_naming_the_holder() {
+    let dir = dir("lock");
+    let path = write_config(&dir, echo().await, free_addr());
+    let (config, text) = load_file(&path).unwrap();
+    let _first = Instance::start(&path, config, text).await.unwrap();
+    // Same file, so same data dir: the lock, not a port, must be what stops it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let holder = format!("pid {}", std::process::id());
+    assert!(stderr.contains("in use by another ringway process"), "{stderr}");
+    assert!(stderr.contains(&holder), "{stderr}");
+}

@@ -697,3 +697,119 @@ fn check_names_the_field_and_file_of_an_unreadable_certificate() {
         "{err}"
     );
 }
+
+/// A JSON answer from an admin API over TLS, through curl.
+fn admin_json(ca: &str, url: &str, extra: &[&str]) -> Option<serde_json::Value> {
+    let mut args = vec!["-f", "--cacert", ca];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = curl(&args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_sent_to_a_follower_with_its_own_token_commits_on_all_three() {
+    // Three instances with cluster mutual TLS, the admin API over TLS and a different
+    // admin token each: the follower hands the change to the leader over the cluster
+    // transport (it holds no other instance's token and could not call its admin API).
+    let ca = Ca::new("cluster CA");
+    let dir = Dir::new();
+    let ca_file = dir.ca("ca", &ca);
+    let names = ["n1", "n2", "n3"];
+    let raft: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let admin: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<String> = names
+        .iter()
+        .zip(&raft)
+        .map(|(n, p)| format!("{n}: \"127.0.0.1:{p}\""))
+        .collect();
+    let up = Upstream::echo("u").await;
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (cert, key) = dir.leaf(name, &ca.issue(&[name, "127.0.0.1"]));
+        let token = dir.write(&format!("{name}.token"), &format!("token-of-{name}\n"));
+        let yaml = format!(
+            "node: {{id: {name}, data_dir: {data}}}\n\
+             cluster:\n  address: \"127.0.0.1:{raft}\"\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  tls: {{ca_file: {ca}, cert: {c}, key: {k}}}\n\
+             listeners: [{{address: 127.0.0.1:0}}]\n\
+             admin: {{address: \"127.0.0.1:{admin}\", token_file: {t}, tls: {{cert: {c}, key: {k}}}}}\n\
+             pools:\n  - name: web\n    upstreams: [{{id: u, address: \"{up}\"}}]\n",
+            data = yaml_path(&dir.path.join(name)),
+            raft = raft[i],
+            peers = peers.join(", "),
+            ca = yaml_path(&ca_file),
+            c = yaml_path(&cert),
+            k = yaml_path(&key),
+            admin = admin[i],
+            t = yaml_path(&token),
+            up = up.addr,
+        );
+        children.push(Child::run(&yaml));
+    }
+    let ca_path = ca_file.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let url = |i: usize, path: &str| format!("https://127.0.0.1:{}{path}", admin[i]);
+        // A leader, and a follower that knows it.
+        let mut follower = None;
+        for _ in 0..200 {
+            let views: Vec<Option<serde_json::Value>> = (0..3)
+                .map(|i| admin_json(&ca_path, &url(i, "/api/cluster"), &[]))
+                .collect();
+            follower = (0..3).find(|&i| {
+                views[i]
+                    .as_ref()
+                    .is_some_and(|v| v["role"] == "follower" && v["leader"].is_string())
+            });
+            if follower.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let f = follower.expect("a follower that knows the leader");
+        let other = (f + 1) % 3;
+        let put = |token_of: usize| {
+            let auth = format!("Authorization: Bearer token-of-{}", names[token_of]);
+            let body = format!("{{\"address\": \"{}\"}}", up.addr);
+            curl(&[
+                "--cacert",
+                &ca_path,
+                "-X",
+                "PUT",
+                "-H",
+                &auth,
+                "-d",
+                &body,
+                "-w",
+                "\n%{http_code}",
+                &url(f, "/api/pools/web/upstreams/added"),
+            ])
+        };
+        // Another instance's token is not this one's.
+        let refused = String::from_utf8_lossy(&put(other).stdout).into_owned();
+        let accepted = String::from_utf8_lossy(&put(f).stdout).into_owned();
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let mut has = false;
+            for _ in 0..100 {
+                let pools = admin_json(&ca_path, &url(i, "/api/pools"), &[]);
+                has = pools.is_some_and(|p| p.to_string().contains("\"added\""));
+                if has {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            seen.push(has);
+        }
+        (refused, accepted, seen)
+    })
+    .await
+    .unwrap();
+    let logs = || children.iter().map(|c| c.log()).collect::<Vec<_>>().join("\n----\n");
+    assert!(out.0.ends_with("401"), "{}\n{}", out.0, logs());
+    assert!(out.1.ends_with("200"), "{}\n{}", out.1, logs());
+    assert!(out.1.contains("\"applied\""), "{}", out.1);
+    assert_eq!(out.2, [true, true, true], "{}", logs());
+}
