@@ -177,6 +177,9 @@ async fn a_second_instance_on_the_same_data_dir_exits_2_naming_the_holder() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let holder = format!("pid {}", std::process::id());
-    assert!(stderr.contains("in use by another ringway process"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another ringway process"),
+        "{stderr}"
+    );
     assert!(stderr.contains(&holder), "{stderr}");
 }

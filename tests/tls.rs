@@ -788,8 +788,16 @@ async fn a_change_sent_to_a_follower_with_its_own_token_commits_on_all_three() {
             ])
         };
         // Another instance's token is not this one's.
-        let refused = String::from_utf8_lossy(&put(other).stdout).into_owned();
-        let accepted = String::from_utf8_lossy(&put(f).stdout).into_owned();
+        let said = |o: std::process::Output| {
+            let (out, err) = (o.stdout, o.stderr);
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&err),
+                String::from_utf8_lossy(&out)
+            )
+        };
+        let refused = said(put(other));
+        let accepted = said(put(f));
         let mut seen = Vec::new();
         for i in 0..3 {
             let mut has = false;
@@ -807,7 +815,13 @@ async fn a_change_sent_to_a_follower_with_its_own_token_commits_on_all_three() {
     })
     .await
     .unwrap();
-    let logs = || children.iter().map(|c| c.log()).collect::<Vec<_>>().join("\n----\n");
+    let logs = || {
+        children
+            .iter()
+            .map(|c| c.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
     assert!(out.0.ends_with("401"), "{}\n{}", out.0, logs());
     assert!(out.1.ends_with("200"), "{}\n{}", out.1, logs());
     assert!(out.1.contains("\"applied\""), "{}", out.1);

@@ -228,11 +228,15 @@ impl Admin {
 
     /// A change: authorised, parsed, proposed (through the leader), answered once applied.
     async fn change(&self, req: Request<Incoming>, target: Target) -> Response<Body> {
-        if let Some(refusal) = self.refusal(&req) {
+        // The (bounded) body is read before any answer, a refusal included: a client
+        // still sending when the connection closed would lose the answer to a reset.
+        let refusal = self.refusal(&req);
+        let method = req.method().clone();
+        let body = read_body(req).await;
+        if let Some(refusal) = refusal {
             return refusal;
         }
-        let method = req.method().clone();
-        let Some(body) = read_body(req).await else {
+        let Some(body) = body else {
             let too_big = format!("admin bodies are at most {MAX_ADMIN_BODY} bytes\n");
             return text(StatusCode::PAYLOAD_TOO_LARGE, &too_big);
         };
