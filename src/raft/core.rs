@@ -186,7 +186,9 @@ impl Raft {
 
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        let retry = self.election_elapsed % self.cfg.heartbeat_tick == 0;
+        let retry = self
+            .election_elapsed
+            .is_multiple_of(self.cfg.heartbeat_tick);
         if retry && matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.resend_vote_requests();
         }

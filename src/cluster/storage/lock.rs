@@ -28,7 +28,6 @@ pub struct DirLock {
 impl DirLock {
     /// Locks `dir` (created if missing) for this process, or says who holds it.
     // `File::try_lock` is std since Rust 1.89; the toolchain in use has it.
-    #[allow(clippy::incompatible_msrv)]
     pub fn acquire(dir: &Path) -> Result<DirLock, StorageError> {
         fs::create_dir_all(dir).map_err(|e| io(dir, "create directory", e))?;
         let path = dir.join(LOCK_FILE);

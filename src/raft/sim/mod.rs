@@ -45,7 +45,7 @@ impl SimConfig {
     pub fn for_seed(seed: u64) -> SimConfig {
         SimConfig {
             seed,
-            nodes: if seed % 2 == 0 { 3 } else { 5 },
+            nodes: if seed.is_multiple_of(2) { 3 } else { 5 },
             chaos_ticks: DEFAULT_CHAOS_TICKS,
             heal_ticks: DEFAULT_HEAL_TICKS,
             bugs: BugInjection::default(),
