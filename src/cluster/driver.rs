@@ -72,9 +72,6 @@ pub struct DriverConfig {
     pub heartbeat_ticks: u32,
     /// Proposed once by a leader that finds the cluster never bootstrapped.
     pub bootstrap: Option<Command>,
-    /// This node's name and admin address, announced by it whenever it leads and the
-    /// committed state has another (or none).
-    pub announce: Option<(String, String)>,
     /// Seeds the randomized election timeouts.
     pub seed: u64,
     /// Applied entries kept in the log after the last snapshot; past this many the
@@ -103,7 +100,6 @@ impl DriverConfig {
                 .clamp(raft::DEFAULT_HEARTBEAT_TICK + 1, raft::MAX_ELECTION_TICK),
             heartbeat_ticks: raft::DEFAULT_HEARTBEAT_TICK,
             bootstrap: None,
-            announce: None,
             seed: id,
             compact_threshold: crate::config::DEFAULT_COMPACT_THRESHOLD,
             file_peers: BTreeMap::new(),
@@ -308,7 +304,6 @@ pub struct Driver<S: Storage> {
     bootstrap_in_flight: Option<Index>,
     /// The encoded bootstrap that apply would refuse: reported once, never proposed.
     bootstrap_refused: Option<Vec<u8>>,
-    announce_in_flight: Option<Index>,
     /// The peer addresses last handed to the outbox.
     peers_sent: Option<HashMap<NodeId, SocketAddr>>,
     requests: mpsc::Receiver<Request>,
@@ -344,7 +339,6 @@ impl<S: Storage + Send + 'static> Driver<S> {
             answers: Vec::new(),
             bootstrap_in_flight: None,
             bootstrap_refused: None,
-            announce_in_flight: None,
             peers_sent: None,
             requests,
             view: view_tx,
@@ -382,7 +376,6 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 return;
             }
             self.maybe_bootstrap();
-            self.maybe_announce();
         }
         self.hand_off(&mut inbound, &outbox, &mut ticker).await;
     }
@@ -510,32 +503,6 @@ impl<S: Storage + Send + 'static> Driver<S> {
         };
         tracing::error!(reason = %why, "the file's pools cannot bootstrap the cluster: not proposing them; fix the file and restart this instance");
         self.bootstrap_refused = Some(bytes);
-    }
-
-    /// A leader makes sure the cluster knows where its admin API is, so followers can
-    /// forward changes to it.
-    fn maybe_announce(&mut self) {
-        let Some((name, address)) = &self.cfg.announce else {
-            return;
-        };
-        let caught_up = self.node.applied_index() >= self.node.commit_index();
-        let known = self.state.admin_of(name) == Some(address.as_str());
-        if known || self.node.role() != Role::Leader || !caught_up {
-            return;
-        }
-        if self
-            .announce_in_flight
-            .is_some_and(|i| i > self.node.applied_index())
-        {
-            return;
-        }
-        let cmd = Command::SetAdmin {
-            node: name.clone(),
-            address: address.clone(),
-        };
-        if let Ok(p) = self.node.propose(cmd.encode()) {
-            self.announce_in_flight = Some(p.index);
-        }
     }
 
     fn drain_ready(&mut self, outbox: &impl Outbox) -> Result<(), raft::StorageError> {

@@ -75,8 +75,9 @@ pub enum Command {
         #[serde(default)]
         peers: BTreeMap<String, String>,
     },
-    /// Records where a node serves its admin API, so followers can forward changes to
-    /// the leader. A leader announces its own address once it leads.
+    /// Records where a node serves its admin API. No longer proposed (changes reach
+    /// the leader over the cluster transport); kept so that logs and snapshots written
+    /// by earlier versions still decode and apply the same everywhere.
     SetAdmin { node: String, address: String },
     /// Records where a cluster member listens for its peers, so every instance can
     /// reach a member added at runtime. Proposed before the member is added to the
@@ -693,11 +694,6 @@ impl ClusterState {
             }
         }
         Ok(state)
-    }
-
-    /// Where node `name` serves its admin API, if it announced it.
-    pub fn admin_of(&self, name: &str) -> Option<&str> {
-        self.admins.get(name).map(String::as_str)
     }
 
     /// The index where the once-only change `id` applied, if it is still remembered.
