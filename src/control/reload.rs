@@ -372,22 +372,10 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(format!("reading the config file failed: {e}")))
 }
 
-/// Reads at most [`MAX_CONFIG_BYTES`] of `path`; a larger file is an error.
+/// Reads at most [`MAX_CONFIG_BYTES`] of `path` (the config module's one bounded
+/// read); a larger file is an error naming the file.
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let unreadable = |e: std::io::Error| format!("{}: cannot read: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let mut text = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(unreadable)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "{}: larger than {MAX_CONFIG_BYTES} bytes",
-            path.display()
-        ));
-    }
-    Ok(text)
+    crate::config::read_bounded(path).map_err(|e| e.to_string())
 }
 
 /// Watches the directory holding `path` (not the file: a rename over it or a swapped
