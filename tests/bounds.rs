@@ -3,7 +3,10 @@
 //! file's build, by apply in `cluster::state` and by the admin API's body parsers.
 //! Whatever `check` accepts, the cluster applies (also as a property). A bootstrap that
 //! apply would refuse is never proposed. Config files are bounded in size and nesting
-//! before they are parsed.
+//! before they are parsed. The last test holds a running instance to the same
+//! bounds through its file, a reload, `PUT` and `/api/batch`.
+
+mod procs;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -513,4 +516,152 @@ fn check_summary_names_ring_points_against_their_bounds() {
         )),
         "{summary}"
     );
+}
+
+/// The `i`th distinct loopback address (nothing listens; no request is sent).
+fn loopback(i: usize) -> String {
+    format!("127.1.{}.{}:9", i / 256, i % 256)
+}
+
+/// The replicated weights of pool `web` on a running instance, by upstream id.
+fn live_weights(i: &procs::Instance) -> Option<BTreeMap<String, u64>> {
+    let pools = i.get("/api/pools")?;
+    let replicated = pools["pools"][0]["replicated"].as_array()?;
+    replicated
+        .iter()
+        .map(|u| Some((u["id"].as_str()?.to_owned(), u["weight"].as_u64()?)))
+        .collect()
+}
+
+#[test]
+fn a_running_instance_holds_the_bounds_through_file_reload_put_and_batch() {
+    use procs::{eventually, free_port, local, test_dir, Instance};
+    let dir = test_dir("bounds-run");
+    let (listener, admin) = (free_port(), free_port());
+    let config = dir.join("ringway.yaml");
+    // A pool of `weights`, upstream ids u0, u1, ... (addresses need not answer).
+    let file = |weights: &[u32]| {
+        let ups: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{{id: u{i}, address: \"{}\", weight: {w}}}", loopback(i)))
+            .collect();
+        format!(
+            "node: {{id: solo, data_dir: {data:?}}}\n\
+             listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+             admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
+             pools:\n  - name: web\n    hash_key: path\n    vnodes: {MAX_VNODES}\n    upstreams: [{ups}]\n",
+            data = dir.join("data").display().to_string(),
+            token = dir.join("token").display().to_string(),
+            ups = ups.join(", "),
+        )
+    };
+    let replace = |text: String| {
+        let tmp = config.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+    let per_pool = (MAX_POOL_WEIGHT / MAX_WEIGHT as u64) as usize;
+    let full = vec![MAX_WEIGHT; per_pool];
+
+    // The file: a pool at its weight bound, each upstream at the largest weight.
+    replace(file(&full));
+    let (ok, out, err) = Instance::cli(&["check", "--config", config.to_str().unwrap()]);
+    assert!(ok, "check accepts the pool at its bounds: {out}{err}");
+    let mut i = Instance {
+        name: "solo".into(),
+        config: config.clone(),
+        admin: local(admin),
+        listener: local(listener),
+        raft: local(0),
+        child: None,
+    };
+    i.start();
+    let at_start = eventually("the pool applied", || {
+        live_weights(&i).filter(|w| w.len() == per_pool)
+    });
+    assert!(
+        at_start.values().all(|&w| w == MAX_WEIGHT as u64),
+        "{at_start:?}"
+    );
+    let status = |i: &Instance| i.get("/api/config").unwrap();
+
+    // Reloads one past each bound: refused, reported, nothing changed.
+    let mut heavier = full.clone();
+    heavier[0] = MAX_WEIGHT + 1;
+    let mut longer = full.clone();
+    longer.push(1);
+    for (what, weights, words) in [
+        ("weight", heavier, format!("at most {MAX_WEIGHT}")),
+        ("pool weight", longer, format!("at most {MAX_POOL_WEIGHT}")),
+    ] {
+        let failed = status(&i)["failed"].as_u64().unwrap();
+        replace(file(&weights));
+        let (ok, out, err) = Instance::cli(&["check", "--config", config.to_str().unwrap()]);
+        assert!(!ok, "check refuses one past the {what} bound: {out}");
+        assert!(err.contains(&words), "check names the bound: {err}");
+        let report = eventually("the reload refused", || {
+            let st = status(&i);
+            (st["failed"].as_u64()? > failed).then_some(st)
+        });
+        let error = report["last_error"].as_str().unwrap();
+        assert!(
+            error.contains(&words),
+            "the reload names the bound: {error}"
+        );
+        assert_eq!(
+            live_weights(&i).unwrap(),
+            at_start,
+            "a refused reload changes nothing"
+        );
+    }
+    // Back at the bound: the reload applies (nothing to change) and clears the error.
+    replace(file(&full));
+    eventually("the error cleared", || {
+        status(&i)["last_error"].is_null().then_some(())
+    });
+
+    // PUT: the largest weight in place applies; one more unit in the full pool and a
+    // weight past the bound are refused with the bound named.
+    let put = |id: &str, weight: u32| {
+        let body = format!(
+            "{{\"address\": \"{}\", \"weight\": {weight}}}",
+            loopback(90)
+        );
+        i.change("PUT", &format!("/api/pools/web/upstreams/{id}"), &body)
+            .unwrap()
+    };
+    let (code, text) = put("u1", MAX_WEIGHT);
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = put("extra", 1);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains(&MAX_POOL_WEIGHT.to_string()), "{text}");
+    let (code, text) = put("u1", MAX_WEIGHT + 1);
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("weight"), "{text}");
+
+    // A batch: swapping one upstream for another at the same weight stays at the
+    // bound and applies; adding one more unit is refused whole.
+    let swap = serde_json::json!({"changes": [
+        {"op": "delete_upstream", "pool": "web", "id": "u0"},
+        {"op": "put_upstream", "pool": "web", "upstream": {"id": "swapped", "address": loopback(91), "weight": MAX_WEIGHT}},
+    ]});
+    let (code, text) = i.change("POST", "/api/batch", &swap.to_string()).unwrap();
+    assert_eq!(code, 200, "{text}");
+    let before = live_weights(&i).unwrap();
+    assert_eq!(before.values().sum::<u64>(), MAX_POOL_WEIGHT, "{before:?}");
+    let over = serde_json::json!({"changes": [
+        {"op": "put_upstream", "pool": "web", "upstream": {"id": "more", "address": loopback(92), "weight": 1}},
+    ]});
+    let (code, text) = i.change("POST", "/api/batch", &over.to_string()).unwrap();
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains(&MAX_POOL_WEIGHT.to_string()), "{text}");
+    assert_eq!(
+        live_weights(&i).unwrap(),
+        before,
+        "a refused batch changes nothing"
+    );
+    i.assert_running();
+    drop(i);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,9 @@ use ringway::cluster::transport::auth::{Session, MAC_LEN, NONCE_LEN};
 use ringway::cluster::transport::wire::{
     encode_hello, push_frame, read_answer, read_verdict, AuthMode, Frame, Hello,
 };
-use ringway::cluster::transport::{PeerAuth, Secret, Transport, TransportConfig, TransportStats};
+use ringway::cluster::transport::{
+    PeerAddr, PeerAuth, Secret, Transport, TransportConfig, TransportStats,
+};
 use ringway::raft::{Entry, EntryPayload, Message, MessageBody, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,10 +50,13 @@ async fn node(id: NodeId, auth: PeerAuth) -> Node {
 
 fn link(nodes: &[&Node]) {
     for a in nodes {
-        let peers: HashMap<NodeId, SocketAddr> = nodes
+        let peers: HashMap<NodeId, PeerAddr> = nodes
             .iter()
             .filter(|b| b.t.id() != a.t.id())
-            .map(|b| (b.t.id(), b.t.local_addr()))
+            .map(|b| {
+                let id = b.t.id();
+                (id, PeerAddr::new(format!("n{id}"), b.t.local_addr()))
+            })
             .collect();
         a.t.set_peers(peers);
     }

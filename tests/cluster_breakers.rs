@@ -92,12 +92,46 @@ impl Drop for Echo {
 
 /// Three instances in front of `upstreams`, with `health` as the pool's settings.
 fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> {
-    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
     let names = ["n1", "n2", "n3"];
     let raft: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<String> = names
+    let members: Vec<(&str, u16)> = names.iter().copied().zip(raft.iter().copied()).collect();
+    names
         .iter()
         .zip(&raft)
+        .map(|(name, port)| {
+            let member = Member {
+                name,
+                port: *port,
+                election_ms: 500,
+                join: false,
+            };
+            start_member(dir, &member, &members, upstreams, health)
+        })
+        .collect()
+}
+
+/// How one instance of these tests is set up.
+struct Member<'a> {
+    name: &'a str,
+    /// Its `cluster.address` port.
+    port: u16,
+    election_ms: u32,
+    /// Starts empty and waits to be added (`cluster.join`).
+    join: bool,
+}
+
+/// Writes `member`'s config (pool `web` over `upstreams` with `health`, peers
+/// `members`) and starts it.
+fn start_member(
+    dir: &Path,
+    member: &Member<'_>,
+    members: &[(&str, u16)],
+    upstreams: &[SocketAddr],
+    health: &str,
+) -> Instance {
+    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    let peers: Vec<String> = members
+        .iter()
         .map(|(n, p)| format!("{n}: 127.0.0.1:{p}"))
         .collect();
     let ups: Vec<String> = upstreams
@@ -105,44 +139,47 @@ fn cluster(dir: &Path, upstreams: &[SocketAddr], health: &str) -> Vec<Instance> 
         .enumerate()
         .map(|(i, a)| format!("{{id: up{i}, address: \"{a}\"}}"))
         .collect();
-    names
-        .iter()
-        .zip(&raft)
-        .map(|(name, port)| {
-            let (listener, admin) = (free_port(), free_port());
-            let yaml = format!(
-                "node: {{id: {name}, data_dir: {data:?}}}\n\
-                 cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n\
-                 listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
-                 admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-                 pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{health}",
-                data = dir.join(name).display().to_string(),
-                token = dir.join("token").display().to_string(),
-                secret = procs::cluster_secret(dir).display().to_string(),
-                peers = peers.join(", "),
-                ups = ups.join(", "),
-            );
-            let config = dir.join(format!("{name}.yaml"));
-            std::fs::write(&config, yaml).unwrap();
-            let mut i = Instance {
-                name: name.to_string(),
-                config,
-                admin: local(admin),
-                listener: local(listener),
-                raft: local(*port),
-                child: None,
-            };
-            i.start();
-            i
-        })
-        .collect()
+    let (listener, admin) = (free_port(), free_port());
+    let Member {
+        name,
+        port,
+        election_ms,
+        join,
+    } = member;
+    let yaml = format!(
+        "node: {{id: {name}, data_dir: {data:?}}}\n\
+         cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: {election_ms}\n  join: {join}\n  secret_file: {secret:?}\n\
+         listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+         admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
+         pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{health}",
+        data = dir.join(name).display().to_string(),
+        token = dir.join("token").display().to_string(),
+        secret = procs::cluster_secret(dir).display().to_string(),
+        peers = peers.join(", "),
+        ups = ups.join(", "),
+    );
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config, yaml).unwrap();
+    let mut i = Instance {
+        name: name.to_string(),
+        config,
+        admin: local(admin),
+        listener: local(listener),
+        raft: local(*port),
+        child: None,
+    };
+    i.start();
+    i
 }
 
 /// The breaker of upstream `id` on every instance, once they all show the same one
 /// (and have applied the bootstrap).
-fn agreed_breaker(instances: &[Instance], id: &str) -> Option<Value> {
+fn agreed_breaker<'a>(
+    instances: impl IntoIterator<Item = &'a Instance>,
+    id: &str,
+) -> Option<Value> {
     let states: Vec<Value> = instances
-        .iter()
+        .into_iter()
         .map(|i| {
             let pools = i.get("/api/pools")?;
             let pool = &pools["pools"][0];
@@ -176,11 +213,15 @@ const MAX_FAILURES_KEPT: usize = 50;
 
 impl Load {
     fn start(instances: &[Instance], threads: usize) -> Load {
+        Load::on(instances.iter().map(|i| i.listener).collect(), threads)
+    }
+
+    /// Load on these proxy listeners only.
+    fn on(targets: Vec<SocketAddr>, threads: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let targets: Vec<SocketAddr> = instances.iter().map(|i| i.listener).collect();
         let threads = (0..threads)
             .map(|t| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
@@ -307,6 +348,149 @@ fn three_instances_eject_a_stopped_upstream_together_and_readmit_it_together() {
         })
     });
     assert!(up0_serves < 97);
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ringway_connections_accepted_total{listener="admin"}` of `i`, read with one
+/// connection of its own (counted in the figure it reads).
+fn admin_connections(i: &Instance) -> u64 {
+    let (status, text) = http_call(i.admin, "/metrics").expect("metrics answer");
+    assert_eq!(status, 200);
+    let series = "ringway_connections_accepted_total{listener=\"admin\"} ";
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} in:\n{text}"))
+}
+
+/// The issue behind this test: breaker reports went to the leader through the file's
+/// peers only, so a leader added at runtime never heard them. Here n4 joins at
+/// runtime with a short election timeout, and the leader is killed (and restarted)
+/// until n4 leads. Traffic goes only to the founders, so an ejection needs two of
+/// their reports (`min_reporters: 2`) at n4. Meanwhile each instance's admin
+/// listener counts its connections: every one is the test's own.
+#[test]
+fn a_leader_added_at_runtime_hears_followers_breaker_reports() {
+    let dir = test_dir("breakers-joined");
+    let mut ups: Vec<Echo> = (0..3).map(|i| Echo::new(&format!("up{i}"))).collect();
+    let addrs: Vec<SocketAddr> = ups.iter().map(|u| u.addr).collect();
+    // Founders time out slowly, n4 quickly: once n4 votes, it wins the next election.
+    let names = ["n1", "n2", "n3"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let founders: Vec<(&str, u16)> = names.iter().copied().zip(ports.iter().copied()).collect();
+    let mut nodes: Vec<Instance> = founders
+        .iter()
+        .map(|&(name, port)| {
+            let m = Member {
+                name,
+                port,
+                election_ms: 1000,
+                join: false,
+            };
+            start_member(&dir, &m, &founders, &addrs, TEST_HEALTH)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes.iter_mut().for_each(Instance::assert_running);
+    let closed = eventually("the bootstrap applied on the founders", || {
+        agreed_breaker(&nodes, "up0")
+    });
+    assert_eq!(closed["state"], "closed");
+
+    let n4_port = free_port();
+    let mut everyone = founders.clone();
+    everyone.push(("n4", n4_port));
+    let m4 = Member {
+        name: "n4",
+        port: n4_port,
+        election_ms: 150,
+        join: true,
+    };
+    nodes.push(start_member(&dir, &m4, &everyone, &addrs, TEST_HEALTH));
+    let config = nodes[0].config.to_str().unwrap().to_owned();
+    let raft4 = local(n4_port).to_string();
+    let (ok, out, err) = Instance::cli(&["cluster", "-c", &config, "add-node", "n4", &raft4]);
+    assert!(ok, "add-node failed: {out}\n{err}");
+    eventually("n4 a voter with the pool", || {
+        let view = nodes[3].get("/api/cluster")?;
+        let voters = view["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["role"] == "voter")
+            .count();
+        (voters == 4).then_some(())?;
+        agreed_breaker(&nodes, "up0")
+    });
+
+    // n4 usually wins the first election after a leader dies; a founder whose
+    // timeout fires just as the founders' leader lease ends sometimes wins instead.
+    const ROUNDS: usize = 8;
+    for round in 0.. {
+        let all: Vec<&Instance> = nodes.iter().collect();
+        let leader = eventually("a leader all four agree on", || procs::agreed_leader(&all));
+        if leader == "n4" {
+            break;
+        }
+        assert!(
+            round < ROUNDS,
+            "n4 did not win an election in {ROUNDS} rounds"
+        );
+        eprintln!("round {round}: {leader} leads; killing it");
+        let at = nodes.iter().position(|n| n.name == leader).unwrap();
+        nodes[at].kill9();
+        let rest: Vec<&Instance> = nodes.iter().filter(|n| n.name != leader).collect();
+        eventually("a new leader", || procs::agreed_leader(&rest));
+        nodes[at].start();
+    }
+    let live: Vec<usize> = (0..4).collect();
+    let followers: Vec<usize> = vec![0, 1, 2];
+    let before: Vec<u64> = live.iter().map(|&i| admin_connections(&nodes[i])).collect();
+
+    // Traffic on the followers only; up0 stops; n4 hears of it from them.
+    let targets = followers.iter().map(|&i| nodes[i].listener).collect();
+    let load = Load::on(targets, 3);
+    ups[0].stop();
+    let mut polls_of_n4 = 0u64;
+    let open = eventually("n4 ejects up0 on its followers' reports", || {
+        polls_of_n4 += 1;
+        agreed_breaker([&nodes[3]], "up0").filter(|b| b["state"] != "closed")
+    });
+    assert_eq!(open["evidence"]["signal"], "consecutive_failures", "{open}");
+    eprintln!("n4 ejected up0 after {polls_of_n4} polls: {open}");
+    // A change through a follower, with its token, also reaches the leader.
+    let via = &nodes[followers[0]];
+    let body = format!("{{\"address\": \"{}\", \"weight\": 2}}", addrs[1]);
+    let (status, answer) = via
+        .change("PUT", "/api/pools/web/upstreams/extra", &body)
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (ok, failed) = load.finish();
+    assert!(ok > 0, "the load ran: {ok} ok, {failed} failed");
+
+    // Admin connections since `before`: the test's own (and this read) only.
+    for (k, &i) in live.iter().enumerate() {
+        let ours = match i {
+            3 => polls_of_n4,
+            i if i == followers[0] => 1,
+            _ => 0,
+        };
+        let now = admin_connections(&nodes[i]);
+        assert_eq!(
+            now - before[k],
+            ours + 1,
+            "{}: admin connections besides the test's own",
+            nodes[i].name
+        );
+    }
+    let live_nodes = live.iter().map(|&i| &nodes[i]);
+    let agreed = eventually("up0's breaker the same on all four", || {
+        agreed_breaker(live_nodes.clone(), "up0").filter(|b| b["state"] != "closed")
+    });
+    assert!(agreed["ejections"].as_u64().unwrap() >= 1, "{agreed}");
+    for &i in &live {
+        nodes[i].assert_running();
+    }
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

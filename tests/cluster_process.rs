@@ -280,3 +280,128 @@ fn a_torn_last_record_starts_and_a_corrupt_middle_record_refuses_with_file_and_o
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A change sent to a follower just as the leader is killed. The follower forwards it
+/// over the cluster transport; the answer must tell the truth within its bound: 200
+/// means the change is on every instance, a refusal (503) names why and leaves every
+/// instance agreeing on one state. Rounds kill the leader at different moments of
+/// the forward. (That a forwarded change is applied at most once, however often it
+/// is retried, is shown with in-process drivers in `tests/cluster_forward.rs`.)
+#[test]
+fn a_change_forwarded_while_the_leader_is_killed_commits_or_is_refused_clearly() {
+    let dir = test_dir("forward-kill");
+    let (_rt, upstreams) = echo_upstreams(3);
+    let mut nodes = cluster(&dir, &upstreams, "");
+    std::thread::sleep(Duration::from_millis(300));
+    nodes.iter_mut().for_each(Instance::assert_running);
+    let (mut committed, mut refused) = (0, 0);
+    for (round, delay_ms) in [0u64, 1, 3, 8].into_iter().enumerate() {
+        let all: Vec<&Instance> = nodes.iter().collect();
+        let leader = eventually("a leader all three agree on", || agreed_leader(&all));
+        eventually("the same ring everywhere", || same_digest(&all, None));
+        let at = nodes.iter().position(|n| n.name == leader).unwrap();
+        let via = (at + 1) % nodes.len();
+        let (admin, id) = (nodes[via].admin, format!("r{round}"));
+        let body = format!("{{\"address\": \"{}\", \"weight\": 3}}", upstreams[0]);
+        let path = format!("/api/pools/web/upstreams/{id}");
+        let sent = std::time::Instant::now();
+        let call = std::thread::spawn(move || {
+            // Longer than the admin API's own bound on a change, so that bound is
+            // what answers.
+            slow_call(admin, "PUT", &path, &body, Duration::from_secs(30))
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        nodes[at].kill9();
+        let answer = call.join().unwrap();
+        let took = sent.elapsed();
+        let (status, text) = answer.unwrap_or_else(|| panic!("round {round}: no answer"));
+        assert!(
+            took < Duration::from_secs(20),
+            "round {round}: answered after {took:?}"
+        );
+        let rest: Vec<&Instance> = nodes.iter().filter(|n| n.name != leader).collect();
+        eventually("a new leader", || agreed_leader(&rest));
+        match status {
+            200 => {
+                committed += 1;
+                for n in &rest {
+                    let ids = eventually("the change on the survivors", || {
+                        upstream_ids(n).filter(|ids| ids.contains(&id))
+                    });
+                    assert!(ids.contains(&id));
+                }
+            }
+            503 => {
+                refused += 1;
+                assert!(
+                    text.starts_with("unavailable:")
+                        || text.starts_with("leadership changed")
+                        || text.starts_with("no leader is known"),
+                    "round {round}: a refusal names its cause: {text}"
+                );
+            }
+            other => panic!("round {round}: {other} {text}"),
+        }
+        // The killed leader comes back; all three hold one state, whatever the answer.
+        nodes[at].start();
+        let all: Vec<&Instance> = nodes.iter().collect();
+        eventually("all three on one ring again", || same_digest(&all, None));
+        let seen: Vec<bool> = all
+            .iter()
+            .map(|n| upstream_ids(n).unwrap().contains(&id))
+            .collect();
+        assert!(
+            seen.iter().all(|&s| s == seen[0]),
+            "round {round}: {id} on some instances only: {seen:?}"
+        );
+        eprintln!(
+            "round {round} (kill after {delay_ms} ms): {status} in {took:?}, applied: {}",
+            seen[0]
+        );
+    }
+    eprintln!("{committed} committed, {refused} refused");
+    nodes.iter_mut().for_each(Instance::assert_running);
+    // Logs name peers by their names: the survivors warned about the dead leader.
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(n.config.with_extension("log")).unwrap())
+        .collect();
+    let numbered = |l: &&str| {
+        l.split("peer=")
+            .skip(1)
+            .any(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    for log in &logs {
+        let bad: Vec<&str> = log.lines().filter(numbered).collect();
+        assert!(bad.is_empty(), "peers named by number: {bad:?}");
+    }
+    assert!(
+        logs.iter().any(|l| l.contains("peer=n")),
+        "some peer named in the logs"
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One admin call with the test token, waiting up to `wait` for the answer.
+fn slow_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    wait: Duration,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAuthorization: Bearer t0ken\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use ringway::cluster::transport::wire::{encode_hello, AuthMode, Hello, MAGIC, TRANSPORT_VERSION};
 use ringway::cluster::transport::{
-    PeerAuth, Transport, TransportConfig, TransportStats, MAX_FRAME_BYTES, PEER_QUEUE_LEN,
+    PeerAddr, PeerAuth, Transport, TransportConfig, TransportStats, MAX_FRAME_BYTES, PEER_QUEUE_LEN,
 };
 use ringway::raft::codec::{encode, WIRE_VERSION};
 use ringway::raft::{ConfState, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
@@ -60,13 +60,21 @@ async fn start_on(
     let cfg = TransportConfig {
         id,
         listen,
-        peers,
+        peers: named(peers),
         cluster: CLUSTER.into(),
         name: format!("n{id}"),
         auth: PeerAuth::Insecure,
     };
     let t = Transport::start(cfg, tx).await.expect("transport starts");
     Node { t, rx }
+}
+
+/// Peers named as the tests name nodes (`n<id>`).
+fn named(peers: HashMap<NodeId, SocketAddr>) -> HashMap<NodeId, PeerAddr> {
+    peers
+        .into_iter()
+        .map(|(id, addr)| (id, PeerAddr::new(format!("n{id}"), addr)))
+        .collect()
 }
 
 async fn start(id: NodeId) -> Node {
@@ -84,7 +92,7 @@ async fn cluster(n: u64) -> Vec<Node> {
     for node in &nodes {
         let mut peers = addrs.clone();
         peers.remove(&node.t.id());
-        node.t.set_peers(peers);
+        node.t.set_peers(named(peers));
     }
     nodes
 }
@@ -196,7 +204,8 @@ async fn dead_peer_does_not_block_live_one_and_is_reached_when_it_comes_up() {
     let dead = dead_addr().await;
     let peers = HashMap::from([(2, live.t.local_addr()), (3, dead)]);
     let one = start_on(1, any_port(), peers, INBOUND_CAP).await;
-    live.t.set_peers(HashMap::from([(1, one.t.local_addr())]));
+    live.t
+        .set_peers(named(HashMap::from([(1, one.t.local_addr())])));
 
     // Fewer messages for the live peer than its queue holds, so none may be dropped
     // however the writer is scheduled; the dead peer's queue overflows.
@@ -276,7 +285,7 @@ async fn restart_when_port_is_free(id: NodeId, addr: SocketAddr, peer: SocketAdd
         let cfg = TransportConfig {
             id,
             listen: addr,
-            peers: HashMap::from([(1, peer)]),
+            peers: named(HashMap::from([(1, peer)])),
             cluster: CLUSTER.into(),
             name: format!("n{id}"),
             auth: PeerAuth::Insecure,
@@ -482,22 +491,22 @@ async fn membership_changes_add_and_remove_peers() {
     let two = start(2).await;
     let mut three = start(3).await;
     let (a1, a2, a3) = (one.t.local_addr(), two.t.local_addr(), three.t.local_addr());
-    one.t.set_peers(HashMap::from([(2, a2)]));
-    two.t.set_peers(HashMap::from([(1, a1)]));
-    three.t.set_peers(HashMap::from([(1, a1)]));
+    one.t.set_peers(named(HashMap::from([(2, a2)])));
+    two.t.set_peers(named(HashMap::from([(1, a1)])));
+    three.t.set_peers(named(HashMap::from([(1, a1)])));
 
     // Node 1 does not know node 3 yet: refused inbound, unroutable outbound.
     eventually("3 refused", || one.t.stats().unknown_peer >= 1).await;
     one.t.send([hb(1, 3, 0)]);
     assert_eq!(one.t.stats().unknown_destination, 1);
 
-    one.t.set_peers(HashMap::from([(2, a2), (3, a3)]));
+    one.t.set_peers(named(HashMap::from([(2, a2), (3, a3)])));
     send_until_received(&three.t, &mut one, 1).await;
     send_until_received(&one.t, &mut three, 1).await;
 
     // Removing node 3 closes its connections; its redials are refused.
     let refused = one.t.stats().unknown_peer;
-    one.t.set_peers(HashMap::from([(2, a2)]));
+    one.t.set_peers(named(HashMap::from([(2, a2)])));
     assert!(!one.t.stats().peers.contains_key(&3));
     eventually("3 refused again", || one.t.stats().unknown_peer > refused).await;
     drain(&mut one);
@@ -519,8 +528,10 @@ async fn a_full_inbound_channel_drops_and_counts() {
     const BURST: u64 = 50;
     let one = start_on(1, any_port(), HashMap::new(), 1).await;
     let two = start(2).await;
-    one.t.set_peers(HashMap::from([(2, two.t.local_addr())]));
-    two.t.set_peers(HashMap::from([(1, one.t.local_addr())]));
+    one.t
+        .set_peers(named(HashMap::from([(2, two.t.local_addr())])));
+    two.t
+        .set_peers(named(HashMap::from([(1, one.t.local_addr())])));
     two.t.send((0..BURST).map(|c| hb(2, 1, c)));
     eventually("all accounted for", || {
         let s = one.t.stats();
@@ -575,6 +586,7 @@ impl ringway::cluster::transport::RequestHandler for Echo {
     fn handle(
         &self,
         _from: NodeId,
+        _name: &str,
         mut payload: Vec<u8>,
     ) -> ringway::cluster::transport::BoxFuture<'static, Vec<u8>> {
         let stall = self.stall;
@@ -628,16 +640,51 @@ async fn calls_are_answered_on_the_peers_own_connection_and_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_fails_as_soon_as_the_callee_goes_away_not_at_its_deadline() {
+    use ringway::cluster::transport::CallError;
+    let nodes = cluster(2).await;
+    let (one, two) = (nodes[0].t.clone(), nodes[1].t.clone());
+    two.serve_requests(std::sync::Arc::new(Echo { stall: true }));
+    let long = Duration::from_secs(60);
+    let t = one.clone();
+    let waiting = tokio::spawn(async move { t.call(2, b"s".to_vec(), long).await });
+    eventually("the call is being served", || {
+        two.stats().requests_served == 1
+    })
+    .await;
+    assert_eq!(one.peer_connected(2), Some(true));
+    let gone = std::time::Instant::now();
+    two.shutdown().await;
+    let answer = tokio::time::timeout(WAIT, waiting)
+        .await
+        .expect("the call ends well before its own wait")
+        .expect("task");
+    assert_eq!(
+        answer,
+        Err(CallError::Disconnected(2)),
+        "after {:?}",
+        gone.elapsed()
+    );
+    eventually("the connection seen down", || {
+        one.peer_connected(2) == Some(false)
+    })
+    .await;
+    assert_eq!(one.peer_connected(9), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_a_member_is_told_so_and_it_clears_once_added() {
     let one = start(1).await;
     let mut two = start(2).await;
     // Node 2 dials node 1, which does not list it.
-    two.t.set_peers(HashMap::from([(1, one.t.local_addr())]));
+    two.t
+        .set_peers(named(HashMap::from([(1, one.t.local_addr())])));
     eventually("told not a member", || two.t.not_a_member()).await;
     assert!(two.t.stats().not_a_member);
     assert!(one.t.stats().unknown_peer >= 1);
     // Added: the next connection is accepted and the flag clears.
-    one.t.set_peers(HashMap::from([(2, two.t.local_addr())]));
+    one.t
+        .set_peers(named(HashMap::from([(2, two.t.local_addr())])));
     let mut one = one;
     send_until_received(&two.t, &mut one, 5).await;
     eventually("flag cleared", || !two.t.not_a_member()).await;

@@ -419,7 +419,7 @@ mod cluster {
     use std::collections::HashMap;
 
     use ringway::cluster::raft_id;
-    use ringway::cluster::transport::{PeerAuth, Transport, TransportConfig};
+    use ringway::cluster::transport::{PeerAddr, PeerAuth, Transport, TransportConfig};
     use ringway::config::ClusterTls;
     use ringway::raft::{Message, MessageBody, NodeId};
     use tokio::sync::mpsc;
@@ -499,10 +499,13 @@ mod cluster {
 
     fn connect_all(nodes: &[Node], ids: &[usize]) {
         for &i in ids {
-            let peers: HashMap<NodeId, SocketAddr> = ids
+            let peers: HashMap<NodeId, PeerAddr> = ids
                 .iter()
                 .filter(|&&j| j != i)
-                .map(|&j| (nodes[j].t.id(), nodes[j].t.local_addr()))
+                .map(|&j| {
+                    let addr = nodes[j].t.local_addr();
+                    (nodes[j].t.id(), PeerAddr::new(format!("node{j}"), addr))
+                })
                 .collect();
             nodes[i].t.set_peers(peers);
         }

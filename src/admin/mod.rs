@@ -138,7 +138,8 @@ impl Admin {
         let stop = async move {
             let _ = shutdown.wait_for(|&s| s).await;
         };
-        listener::serve(vec![(listener, tls)], self, discipline, stop).await
+        let counted = self.proxy.metrics().connections("admin");
+        listener::serve(vec![(listener, tls)], self, discipline, counted, stop).await
     }
 
     /// Starts the admin API of `instance` on its `admin.address`, if the file has an

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::raft_id;
 use super::state::{ClusterState, Command, Refused};
-use super::transport::Transport;
+use super::transport::{PeerAddr, Transport};
 use crate::raft::{
     self, ConfChange, EntryPayload, Index, Message, Node, NodeId, ProposeError, Role, Storage, Term,
 };
@@ -37,7 +37,7 @@ pub trait Outbox: Send + 'static {
     fn send(&self, msgs: Vec<Message>);
     /// Where each other member can be reached, whenever that changes (a member added
     /// or removed at runtime). The default has nowhere to put it.
-    fn set_peers(&self, _peers: HashMap<NodeId, SocketAddr>) {}
+    fn set_peers(&self, _peers: HashMap<NodeId, PeerAddr>) {}
 }
 
 impl Outbox for Transport {
@@ -45,7 +45,7 @@ impl Outbox for Transport {
         Transport::send(self, msgs);
     }
 
-    fn set_peers(&self, peers: HashMap<NodeId, SocketAddr>) {
+    fn set_peers(&self, peers: HashMap<NodeId, PeerAddr>) {
         Transport::set_peers(self, peers);
     }
 }
@@ -305,7 +305,7 @@ pub struct Driver<S: Storage> {
     /// The encoded bootstrap that apply would refuse: reported once, never proposed.
     bootstrap_refused: Option<Vec<u8>>,
     /// The peer addresses last handed to the outbox.
-    peers_sent: Option<HashMap<NodeId, SocketAddr>>,
+    peers_sent: Option<HashMap<NodeId, PeerAddr>>,
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<Arc<ClusterView>>,
     stats: Arc<DriverStats>,
@@ -570,18 +570,23 @@ impl<S: Storage + Send + 'static> Driver<S> {
     /// peers, plus those recorded in the replicated state for names the file lacks.
     fn update_peers(&mut self, outbox: &impl Outbox) {
         let me = self.node.id();
-        let mut peers: HashMap<NodeId, SocketAddr> = self
+        let mut peers: HashMap<NodeId, PeerAddr> = self
             .state
             .peers()
             .iter()
             .filter(|(name, _)| !self.cfg.file_peers.contains_key(*name))
-            .filter_map(|(name, addr)| Some((raft_id(name), addr.parse().ok()?)))
+            .filter_map(|(name, addr)| {
+                Some((
+                    raft_id(name),
+                    PeerAddr::new(name.as_str(), addr.parse().ok()?),
+                ))
+            })
             .collect();
         peers.extend(
             self.cfg
                 .file_peers
                 .iter()
-                .map(|(name, addr)| (raft_id(name), *addr)),
+                .map(|(name, addr)| (raft_id(name), PeerAddr::new(name.as_str(), *addr))),
         );
         peers.remove(&me);
         if self.peers_sent.as_ref() != Some(&peers) {

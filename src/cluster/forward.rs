@@ -254,25 +254,50 @@ impl Proposer {
             ));
         };
         let wait = FORWARD_ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let name = transport
+            .peer_name(leader)
+            .unwrap_or_else(|| format!("{leader:016x}"));
+        if transport.peer_connected(leader) == Some(false) {
+            // Probably dead: no use queueing a request it cannot read. The retry waits
+            // for a new leader or for this one to be reachable again.
+            return Err(ProposeFailure::Unavailable(format!(
+                "the leader ({name}) is unreachable"
+            )));
+        }
         match transport.call(leader, payload, wait).await {
             Ok(bytes) => match serde_json::from_slice::<ForwardReply>(&bytes) {
                 Ok(reply) => reply.into(),
                 Err(e) => Err(ProposeFailure::Unavailable(format!(
-                    "the leader (node {leader}) sent an unreadable answer: {e}"
+                    "the leader ({name}) sent an unreadable answer: {e}"
                 ))),
             },
             Err(e) => Err(ProposeFailure::Unavailable(format!(
-                "forwarding to the leader (node {leader}) failed: {e}"
+                "forwarding to the leader ({name}) failed: {e}"
             ))),
         }
     }
 
-    /// Waits until the view names a leader other than `old`, or [`RETRY_PAUSE`].
+    /// Before a retry: waits until the view names a leader other than `old`, or
+    /// [`RETRY_PAUSE`]; while `old` is another node this one cannot reach (it died, so
+    /// asking it again is pointless until an election or its return), keeps waiting
+    /// in such pauses, up to `deadline`.
     async fn await_leader(&self, old: Option<NodeId>, deadline: Instant) {
         let mut views = self.handle.subscribe();
-        let until = (Instant::now() + RETRY_PAUSE).min(deadline);
-        let changed = views.wait_for(|v| v.leader.is_some() && v.leader != old);
-        let _ = tokio::time::timeout_at(until, changed).await;
+        loop {
+            let until = (Instant::now() + RETRY_PAUSE).min(deadline);
+            let changed = views.wait_for(|v| v.leader.is_some() && v.leader != old);
+            if tokio::time::timeout_at(until, changed).await.is_ok() {
+                return;
+            }
+            let me = self.handle.view().id;
+            let unreachable = match (old, self.transport.get()) {
+                (Some(leader), Some(t)) if leader != me => t.peer_connected(leader) == Some(false),
+                _ => false,
+            };
+            if !unreachable || Instant::now() >= deadline {
+                return;
+            }
+        }
     }
 }
 
@@ -334,11 +359,12 @@ impl ForwardServer {
 }
 
 impl RequestHandler for ForwardServer {
-    fn handle(&self, from: NodeId, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+    fn handle(&self, _from: NodeId, name: &str, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
         let handle = self.handle.clone();
+        let name = name.to_owned();
         Box::pin(async move {
             let reply = ForwardServer::serve(handle, payload).await;
-            tracing::debug!(peer = from, answer = ?reply, "forwarded change answered");
+            tracing::debug!(peer = %name, answer = ?reply, "forwarded change answered");
             // Plain data always serializes.
             serde_json::to_vec(&reply).unwrap_or_default()
         })

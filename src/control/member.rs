@@ -13,7 +13,9 @@ use crate::cluster::forward::{ForwardServer, Proposer};
 use crate::cluster::raft_id;
 use crate::cluster::state::ClusterState;
 use crate::cluster::storage::{DirLock, DiskStorage};
-use crate::cluster::transport::{PeerAuth, Secret, SecretError, Transport, TransportConfig};
+use crate::cluster::transport::{
+    PeerAddr, PeerAuth, Secret, SecretError, Transport, TransportConfig,
+};
 use crate::config::{Config, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT};
 use crate::raft::{ConfState, NodeId};
 
@@ -220,11 +222,11 @@ fn transport_config(config: &Config, me: NodeId) -> Result<Option<TransportConfi
             PeerAuth::Insecure
         }
     };
-    let peers: HashMap<NodeId, std::net::SocketAddr> = cluster
+    let peers: HashMap<NodeId, PeerAddr> = cluster
         .peers
         .iter()
         .filter(|(name, _)| **name != config.node.id)
-        .map(|(name, addr)| (raft_id(name), *addr))
+        .map(|(name, addr)| (raft_id(name), PeerAddr::new(name.as_str(), *addr)))
         .collect();
     Ok(Some(TransportConfig {
         id: me,

@@ -45,8 +45,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub use handles::{Exchange, PoolMetrics, SnapshotMetrics, UpstreamMetrics};
@@ -79,6 +79,13 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Values of the `phase` label of `ringway_upstream_timeouts_total`.
 const PHASES: [&str; 2] = ["connect", "response"];
 
+/// What a listener counts: connections accepted, and open now.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    pub accepted: IntCounter,
+    pub open: IntGauge,
+}
+
 /// The registry and the metrics the request path and the reload path feed.
 pub struct Metrics {
     registry: Registry,
@@ -93,6 +100,8 @@ pub struct Metrics {
     ring_points: IntGaugeVec,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    connections: IntCounterVec,
+    connections_open: IntGaugeVec,
     /// The (pool, upstream) pairs and the pools whose series are exported now.
     exported: Mutex<Exported>,
 }
@@ -181,6 +190,19 @@ impl Metrics {
                 "Unix time the configuration in force was loaded.",
             ))
             .expect("valid metric"),
+            connections: counter_vec(
+                "ringway_connections_accepted_total",
+                "Connections accepted, by listener kind (proxy or admin).",
+                &["listener"],
+            ),
+            connections_open: IntGaugeVec::new(
+                opts(
+                    "ringway_connections_open",
+                    "Connections open now, by listener kind (proxy or admin).",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
             exported: Mutex::default(),
         };
         m.register_own();
@@ -197,7 +219,11 @@ impl Metrics {
         for result in ["success", "failure"] {
             self.reloads.with_label_values(&[result]);
         }
-        let own: [Box<dyn Collector>; 12] = [
+        for kind in ["proxy", "admin"] {
+            self.connections.with_label_values(&[kind]);
+            self.connections_open.with_label_values(&[kind]);
+        }
+        let own: [Box<dyn Collector>; 14] = [
             Box::new(self.in_flight.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.duration.clone()),
@@ -209,6 +235,8 @@ impl Metrics {
             Box::new(self.ring_points.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload.clone()),
+            Box::new(self.connections.clone()),
+            Box::new(self.connections_open.clone()),
             Box::new(build),
         ];
         for c in own {
@@ -218,6 +246,14 @@ impl Metrics {
         self.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
+    }
+
+    /// The connection counters of one listener kind (`proxy` or `admin`).
+    pub fn connections(&self, listener: &str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            accepted: self.connections.with_label_values(&[listener]),
+            open: self.connections_open.with_label_values(&[listener]),
+        }
     }
 
     /// Adds a collector; one whose names clash with a registered one is left out and

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use super::body::BoxError;
 use super::Origin;
 use crate::config::Limits;
+use crate::metrics::ConnectionMetrics;
 use crate::tls::ServerTls;
 
 /// HTTP/2 streams one client connection may have open at once.
@@ -101,6 +102,7 @@ pub async fn serve<S: Service>(
     listeners: Vec<(TcpListener, Option<ServerTls>)>,
     service: Arc<S>,
     discipline: Discipline,
+    counted: ConnectionMetrics,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(discipline.max_connections));
@@ -109,6 +111,7 @@ pub async fn serve<S: Service>(
         builder: http_builder(&discipline),
         discipline,
         service,
+        counted,
         stop: stop_rx,
     });
     let mut loops = tokio::task::JoinSet::new();
@@ -136,6 +139,7 @@ struct Shared<S> {
     builder: auto::Builder<TokioExecutor>,
     discipline: Discipline,
     service: Arc<S>,
+    counted: ConnectionMetrics,
     stop: watch::Receiver<bool>,
 }
 
@@ -186,9 +190,11 @@ async fn accept_loop<S: Service>(
                 let _ = stream.set_nodelay(true);
                 // The permit lives as long as the socket: through a protocol switch
                 // too, until the tunnel closes.
+                shared.counted.accepted.inc();
                 let stream = Held {
                     stream,
                     _permit: permit,
+                    _open: Open::new(&shared.counted.open),
                 };
                 let first_request_by = Instant::now() + shared.discipline.first_request_timeout;
                 tokio::spawn(connection(
@@ -419,6 +425,23 @@ where
 struct Held {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _open: Open,
+}
+
+/// One open connection in `ringway_connections_open`, for as long as it lives.
+struct Open(prometheus::IntGauge);
+
+impl Open {
+    fn new(gauge: &prometheus::IntGauge) -> Open {
+        gauge.inc();
+        Open(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl tokio::io::AsyncRead for Held {

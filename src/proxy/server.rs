@@ -75,7 +75,8 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let listeners = self.listeners.into_iter().zip(self.tls).collect();
         let discipline = Discipline::of(&self.limits);
-        listener::serve(listeners, self.proxy, discipline, shutdown).await
+        let counted = self.proxy.metrics().connections("proxy");
+        listener::serve(listeners, self.proxy, discipline, counted, shutdown).await
     }
 }
 

@@ -29,21 +29,27 @@ pub const SERVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers requests from peers (the leader's side of forwarding).
 pub trait RequestHandler: Send + Sync + 'static {
-    /// The answer to `payload` from peer `from`. The transport bounds it by [`SERVE_TIMEOUT`].
-    fn handle(&self, from: NodeId, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>>;
+    /// The answer to `payload` from peer `from` (named `name`). The transport bounds it
+    /// by [`SERVE_TIMEOUT`].
+    fn handle(&self, from: NodeId, name: &str, payload: Vec<u8>) -> BoxFuture<'static, Vec<u8>>;
 }
 
 /// Why a call got no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    #[error("node {0} is not a peer")]
+    // The messages leave the node out: the caller knows its name, and says it.
+    #[error("not a peer")]
     UnknownPeer(NodeId),
-    #[error("too many requests waiting on node {0}")]
+    #[error("too many requests already waiting on it")]
     Busy(NodeId),
-    #[error("node {0} serves no requests")]
+    #[error("it serves no requests")]
     NotServing(NodeId),
-    #[error("no answer from node {0} in time")]
+    #[error("no answer in time")]
     TimedOut(NodeId),
+    /// Its connection to this node closed while the call waited: the request may or
+    /// may not have been served.
+    #[error("its connection closed before it answered")]
+    Disconnected(NodeId),
     #[error("request of {0} bytes exceeds the bound of {MAX_CALL_PAYLOAD_BYTES}")]
     TooLarge(usize),
     #[error("the transport has stopped")]
@@ -110,6 +116,26 @@ pub(crate) async fn call(
     }
 }
 
+/// The connection peer `from` answers on has closed (the peer died or redials): every
+/// call waiting on it fails now rather than at its deadline, so a caller can turn to
+/// another node (a new leader) at once.
+pub(crate) fn connection_lost(shared: &Shared, from: NodeId) {
+    let lost: Vec<Waiter> = {
+        let mut waiting = shared.calls.lock();
+        let ids: Vec<u64> = waiting
+            .iter()
+            .filter(|(_, (to, _))| *to == from)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| waiting.remove(&id).map(|(_, w)| w))
+            .collect()
+    };
+    for waiter in lost {
+        let _ = waiter.send(Err(CallError::Disconnected(from)));
+    }
+}
+
 /// A reply from `from` arrived: hands it to its call (if still waiting and addressed
 /// by that peer; anything else is counted and dropped).
 pub(crate) fn on_reply(
@@ -125,7 +151,8 @@ pub(crate) fn on_reply(
         _ => {
             drop(waiting);
             bump(&shared.counters.replies_unmatched);
-            debug!(peer = from, id, "reply to no waiting call dropped");
+            let name = shared.peer(from).map(|p| p.name.clone());
+            debug!(peer = ?name, id, "reply to no waiting call dropped");
             return;
         }
     }
@@ -163,7 +190,8 @@ pub(crate) fn on_request(shared: &Arc<Shared>, peer: &Arc<Peer>, id: u64, payloa
     bump(&shared.counters.requests_served);
     let peer = peer.clone();
     tokio::spawn(async move {
-        let answered = tokio::time::timeout(SERVE_TIMEOUT, handler.handle(peer.id, payload)).await;
+        let answered =
+            tokio::time::timeout(SERVE_TIMEOUT, handler.handle(peer.id, &peer.name, payload)).await;
         peer.served_in_flight.fetch_sub(1, Relaxed);
         peer.enqueue(match answered {
             Ok(answer) => reply(ReplyStatus::Answered, answer),

@@ -414,7 +414,10 @@ async fn read_loop(shared: &Arc<Shared>, accepted: Accepted, remote: SocketAddr)
         };
         let frame = match frame {
             Ok(frame) => frame,
-            Err(e) => return frame_failed(shared, &peer, remote, e),
+            Err(e) => {
+                calls::connection_lost(shared, peer.id);
+                return frame_failed(shared, &peer, remote, e);
+            }
         };
         match frame {
             Frame::Raft(msg) => {
@@ -436,15 +439,17 @@ async fn read_loop(shared: &Arc<Shared>, accepted: Accepted, remote: SocketAddr)
 fn frame_failed(shared: &Shared, peer: &Peer, remote: SocketAddr, e: FrameError) {
     let counters = &shared.counters;
     match e {
-        FrameError::Closed => debug!(peer = peer.id, %remote, "peer closed its connection"),
-        FrameError::Io(e) => debug!(peer = peer.id, %remote, error = %e, "peer connection failed"),
+        FrameError::Closed => debug!(peer = %peer.name, %remote, "peer closed its connection"),
+        FrameError::Io(e) => {
+            debug!(peer = %peer.name, %remote, error = %e, "peer connection failed")
+        }
         FrameError::BadLength(len) => {
             bump(&counters.frames_rejected);
-            warn!(peer = peer.id, %remote, len, "frame length out of bounds; connection closed");
+            warn!(peer = %peer.name, %remote, len, "frame length out of bounds; connection closed");
         }
         FrameError::BadKind(kind) => {
             bump(&counters.frames_rejected);
-            warn!(peer = peer.id, %remote, kind, "unknown or short frame; connection closed");
+            warn!(peer = %peer.name, %remote, kind, "unknown or short frame; connection closed");
         }
         FrameError::BadTag => {
             bump(&counters.frames_bad_tag);
@@ -456,7 +461,7 @@ fn frame_failed(shared: &Shared, peer: &Peer, remote: SocketAddr, e: FrameError)
         }
         FrameError::Decode(e) => {
             bump(&counters.decode_errors);
-            warn!(peer = peer.id, %remote, error = %e, "undecodable frame; connection closed");
+            warn!(peer = %peer.name, %remote, error = %e, "undecodable frame; connection closed");
         }
     }
 }
@@ -467,7 +472,7 @@ fn deliver(shared: &Shared, peer: &Peer, msg: Message) -> bool {
     if msg.from != peer.id || msg.to != shared.id {
         bump(&counters.misaddressed);
         debug!(
-            peer = peer.id,
+            peer = %peer.name,
             from = msg.from,
             to = msg.to,
             "misaddressed message dropped"

@@ -71,6 +71,22 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long [`Transport::shutdown`] waits for each task before aborting it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// One other member: its name (`node.id`, used in logs) and where to dial it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+impl PeerAddr {
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> PeerAddr {
+        PeerAddr {
+            name: name.into(),
+            addr,
+        }
+    }
+}
+
 /// What a transport needs to start.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -78,8 +94,8 @@ pub struct TransportConfig {
     pub id: NodeId,
     /// Address to listen on for peers (port 0 picks a free one; see [`Transport::local_addr`]).
     pub listen: SocketAddr,
-    /// The other members and where to dial them; this node's own id is ignored.
-    pub peers: HashMap<NodeId, SocketAddr>,
+    /// The other members, their names and where to dial them; this node's own id is ignored.
+    pub peers: HashMap<NodeId, PeerAddr>,
     /// Cluster name, checked in every handshake so two clusters never exchange messages.
     pub cluster: String,
     /// This node's name (`node.id`), announced in the handshake; with certificates it
@@ -216,6 +232,17 @@ impl Transport {
         self.handle.shared.id
     }
 
+    /// The name of peer `id`, if it is one.
+    pub fn peer_name(&self, id: NodeId) -> Option<String> {
+        self.handle.shared.peer(id).map(|p| p.name.clone())
+    }
+
+    /// Whether this node's connection to peer `id` is up now (`None`: not a peer).
+    pub fn peer_connected(&self, id: NodeId) -> Option<bool> {
+        let peer = self.handle.shared.peer(id)?;
+        Some(peer.counters.connected.load(Ordering::Relaxed))
+    }
+
     /// The address peers dial (the bound port when `listen` used port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.local_addr
@@ -243,11 +270,13 @@ impl Transport {
     /// Replaces the peer set (membership change). New peers are dialled; removed ones
     /// lose their queue and connections, and are refused inbound from now on. A peer
     /// whose address changed is restarted with an empty queue.
-    pub fn set_peers(&self, peers: HashMap<NodeId, SocketAddr>) {
+    pub fn set_peers(&self, peers: HashMap<NodeId, PeerAddr>) {
         let h = &self.handle;
         let mut current = h.shared.peers_mut();
         current.retain(|id, peer| {
-            let keep = peers.get(id) == Some(&peer.addr);
+            let keep = peers
+                .get(id)
+                .is_some_and(|p| p.addr == peer.addr && p.name == peer.name);
             if !keep {
                 peer.stop();
             }
@@ -255,13 +284,13 @@ impl Transport {
         });
         let mut tasks = h.lock_tasks();
         tasks.retain(|t| !t.is_finished());
-        for (id, addr) in peers {
+        for (id, entry) in peers {
             if id == h.shared.id || id == NO_NODE {
-                warn!(peer = id, "ignoring peer entry for this node or node 0");
+                warn!(peer = %entry.name, "ignoring peer entry for this node or node 0");
                 continue;
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = current.entry(id) {
-                let peer = slot.insert(Peer::new(id, addr)).clone();
+                let peer = slot.insert(Peer::new(id, entry)).clone();
                 let writer = peer::run_writer(h.shared.clone(), peer);
                 tasks.push(h.runtime.spawn(writer));
             }

@@ -129,6 +129,8 @@ fn approx_size(frame: &Frame) -> usize {
 /// of the same peer watch the stop signal too, so removing a peer closes both ways.
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
+    /// The member's name (`node.id`), for logs.
+    pub(crate) name: String,
     pub(crate) addr: SocketAddr,
     queue: Mutex<Queue>,
     wake: Notify,
@@ -141,10 +143,11 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: NodeId, addr: SocketAddr) -> Arc<Peer> {
+    pub(crate) fn new(id: NodeId, entry: super::PeerAddr) -> Arc<Peer> {
         Arc::new(Peer {
             id,
-            addr,
+            name: entry.name,
+            addr: entry.addr,
             queue: Mutex::default(),
             wake: Notify::new(),
             stop: watch::channel(false).0,
@@ -218,7 +221,7 @@ impl Backoff {
 /// The writer task of one peer; runs until the peer is stopped.
 pub(crate) async fn run_writer(shared: Arc<Shared>, peer: Arc<Peer>) {
     tokio::select! {
-        _ = peer.stopped() => debug!(peer = peer.id, "peer writer stopped"),
+        _ = peer.stopped() => debug!(peer = %peer.name, "peer writer stopped"),
         _ = connect_loop(&shared, &peer) => {}
     }
     peer.counters
@@ -236,10 +239,10 @@ async fn connect_loop(shared: &Shared, peer: &Peer) {
                 failures_in_row = 0;
                 on_connected(peer, true);
                 shared.not_a_member.store(false, Ordering::Relaxed);
-                info!(peer = peer.id, addr = %peer.addr, "connected to peer");
+                info!(peer = %peer.name, addr = %peer.addr, "connected to peer");
                 let why = serve(shared, peer, stream, session).await;
                 on_connected(peer, false);
-                info!(peer = peer.id, addr = %peer.addr, reason = %why, "peer connection closed");
+                info!(peer = %peer.name, addr = %peer.addr, reason = %why, "peer connection closed");
             }
             Err(e) => {
                 bump(&peer.counters.connect_failures);
@@ -267,7 +270,7 @@ fn on_connected(peer: &Peer, up: bool) {
 fn told_not_a_member(shared: &Shared, peer: &Peer) {
     if !shared.not_a_member.swap(true, Ordering::Relaxed) {
         warn!(
-            peer = peer.id,
+            peer = %peer.name,
             addr = %peer.addr,
             "a peer says this node is not a member of the cluster (never added, or removed)"
         );
@@ -277,9 +280,9 @@ fn told_not_a_member(shared: &Shared, peer: &Peer) {
 /// Warns on the first failure of a streak; a peer that stays down is only traced.
 fn log_connect_failure(peer: &Peer, e: &HandshakeError, failures_in_row: u64) {
     if failures_in_row == 1 {
-        warn!(peer = peer.id, addr = %peer.addr, error = %e, "cannot connect to peer; retrying with backoff");
+        warn!(peer = %peer.name, addr = %peer.addr, error = %e, "cannot connect to peer; retrying with backoff");
     } else {
-        debug!(peer = peer.id, addr = %peer.addr, error = %e, failures_in_row, "peer still unreachable");
+        debug!(peer = %peer.name, addr = %peer.addr, error = %e, failures_in_row, "peer still unreachable");
     }
 }
 
@@ -463,7 +466,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             if !push_frame(buf, &msg, session.as_deref_mut()) {
                 bump(&counters.dropped_oversize);
                 warn!(
-                    peer = peer.id,
+                    peer = %peer.name,
                     kind = msg.kind(),
                     "message exceeds the frame bound; dropped"
                 );
