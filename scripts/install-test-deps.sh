@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs besides cargo: promtool and the Prometheus server
-# (Debian package `prometheus`), used by tests/metrics.rs. Idempotent: does nothing
+# (Debian package `prometheus`), used by tests/http/metrics.rs. Idempotent: does nothing
 # when promtool and prometheus are already on the PATH.
 #
 # The package's own service is never left running: it would hold port 9090 and scrape

@@ -6,7 +6,7 @@
 //! (`scripts/install-test-deps.sh`). Without them these two tests are skipped, unless
 //! `CI` or `RINGWAY_REQUIRE_TOOLS=1` is set: then they fail.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,7 +1,7 @@
 //! Data-plane integration tests: real upstream servers on 127.0.0.1 and the proxy in
 //! front of them, driven over real sockets.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

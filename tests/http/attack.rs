@@ -21,7 +21,7 @@
 //!   CONTINUATION flood, SETTINGS flood, PING flood; the process stays up, serves a
 //!   normal request afterwards, and its resident memory stays under a generous bound.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! The `ringway` binary's subcommands, run as a user would run them.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -2,9 +2,7 @@
 //! once) and the files they name (`tls::check`: unreadable, not PEM, a key that is not
 //! the certificate's), with certificates made at test time.
 
-mod common;
-#[path = "common/tls.rs"]
-mod tlsutil;
+use crate::tlsutil;
 
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 //! client certificates), the cluster transport over mutual TLS, and the binary with
 //! TLS on its listener and admin API. Every wait is bounded; nothing asserts timing.
 
-mod common;
-#[path = "common/tls.rs"]
-mod tlsutil;
+use crate::common;
+use crate::tlsutil;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

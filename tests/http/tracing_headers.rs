@@ -2,7 +2,7 @@
 //! and the log formats of the binary: JSON lines with `--log-format json`, levels from
 //! `RUST_LOG`, the request id in the access log.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
