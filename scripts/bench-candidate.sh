@@ -2,6 +2,13 @@
 # Runs ringway as a benchmark candidate: one pool over $BENCH_BACKENDS (comma-separated
 # host:port), hashed on the request URI, listening on 127.0.0.1:$BENCH_PORT, one worker
 # thread, no access log. Stays in the foreground.
+#
+# RINGWAY_HEADERS picks the header work (listeners[].headers):
+#   all        (default) everything ringway does out of the box: X-Forwarded-For/-Proto/
+#              -Host, Via, X-Request-Id and traceparent
+#   forwarded  what compare.sh --peer-headers forwarded asks of nginx and HAProxy:
+#              X-Forwarded-*, Via and X-Request-Id; no traceparent
+#   minimal    none of it, as compare.sh --peer-headers minimal runs the peers
 #   ../shared/bench/compare.sh --candidate-cmd "$PWD/scripts/bench-candidate.sh" \
 #       --candidate-port 18083 --candidate-name ringway
 set -euo pipefail
@@ -13,6 +20,12 @@ cfg=$dir/ringway.yaml
 {
   printf 'node: {id: bench, data_dir: %s/data}\n' "$dir"
   printf 'listeners:\n  - address: 127.0.0.1:%s\n' "$BENCH_PORT"
+  case ${RINGWAY_HEADERS:-all} in
+    all) ;;
+    forwarded) printf '    headers: {traceparent: false}\n' ;;
+    minimal) printf '    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n' ;;
+    *) echo "RINGWAY_HEADERS must be all, forwarded or minimal" >&2; exit 2 ;;
+  esac
   printf 'pools:\n  - name: bench\n    hash_key: uri\n    upstreams:\n'
   for b in ${BENCH_BACKENDS//,/ }; do printf '      - address: %s\n' "$b"; done
 } >"$cfg"

@@ -258,3 +258,30 @@ fn a_section_of_the_wrong_shape_is_named_in_plain_words() {
     assert!(err.contains("expected a mapping"), "{err}");
     assert!(!err.contains("Raw"), "no internal type names: {err}");
 }
+
+#[test]
+fn listener_header_work_is_on_by_default_and_each_switch_is_checked() {
+    let head = "node: {id: a, data_dir: /tmp/a}\npools:\n  - name: p\n    upstreams: [{address: '127.0.0.1:9'}]\n";
+    let c = Config::parse(&format!("{head}listeners: [{{address: '127.0.0.1:1'}}]\n")).unwrap();
+    let on = c.listeners[0].headers;
+    assert!(on.forwarded && on.via && on.request_id && on.traceparent);
+    let c = Config::parse(&format!(
+        "{head}listeners: [{{address: '127.0.0.1:1', headers: {{via: false, traceparent: false}}}}]\n"
+    ))
+    .unwrap();
+    let h = c.listeners[0].headers;
+    assert!(h.forwarded && !h.via && h.request_id && !h.traceparent);
+    let errs = errors(&format!(
+        "{head}listeners: [{{address: '127.0.0.1:1', headers: {{via: 1, request_ids: false}}}}]\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("listeners[0].headers.via:")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("listeners[0].headers.request_ids:")),
+        "{errs:?}"
+    );
+}

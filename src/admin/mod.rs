@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use crate::cluster::driver::ProposeFailure;
 use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused};
-use crate::config::Config;
+use crate::config::{Config, HeaderWork};
 use crate::control::{Instance, Proposer, Reloader};
 use crate::proxy::listener::{self, Discipline};
 use crate::proxy::Proxy;
@@ -139,7 +139,12 @@ impl Admin {
             let _ = shutdown.wait_for(|&s| s).await;
         };
         let counted = self.proxy.metrics().connections("admin");
-        listener::serve(vec![(listener, tls)], self, discipline, counted, stop).await
+        let bound = listener::Bound {
+            listener,
+            tls,
+            headers: HeaderWork::default(),
+        };
+        listener::serve(vec![bound], self, discipline, counted, stop).await
     }
 
     /// Starts the admin API of `instance` on its `admin.address`, if the file has an

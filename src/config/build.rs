@@ -11,7 +11,8 @@ use serde_yaml::Value;
 
 use super::bounds::{self, valid_node_id, MAX_NODE_ID_BYTES};
 use super::raw::{
-    RawAdmin, RawCluster, RawConfig, RawLimits, RawListener, RawNode, RawPool, RawUpstream,
+    RawAdmin, RawCluster, RawConfig, RawHeaderWork, RawLimits, RawListener, RawNode, RawPool,
+    RawUpstream,
 };
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
@@ -292,9 +293,32 @@ impl Checker {
             if out.iter().any(|o| o.address == address) {
                 self.error(&field, format!("{address} is listed twice"));
             }
-            out.push(Listener { address, tls });
+            let headers = self.header_work(&join(&path, "headers"), l.headers);
+            out.push(Listener {
+                address,
+                tls,
+                headers,
+            });
         }
         out
+    }
+
+    fn header_work(&mut self, path: &str, raw: Option<RawHeaderWork>) -> HeaderWork {
+        let on = HeaderWork::default();
+        let Some(raw) = raw else {
+            return on;
+        };
+        self.unknown(path, &raw.unknown);
+        HeaderWork {
+            forwarded: self.opt_bool(&join(path, "forwarded"), &raw.forwarded, on.forwarded),
+            via: self.opt_bool(&join(path, "via"), &raw.via, on.via),
+            request_id: self.opt_bool(&join(path, "request_id"), &raw.request_id, on.request_id),
+            traceparent: self.opt_bool(
+                &join(path, "traceparent"),
+                &raw.traceparent,
+                on.traceparent,
+            ),
+        }
     }
 
     fn admin(&mut self, raw: RawAdmin) -> Option<Admin> {

@@ -79,6 +79,35 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Terminate TLS on this socket; absent: plain HTTP/1.1 and h2c.
     pub tls: Option<ListenerTls>,
+    /// Which headers ringway adds to the requests it takes on this listener.
+    pub headers: HeaderWork,
+}
+
+/// The header work ringway does for the requests of one listener (`listeners[].headers`);
+/// all on by default. Off means ringway adds nothing of that kind: what the client sent
+/// passes through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderWork {
+    /// `X-Forwarded-For`, `-Proto` and `-Host` (`forwarded`).
+    pub forwarded: bool,
+    /// `Via` on requests and responses (`via`).
+    pub via: bool,
+    /// An `X-Request-Id` made when the client sent none usable, sent upstream and
+    /// returned (`request_id`).
+    pub request_id: bool,
+    /// A W3C `traceparent` started when the client sent none valid (`traceparent`).
+    pub traceparent: bool,
+}
+
+impl Default for HeaderWork {
+    fn default() -> HeaderWork {
+        HeaderWork {
+            forwarded: true,
+            via: true,
+            request_id: true,
+            traceparent: true,
+        }
+    }
 }
 
 /// Time a client gets to complete its TLS handshake when the file does not say.

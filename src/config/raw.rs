@@ -36,6 +36,7 @@ pub struct RawNode {
 pub struct RawListener {
     pub address: Option<Value>,
     pub tls: Option<RawListenerTls>,
+    pub headers: Option<RawHeaderWork>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -107,6 +108,16 @@ pub struct RawUpstream {
 }
 
 /// `listeners[].tls`: terminate TLS with these certificates (the first is the default).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHeaderWork {
+    pub forwarded: Option<Value>,
+    pub via: Option<Value>,
+    pub request_id: Option<Value>,
+    pub traceparent: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct RawListenerTls {
     pub certificates: Option<Vec<RawCertPair>>,

@@ -134,7 +134,8 @@ impl Instance {
         let server = Server::bind(&addrs, self.proxy.clone(), config.limits.clone())
             .await
             .map_err(|e| e.to_string())?
-            .with_tls(listener_tls(config)?);
+            .with_tls(listener_tls(config)?)
+            .with_headers(config.listeners.iter().map(|l| l.headers));
         for addr in server.local_addrs() {
             tracing::info!(%addr, pools = config.pools.len(), "ringway listening");
         }

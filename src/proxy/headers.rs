@@ -8,6 +8,7 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Uri, Version};
 
 use super::error::HeadFault;
+use crate::config::HeaderWork;
 
 /// The name ringway gives itself in `Via`.
 pub const VIA_NAME: &str = "ringway";
@@ -91,8 +92,9 @@ pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
     asks.then(|| proto.clone())
 }
 
-/// Where a client connection comes from, for the `X-Forwarded-*` headers. Made once
-/// per connection, so each request only clones the address text.
+/// Where a client connection comes from, for the `X-Forwarded-*` headers, and the
+/// header work its listener asks for. Made once per connection, so each request only
+/// clones the address text.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub client_ip: IpAddr,
@@ -100,10 +102,16 @@ pub struct Origin {
     pub client_ip_text: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
+    pub work: HeaderWork,
 }
 
 impl Origin {
+    /// A connection from `client_ip`, with all the header work on.
     pub fn new(client_ip: IpAddr, proto: &'static str) -> Origin {
+        Origin::with_work(client_ip, proto, HeaderWork::default())
+    }
+
+    pub fn with_work(client_ip: IpAddr, proto: &'static str, work: HeaderWork) -> Origin {
         let client_ip = client_ip.to_canonical();
         let client_ip_text = HeaderValue::from_str(&client_ip.to_string())
             .expect("an IP address is a valid header value");
@@ -111,6 +119,7 @@ impl Origin {
             client_ip,
             client_ip_text,
             proto,
+            work,
         }
     }
 }
@@ -154,26 +163,38 @@ fn transfer_encoding_text(headers: &HeaderMap) -> String {
     values.join(", ")
 }
 
-/// Rewrites a client's request head for an HTTP/1.1 upstream.
+/// Rewrites a client's request head for an HTTP/1.1 upstream, with the header work
+/// `origin`'s listener asks for.
 pub fn prepare_request(parts: &mut request::Parts, origin: &Origin, upgrade: Option<HeaderValue>) {
-    let host = original_host(parts);
+    let work = origin.work;
     let via = via_value(parts.version);
+    // HTTP/2 has no `Host`, only `:authority`: the upstream needs it as `Host`.
+    let host = match (work.forwarded, parts.headers.contains_key(header::HOST)) {
+        (true, _) | (false, false) => original_host(parts),
+        (false, true) => None,
+    };
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    append_forwarded_for(headers, &origin.client_ip_text);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(origin.proto),
-    );
+    if work.forwarded {
+        append_forwarded_for(headers, &origin.client_ip_text);
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(origin.proto),
+        );
+    }
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        if work.forwarded {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
         headers.entry(header::HOST).or_insert(host);
     }
-    append_via(headers, via);
+    if work.via {
+        append_via(headers, via);
+    }
     if let Some(pq) = parts.uri.path_and_query() {
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             parts.uri = Uri::from(pq.clone());
@@ -182,9 +203,10 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin, upgrade: Opt
     parts.version = Version::HTTP_11;
 }
 
-/// Rewrites an upstream's response head for the client. A `101 Switching Protocols`
-/// keeps its `Connection` and `Upgrade` headers: they are the switch.
-pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+/// Rewrites an upstream's response head for the client (adding `Via` when `via`). A
+/// `101 Switching Protocols` keeps its `Connection` and `Upgrade` headers: they are the
+/// switch.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool, via: bool) {
     let upgrade = switching
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -193,7 +215,9 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
     }
-    append_via(headers, HeaderValue::from_static("1.1 ringway"));
+    if via {
+        append_via(headers, HeaderValue::from_static("1.1 ringway"));
+    }
 }
 
 /// A request's id: the client's `X-Request-Id` when it sent exactly one that is 1 to
@@ -234,8 +258,23 @@ fn valid_request_id(id: &[u8]) -> bool {
 /// and parent-id, flags `00`: ringway records nothing, so it does not claim to have
 /// sampled) and `tracestate` is removed, since it only means something beside the
 /// `traceparent` it came with.
-pub fn set_tracing(headers: &mut HeaderMap, id: &RequestId) {
-    headers.insert(X_REQUEST_ID.clone(), id.value());
+///
+/// `id` is `None` when the listener makes no request ids, and `traceparent` false when
+/// it starts no traces: what the client sent then passes untouched.
+pub fn set_tracing(headers: &mut HeaderMap, id: Option<&RequestId>, traceparent: bool) {
+    match id {
+        Some(RequestId::Made(hex)) => {
+            headers.insert(X_REQUEST_ID.clone(), hex_value(hex));
+        }
+        // The client's one valid header, in place unless its `Connection` named it.
+        Some(RequestId::Kept(v)) => {
+            headers.entry(&X_REQUEST_ID).or_insert_with(|| v.clone());
+        }
+        None => {}
+    }
+    if !traceparent {
+        return;
+    }
     match headers.entry(&TRACEPARENT) {
         Entry::Occupied(mut sent) => {
             let mut values = sent.iter();
@@ -561,15 +600,17 @@ mod tests {
         let id = RequestId::Kept(HeaderValue::from_static("req-1"));
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut h = HeaderMap::new();
+        // A kept id is the client's own header, already in place.
+        h.insert("x-request-id", HeaderValue::from_static("req-1"));
         h.insert("traceparent", HeaderValue::from_static(good));
         h.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
-        set_tracing(&mut h, &id);
+        set_tracing(&mut h, Some(&id), true);
         assert_eq!(h["traceparent"], good);
         assert_eq!(h["tracestate"], "congo=t61rcWkgMzE");
         assert_eq!(h["x-request-id"], "req-1");
 
         h.insert("traceparent", HeaderValue::from_static("00-xyz"));
-        set_tracing(&mut h, &id);
+        set_tracing(&mut h, Some(&id), true);
         let fresh = h["traceparent"].clone();
         assert!(valid_traceparent(fresh.as_bytes()), "{fresh:?}");
         assert!(fresh.to_str().unwrap().ends_with("-00"));
@@ -578,7 +619,7 @@ mod tests {
 
         let mut none = HeaderMap::new();
         none.insert("tracestate", HeaderValue::from_static("orphan=1"));
-        set_tracing(&mut none, &id);
+        set_tracing(&mut none, Some(&id), true);
         let started = none["traceparent"].clone();
         assert!(valid_traceparent(started.as_bytes()));
         assert_ne!(trace_id(&started), trace_id(&fresh));

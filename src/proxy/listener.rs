@@ -10,9 +10,13 @@
 //! [`Discipline::first_request_timeout`], or the socket is closed. After that, a
 //! connection with no request in flight for [`Discipline::keep_alive_timeout`] (up
 //! to twice that: the deadline looks once per keep-alive period) is told to close
-//! (HTTP/2 gets a GOAWAY), and hyper's own header-read timeout bounds
-//! each later HTTP/1 head. On shutdown, accept loops stop, open connections are told
+//! (HTTP/2 gets a GOAWAY). Each later HTTP/1 head must be whole within the same
+//! first-request timeout of its first byte, or the connection is dropped (found
+//! within twice that). On shutdown, accept loops stop, open connections are told
 //! to finish, and [`serve`] returns once all have closed or the grace period is over.
+//!
+//! All of a connection's deadlines are one timer, re-armed only when it fires: a
+//! request costs two clock reads and a few atomic stores, never a timer of its own.
 
 use std::future::Future;
 use std::io;
@@ -36,7 +40,7 @@ use tokio::time::Instant;
 
 use super::body::BoxError;
 use super::Origin;
-use crate::config::Limits;
+use crate::config::{HeaderWork, Limits};
 use crate::metrics::ConnectionMetrics;
 use crate::tls::ServerTls;
 
@@ -66,6 +70,14 @@ pub trait Service: Send + Sync + 'static {
         req: Request<Incoming>,
         origin: Arc<Origin>,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+/// One bound socket to serve: its TLS (`None`: plain HTTP/1.1 and h2c) and the header
+/// work its requests get (the admin API's listener ignores it).
+pub struct Bound {
+    pub listener: TcpListener,
+    pub tls: Option<ServerTls>,
+    pub headers: HeaderWork,
 }
 
 /// The bounds and deadlines of one listener's connections.
@@ -99,7 +111,7 @@ impl Discipline {
 /// Serves `service` on every listener (each with its TLS, or plain) until `shutdown`
 /// resolves, then drains open connections within the grace period.
 pub async fn serve<S: Service>(
-    listeners: Vec<(TcpListener, Option<ServerTls>)>,
+    listeners: Vec<Bound>,
     service: Arc<S>,
     discipline: Discipline,
     counted: ConnectionMetrics,
@@ -115,8 +127,8 @@ pub async fn serve<S: Service>(
         stop: stop_rx,
     });
     let mut loops = tokio::task::JoinSet::new();
-    for (listener, tls) in listeners {
-        loops.spawn(accept_loop(listener, tls, shared.clone(), permits.clone()));
+    for bound in listeners {
+        loops.spawn(accept_loop(bound, shared.clone(), permits.clone()));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -145,9 +157,10 @@ struct Shared<S> {
 
 fn http_builder(d: &Discipline) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // No HTTP/1 timer: hyper's header-read timeout re-arms a timer for every request;
+    // the connection's own deadline (see `http`) bounds heads instead.
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(d.first_request_timeout)
+        .header_read_timeout(None)
         .max_buf_size(d.max_header_bytes)
         .keep_alive(true);
     b.http2()
@@ -166,12 +179,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&s| s).await;
 }
 
-async fn accept_loop<S: Service>(
-    listener: TcpListener,
-    tls: Option<ServerTls>,
-    shared: Arc<Shared<S>>,
-    permits: Arc<Semaphore>,
-) {
+async fn accept_loop<S: Service>(bound: Bound, shared: Arc<Shared<S>>, permits: Arc<Semaphore>) {
+    let Bound {
+        listener,
+        tls,
+        headers,
+    } = bound;
     let mut stop = shared.stop.clone();
     loop {
         let permit = tokio::select! {
@@ -201,6 +214,7 @@ async fn accept_loop<S: Service>(
                     stream,
                     peer,
                     tls.clone(),
+                    headers,
                     shared.clone(),
                     first_request_by,
                 ));
@@ -221,12 +235,14 @@ async fn connection<S: Service>(
     stream: Held,
     peer: SocketAddr,
     tls: Option<ServerTls>,
+    work: HeaderWork,
     shared: Arc<Shared<S>>,
     first_request_by: Instant,
 ) {
     let mut stop = shared.stop.clone();
+    let origin = |proto| Arc::new(Origin::with_work(peer.ip(), proto, work));
     let Some(tls) = tls else {
-        return http(stream, peer, "http", &shared, first_request_by).await;
+        return http(stream, peer, origin("http"), &shared, first_request_by).await;
     };
     let handshake = tokio::time::timeout_at(first_request_by, tls.accept(stream));
     let done = tokio::select! {
@@ -234,7 +250,7 @@ async fn connection<S: Service>(
         _ = stopped(&mut stop) => return,
     };
     match done {
-        Ok(Ok(stream)) => http(stream, peer, "https", &shared, first_request_by).await,
+        Ok(Ok(stream)) => http(stream, peer, origin("https"), &shared, first_request_by).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake before the first-request deadline"),
     }
@@ -246,7 +262,7 @@ async fn connection<S: Service>(
 async fn http<S, IO>(
     stream: IO,
     peer: SocketAddr,
-    proto: &'static str,
+    origin: Arc<Origin>,
     shared: &Shared<S>,
     first_request_by: Instant,
 ) where
@@ -254,7 +270,10 @@ async fn http<S, IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let origin = Arc::new(Origin::new(peer.ip(), proto));
+    let stream = Watched {
+        inner: stream,
+        activity: activity.clone(),
+    };
     let service = shared.service.clone();
     let seen = activity.clone();
     let svc = service_fn(move |req| {
@@ -270,9 +289,15 @@ async fn http<S, IO>(
     let mut conn = std::pin::pin!(conn);
     let mut stop = shared.stop.clone();
     let mut deadline = first_request_by.min(Instant::now() + d.keep_alive_timeout);
+    let bounds = Bounds {
+        keep_alive: d.keep_alive_timeout,
+        head: d.first_request_timeout,
+    };
     let mut closing = false;
     let result = loop {
         tokio::select! {
+            // The connection first: it is what wakes this task nearly every time.
+            biased;
             r = conn.as_mut() => break r,
             _ = stopped(&mut stop), if !closing => {
                 conn.as_mut().graceful_shutdown();
@@ -284,9 +309,13 @@ async fn http<S, IO>(
                     tracing::debug!(%peer, "connection still open after being told to close; dropped");
                     return;
                 }
-                match activity.check(Instant::now(), d.keep_alive_timeout, first_request_by) {
+                match activity.check(Instant::now(), bounds, first_request_by) {
                     Check::NeverAsked => {
                         tracing::debug!(%peer, "no request head before the first-request deadline; closed");
+                        return;
+                    }
+                    Check::SlowHead => {
+                        tracing::debug!(%peer, "a request head not whole within the header-read timeout; closed");
                         return;
                     }
                     Check::Idle => {
@@ -314,6 +343,24 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `opened` to the last request start or end.
     last_ms: AtomicU64,
+    /// Milliseconds from `opened` to the first byte read while no request was in
+    /// flight (the start of the next head), or [`NO_HEAD`].
+    head_ms: AtomicU64,
+    /// The client opened with the HTTP/2 preface: its idle bytes (pings, settings)
+    /// start no head.
+    h2: AtomicBool,
+}
+
+/// `Activity::head_ms` when no head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+/// The deadlines `Activity::check` holds a connection to.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    /// No request in flight for this long: idle.
+    keep_alive: Duration,
+    /// A later HTTP/1 head must be whole within this of its first byte.
+    head: Duration,
 }
 
 /// What a connection's deadline found.
@@ -323,6 +370,8 @@ enum Check {
     NeverAsked,
     /// No request in flight for the keep-alive timeout.
     Idle,
+    /// A later HTTP/1 head began and was not whole in time.
+    SlowHead,
     /// Look again then.
     Later(Instant),
 }
@@ -334,40 +383,128 @@ impl Activity {
             asked: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            head_ms: AtomicU64::new(NO_HEAD),
+            h2: AtomicBool::new(false),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
     fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Release);
+        self.last_ms.store(self.now_ms(), Ordering::Release);
     }
 
     /// A request head arrived: in flight until the returned guard drops.
     fn begin(self: &Arc<Self>) -> InFlightGuard {
         self.asked.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_ms.store(NO_HEAD, Ordering::Release);
         self.touch();
         InFlightGuard(self.clone())
     }
 
-    /// What the deadline finds at `now`. Looks are at most `keep_alive` apart, so an
-    /// idle connection is closed between one and two keep-alive timeouts after its
-    /// last request ended.
-    fn check(&self, now: Instant, keep_alive: Duration, first_request_by: Instant) -> Check {
+    /// Bytes arrived from the client (`first` holds the start of what was read).
+    fn read(&self, first: &[u8]) {
+        if !self.asked.load(Ordering::Relaxed) {
+            // The first head is the first-request deadline's; note only the protocol.
+            if first.starts_with(b"PRI ") {
+                self.h2.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_ms.load(Ordering::Relaxed) == NO_HEAD
+            && !self.h2.load(Ordering::Relaxed)
+        {
+            self.head_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// What the deadline finds at `now`. Looks are at most the shorter of the two
+    /// bounds apart, so an idle connection is closed within two keep-alive timeouts
+    /// of its last request, and a slow later head within two header-read timeouts of
+    /// its first byte.
+    fn check(&self, now: Instant, bounds: Bounds, first_request_by: Instant) -> Check {
+        let every = bounds.keep_alive.min(bounds.head);
         if !self.asked.load(Ordering::Acquire) {
             return match now >= first_request_by {
                 true => Check::NeverAsked,
-                false => Check::Later(first_request_by.min(now + keep_alive)),
+                false => Check::Later(first_request_by.min(now + every)),
             };
         }
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Check::Later(now + keep_alive);
+            return Check::Later(now + every);
         }
-        let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
-        match last + keep_alive {
-            at if at <= now => Check::Idle,
-            at => Check::Later(at),
+        let at = |ms: u64| self.opened + Duration::from_millis(ms);
+        let head_by = match self.head_ms.load(Ordering::Acquire) {
+            NO_HEAD => None,
+            ms => Some(at(ms) + bounds.head),
+        };
+        if head_by.is_some_and(|by| by <= now) {
+            return Check::SlowHead;
         }
+        let idle_at = at(self.last_ms.load(Ordering::Acquire)) + bounds.keep_alive;
+        if idle_at <= now {
+            return Check::Idle;
+        }
+        let next = idle_at.min(now + every);
+        Check::Later(head_by.map_or(next, |by| by.min(next)))
+    }
+}
+
+/// A client stream whose reads tell the connection's [`Activity`] when a head begins.
+struct Watched<IO> {
+    inner: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                self.activity.read(new);
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -491,10 +628,14 @@ mod tests {
     #[test]
     fn a_connection_is_idle_only_with_nothing_in_flight_for_the_keep_alive_time() {
         let keep_alive = Duration::from_secs(10);
+        let bounds = Bounds {
+            keep_alive,
+            head: Duration::from_secs(30),
+        };
         let a = Arc::new(Activity::new());
         let t0 = Instant::now();
         let first_by = t0 + Duration::from_secs(25);
-        let check = |now| a.check(now, keep_alive, first_by);
+        let check = |now| a.check(now, bounds, first_by);
         assert_eq!(check(t0), Check::Later(t0 + keep_alive));
         assert_eq!(check(t0 + Duration::from_secs(20)), Check::Later(first_by));
         assert_eq!(check(first_by), Check::NeverAsked);
@@ -509,5 +650,44 @@ mod tests {
         }
         let idle = check(Instant::now() + keep_alive + Duration::from_secs(1));
         assert_eq!(idle, Check::Idle);
+    }
+
+    #[test]
+    fn a_later_http1_head_must_be_whole_in_time_and_http2_bytes_start_none() {
+        let bounds = Bounds {
+            keep_alive: Duration::from_secs(60),
+            head: Duration::from_secs(5),
+        };
+        let a = Arc::new(Activity::new());
+        let first_by = Instant::now() + Duration::from_secs(5);
+        a.read(b"GET / HTTP/1.1\r\n");
+        drop(a.begin());
+        // Idle, nothing read: looked at again within the head bound, never cut early.
+        let now = Instant::now();
+        assert_eq!(
+            a.check(now, bounds, first_by),
+            Check::Later(now + bounds.head)
+        );
+        // The first byte of the next head starts its clock.
+        a.read(b"G");
+        let started = Instant::now();
+        match a.check(started, bounds, first_by) {
+            Check::Later(at) => assert!(at <= started + bounds.head),
+            other => panic!("expected Later, got {other:?}"),
+        }
+        let late = started + bounds.head + Duration::from_millis(5);
+        assert_eq!(a.check(late, bounds, first_by), Check::SlowHead);
+        // The head completing (a request begins) clears it.
+        let guard = a.begin();
+        drop(guard);
+        assert_ne!(a.check(late, bounds, first_by), Check::SlowHead);
+
+        // A connection that opened with the HTTP/2 preface: idle frames start no head.
+        let h2 = Arc::new(Activity::new());
+        h2.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        drop(h2.begin());
+        h2.read(b"\x00\x00\x08\x06");
+        let late = Instant::now() + bounds.head + Duration::from_secs(1);
+        assert_ne!(h2.check(late, bounds, first_by), Check::SlowHead);
     }
 }

@@ -100,17 +100,23 @@ impl Proxy {
     /// Serves one request from a client connection.
     pub async fn handle(&self, req: Request<Incoming>, origin: &Origin) -> Response<ProxyBody> {
         let mut tally = Tally::start(self.snapshot.load_full());
-        let request_id = headers::RequestId::of(req.headers());
+        let request_id = origin
+            .work
+            .request_id
+            .then(|| headers::RequestId::of(req.headers()));
         // The record costs an allocation; make it only when the line will be written.
         let mut log =
             tracing::enabled!(target: "ringway::access", tracing::Level::INFO).then(|| {
                 let mut log = Box::new(AccessLog::new(&req));
-                log.request_id = Some(request_id.value());
+                log.request_id = match &request_id {
+                    Some(id) => Some(id.value()),
+                    None => req.headers().get(&headers::X_REQUEST_ID).cloned(),
+                };
                 log
             });
         let mut target = Target::default();
         let ctx = RequestCtx {
-            request_id: &request_id,
+            request_id: request_id.as_ref(),
             log: &mut log,
             target: &mut target,
         };
@@ -128,9 +134,11 @@ impl Proxy {
             }
         };
         let (mut parts, body) = resp.into_parts();
-        parts
-            .headers
-            .insert(headers::X_REQUEST_ID.clone(), request_id.value());
+        if let Some(id) = &request_id {
+            parts
+                .headers
+                .insert(headers::X_REQUEST_ID.clone(), id.value());
+        }
         let status = parts.status.as_u16();
         tally.answered(target, status);
         let body = body.with_tally(tally);
@@ -175,7 +183,7 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::prepare_request(&mut parts, origin, upgrade);
-        headers::set_tracing(&mut parts.headers, request_id);
+        headers::set_tracing(&mut parts.headers, request_id, origin.work.traceparent);
         if let Some(log) = log.as_mut() {
             log.traceparent = headers::traceparent(&parts.headers).cloned();
         }
@@ -190,12 +198,14 @@ impl Proxy {
             body = body.counting(m.request_bytes().clone());
         }
         let req = Request::from_parts(parts, body);
+        // Boxed: the upstream exchange is the largest part of a request's state, and
+        // unboxed it would be copied whole each time hyper moves the request's future.
         let Forwarded {
             upstream,
             mut response,
             conn,
             inflight,
-        } = forward(pool, metrics, hash, req, target).await?;
+        } = Box::pin(forward(pool, metrics, hash, req, target)).await?;
         if let Some(log) = log.as_mut() {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
         }
@@ -207,7 +217,7 @@ impl Proxy {
                 pool.upstreams[upstream].id.clone(),
             );
         }
-        headers::prepare_response(response.headers_mut(), switching);
+        headers::prepare_response(response.headers_mut(), switching, origin.work.via);
         let (parts, body) = response.into_parts();
         Ok(Response::from_parts(
             parts,
@@ -221,7 +231,8 @@ impl Proxy {
 /// What the request path notes besides the response: the request id it forwards, the
 /// access-log record (when the line will be written), and where the request went.
 struct RequestCtx<'a> {
-    request_id: &'a headers::RequestId,
+    /// `None` when the listener makes no request ids.
+    request_id: Option<&'a headers::RequestId>,
     log: &'a mut Option<Box<AccessLog>>,
     target: &'a mut Target,
 }

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use super::body::ProxyBody;
 use super::listener::{self, Discipline, Service};
 use super::{Origin, Proxy};
-use crate::config::Limits;
+use crate::config::{HeaderWork, Limits};
 use crate::tls::ServerTls;
 
 /// Bound listeners, ready to serve.
@@ -28,6 +28,8 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     /// Indexed like `listeners`; `None` serves plain HTTP.
     tls: Vec<Option<ServerTls>>,
+    /// Indexed like `listeners`.
+    headers: Vec<HeaderWork>,
     proxy: Arc<Proxy>,
     limits: Limits,
 }
@@ -48,6 +50,7 @@ impl Server {
         }
         Ok(Server {
             tls: vec![None; listeners.len()],
+            headers: vec![HeaderWork::default(); listeners.len()],
             listeners,
             proxy,
             limits,
@@ -63,6 +66,15 @@ impl Server {
         self
     }
 
+    /// The header work of each listener, indexed like the addresses given to
+    /// [`Server::bind`] (all on by default).
+    pub fn with_headers(mut self, work: impl IntoIterator<Item = HeaderWork>) -> Server {
+        for (slot, w) in self.headers.iter_mut().zip(work) {
+            *slot = w;
+        }
+        self
+    }
+
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
@@ -73,7 +85,17 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let listeners = self.listeners.into_iter().zip(self.tls).collect();
+        let listeners = self
+            .listeners
+            .into_iter()
+            .zip(self.tls)
+            .zip(self.headers)
+            .map(|((listener, tls), headers)| listener::Bound {
+                listener,
+                tls,
+                headers,
+            })
+            .collect();
         let discipline = Discipline::of(&self.limits);
         let counted = self.proxy.metrics().connections("proxy");
         listener::serve(listeners, self.proxy, discipline, counted, shutdown).await

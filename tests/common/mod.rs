@@ -413,7 +413,8 @@ impl TestProxy {
         let proxy = Arc::new(Proxy::new(Snapshot::build(&config, None)));
         let server = Server::bind(&[loopback()], proxy.clone(), config.limits.clone())
             .await
-            .expect("bind proxy");
+            .expect("bind proxy")
+            .with_headers(config.listeners.iter().map(|l| l.headers));
         let addr = server.local_addrs()[0];
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

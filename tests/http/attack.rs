@@ -542,6 +542,67 @@ async fn slowloris_on_the_proxy_is_cut_at_the_header_deadline() {
     assert!(backend.seen().is_empty());
 }
 
+/// The same on a keep-alive connection after a first request was answered: the next
+/// head is held to the header-read timeout too (the keep-alive timeout here is the
+/// default 60 s, three times the whole wait, so only the head deadline can cut it).
+#[tokio::test]
+async fn a_slow_later_head_on_a_kept_alive_connection_is_cut() {
+    let backend = Recorder::start().await;
+    let proxy = proxy_for(&backend, &["header_read_timeout_ms: 500"]).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("the first answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before answering the first request");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Then the next head, a byte every 50 ms, 20 s in all.
+    let head = format!(
+        "GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(360)
+    );
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for b in head.as_bytes() {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!("answered a head never finished: {:?}", &buf[..n]),
+            Err(_) => {}
+        }
+    }
+    // The trickle lasts 18 s: only the head deadline (0.5 s, looked at every 0.5 s)
+    // can cut it within that, never the keep-alive timeout (60 s).
+    assert!(
+        cut,
+        "the slow second head was never cut ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the first request reached the upstream"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_past_max_connections_do_not_lock_clients_out() {
     let backend = Recorder::start().await;

@@ -192,6 +192,60 @@ async fn an_invalid_traceparent_is_replaced_and_its_tracestate_dropped() {
     assert_ne!(tp, TRACEPARENT);
 }
 
+/// A listener with every optional header switched off adds nothing: the upstream sees
+/// what the client sent (an id, an invalid traceparent and its tracestate untouched),
+/// and the response carries no `Via` and no `X-Request-Id` of ringway's.
+#[tokio::test]
+async fn a_listener_with_the_header_work_off_adds_nothing() {
+    let up = Upstream::start("head", head_handler("head")).await;
+    let yaml = config_yaml(&[PoolSpec::new("app").prefix("/app").upstream(&up)], &[])
+        .replace(
+            "  - address: 127.0.0.1:0\n",
+            "  - address: 127.0.0.1:0\n    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n",
+        );
+    let config = common::parse_config(&yaml);
+    assert!(!config.listeners[0].headers.via, "the file switched it off");
+    let proxy = TestProxy::start_with(config).await;
+    let mut client = Client::connect(proxy.addr).await;
+
+    let resp = client.send(with_headers("/app/x", &[])).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = SeenHead::parse(&resp.text());
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+        "x-request-id",
+        "traceparent",
+    ] {
+        assert_eq!(seen.one(name), None, "{name} added upstream");
+    }
+    // The upstream's own Via passes; ringway adds none.
+    assert_eq!(resp.all("via"), ["1.1 origin"], "via on the response");
+    assert!(
+        resp.all("x-request-id").is_empty(),
+        "x-request-id on the response"
+    );
+    assert!(
+        seen.one("host").is_some(),
+        "Host still reaches the upstream"
+    );
+
+    let sent = [
+        ("x-request-id", "client-1"),
+        ("traceparent", "garbage"),
+        ("tracestate", "congo=1"),
+        ("x-forwarded-for", "10.1.1.1"),
+    ];
+    let resp = client.send(with_headers("/app/y", &sent)).await;
+    let seen = SeenHead::parse(&resp.text());
+    for (name, value) in sent {
+        assert_eq!(seen.one(name), Some(value), "{name} passes unchanged");
+    }
+    assert!(resp.all("x-request-id").is_empty());
+}
+
 #[tokio::test]
 async fn http2_requests_get_the_same_headers() {
     let (proxy, _up) = setup().await;
