@@ -288,23 +288,30 @@ async fn http<S, IO>(
     let conn = shared.builder.serve_connection_with_upgrades(io, svc);
     let mut conn = std::pin::pin!(conn);
     let mut stop = shared.stop.clone();
-    let mut deadline = first_request_by.min(Instant::now() + d.keep_alive_timeout);
     let bounds = Bounds {
         keep_alive: d.keep_alive_timeout,
         head: d.first_request_timeout,
     };
+    // One stop signal and one timer for the connection's life, made once: the loop
+    // below runs every time the connection wakes (twice a request), and a future
+    // made anew there would cost a timer registration each time.
+    let stop_signal = stopped(&mut stop);
+    let mut stop_signal = std::pin::pin!(stop_signal);
+    let timer =
+        tokio::time::sleep_until(first_request_by.min(Instant::now() + d.keep_alive_timeout));
+    let mut timer = std::pin::pin!(timer);
     let mut closing = false;
     let result = loop {
         tokio::select! {
             // The connection first: it is what wakes this task nearly every time.
             biased;
             r = conn.as_mut() => break r,
-            _ = stopped(&mut stop), if !closing => {
+            _ = &mut stop_signal, if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
-                deadline = Instant::now() + d.shutdown_grace;
+                timer.as_mut().reset(Instant::now() + d.shutdown_grace);
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 if closing {
                     tracing::debug!(%peer, "connection still open after being told to close; dropped");
                     return;
@@ -322,9 +329,10 @@ async fn http<S, IO>(
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                         // Idle: the goodbye needs a round trip, not a grace period.
-                        deadline = Instant::now() + d.keep_alive_timeout.min(d.shutdown_grace);
+                        let bye = d.keep_alive_timeout.min(d.shutdown_grace);
+                        timer.as_mut().reset(Instant::now() + bye);
                     }
-                    Check::Later(at) => deadline = at,
+                    Check::Later(at) => timer.as_mut().reset(at),
                 }
             }
         }
