@@ -1,7 +1,9 @@
 //! Three cluster drivers, each on its own thread and runtime as in the binary, joined
 //! by an in-memory network that can cut a node off: election, bootstrap from the file,
 //! proposals (refused on followers with the leader's id), agreement on the state,
-//! a minority that cannot commit, healing, and leader handoff on shutdown.
+//! a minority that cannot commit, healing, and leader handoff on shutdown; the write
+//! order (a leader's AppendEntries out before its own write, acknowledgements only
+//! after the follower's).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,10 @@ use ringway::cluster::driver::{
 };
 use ringway::cluster::state::{ClusterState, Command, UpstreamSpec};
 use ringway::config::Config;
-use ringway::raft::{ConfState, MemStorage, Message, NodeId, Role};
+use ringway::raft::{
+    ConfState, Index, InitialState, MemStorage, Message, MessageBody, NodeId, PersistBatch, Role,
+    Storage, StorageError,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Every wait in these tests ends here at the latest.
@@ -22,6 +27,72 @@ const PATIENCE: Duration = Duration::from_secs(20);
 struct Net {
     inboxes: Mutex<HashMap<NodeId, mpsc::Sender<Message>>>,
     cut: Mutex<HashSet<NodeId>>,
+    order: WriteOrder,
+}
+
+/// What went out and what was written, to check the order of the two.
+#[derive(Default)]
+struct WriteOrder {
+    /// (sender, index) of every entry sent in an AppendEntries.
+    sent: Mutex<HashSet<(NodeId, Index)>>,
+    /// Each node's last written index.
+    written: Mutex<HashMap<NodeId, Index>>,
+    /// Indexes a node wrote after it had already sent them to a follower.
+    sent_before_written: Mutex<Vec<(NodeId, Index)>>,
+    /// Acknowledgements of entries their sender had not written yet.
+    acked_unwritten: Mutex<Vec<Message>>,
+}
+
+impl WriteOrder {
+    fn on_send(&self, m: &Message) {
+        match &m.body {
+            MessageBody::Append { entries, .. } => {
+                let mut sent = self.sent.lock().unwrap();
+                sent.extend(entries.iter().map(|e| (m.from, e.index)));
+            }
+            MessageBody::AppendResponse {
+                success: true,
+                index,
+                ..
+            } => {
+                let written = self.written.lock().unwrap().get(&m.from).copied();
+                if written.is_none_or(|w| w < *index) {
+                    self.acked_unwritten.lock().unwrap().push(m.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `MemStorage` that reports its writes to the [`WriteOrder`].
+struct Watched {
+    id: NodeId,
+    inner: MemStorage,
+    net: Arc<Net>,
+}
+
+impl Storage for Watched {
+    fn initial_state(&self) -> Result<InitialState, StorageError> {
+        self.inner.initial_state()
+    }
+
+    fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let order = &self.net.order;
+        {
+            let sent = order.sent.lock().unwrap();
+            let early = batch
+                .entries
+                .iter()
+                .filter(|e| sent.contains(&(self.id, e.index)))
+                .map(|e| (self.id, e.index));
+            order.sent_before_written.lock().unwrap().extend(early);
+        }
+        self.inner.persist(batch)?;
+        let last = self.inner.last_index();
+        order.written.lock().unwrap().insert(self.id, last);
+        Ok(())
+    }
 }
 
 struct NetOutbox {
@@ -36,6 +107,7 @@ impl Outbox for NetOutbox {
             if cut.contains(&m.from) || cut.contains(&m.to) {
                 continue;
             }
+            self.net.order.on_send(&m);
             if let Some(tx) = inboxes.get(&m.to) {
                 let _ = tx.try_send(m);
             }
@@ -74,7 +146,11 @@ fn bootstrap() -> Command {
 fn start(ids: &[NodeId], net: &Arc<Net>) -> Vec<Member> {
     ids.iter()
         .map(|&id| {
-            let storage = MemStorage::new_with_conf(ConfState::with_voters(ids));
+            let storage = Watched {
+                id,
+                inner: MemStorage::new_with_conf(ConfState::with_voters(ids)),
+                net: net.clone(),
+            };
             let mut cfg = DriverConfig::from_timeouts(
                 id,
                 Duration::from_millis(20),
@@ -267,4 +343,29 @@ async fn a_cut_off_node_cannot_commit_and_catches_up_after_healing() {
     let web = all[oi].handle.view().state.pool("web").unwrap().to_vec();
     assert!(web.iter().any(|u| u.id == "majority"));
     assert!(!web.iter().any(|u| u.id == "minority"));
+}
+
+#[tokio::test]
+async fn leader_sends_before_its_write_and_followers_ack_only_after_theirs() {
+    let net = Arc::new(Net::default());
+    let ids = [4, 5, 6];
+    let members = start(&ids, &net);
+    let all: Vec<&Member> = members.iter().collect();
+    eventually("a leader", || leader_of(&all).is_some()).await;
+    eventually("bootstrapped everywhere", || {
+        same_state(&all) && all[0].handle.view().state.is_bootstrapped()
+    })
+    .await;
+    let leader = leader_of(&all).unwrap();
+    let li = ids.iter().position(|&i| i == leader).unwrap();
+    let index = all[li].handle.propose(put("early", 9300)).await.unwrap();
+    eventually("every node applies the change", || same_state(&all)).await;
+
+    let early = net.order.sent_before_written.lock().unwrap().clone();
+    assert!(
+        early.contains(&(leader, index)),
+        "the leader wrote entry {index} before sending it: {early:?}"
+    );
+    let acked = net.order.acked_unwritten.lock().unwrap().clone();
+    assert!(acked.is_empty(), "acknowledged before written: {acked:?}");
 }

@@ -550,3 +550,166 @@ fn restart_restores_the_newest_configuration_in_the_log() {
     let restarted = Node::try_new(Config::try_new(1).unwrap(), &f.storage).unwrap();
     assert_eq!(restarted.conf().voters, vec![1, 2]);
 }
+
+fn ack(index: Index) -> MessageBody {
+    MessageBody::AppendResponse {
+        success: true,
+        index,
+        hint_index: 0,
+        hint_term: 0,
+    }
+}
+
+/// A leader with a new entry of its term at index 3 whose `Ready` (entry, AppendEntries)
+/// is taken but not yet written; returns the `Ready` and the early messages.
+fn leader_with_unwritten_entry(
+    tweak: impl Fn(&mut Config),
+) -> (T, ringway::raft::Ready, Vec<Message>) {
+    let mut l = node_with_log(1, &[], 1, tweak);
+    l.become_leader(); // empty entry at index 2
+    let t = l.node.term();
+    l.step(2, t, ack(2));
+    assert_eq!(l.node.commit_index(), 2);
+    let p = l.node.propose(b"x".to_vec()).unwrap();
+    assert_eq!(p.index, 3);
+    let mut rd = l.node.ready().unwrap();
+    assert_eq!(rd.batch().entries.last().map(|e| e.index), Some(3));
+    let early = rd.take_early_messages();
+    (l, rd, early)
+}
+
+#[test]
+fn leader_sends_appends_before_its_write_but_counts_itself_only_once_written() {
+    let (mut l, rd, early) = leader_with_unwritten_entry(|_| {});
+    let t = l.node.term();
+    assert!(
+        appends_to(&early, 2)
+            .iter()
+            .any(|b| b.iter().any(|e| e.index == 3)),
+        "the entry goes to followers before the leader's write: {early:?}"
+    );
+    // A follower's ack arrives while the leader's own write is under way: one durable
+    // copy of three is not a majority.
+    l.node.step(Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: ack(3),
+    });
+    assert_eq!(l.node.progress(1).map(|p| p.matched), Some(2));
+    assert_eq!(
+        l.node.commit_index(),
+        2,
+        "committed before the leader wrote it"
+    );
+    let mut done = rd.persist(&mut l.storage).unwrap();
+    let _ = done.take_messages();
+    l.node.advance(done).unwrap();
+    assert_eq!(l.node.progress(1).map(|p| p.matched), Some(3));
+    assert_eq!(l.node.commit_index(), 3, "written on the leader and node 2");
+}
+
+#[test]
+fn counting_own_entries_before_the_write_is_the_bug_the_rule_prevents() {
+    let (mut l, _rd, _) = leader_with_unwritten_entry(|c| {
+        c.bugs.count_own_entries_before_durable = true;
+    });
+    let t = l.node.term();
+    l.node.step(Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: ack(3),
+    });
+    assert_eq!(l.node.commit_index(), 3);
+}
+
+#[test]
+fn leader_alone_commits_its_entry_only_after_writing_it() {
+    let mut storage = MemStorage::new_with_conf(ConfState::with_voters(&[1]));
+    storage
+        .persist(&PersistBatch {
+            hard_state: Some(HardState {
+                term: 1,
+                commit: BOOTSTRAP_INDEX,
+                ..HardState::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut l = T {
+        node: Node::try_new(Config::try_new(1).unwrap(), &storage).unwrap(),
+        storage,
+    };
+    for _ in 0..100 {
+        if l.node.role() == Role::Leader {
+            break;
+        }
+        l.node.tick();
+        l.drain();
+    }
+    assert_eq!(l.node.role(), Role::Leader);
+    let p = l.node.propose(b"x".to_vec()).unwrap();
+    let rd = l.node.ready().unwrap();
+    assert!(rd.committed_entries().iter().all(|e| e.index < p.index));
+    assert!(l.node.commit_index() < p.index);
+    let done = rd.persist(&mut l.storage).unwrap();
+    l.node.advance(done).unwrap();
+    assert_eq!(l.node.commit_index(), p.index);
+}
+
+#[test]
+fn follower_ack_and_vote_are_released_only_by_the_write() {
+    let mut f = plain(2, &[1], 1);
+    f.node.step(Message {
+        from: 1,
+        to: 2,
+        term: 2,
+        body: MessageBody::Append {
+            prev_index: 2,
+            prev_term: 1,
+            commit: 1,
+            entries: vec![entry(3, 2)],
+        },
+    });
+    let mut rd = f.node.ready().unwrap();
+    assert!(rd.take_early_messages().is_empty());
+    let mut done = rd.persist(&mut f.storage).unwrap();
+    assert_eq!(append_response(&done.take_messages()), (true, 3, 0, 0));
+    f.node.advance(done).unwrap();
+
+    let mut v = plain(2, &[1], 1);
+    v.node.step(Message {
+        from: 3,
+        to: 2,
+        term: 2,
+        body: vote_req(2, 1),
+    });
+    let mut rd = v.node.ready().unwrap();
+    assert!(rd.take_early_messages().is_empty());
+    assert_eq!(rd.batch().hard_state.map(|h| h.vote), Some(3));
+    let mut done = rd.persist(&mut v.storage).unwrap();
+    assert_eq!(granted(&done.take_messages(), 3), Some(true));
+}
+
+#[test]
+fn a_leader_elected_in_the_same_batch_sends_nothing_before_its_term_is_written() {
+    let conf = ConfState {
+        voters: vec![1],
+        learners: vec![2],
+    };
+    let storage = MemStorage::new_with_conf(conf);
+    let mut node = Node::try_new(Config::try_new(1).unwrap(), &storage).unwrap();
+    let mut storage = storage;
+    let mut rd = loop {
+        node.tick();
+        if let Some(rd) = node.ready() {
+            break rd;
+        }
+    };
+    assert_eq!(node.role(), Role::Leader, "a group of one wins at once");
+    assert!(rd.batch().hard_state.is_some_and(|h| h.vote == 1));
+    assert!(rd.take_early_messages().is_empty());
+    let mut done = rd.persist(&mut storage).unwrap();
+    assert!(!appends_to(&done.take_messages(), 2).is_empty());
+}

@@ -127,6 +127,18 @@ fn catches_append_without_prev_term_check() {
     assert_caught("skip_prev_term_check", bugs);
 }
 
+/// The leader sends its entries before they are on its own disk; counting them toward
+/// the commit quorum before the write completes lets a crash of the leader lose an
+/// entry already reported committed.
+#[test]
+fn catches_leader_counting_its_entries_before_they_are_durable() {
+    let bugs = BugInjection {
+        count_own_entries_before_durable: true,
+        ..Default::default()
+    };
+    assert_caught("count_own_entries_before_durable", bugs);
+}
+
 #[test]
 fn a_correct_core_passes_the_same_budget_prefix() {
     for seed in 0..50 {
@@ -193,6 +205,14 @@ fn detection_density() {
             "skip_prev_term_check",
             BugInjection {
                 skip_prev_term_check: true,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            "count_own_entries_before_durable",
+            BugInjection {
+                count_own_entries_before_durable: true,
                 ..Default::default()
             },
             true,

@@ -1,9 +1,11 @@
 //! The control-plane driver: one task per instance owns the Raft [`Node`], its
 //! [`Storage`] and the replicated [`ClusterState`], and loops tick/step/propose ->
-//! persist -> send -> apply -> advance.
+//! send early (a leader's replication) -> persist -> send the rest -> apply -> advance.
 //!
 //! The driver runs on a thread of its own ([`start_thread`]), so a slow `fsync`
-//! never stalls the data plane. It publishes what it applies through a
+//! never stalls the data plane. The write itself runs on a blocking-pool thread while
+//! the driver's runtime keeps the transport going: a leader's AppendEntries are on
+//! the wire while its own `fsync` runs. It publishes what it applies through a
 //! [`tokio::sync::watch`] channel ([`ClusterView`]); whoever builds routing snapshots
 //! subscribes to it. The cluster never calls into the proxy.
 
@@ -290,11 +292,29 @@ struct Pending {
     reply: Reply,
 }
 
+/// Why the driver stopped writing.
+#[derive(Debug)]
+enum WriteError {
+    Storage(raft::StorageError),
+    /// The blocking thread writing a batch ended without returning the storage.
+    WriterLost(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Storage(e) => e.fmt(f),
+            WriteError::WriterLost(why) => write!(f, "raft write thread failed: {why}"),
+        }
+    }
+}
+
 /// The driver itself; see the module docs.
 pub struct Driver<S: Storage> {
     cfg: DriverConfig,
     node: Node,
-    storage: S,
+    /// `None` only while a write is under way on a blocking thread.
+    storage: Option<S>,
     /// Shared with published views; replaced (copy on write) only when apply changes it.
     state: Arc<ClusterState>,
     pending: BTreeMap<Index, Pending>,
@@ -333,7 +353,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         let driver = Driver {
             cfg,
             node,
-            storage,
+            storage: Some(storage),
             state,
             pending: BTreeMap::new(),
             answers: Vec::new(),
@@ -371,7 +391,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 Some(req) = self.requests.recv() => self.on_request(req),
                 _ = &mut shutdown => break,
             }
-            if let Err(e) = self.drain_ready(&outbox) {
+            if let Err(e) = self.drain_ready(&outbox).await {
                 tracing::error!(error = %e, "cluster driver stopped: storage failed");
                 return;
             }
@@ -403,7 +423,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 Some(msg) = inbound.recv() => self.node.step(msg),
                 _ = &mut deadline => return,
             }
-            if self.drain_ready(outbox).is_err() {
+            if self.drain_ready(outbox).await.is_err() {
                 return;
             }
         }
@@ -505,10 +525,17 @@ impl<S: Storage + Send + 'static> Driver<S> {
         self.bootstrap_refused = Some(bytes);
     }
 
-    fn drain_ready(&mut self, outbox: &impl Outbox) -> Result<(), raft::StorageError> {
-        while let Some(ready) = self.node.ready() {
-            let mut done = ready.persist(&mut self.storage)?;
-            outbox.send(done.take_messages());
+    async fn drain_ready(&mut self, outbox: &impl Outbox) -> Result<(), WriteError> {
+        while let Some(mut ready) = self.node.ready() {
+            let early = ready.take_early_messages();
+            if !early.is_empty() {
+                outbox.send(early);
+            }
+            let mut done = self.persist(ready).await?;
+            let rest = done.take_messages();
+            if !rest.is_empty() {
+                outbox.send(rest);
+            }
             if let Some(snap) = done.snapshot() {
                 self.restore(&snap.data);
             }
@@ -528,6 +555,33 @@ impl<S: Storage + Send + 'static> Driver<S> {
             let _ = reply.send(answer);
         }
         Ok(())
+    }
+
+    /// Writes a `Ready`'s batch. A batch with something to write goes to a blocking-pool
+    /// thread, so this runtime's other tasks (the transport sending the early messages,
+    /// reading the followers' answers) run during the `fsync`.
+    async fn persist(&mut self, ready: raft::Ready) -> Result<raft::Persisted, WriteError> {
+        let Some(mut storage) = self.storage.take() else {
+            return Err(WriteError::WriterLost(
+                "the storage was lost by an earlier write".into(),
+            ));
+        };
+        if ready.batch().is_empty() {
+            let done = ready.persist(&mut storage);
+            self.storage = Some(storage);
+            return done.map_err(WriteError::Storage);
+        }
+        let write = tokio::task::spawn_blocking(move || {
+            let done = ready.persist(&mut storage);
+            (storage, done)
+        });
+        match write.await {
+            Ok((storage, done)) => {
+                self.storage = Some(storage);
+                done.map_err(WriteError::Storage)
+            }
+            Err(e) => Err(WriteError::WriterLost(e.to_string())),
+        }
     }
 
     fn restore(&mut self, data: &[u8]) {

@@ -41,6 +41,10 @@ pub struct BugInjection {
     /// AppendEntries is accepted without checking the term of the entry at `prev_index`.
     #[cfg(feature = "testkit")]
     pub skip_prev_term_check: bool,
+    /// A leader counts its own entries toward the commit quorum as soon as it appends
+    /// them, before they are durable on its disk (while its AppendEntries are already out).
+    #[cfg(feature = "testkit")]
+    pub count_own_entries_before_durable: bool,
 }
 
 /// Reads of the switches: the field with `testkit`, `false` without.
@@ -65,7 +69,8 @@ switches!(
     forget_vote_on_restart,
     vote_for_shorter_log,
     vote_twice_in_term,
-    skip_prev_term_check
+    skip_prev_term_check,
+    count_own_entries_before_durable
 );
 
 /// Settings of one Raft node. Build with [`Config::try_new`], adjust fields, and

@@ -57,7 +57,12 @@ pub(crate) struct Raft {
     /// While it is above the commit index, no further change may be proposed.
     pub(crate) pending_conf: Index,
     rng: SplitMix64,
+    /// Messages that may go out only once the state they vouch for is durable
+    /// (acknowledgements, votes, and anything else not in `early_msgs`).
     pub(crate) msgs: Vec<Message>,
+    /// A leader's AppendEntries, heartbeats and snapshots: they may go out before the
+    /// leader's own write of the same `Ready` completes (see `Ready::take_early_messages`).
+    pub(crate) early_msgs: Vec<Message>,
     /// Leader only: proposals were appended since the last flush of AppendEntries.
     pub(crate) pending_flush: bool,
     pub(crate) stats: Stats,
@@ -104,6 +109,7 @@ impl Raft {
             pending_conf,
             rng,
             msgs: Vec::new(),
+            early_msgs: Vec::new(),
             pending_flush: false,
             stats: Stats::default(),
             pending_snapshot: None,
@@ -143,12 +149,23 @@ impl Raft {
     }
 
     pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
-        self.msgs.push(Message {
+        let replication = matches!(
+            body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+        );
+        let m = Message {
             from: self.id,
             to,
             term,
             body,
-        });
+        };
+        if self.role == Role::Leader && replication && term == self.term {
+            self.early_msgs.push(m);
+        } else {
+            self.msgs.push(m);
+        }
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: NodeId) {

@@ -182,6 +182,12 @@ impl Raft {
             .into_iter()
             .map(|m| (m, Progress::new(next)))
             .collect();
+        // Our own match is what our disk holds; entries still being written count once
+        // their write completes.
+        let durable = self.log.durable_index().min(self.log.last_index());
+        if let Some(pr) = self.progress.get_mut(&self.id) {
+            pr.maybe_update(durable);
+        }
         self.term_start = next;
         self.append_entry(EntryPayload::Empty);
         self.broadcast_append();

@@ -11,6 +11,10 @@ pub(crate) struct RaftLog {
     pub(crate) commit: Index,
     /// First index not yet handed to storage in a `Ready`.
     unstable_from: Index,
+    /// The log through this index is known to be in storage as it is in memory (the
+    /// snapshot included). Raised when a `Ready` that wrote it is advanced, lowered when
+    /// entries at or below it are replaced.
+    durable: Index,
 }
 
 impl RaftLog {
@@ -23,6 +27,7 @@ impl RaftLog {
             entries,
             commit,
             unstable_from: last + 1,
+            durable: last,
         }
     }
 
@@ -123,6 +128,21 @@ impl RaftLog {
         self.entries.truncate(keep);
         self.entries.extend_from_slice(entries);
         self.unstable_from = self.unstable_from.min(first.index);
+        self.durable = self.durable.min(first.index - 1);
+    }
+
+    /// The log through this index is in storage as it is in memory.
+    pub(crate) fn durable_index(&self) -> Index {
+        self.durable
+    }
+
+    /// Storage holds the log through `(index, term)`: everything before it was written
+    /// by earlier `Ready`s. Ignored if the log no longer holds that entry (it was
+    /// replaced, or compacted away, while the write was under way).
+    pub(crate) fn mark_durable(&mut self, index: Index, term: Term) {
+        if self.term(index) == Some(term) {
+            self.durable = self.durable.max(index);
+        }
     }
 
     /// First index of the run of entries sharing the term at `index`, not below `floor`.
@@ -185,6 +205,8 @@ impl RaftLog {
 
     /// Replaces the whole log with `snap` (InstallSnapshot on a follower).
     pub(crate) fn install(&mut self, snap: Snapshot) {
+        // Nothing in memory now is known to be in storage until the snapshot is written.
+        self.durable = self.durable.min(self.snapshot.meta.index);
         self.commit = snap.meta.index;
         self.unstable_from = snap.meta.index + 1;
         self.entries.clear();

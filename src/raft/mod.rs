@@ -2,8 +2,9 @@
 //!
 //! [`Node`] is driven by a caller that owns time, network and disk: it calls
 //! [`Node::tick`], [`Node::step`] and [`Node::propose`], then takes a [`Ready`],
-//! persists it ([`Ready::persist`] is the only way to reach the messages), sends,
-//! applies, and hands the result back to [`Node::advance`]. See `docs/raft.md`.
+//! sends its early messages (a leader's replication traffic, [`Ready::take_early_messages`]),
+//! persists it ([`Ready::persist`] is the only way to reach the other messages), sends
+//! the rest, applies, and hands the result back to [`Node::advance`]. See `docs/raft.md`.
 
 pub mod codec;
 mod config;

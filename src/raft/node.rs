@@ -65,24 +65,43 @@ pub struct Status {
     pub lost_data: bool,
 }
 
-/// Work the driver must do, in order: persist, then send, then apply, then `advance`.
+/// Work the driver must do, in order: send the early messages, persist, send the rest,
+/// apply, then `advance`.
 ///
-/// Messages are not reachable from a `Ready`: only [`Ready::persist`], which writes the
-/// batch to a [`Storage`] first, yields the [`Persisted`] value that holds them.
+/// Two kinds of messages come out of a `Ready`, and the types keep them apart:
+///
+/// - [`Ready::take_early_messages`]: a leader's AppendEntries, heartbeats and
+///   snapshots. They may go out *before* the batch is durable, so the leader's disk
+///   write overlaps the followers' network round trip and their own writes (Raft thesis
+///   10.2.1). This is safe because nothing they carry depends on the leader's unwritten
+///   state: the leader counts its own entries toward the commit quorum only once
+///   [`Node::advance`] reports them written, so the commit index they carry covers only
+///   entries durable on a majority; and the term they carry is already durable (a batch
+///   that changes the term or vote releases nothing early). A leader that crashes before
+///   its write loses those entries locally while followers may hold them, which Raft
+///   allows: no one else can write entries of that term, and none of them is committed.
+/// - Everything else (append acknowledgements, votes, and the answers that depend on the
+///   term and vote in this batch) is reachable only through [`Ready::persist`], which
+///   writes the batch first and yields the [`Persisted`] value that holds them: "durable
+///   before acknowledged".
 #[must_use = "a Ready must be persisted, its messages sent and its entries applied, then advanced"]
 #[derive(Debug)]
 pub struct Ready {
     batch: PersistBatch,
+    early: Vec<Message>,
     inner: Persisted,
 }
 
-/// Proof that a `Ready`'s batch is durable: the messages may now be sent and the
-/// snapshot and committed entries applied; then hand it back to [`Node::advance`].
+/// Proof that a `Ready`'s batch is durable: the remaining messages may now be sent and
+/// the snapshot and committed entries applied; then hand it back to [`Node::advance`],
+/// which also tells the node what its disk now holds.
 #[must_use = "pass Persisted back to Node::advance"]
 #[derive(Debug)]
 pub struct Persisted {
     seq: u64,
     applied_to: Index,
+    /// The last (index, term) the batch wrote, if it wrote entries or a snapshot.
+    wrote: Option<(Index, Term)>,
     messages: Vec<Message>,
     snapshot: Option<Snapshot>,
     committed: Vec<Entry>,
@@ -99,12 +118,25 @@ impl Ready {
         &self.inner.committed
     }
 
-    /// Writes the batch; only on success are the messages released.
+    /// Messages that may be sent now, before the batch is durable (a leader's
+    /// replication traffic; see the type's docs). Each at most once.
+    pub fn take_early_messages(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.early)
+    }
+
+    /// Writes the batch; only on success are the remaining messages released. Early
+    /// messages not taken by then are released with them.
     pub fn persist<S: Storage + ?Sized>(self, storage: &mut S) -> Result<Persisted, StorageError> {
         if !self.batch.is_empty() {
             storage.persist(&self.batch)?;
         }
-        Ok(self.inner)
+        let mut inner = self.inner;
+        if !self.early.is_empty() {
+            let mut all = self.early;
+            all.append(&mut inner.messages);
+            inner.messages = all;
+        }
+        Ok(inner)
     }
 }
 
@@ -210,6 +242,7 @@ impl Node {
         let r = &self.raft;
         self.outstanding.is_none()
             && (!r.msgs.is_empty()
+                || !r.early_msgs.is_empty()
                 || r.pending_flush
                 || r.hard_state() != self.persisted_hard
                 || r.log.has_unstable()
@@ -229,18 +262,40 @@ impl Node {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.outstanding = Some(seq);
+        let before = self.persisted_hard;
         let batch = self.take_batch();
         let snapshot = batch.snapshot.clone();
         let committed = self.raft.log.committed_after(self.handed_out);
         self.handed_out = self.handed_out.max(self.raft.log.commit);
+        let wrote = match (batch.entries.last(), &batch.snapshot) {
+            (Some(e), _) => Some((e.index, e.term)),
+            (None, Some(s)) => Some((s.meta.index, s.meta.term)),
+            (None, None) => None,
+        };
+        let mut early = std::mem::take(&mut self.raft.early_msgs);
+        let mut messages = std::mem::take(&mut self.raft.msgs);
+        // Early messages carry the term (and rest on the vote) that elected the leader:
+        // if this very batch writes them (a group of one wins at once), they wait too.
+        let term_or_vote_unwritten = batch
+            .hard_state
+            .is_some_and(|hs| (hs.term, hs.vote) != (before.term, before.vote));
+        if term_or_vote_unwritten {
+            early.append(&mut messages);
+            messages = std::mem::take(&mut early);
+        }
         let inner = Persisted {
             seq,
             applied_to: self.handed_out,
-            messages: std::mem::take(&mut self.raft.msgs),
+            wrote,
+            messages,
             snapshot,
             committed,
         };
-        Some(Ready { batch, inner })
+        Some(Ready {
+            batch,
+            early,
+            inner,
+        })
     }
 
     fn take_batch(&mut self) -> PersistBatch {
@@ -266,6 +321,9 @@ impl Node {
         }
         self.outstanding = None;
         self.applied = self.applied.max(done.applied_to);
+        if let Some((index, term)) = done.wrote {
+            self.raft.on_durable(index, term);
+        }
         Ok(())
     }
 

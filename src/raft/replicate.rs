@@ -16,10 +16,31 @@ impl Raft {
             index,
             payload,
         });
-        if let Some(pr) = self.progress.get_mut(&self.id) {
-            pr.maybe_update(index);
+        // The entry goes out to followers before it is on our disk: it counts toward the
+        // commit quorum only once written (`on_durable`).
+        if self.cfg.bugs.count_own_entries_before_durable() {
+            if let Some(pr) = self.progress.get_mut(&self.id) {
+                pr.maybe_update(index);
+            }
         }
         index
+    }
+
+    /// Storage now holds the log through `(index, term)`. A leader's own match index
+    /// follows its disk, never its memory (Raft thesis 10.2.1): an entry is committed
+    /// once durable on a majority, which includes the leader only once it wrote it.
+    pub(crate) fn on_durable(&mut self, index: Index, term: Term) {
+        self.log.mark_durable(index, term);
+        if self.role != Role::Leader {
+            return;
+        }
+        let durable = self.log.durable_index().min(self.log.last_index());
+        let Some(pr) = self.progress.get_mut(&self.id) else {
+            return;
+        };
+        if pr.maybe_update(durable) && self.maybe_commit() {
+            self.broadcast_append();
+        }
     }
 
     pub(crate) fn peers(&self) -> Vec<NodeId> {

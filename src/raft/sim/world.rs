@@ -11,8 +11,8 @@ use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    ConfState, Config, Entry, MemStorage, Message, Node, NodeId, ProposeError, Role, Snapshot,
-    BOOTSTRAP_INDEX,
+    ConfState, Config, Entry, MemStorage, Message, Node, NodeId, ProposeError, Ready, Role,
+    Snapshot, BOOTSTRAP_INDEX,
 };
 
 /// Mean time between chaos actions is drawn per seed from this range (time units):
@@ -34,6 +34,20 @@ const CLASSIC_HEAL_FACTOR: u64 = 4;
 /// iteration, i.e. just after its batch is durable and its messages are out: the moment
 /// where half-replicated entries and freshly cast votes meet a restart.
 const MAX_CRASH_AFTER_READY_PERMILLE: u64 = 30;
+/// A node's disk write takes up to this long per seed (time units, drawn from
+/// `1..this`): from well inside one network hop to longer than a round trip, so a
+/// leader's acknowledgements sometimes arrive while its own write is still under way.
+const MAX_WRITE_DELAY: u64 = 40;
+/// ...but never more than this fraction of the election timeout: a disk slower than
+/// that keeps every election from finishing (candidate's write, then each voter's),
+/// which no deployment tolerates either.
+const WRITE_DELAY_ELECTION_DIVISOR: u64 = 4;
+/// Once faults heal, writes take up to this long (time units), like calm network hops.
+const CALM_WRITE_DELAY: u64 = 4;
+/// Per-seed chance (permille, drawn from `0..this`) that a node dies just before its
+/// write completes: after a leader's early messages are out (and answers to them may
+/// have come back), before its batch is durable.
+const MAX_CRASH_DURING_WRITE_PERMILLE: u64 = 30;
 /// Trace lines kept in a violation report.
 const TRACE_TAIL: usize = 40;
 
@@ -42,6 +56,8 @@ enum Event {
     Tick(NodeId),
     Deliver(Message),
     Ready(NodeId, u64),
+    /// The write of the node's outstanding `Ready` completes.
+    WriteDone(NodeId, u64),
     Restart(NodeId, u64),
     Chaos,
     Client,
@@ -118,6 +134,8 @@ struct SimNode {
     machine: Machine,
     incarnation: u64,
     ready_scheduled: bool,
+    /// The `Ready` being written (its early messages are out); lost if the node crashes.
+    writing: Option<Ready>,
     obs: Observed,
 }
 
@@ -139,6 +157,8 @@ pub(super) struct World {
     client_counter: u64,
     chaos_interval: u64,
     crash_after_ready_permille: u64,
+    max_write_delay: u64,
+    crash_during_write_permille: u64,
     /// The node whose storage was wiped, until it has been removed and reset to an
     /// empty joiner's storage (at most one at a time, so the others keep a quorum).
     wiped: Option<NodeId>,
@@ -152,6 +172,11 @@ impl World {
         let compact_threshold = rng.range(8, 80);
         let chaos_interval = rng.range(CHAOS_INTERVAL_RANGE.0, CHAOS_INTERVAL_RANGE.1);
         let crash_after_ready_permille = rng.range(0, MAX_CRASH_AFTER_READY_PERMILLE);
+        let election = u64::from(knobs.election_tick) * TICK;
+        let max_write_delay = rng
+            .range(1, MAX_WRITE_DELAY)
+            .min(election / WRITE_DELAY_ELECTION_DIVISOR);
+        let crash_during_write_permille = rng.range(0, MAX_CRASH_DURING_WRITE_PERMILLE);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let nodes = (1..=cfg.nodes as NodeId + 1)
             .map(|id| new_sim_node(id, &voters))
@@ -177,6 +202,8 @@ impl World {
             client_counter: 0,
             chaos_interval,
             crash_after_ready_permille,
+            max_write_delay,
+            crash_during_write_permille,
             wiped: None,
         };
         w.boot();
@@ -225,6 +252,7 @@ impl World {
         n.node = Some(node);
         n.incarnation += 1;
         n.ready_scheduled = false;
+        n.writing = None;
         Ok(())
     }
 
@@ -325,6 +353,7 @@ impl World {
             Event::Chaos => (4, 0, 0, 0),
             Event::Client => (5, 0, 0, 0),
             Event::Heal => (6, 0, 0, 0),
+            Event::WriteDone(id, inc) => (7, *id, *inc, 0),
         };
         let mut h = self.report.trace_hash ^ self.now.rotate_left(17);
         for x in [kind, a, b, c] {
@@ -351,6 +380,7 @@ impl World {
             }
             Event::Deliver(m) => self.deliver(m),
             Event::Ready(id, inc) => self.process_ready(id, inc),
+            Event::WriteDone(id, inc) => self.write_done(id, inc),
             Event::Restart(id, inc) => self.restart(id, inc),
             Event::Chaos => self.chaos(),
             Event::Client => self.client(),
@@ -423,13 +453,50 @@ impl World {
         }
     }
 
+    /// The driver, first half: take the `Ready`, send its early messages, start the
+    /// write. The node keeps stepping messages (and acks may come back) meanwhile.
     fn process_ready(&mut self, id: NodeId, inc: u64) -> Check {
+        let i = self.idx(id);
+        if self.nodes[i].incarnation != inc {
+            return Ok(());
+        }
+        self.nodes[i].ready_scheduled = false;
+        if self.nodes[i].writing.is_some() {
+            return Ok(());
+        }
+        let Some(mut ready) = self.nodes[i].node.as_mut().and_then(|n| n.ready()) else {
+            return Ok(());
+        };
+        for m in ready.take_early_messages() {
+            self.send(m);
+        }
+        self.nodes[i].writing = Some(ready);
+        let delay = self.rng.range(0, self.max_write_delay);
+        self.schedule(delay, Event::WriteDone(id, inc));
+        Ok(())
+    }
+
+    /// The driver, second half: the write completes; then the other messages go out,
+    /// committed entries are applied, and the node is advanced.
+    fn write_done(&mut self, id: NodeId, inc: u64) -> Check {
         let i = self.idx(id);
         if self.nodes[i].incarnation != inc || self.nodes[i].node.is_none() {
             return Ok(());
         }
-        self.nodes[i].ready_scheduled = false;
-        let msgs = self.persist_and_apply(i)?;
+        let Some(ready) = self.nodes[i].writing.take() else {
+            return Ok(());
+        };
+        if !self.healed
+            && self.rng.chance(self.crash_during_write_permille)
+            && self.may_crash_another()
+        {
+            // Its early messages went out, answers may have come back; the batch did not
+            // reach the disk.
+            self.log(|| format!("crash node {id} before its write completed"));
+            self.crash(id, MAX_QUICK_RESTART);
+            return Ok(());
+        }
+        let msgs = self.persist_and_apply(i, ready)?;
         for m in msgs {
             self.send(m);
         }
@@ -451,14 +518,11 @@ impl World {
         down < self.cfg.nodes / 2
     }
 
-    /// The driver: persist, then (messages returned to send), then apply, then advance.
-    fn persist_and_apply(&mut self, i: usize) -> Result<Vec<Message>, String> {
+    /// Persist, then (messages returned to send), then apply, then advance.
+    fn persist_and_apply(&mut self, i: usize, ready: Ready) -> Result<Vec<Message>, String> {
         let n = &mut self.nodes[i];
         let id = n.id;
         let Some(node) = n.node.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let Some(ready) = node.ready() else {
             return Ok(Vec::new());
         };
         self.checker.check_persist(id, &n.storage, ready.batch())?;
@@ -491,6 +555,7 @@ impl World {
 
     fn crash(&mut self, id: NodeId, max_downtime: u64) {
         let i = self.idx(id);
+        self.nodes[i].writing = None;
         if self.nodes[i].node.take().is_some() {
             self.report.crashes += 1;
             let inc = self.nodes[i].incarnation;
@@ -590,6 +655,7 @@ impl World {
         self.healed = true;
         self.links.heal();
         self.faults = FaultProfile::calm();
+        self.max_write_delay = self.max_write_delay.min(CALM_WRITE_DELAY);
         self.log(|| "heal: network healed, all nodes restarted".to_string());
         for id in self.all_ids() {
             if !self.is_up(id) {
@@ -614,6 +680,7 @@ fn new_sim_node(id: NodeId, voters: &[NodeId]) -> SimNode {
         machine: Machine::default(),
         incarnation: 0,
         ready_scheduled: false,
+        writing: None,
         obs: Observed::default(),
     }
 }

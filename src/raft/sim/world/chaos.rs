@@ -4,7 +4,7 @@
 use super::{Check, Event, World, MAX_DOWNTIME};
 use crate::raft::sim::network::FaultProfile;
 use crate::raft::MemStorage;
-use crate::raft::{ConfChange, ConfChangeKind, ConfState, NodeId};
+use crate::raft::{ConfChange, ConfChangeKind, ConfState, EntryPayload, NodeId};
 
 impl World {
     pub(super) fn chaos(&mut self) -> Check {
@@ -82,7 +82,9 @@ impl World {
         let Some(conf) = self.leader_conf() else {
             return Ok(());
         };
-        if conf.voters.len() < 3 {
+        // Only under a committed configuration: while a change is pending, nodes that
+        // lack it still count votes in the previous one, which may need the victim.
+        if conf.voters.len() < 3 || self.leader_conf_pending() {
             return Ok(());
         }
         let Some(victim) = self.rng.pick(&conf.voters) else {
@@ -132,6 +134,21 @@ impl World {
             .node
             .as_ref()
             .map(|n| n.conf().clone())
+    }
+
+    /// The leader's log holds a configuration entry above its commit index.
+    fn leader_conf_pending(&self) -> bool {
+        let Some(n) = self
+            .leader()
+            .and_then(|l| self.nodes[self.idx(l)].node.as_ref())
+        else {
+            return false;
+        };
+        let st = n.status();
+        (st.commit + 1..=st.last_index).any(|i| {
+            n.entry(i)
+                .is_some_and(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+        })
     }
 
     /// The operator's repair of a node that lost state: once the leader no longer
