@@ -16,6 +16,12 @@
 # RINGWAY_HEADERS=all|forwarded|minimal picks the header work, as in bench-candidate.sh.
 # CALLGRIND_OUT=FILE keeps the second run's profile of the main thread there, for
 # `callgrind_annotate FILE`.
+# PROXY=nginx or PROXY=haproxy measures that proxy instead, with the configuration
+# compare.sh gives it (one worker, consistent hash on the URI, upstream keep-alive);
+# RINGWAY_HEADERS=all or forwarded gives it the header work of `--peer-headers
+# forwarded` (X-Forwarded-For/-Proto/-Host, Via, an X-Request-Id sent upstream and
+# returned), minimal none. nginx allocates from its own pools, so its malloc count says
+# little; the instructions compare.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-${CARGO_TARGET_DIR:-$here/target}/release/ringway}
@@ -41,23 +47,89 @@ up=$(port)
 "$bin" echo --listen "127.0.0.1:$up" --name e 2>/dev/null &
 pids+=($!)
 
-# Runs ringway under callgrind for $1 requests; prints the main thread's instructions.
+headers=${RINGWAY_HEADERS:-all}
+case $headers in all | forwarded | minimal) ;; *) echo "RINGWAY_HEADERS must be all, forwarded or minimal" >&2; exit 2 ;; esac
+
+# Starts nginx with compare.sh's configuration on $1, under callgrind writing $2.
+start_nginx() {
+  local listen=$1 out=$2 d=$work/nginx-$1
+  mkdir -p "$d"
+  {
+    echo "worker_processes 1; daemon off; master_process off; pid $d/nginx.pid; error_log $d/error.log warn;"
+    echo "events { worker_connections 1024; }"
+    echo "http { access_log off; keepalive_requests 100000000; keepalive_timeout 300s;"
+    for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $d/$t;"; done
+    echo "  upstream backends { hash \$request_uri consistent; server 127.0.0.1:$up; keepalive 64;"
+    echo "    keepalive_requests 100000000; keepalive_timeout 300s; }"
+    echo "  server { listen 127.0.0.1:$listen; ${proto:+listen 127.0.0.1:$listen http2;}"
+    echo "    location / { proxy_pass http://backends; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+    if [ "$headers" != minimal ]; then
+      echo '      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;'
+      echo '      proxy_set_header X-Forwarded-Proto $scheme;'
+      echo '      proxy_set_header X-Forwarded-Host $host;'
+      echo '      proxy_set_header Via "1.1 nginx";'
+      echo '      proxy_set_header X-Request-Id $request_id;'
+      echo '      add_header X-Request-Id $request_id always;'
+    fi
+    echo "} } }"
+  } >"$d/nginx.conf"
+  if [ -n "$proto" ]; then sed -i "s/listen 127.0.0.1:$listen; listen/listen/" "$d/nginx.conf"; fi
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out" \
+    nginx -p "$d" -c "$d/nginx.conf" 2>"$work/vg-nginx-$listen.log" &
+}
+
+# Starts HAProxy with compare.sh's configuration on $1, under callgrind writing $2.
+start_haproxy() {
+  local listen=$1 out=$2 d=$work/haproxy-$1
+  mkdir -p "$d"
+  {
+    printf 'global\n    nbthread 1\n    maxconn 4096\ndefaults\n    mode http\n'
+    printf '    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n'
+    printf '    timeout http-keep-alive 60s\n    option http-keep-alive\n    http-reuse always\n'
+    printf 'frontend fe\n    bind 127.0.0.1:%s%s\n    default_backend be\n' "$listen" "${proto:+ proto h2}"
+    if [ "$headers" != minimal ]; then
+      printf '    option forwardfor\n    http-request set-header X-Forwarded-Proto http\n'
+      printf '    http-request set-header X-Forwarded-Host %%[req.hdr(host)]\n'
+      printf '    http-request add-header Via "1.1 haproxy"\n    unique-id-format %%[uuid()]\n'
+      printf '    unique-id-header X-Request-Id\n    http-response set-header X-Request-Id %%[unique-id]\n'
+    fi
+    printf 'backend be\n    balance uri\n    hash-type consistent\n    server b1 127.0.0.1:%s\n' "$up"
+  } >"$d/haproxy.cfg"
+  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out" \
+    haproxy -db -f "$d/haproxy.cfg" 2>"$work/vg-haproxy-$listen.log" &
+}
+
+# Runs the proxy under callgrind for $1 requests; prints the main thread's instructions.
 measure() {
   local n=$1 listen cfg out
   listen=$(port)
   cfg=$work/ringway-$n.yaml
   out=$work/cg-$n
+  case ${PROXY:-ringway} in
+    nginx) start_nginx "$listen" "$out" ;;
+    haproxy) start_haproxy "$listen" "$out" ;;
+    ringway) start_ringway "$n" "$listen" "$cfg" "$out" ;;
+    *) echo "PROXY must be ringway, nginx or haproxy" >&2; exit 2 ;;
+  esac
+  finish "$n" "$listen" "$out" $!
+}
+
+start_ringway() {
+  local n=$1 listen=$2 cfg=$3 out=$4
   printf 'node: {id: cg, data_dir: %s/data-%s}\nlisteners:\n  - address: 127.0.0.1:%s\n' "$work" "$n" "$listen" >"$cfg"
-  case ${RINGWAY_HEADERS:-all} in
-    all) ;;
+  case $headers in
     forwarded) printf '    headers: {traceparent: false}\n' >>"$cfg" ;;
     minimal) printf '    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n' >>"$cfg" ;;
-    *) echo "RINGWAY_HEADERS must be all, forwarded or minimal" >&2; exit 2 ;;
   esac
   printf 'pools:\n  - name: cg\n    hash_key: uri\n    upstreams:\n      - address: 127.0.0.1:%s\n' "$up" >>"$cfg"
   RUST_LOG=warn valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out" \
     "$bin" run --config "$cfg" --threads 1 2>"$work/vg-$n.log" &
-  local pid=$!
+}
+
+# Waits for the proxy (pid $4) on port $2, sends $1 requests, stops it and prints the
+# main thread's instructions and allocations from profile $3.
+finish() {
+  local n=$1 listen=$2 out=$3 pid=$4
   for _ in $(seq 200); do
     curl -s -o /dev/null "http://127.0.0.1:$listen/ready" && break
     sleep 0.2
