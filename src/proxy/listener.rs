@@ -278,7 +278,10 @@ async fn http<S, IO>(
     let seen = activity.clone();
     let svc = service_fn(move |req| {
         let guard = seen.begin();
-        let response = service.clone().call(req, origin.clone());
+        // Boxed: a request's whole state (the upstream exchange included) is large,
+        // and hyper moves the future it is given several times (HTTP/2 spawns each
+        // stream as a task); moved as one pointer, none of it is copied.
+        let response = Box::pin(service.clone().call(req, origin.clone()));
         async move { Ok::<_, std::convert::Infallible>(response.await.map(|b| Tracked::new(b, guard))) }
     });
     let io = TokioIo::new(stream);

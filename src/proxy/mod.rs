@@ -198,14 +198,12 @@ impl Proxy {
             body = body.counting(m.request_bytes().clone());
         }
         let req = Request::from_parts(parts, body);
-        // Boxed: the upstream exchange is the largest part of a request's state, and
-        // unboxed it would be copied whole each time hyper moves the request's future.
         let Forwarded {
             upstream,
             mut response,
             conn,
             inflight,
-        } = Box::pin(forward(pool, metrics, hash, req, target)).await?;
+        } = forward(pool, metrics, hash, req, target).await?;
         if let Some(log) = log.as_mut() {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
         }
