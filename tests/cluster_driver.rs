@@ -3,14 +3,16 @@
 //! proposals (refused on followers with the leader's id), agreement on the state,
 //! a minority that cannot commit, healing, and leader handoff on shutdown; the write
 //! order (a leader's AppendEntries out before its own write, acknowledgements only
-//! after the follower's).
+//! after the follower's); a disk without room (the batch held and written again, no
+//! acknowledgement and no change taken meanwhile) and a failed write (the driver
+//! stops and says so).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringway::cluster::driver::{
-    start_thread, ClusterHandle, Driver, DriverConfig, Outbox, ProposeFailure,
+    start_thread, ClusterHandle, Driver, DriverConfig, Outbox, ProposeFailure, StorageHealth,
 };
 use ringway::cluster::state::{ClusterState, Command, UpstreamSpec};
 use ringway::config::Config;
@@ -28,6 +30,16 @@ struct Net {
     inboxes: Mutex<HashMap<NodeId, mpsc::Sender<Message>>>,
     cut: Mutex<HashSet<NodeId>>,
     order: WriteOrder,
+    /// Nodes whose writes fail, and how.
+    disk: Mutex<HashMap<NodeId, DiskFault>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DiskFault {
+    /// `ENOSPC`: nothing written, worth writing again.
+    NoSpace,
+    /// `EIO` from the write or its fsync.
+    Broken,
 }
 
 /// What went out and what was written, to check the order of the two.
@@ -78,6 +90,17 @@ impl Storage for Watched {
     }
 
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        if let Some(fault) = self.net.disk.lock().unwrap().get(&self.id).copied() {
+            let errno = match fault {
+                DiskFault::NoSpace => 28,
+                DiskFault::Broken => 5,
+            };
+            return Err(StorageError::Io {
+                file: format!("node-{}/raft", self.id).into(),
+                op: "append".into(),
+                source: Arc::new(std::io::Error::from_raw_os_error(errno)),
+            });
+        }
         let order = &self.net.order;
         {
             let sent = order.sent.lock().unwrap();
@@ -368,4 +391,137 @@ async fn leader_sends_before_its_write_and_followers_ack_only_after_theirs() {
     );
     let acked = net.order.acked_unwritten.lock().unwrap().clone();
     assert!(acked.is_empty(), "acknowledged before written: {acked:?}");
+}
+
+#[tokio::test]
+async fn a_node_without_disk_space_acknowledges_nothing_takes_no_change_and_resumes() {
+    let net = Arc::new(Net::default());
+    let ids = [7, 8, 9];
+    let members = start(&ids, &net);
+    let all: Vec<&Member> = members.iter().collect();
+    eventually("a leader", || leader_of(&all).is_some()).await;
+    eventually("bootstrapped everywhere", || {
+        same_state(&all) && all[0].handle.view().state.is_bootstrapped()
+    })
+    .await;
+    let full = leader_of(&all).unwrap();
+    let fi = ids.iter().position(|&i| i == full).unwrap();
+    net.disk.lock().unwrap().insert(full, DiskFault::NoSpace);
+
+    // Accepted before the disk was found full; it applies once there is room, or is
+    // lost to the next leader: either way every node ends with the same state.
+    let first = all[fi].handle.clone();
+    let pending = tokio::spawn(async move { first.propose(put("before-full", 9400)).await });
+    eventually("the full node says so", || {
+        matches!(all[fi].handle.view().storage, StorageHealth::Full { .. })
+    })
+    .await;
+    match all[fi].handle.view().storage.clone() {
+        StorageHealth::Full { error } => assert!(
+            error.contains("No space left on device") || error.contains("os error 28"),
+            "the reason names the cause: {error}"
+        ),
+        other => panic!("expected a full disk, got {other:?}"),
+    }
+    match all[fi].handle.propose(put("while-full", 9401)).await {
+        Err(ProposeFailure::Unavailable(why)) => {
+            assert!(why.contains("cannot write its Raft log"), "{why}")
+        }
+        other => panic!("a node that cannot write takes no change: {other:?}"),
+    }
+
+    // It goes quiet: the other two elect a leader and go on without it.
+    let others: Vec<&Member> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != fi)
+        .map(|(_, m)| *m)
+        .collect();
+    eventually("a new leader among the others", || {
+        leader_of(&others).is_some_and(|l| l != full)
+    })
+    .await;
+    let leader = leader_of(&others).unwrap();
+    let lm = others
+        .iter()
+        .find(|m| m.handle.view().id == leader)
+        .unwrap();
+    lm.handle.propose(put("during-full", 9402)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = all[fi].handle.view().state.pool("web").unwrap().to_vec();
+    assert!(
+        !seen.iter().any(|u| u.id == "during-full"),
+        "nothing is applied from a batch that was not written"
+    );
+    let acked = net.order.acked_unwritten.lock().unwrap().clone();
+    assert!(acked.is_empty(), "acknowledged before written: {acked:?}");
+
+    net.disk.lock().unwrap().clear();
+    eventually("the node writes again", || {
+        all[fi].handle.view().storage == StorageHealth::Writable
+    })
+    .await;
+    eventually("all three agree again", || same_state(&all)).await;
+    let web = all[fi].handle.view().state.pool("web").unwrap().to_vec();
+    assert!(web.iter().any(|u| u.id == "during-full"));
+    let first = pending.await.unwrap();
+    let applied = web.iter().any(|u| u.id == "before-full");
+    assert_eq!(
+        first.is_ok(),
+        applied,
+        "a change acknowledged is present, one refused is not: {first:?}"
+    );
+    let acked = net.order.acked_unwritten.lock().unwrap().clone();
+    assert!(acked.is_empty(), "acknowledged before written: {acked:?}");
+}
+
+#[tokio::test]
+async fn a_failed_write_stops_the_driver_and_says_why() {
+    let net = Arc::new(Net::default());
+    let ids = [12, 13, 14];
+    let mut members = start(&ids, &net);
+    let all: Vec<&Member> = members.iter().collect();
+    eventually("a leader", || leader_of(&all).is_some()).await;
+    eventually("bootstrapped everywhere", || {
+        same_state(&all) && all[0].handle.view().state.is_bootstrapped()
+    })
+    .await;
+    let leader = leader_of(&all).unwrap();
+    let li = ids.iter().position(|&i| i == leader).unwrap();
+    let bi = (li + 1) % ids.len();
+    net.disk.lock().unwrap().insert(ids[bi], DiskFault::Broken);
+    all[li]
+        .handle
+        .propose(put("after-break", 9500))
+        .await
+        .unwrap();
+    eventually("the broken node reports its log failed", || {
+        matches!(all[bi].handle.view().storage, StorageHealth::Failed { .. })
+    })
+    .await;
+    match all[bi].handle.view().storage.clone() {
+        StorageHealth::Failed { error } => assert!(
+            error.contains("Input/output error") || error.contains("os error 5"),
+            "{error}"
+        ),
+        other => panic!("expected a failed log, got {other:?}"),
+    }
+    // Its driver has stopped: it takes nothing more.
+    match all[bi].handle.propose(put("to-broken", 9501)).await {
+        Err(ProposeFailure::Stopped) => {}
+        other => panic!("a stopped driver answers Stopped: {other:?}"),
+    }
+    // The thread ends without being told to.
+    let thread = members[bi].thread.take().unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !thread.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the driver thread did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    thread.join().unwrap();
+    let all: Vec<&Member> = members.iter().collect();
+    all[li].handle.propose(put("two-left", 9502)).await.unwrap();
 }

@@ -405,3 +405,144 @@ fn slow_call(
     let (head, body) = out.split_once("\r\n\r\n")?;
     Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
 }
+
+/// A small tmpfs mounted for the life of the value (unmounted lazily on drop).
+struct SmallDisk {
+    at: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. "2m") at `at`. Fails the test, naming what is
+    /// missing, where mounting is not allowed.
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("running mount(8)");
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs at {} failed: {}\nthis test needs root (CAP_SYS_ADMIN) \
+             to give one instance a small file system; run the tests as root (CI does)",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { at: at.to_owned() }
+    }
+
+    /// Fills the file system with one file until the kernel refuses more.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.at.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+fn storage_state(i: &Instance) -> Option<String> {
+    let v = i.get("/api/cluster")?;
+    Some(v["storage"]["state"].as_str()?.to_owned())
+}
+
+#[test]
+fn a_full_data_dir_takes_no_writes_says_why_and_resumes_when_space_returns() {
+    let dir = test_dir("diskfull");
+    let disk = SmallDisk::mount(&dir.join("n1"), "2m");
+    let (_rt, ups) = echo_upstreams(2);
+    let mut nodes = cluster(&dir, &ups, "");
+    let all: Vec<&Instance> = nodes.iter().collect();
+    eventually("a leader", || agreed_leader(&all));
+    eventually("the bootstrap everywhere", || same_digest(&all, None));
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    assert_eq!(storage_state(n1).as_deref(), Some("writable"));
+
+    let filler = disk.fill();
+    // The live segment's last page may still have room: changes go on until a write
+    // needs a new page.
+    let put = |via: &Instance, id: &str| -> (u16, String) {
+        let body = format!("{{\"address\": \"127.0.0.1:{}\"}}", 20000 + id.len());
+        via.change("PUT", &format!("/api/pools/web/upstreams/{id}"), &body)
+            .unwrap_or((0, "no answer".into()))
+    };
+    let mut made = 0;
+    while storage_state(n1).as_deref() != Some("full") {
+        assert!(made < 400, "400 changes and n1 never found its disk full");
+        let (status, body) = put(n2, &format!("f{made}"));
+        assert_eq!(status, 200, "a change while n1 fills: {body}");
+        made += 1;
+    }
+    let view = n1.get("/api/cluster").unwrap();
+    let error = view["storage"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("No space left on device"),
+        "n1 says why: {view}"
+    );
+    let metrics = http_get(n1.admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("ringway_raft_storage_state{state=\"full\"} 1"),
+        "the metric shows it"
+    );
+
+    // The other two lead and take changes; n1 applies nothing it could not write.
+    let others = [n2, n3];
+    let leader = eventually("a leader among n2 and n3", || {
+        agreed_leader(&others).filter(|l| l != "n1")
+    });
+    for k in 0..3 {
+        let (status, body) = put(n3, &format!("while-full-{k}"));
+        assert_eq!(
+            status, 200,
+            "the majority takes changes (leader {leader}): {body}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = upstream_ids(n1).unwrap();
+    assert!(
+        !seen.iter().any(|id| id.starts_with("while-full")),
+        "n1 applied entries it had not written: {seen:?}"
+    );
+    assert_eq!(storage_state(n1).as_deref(), Some("full"));
+
+    std::fs::remove_file(&filler).unwrap();
+    eventually("n1 writes again", || {
+        (storage_state(n1)? == "writable").then_some(())
+    });
+    eventually("all three agree", || same_digest(&all, None));
+    let ids = upstream_ids(n1).unwrap();
+    for k in 0..3 {
+        assert!(ids.contains(&format!("while-full-{k}")), "{ids:?}");
+    }
+    let log = std::fs::read_to_string(n1.config.with_extension("log")).unwrap();
+    assert!(log.contains("no room to write the Raft log"), "{log}");
+    assert!(log.contains("the Raft log is writable again"), "{log}");
+
+    // What n1 wrote is a log it can start from.
+    drop(all);
+    nodes[0].kill9();
+    nodes[0].start();
+    let all: Vec<&Instance> = nodes.iter().collect();
+    eventually("n1 back and agreeing", || same_digest(&all, None));
+    nodes[0].assert_running();
+}

@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::driver::ProposeFailure;
+use crate::cluster::driver::{ProposeFailure, StorageHealth};
 use crate::cluster::raft_id;
 use crate::cluster::state::{Command, Refused};
 use crate::config::{Config, HeaderWork};
@@ -436,6 +436,7 @@ impl Admin {
             "applied": v.applied,
             "snapshot_index": v.snapshot,
             "members": members,
+            "storage": storage_json(&v.storage),
         })
     }
 
@@ -576,6 +577,15 @@ fn failure(e: &ProposeFailure) -> Response<Body> {
         other => format!("{other}\n"),
     };
     text(status, &msg)
+}
+
+/// Whether this node can write its Raft log, and why not.
+fn storage_json(s: &StorageHealth) -> Value {
+    match s {
+        StorageHealth::Writable => json!({"state": "writable"}),
+        StorageHealth::Full { error } => json!({"state": "full", "error": error}),
+        StorageHealth::Failed { error } => json!({"state": "failed", "error": error}),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

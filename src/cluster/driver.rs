@@ -32,6 +32,12 @@ pub const REQUEST_QUEUE: usize = 256;
 pub const MAX_PENDING_PROPOSALS: usize = 1024;
 /// How long a leader that is shutting down waits for another voter to take over.
 pub const LEADER_HANDOFF_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a batch the disk had no room for is written again. Each attempt costs one
+/// write that the file system refuses at once; a second is quick enough to resume soon
+/// after an operator frees space.
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+/// How often the ERROR saying the disk is full is repeated while it stays full.
+pub const DISK_FULL_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the driver's outgoing messages go (the peer transport, or a test network).
 /// `send` must not block.
@@ -134,6 +140,23 @@ pub struct ClusterView {
     /// The configuration this node holds no longer lists it: it was removed from the
     /// group and takes no part in it (restarted, it does not campaign).
     pub removed: bool,
+    /// Whether this node can write its Raft log.
+    pub storage: StorageHealth,
+}
+
+/// Whether a node can write its Raft log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StorageHealth {
+    #[default]
+    Writable,
+    /// The file system has no room: the batch was undone and is written again every
+    /// [`DISK_FULL_RETRY`]. Until it is, the node acknowledges nothing, takes no
+    /// proposal, and (holding the batch) sends nothing, so a leader goes quiet and the
+    /// others elect another.
+    Full { error: String },
+    /// A write or an fsync failed otherwise: the log cannot be trusted, the driver has
+    /// stopped, and the instance stops with it.
+    Failed { error: String },
 }
 
 /// Why a proposal did not apply.
@@ -329,6 +352,24 @@ pub struct Driver<S: Storage> {
     requests: mpsc::Receiver<Request>,
     view: watch::Sender<Arc<ClusterView>>,
     stats: Arc<DriverStats>,
+    /// A `Ready` whose batch the disk had no room for, kept to be written again.
+    held: Option<Held>,
+    storage_health: StorageHealth,
+    /// When the disk was first found full, and when that was last logged.
+    full_since: Option<(tokio::time::Instant, tokio::time::Instant)>,
+}
+
+/// A `Ready` held across a write the file system refused for want of space.
+struct Held {
+    ready: raft::Ready,
+    retry_at: tokio::time::Instant,
+}
+
+/// What writing a `Ready`'s batch came to.
+enum Wrote {
+    Done(raft::Persisted),
+    /// No room: nothing was written; the `Ready` is handed back to be written again.
+    NoSpace(Box<raft::Ready>, raft::StorageError),
 }
 
 impl<S: Storage + Send + 'static> Driver<S> {
@@ -363,6 +404,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
             requests,
             view: view_tx,
             stats: stats.clone(),
+            held: None,
+            storage_health: StorageHealth::Writable,
+            full_since: None,
         };
         let handle = ClusterHandle {
             requests: requests_tx,
@@ -392,7 +436,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 _ = &mut shutdown => break,
             }
             if let Err(e) = self.drain_ready(&outbox).await {
-                tracing::error!(error = %e, "cluster driver stopped: storage failed");
+                self.fail(e);
                 return;
             }
             self.maybe_bootstrap();
@@ -423,7 +467,8 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 Some(msg) = inbound.recv() => self.node.step(msg),
                 _ = &mut deadline => return,
             }
-            if self.drain_ready(outbox).await.is_err() {
+            if let Err(e) = self.drain_ready(outbox).await {
+                self.fail(e);
                 return;
             }
         }
@@ -443,7 +488,68 @@ impl<S: Storage + Send + 'static> Driver<S> {
             .copied()
     }
 
+    /// The log cannot be written: the driver stops, and says so where the instance
+    /// (which stops with it) and an operator will see it.
+    fn fail(&mut self, e: WriteError) {
+        let error = e.to_string();
+        tracing::error!(
+            error = %error,
+            "the Raft log cannot be trusted after this failure: the cluster member stops, and \
+             the instance with it; start it again to recover from what is on disk (a torn \
+             last record is cut, anything else damaged is refused)"
+        );
+        self.storage_health = StorageHealth::Failed { error };
+        self.publish();
+        for (_, p) in std::mem::take(&mut self.pending) {
+            self.answer(p.reply, Err(ProposeFailure::Stopped));
+        }
+    }
+
+    /// Notes a batch the disk had no room for, logging it when first seen and then
+    /// every [`DISK_FULL_LOG_EVERY`].
+    fn disk_full(&mut self, e: &raft::StorageError) {
+        let now = tokio::time::Instant::now();
+        let first = self.full_since.is_none();
+        let (since, logged) = self.full_since.get_or_insert((now, now));
+        if first || now.duration_since(*logged) >= DISK_FULL_LOG_EVERY {
+            *logged = now;
+            let for_ms = now.duration_since(*since).as_millis() as u64;
+            tracing::error!(
+                error = %e,
+                full_for_ms = for_ms,
+                role = ?self.node.role(),
+                "no room to write the Raft log: the batch was undone and is written again every \
+                 second; until then this instance acknowledges no entry and takes no change \
+                 (a leader goes quiet and the others elect another); free space in the data dir"
+            );
+        }
+        self.storage_health = StorageHealth::Full {
+            error: e.to_string(),
+        };
+    }
+
+    fn disk_writable(&mut self) {
+        if let Some((since, _)) = self.full_since.take() {
+            // WARN, as the ERROR it ends: whoever filters for one sees the other.
+            tracing::warn!(
+                full_for_ms = since.elapsed().as_millis() as u64,
+                "the Raft log is writable again; the held batch is written"
+            );
+            self.storage_health = StorageHealth::Writable;
+        }
+    }
+
     fn on_request(&mut self, req: Request) {
+        if let StorageHealth::Full { error } = &self.storage_health {
+            let why = ProposeFailure::Unavailable(format!(
+                "this instance cannot write its Raft log ({error}); it takes no change until there is room"
+            ));
+            let reply = match req {
+                Request::Propose { reply, .. } | Request::ConfChange { reply, .. } => reply,
+            };
+            self.answer(reply, Err(why));
+            return;
+        }
         let (proposed, reply) = match req {
             Request::Propose { cmd, reply } => {
                 if self.pending.len() >= MAX_PENDING_PROPOSALS {
@@ -526,12 +632,36 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     async fn drain_ready(&mut self, outbox: &impl Outbox) -> Result<(), WriteError> {
-        while let Some(mut ready) = self.node.ready() {
+        loop {
+            let mut ready = match self.held.take() {
+                Some(held) if tokio::time::Instant::now() < held.retry_at => {
+                    self.held = Some(held);
+                    break;
+                }
+                Some(held) => held.ready,
+                None => match self.node.ready() {
+                    Some(ready) => ready,
+                    None => break,
+                },
+            };
             let early = ready.take_early_messages();
             if !early.is_empty() {
                 outbox.send(early);
             }
-            let mut done = self.persist(ready).await?;
+            let mut done = match self.persist(ready).await? {
+                Wrote::Done(done) => {
+                    self.disk_writable();
+                    done
+                }
+                Wrote::NoSpace(ready, e) => {
+                    self.disk_full(&e);
+                    self.held = Some(Held {
+                        ready: *ready,
+                        retry_at: tokio::time::Instant::now() + DISK_FULL_RETRY,
+                    });
+                    break;
+                }
+            };
             let rest = done.take_messages();
             if !rest.is_empty() {
                 outbox.send(rest);
@@ -560,25 +690,32 @@ impl<S: Storage + Send + 'static> Driver<S> {
     /// Writes a `Ready`'s batch. A batch with something to write goes to a blocking-pool
     /// thread, so this runtime's other tasks (the transport sending the early messages,
     /// reading the followers' answers) run during the `fsync`.
-    async fn persist(&mut self, ready: raft::Ready) -> Result<raft::Persisted, WriteError> {
+    /// A write the file system refuses for want of space hands the `Ready` back
+    /// ([`Wrote::NoSpace`]); any other failure ends the driver.
+    async fn persist(&mut self, ready: raft::Ready) -> Result<Wrote, WriteError> {
         let Some(mut storage) = self.storage.take() else {
             return Err(WriteError::WriterLost(
                 "the storage was lost by an earlier write".into(),
             ));
         };
         if ready.batch().is_empty() {
-            let done = ready.persist(&mut storage);
             self.storage = Some(storage);
-            return done.map_err(WriteError::Storage);
+            return Ok(Wrote::Done(ready.written()));
         }
         let write = tokio::task::spawn_blocking(move || {
-            let done = ready.persist(&mut storage);
-            (storage, done)
+            let result = storage.persist(ready.batch());
+            (storage, ready, result)
         });
         match write.await {
-            Ok((storage, done)) => {
+            Ok((storage, ready, result)) => {
                 self.storage = Some(storage);
-                done.map_err(WriteError::Storage)
+                match result {
+                    Ok(()) => Ok(Wrote::Done(ready.written())),
+                    Err(e) if super::storage::is_no_space(&e) => {
+                        Ok(Wrote::NoSpace(Box::new(ready), e))
+                    }
+                    Err(e) => Err(WriteError::Storage(e)),
+                }
             }
             Err(e) => Err(WriteError::WriterLost(e.to_string())),
         }
@@ -793,7 +930,8 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     fn publish(&mut self) {
-        let view = view_of(&self.node, &self.state);
+        let mut view = view_of(&self.node, &self.state);
+        view.storage = self.storage_health.clone();
         let before = self.view.borrow().clone();
         self.log_transitions(&before, &view);
         self.view.send_if_modified(|old| {
@@ -808,7 +946,8 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 || old.voters != view.voters
                 || old.learners != view.learners
                 || old.lost_data != view.lost_data
-                || old.removed != view.removed;
+                || old.removed != view.removed
+                || old.storage != view.storage;
             if view.leader.is_some() && old.leader != view.leader {
                 self.stats.leader_changes.fetch_add(1, Relaxed);
             }
@@ -890,6 +1029,7 @@ fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
         lost_data: node.lost_data(),
         // A joining node holds no configuration yet: it is not "removed".
         removed: !conf.voters.is_empty() && !conf.contains(node.id()),
+        storage: StorageHealth::Writable,
     }
 }
 

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use self::member::Member;
+use crate::cluster::driver::{ClusterView, StorageHealth};
 use crate::config::Config;
 use crate::proxy::server::Server;
 use crate::proxy::{Proxy, Snapshot};
@@ -169,15 +170,31 @@ impl Instance {
             let _ = tokio::task::spawn_blocking(move || member.join()).await;
             return bound;
         };
+        // A Raft log that cannot be trusted stops the whole instance (a supervisor
+        // restarts it, and recovery reads what is on disk), rather than a proxy that
+        // serves on while its member has silently left the cluster.
+        let failed = log_failed(self.member.handle.subscribe());
+        let (why_tx, why_rx) = tokio::sync::oneshot::channel();
         let stop = async move {
-            stop.await;
+            let why = tokio::select! {
+                _ = stop => None,
+                error = failed => Some(error),
+            };
             let _ = stop_tx.send(true);
+            let _ = why_tx.send(why);
         };
         server.run(stop).await;
+        let why = why_rx.await.ok().flatten();
         let member = self.member;
         tokio::task::spawn_blocking(move || member.join())
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        match why {
+            Some(error) => Err(format!(
+                "stopped: the Raft log in node.data_dir cannot be written ({error}); start again to recover from what is on disk"
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -202,4 +219,19 @@ fn listener_tls(config: &Config) -> Result<Vec<Option<ServerTls>>, String> {
         out.push(tls);
     }
     Ok(out)
+}
+
+/// Resolves with the error once the cluster member reports its log failed.
+async fn log_failed(mut view: watch::Receiver<Arc<ClusterView>>) -> String {
+    loop {
+        if let StorageHealth::Failed { error } = &view.borrow_and_update().storage {
+            return error.clone();
+        }
+        if view.changed().await.is_err() {
+            if let StorageHealth::Failed { error } = &view.borrow().storage {
+                return error.clone();
+            }
+            return std::future::pending().await;
+        }
+    }
 }

@@ -34,7 +34,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use super::Metrics;
-use crate::cluster::driver::ClusterHandle;
+use crate::cluster::driver::{ClusterHandle, StorageHealth};
 use crate::cluster::transport::Transport;
 use crate::health::breaker::Phase;
 use crate::raft::{NodeId, Role};
@@ -82,6 +82,7 @@ struct Families {
     leader_changes: IntCounter,
     commit: IntGauge,
     applied: IntGauge,
+    storage: IntGaugeVec,
     committed: IntCounter,
     failed: IntCounterVec,
     sent: IntCounterVec,
@@ -126,6 +127,12 @@ impl Families {
             applied: gauge(
                 "ringway_raft_applied_index",
                 "Highest log index applied to the state.",
+            ),
+            storage: gauges(
+                "ringway_raft_storage_state",
+                "1 for the state of this node's Raft log: writable, full (no room; the \
+                 batch is written again every second) or failed (the instance stops).",
+                &["state"],
             ),
             committed: counter(
                 "ringway_raft_proposals_committed_total",
@@ -173,7 +180,7 @@ impl Families {
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 15] {
+    fn all(&self) -> [&dyn Collector; 16] {
         [
             &self.term,
             &self.is_leader,
@@ -181,6 +188,7 @@ impl Families {
             &self.leader_changes,
             &self.commit,
             &self.applied,
+            &self.storage,
             &self.committed,
             &self.failed,
             &self.sent,
@@ -235,6 +243,16 @@ impl RaftCollector {
         }
         f.commit.set(clamp(view.commit));
         f.applied.set(clamp(view.applied));
+        for (state, on) in [
+            ("writable", view.storage == StorageHealth::Writable),
+            ("full", matches!(view.storage, StorageHealth::Full { .. })),
+            (
+                "failed",
+                matches!(view.storage, StorageHealth::Failed { .. }),
+            ),
+        ] {
+            f.storage.with_label_values(&[state]).set(i64::from(on));
+        }
         let s = self.handle.stats();
         let load = |c: &AtomicU64| c.load(Relaxed);
         f.leader_changes.inc_by(load(&s.leader_changes));

@@ -130,13 +130,20 @@ impl Ready {
         if !self.batch.is_empty() {
             storage.persist(&self.batch)?;
         }
+        Ok(self.written())
+    }
+
+    /// Releases what waits on the batch, which the caller has made durable itself
+    /// (`storage.persist(ready.batch())`): a driver that keeps the `Ready` across a
+    /// write that failed and was undone (a full disk) writes it again, then calls this.
+    pub fn written(self) -> Persisted {
         let mut inner = self.inner;
         if !self.early.is_empty() {
             let mut all = self.early;
             all.append(&mut inner.messages);
             inner.messages = all;
         }
-        Ok(inner)
+        inner
     }
 }
 

@@ -37,8 +37,8 @@ use self::codec::{decode_batch, encode_batch, BatchRef};
 pub use self::lock::{DirLock, LOCK_FILE};
 pub use self::segment::FORMAT_VERSION;
 use self::segment::{
-    create_segment, open_append, parse_record, parse_segment_name, segment_name, sync_dir,
-    valid_record_after, Parsed, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, TMP_SUFFIX,
+    create_segment, open_append, parse_record, parse_segment_name, remove_tmp, segment_name,
+    sync_dir, valid_record_after, Parsed, MAX_RECORD_BYTES, SEGMENT_HEADER_LEN, TMP_SUFFIX,
 };
 
 /// Size at which the live segment is replaced by a new one starting with a checkpoint.
@@ -197,20 +197,43 @@ impl DiskStorage {
         self.dir.join(segment_name(self.seq))
     }
 
-    /// Appends one framed record and fsyncs it. On failure the storage refuses all
-    /// further writes: the file may end in a partial record only recovery may cut.
+    /// Appends one framed record and fsyncs it.
+    ///
+    /// A write refused for want of space (`ENOSPC`, `EDQUOT`) is undone: the segment is
+    /// cut back to its last whole record, nothing of the batch is durable, and the same
+    /// batch may be written again once there is room ([`is_no_space`]). Any other
+    /// failure, and any failed `fdatasync`, makes the storage refuse all further
+    /// writes: after a failed fsync the kernel may have dropped the dirty pages while
+    /// marking them clean, so what the file holds can no longer be known from here.
     fn append_durable(&mut self, record: &[u8]) -> Result<(), StorageError> {
         let path = self.live_path();
         let started = std::time::Instant::now();
-        let result = self
-            .file
-            .write_all(record)
-            .and_then(|()| self.file.sync_data());
+        if let Err(e) = self.file.write_all(record) {
+            let err = io_err(&path, &format!("append at offset {}", self.seg_len), e);
+            if is_no_space(&err) {
+                match self.file.set_len(self.seg_len) {
+                    Ok(()) => return Err(err),
+                    Err(undo) => {
+                        let undo =
+                            io_err(&path, &format!("cut back to offset {}", self.seg_len), undo);
+                        self.failed = Some(undo.clone());
+                        return Err(undo);
+                    }
+                }
+            }
+            self.failed = Some(err.clone());
+            return Err(err);
+        }
+        let synced = self.file.sync_data();
         if let Some(observe) = &self.observer.0 {
             observe(started.elapsed());
         }
-        if let Err(e) = result {
-            let err = io_err(&path, &format!("append at offset {}", self.seg_len), e);
+        if let Err(e) = synced {
+            let err = io_err(
+                &path,
+                &format!("fdatasync after offset {}", self.seg_len),
+                e,
+            );
             self.failed = Some(err.clone());
             return Err(err);
         }
@@ -219,6 +242,11 @@ impl DiskStorage {
         self.stats.records += 1;
         self.stats.bytes_written += record.len() as u64;
         Ok(())
+    }
+
+    /// The error that made this storage refuse all writes, if one did.
+    pub fn failed(&self) -> Option<&StorageError> {
+        self.failed.as_ref()
     }
 
     fn roll_limit(&self) -> u64 {
@@ -232,8 +260,11 @@ impl DiskStorage {
         let next = self.seq + 1;
         let record = checkpoint_record(&self.state)?;
         let path = self.dir.join(segment_name(next));
-        let (file, len) = create_segment(&self.dir, next, &record)
-            .map_err(|e| io_err(&path, "create segment", e))?;
+        let (file, len) = create_segment(&self.dir, next, &record).map_err(|e| {
+            // Nothing was renamed into place: the live segment is untouched.
+            remove_tmp(&path);
+            io_err(&path, "create segment", e)
+        })?;
         self.sync_dir()?;
         self.file = file;
         self.seq = next;
@@ -246,8 +277,13 @@ impl DiskStorage {
         self.sync_dir()
     }
 
+    /// Fsyncs the directory; a failure, like any failed fsync, ends all writes.
     fn sync_dir(&mut self) -> Result<(), StorageError> {
-        sync_dir(&self.dir).map_err(|e| io_err(&self.dir, "fsync directory", e))?;
+        if let Err(e) = sync_dir(&self.dir) {
+            let err = io_err(&self.dir, "fsync directory", e);
+            self.failed = Some(err.clone());
+            return Err(err);
+        }
         self.stats.dir_syncs += 1;
         Ok(())
     }
@@ -275,7 +311,16 @@ impl Storage for DiskStorage {
         self.append_durable(&record)?;
         self.state.persist(batch)?;
         if self.seg_len >= self.roll_limit() {
-            self.roll()?;
+            // The batch is durable whatever happens here. A new segment that finds no
+            // room is given up (the live one keeps growing) and tried again after the
+            // next batch.
+            if let Err(e) = self.roll() {
+                if !is_no_space(&e) || self.failed.is_some() {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "cannot start a new log segment; the current one grows until there is room");
+            }
         }
         Ok(())
     }
@@ -568,6 +613,20 @@ fn corrupt(path: &Path, offset: usize, why: &str) -> StorageError {
         file: path.to_path_buf(),
         offset: offset as u64,
         what: why.to_string(),
+    }
+}
+
+/// Whether `e` is a write the file system refused for want of space or quota: undone,
+/// and worth trying again once there is room.
+pub fn is_no_space(e: &StorageError) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    match e {
+        StorageError::Io { source, .. } => {
+            source.kind() == std::io::ErrorKind::StorageFull
+                || matches!(source.raw_os_error(), Some(ENOSPC | EDQUOT))
+        }
+        _ => false,
     }
 }
 

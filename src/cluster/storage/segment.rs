@@ -195,6 +195,11 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
+/// Removes what an unfinished [`create_segment`] of `path` left, if anything.
+pub fn remove_tmp(path: &Path) {
+    let _ = fs::remove_file(tmp_path(path));
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(TMP_SUFFIX);
