@@ -156,6 +156,7 @@ until_ok() {
   done
 }
 
+now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 alive() { local out=(); for i in 1 2 3; do [[ -n "${pid[n$i]:-}" ]] && out+=("$i"); done; echo "${out[@]}"; }
 agreed_leader() {  # every running instance names the same leader; sets $leader
   local first="" l
@@ -236,10 +237,11 @@ step "kill the leader ($old_leader) and watch the failover" \
   "requests keep being served meanwhile (the data plane never waits on the cluster)." \
   "On the status page, the leader changes (open another instance's page once $old_leader is gone)."
 status=0
+killed_at=$(now_ms)
 kill_node "${old_leader#n}"
 until_ok "a new leader" new_leader || status=1
 if [[ $status == 0 ]]; then
-  say "new leader: $leader"
+  say "new leader: $leader, $(( $(now_ms) - killed_at )) ms after the kill (as seen by polling every 0.2 s)"
   for i in $(alive); do
     served=$(curl -sf --max-time 2 "127.0.0.1:$(listen_port "$i")/users/2" || true)
     say "GET /users/2 through n$i: ${served:-no answer}"
@@ -257,8 +259,10 @@ step "stop upstream up2 and watch all three eject it" \
   "cluster eject it, and all three skip it on the ring from the same log position." \
   "On the status page, up2's arcs turn hatched and its row says ejected."
 status=0
+stopped_at=$(now_ms)
 stop_echo 2
 until_ok "up2 ejected on all three" all_breakers up2 open || status=1
+say "ejected everywhere $(( $(now_ms) - stopped_at )) ms after the stop"
 for i in 1 2 3; do say "n$i: up2 is $(breaker_of "$i" up2)"; done
 k=""
 for c in "${keys[@]}" /a /b /c /d /e /f /g /h; do
@@ -278,6 +282,11 @@ status=0
 start_echo 2
 until_ok "up2 readmitted on all three" all_breakers up2 closed || status=1
 for i in 1 2 3; do say "n$i: up2 is $(breaker_of "$i" up2)"; done
+if [[ -n "$k" ]]; then
+  served=$(curl -sf --max-time 2 "127.0.0.1:$(listen_port 2)$k" || true)
+  say "GET $k through n2: ${served:-no answer}"
+  [[ "$served" == up2* ]] || status=1
+fi
 result $status
 
 echo

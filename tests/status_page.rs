@@ -35,7 +35,7 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 /// Wall-clock bound on the whole demo run in `--auto` mode.
 const DEMO_DEADLINE: Duration = Duration::from_secs(300);
 /// The size the page is drawn at for the screenshot.
-const WINDOW_SIZE: &str = "1440,1500";
+const WINDOW_SIZE: &str = "1440,900";
 
 fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     eventually_every(what, Duration::from_millis(100), PATIENCE, f)
@@ -208,7 +208,10 @@ fn browse(dir: &Path, url: &str, extra: &[String]) -> Output {
         "--hide-scrollbars",
         "--force-device-scale-factor=1",
     ])
-    .arg(format!("--user-data-dir={}", dir.join("chromium").display()))
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.join("chromium").display()
+    ))
     .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
     .arg(format!("--window-size={WINDOW_SIZE}"))
     .args(extra)
@@ -337,6 +340,11 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
     }
     let hatch = tag(&dom, "<path class=\"hatch\"");
     assert!(hatch.contains("data-upstream=\"up3\""), "{hatch}");
+    let rim = tag(&dom, "<path class=\"rim\"");
+    assert!(
+        rim.contains("data-upstream=\"up3\" data-phase=\"open\""),
+        "{rim}"
+    );
     assert!(!dom.contains("class=\"arc\" d=\"\""), "no empty arc");
     assert!(
         !dom.contains("data-upstream=\"up2\" data-ejected"),
@@ -352,7 +360,10 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
     // Drift: the file does not say up2 drains, the cluster does.
     let drift = tag(&dom, "<li data-drift=");
     let drift_text = &dom[dom.find(drift).unwrap()..];
-    assert!(drift_text.starts_with(&format!("{drift}>pool web differs")), "{drift_text}");
+    assert!(
+        drift_text.starts_with(&format!("{drift}>pool web differs")),
+        "{drift_text}"
+    );
 
     // A screenshot for people to look at.
     let shot = target_dir().join("status-page.png");
@@ -360,7 +371,11 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
     browse(&dir, &url, &[format!("--screenshot={}", shot.display())]);
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
-    assert!(png.len() > 20_000, "a page, not a blank: {} bytes", png.len());
+    assert!(
+        png.len() > 20_000,
+        "a page, not a blank: {} bytes",
+        png.len()
+    );
     nodes.iter_mut().for_each(Instance::assert_running);
     drop(browser);
     drop(nodes);
@@ -400,8 +415,17 @@ fn the_cluster_demo_passes_every_step() {
     assert_eq!(passes, 5, "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stdout.contains("All 5 steps passed."), "{stdout}");
-    let page = stdout.lines().find(|l| l.contains("Status page: http://127.0.0.1:"));
+    let page = stdout
+        .lines()
+        .find(|l| l.contains("Status page: http://127.0.0.1:"));
     let first = stdout.lines().find(|l| !l.trim().is_empty());
-    assert_eq!(first.map(str::trim), Some("ringway cluster demo"), "{stdout}");
-    assert!(page.is_some(), "the status page's address comes first:\n{stdout}");
+    assert_eq!(
+        first.map(str::trim),
+        Some("ringway cluster demo"),
+        "{stdout}"
+    );
+    assert!(
+        page.is_some(),
+        "the status page's address comes first:\n{stdout}"
+    );
 }

@@ -126,7 +126,12 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
     assert_eq!(handler, None, "no inline event handler");
     // The script puts API text into the page as text only.
     let script = get(running.admin, "/status.js").await.text();
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+    ] {
         assert!(!script.contains(sink), "status.js uses {sink}");
     }
     // Other paths are still unknown; the page is read-only.
@@ -141,10 +146,16 @@ async fn the_ring_endpoint_matches_routing_and_the_digest() {
     let running = start(&dir, WEB_POOL).await;
     let pools = json(running.admin, "/api/pools").await;
     let pool = &pools["pools"][0];
-    assert!(pools["now_ms"].as_u64().unwrap() > 1_700_000_000_000, "{pools}");
+    assert!(
+        pools["now_ms"].as_u64().unwrap() > 1_700_000_000_000,
+        "{pools}"
+    );
     let ring = json(running.admin, "/api/pools/web/ring").await;
     assert_eq!(ring["pool"], "web");
-    assert_eq!(ring["digest"], pool["ring_digest"], "the ring the pool routes with");
+    assert_eq!(
+        ring["digest"], pool["ring_digest"],
+        "the ring the pool routes with"
+    );
     assert_eq!(ring["points"], pool["ring_points"]);
     assert_eq!(ring["span"], RING_SPAN);
     assert_eq!(ring["capped"], false);
@@ -168,7 +179,12 @@ async fn the_ring_endpoint_matches_routing_and_the_digest() {
         .unwrap()
         .iter()
         .map(|a| {
-            let a: Vec<u64> = a.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+            let a: Vec<u64> = a
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect();
             (a[0], a[1], a[2] as usize)
         })
         .collect();

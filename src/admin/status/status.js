@@ -9,13 +9,14 @@
   /** One read of the API gives up after this long, so a hung instance reads as stale. */
   const FETCH_TIMEOUT_MS = 1500;
   const SVG_NS = "http://www.w3.org/2000/svg";
-  /** Colours for the first upstreams of a pool; later ones get a hue of their own. */
+  /** Colours for the first upstreams of a pool (no red: red marks ejections); later
+   * ones get a hue of their own. */
   const PALETTE = [
-    "#5eb1ff", "#f5a04a", "#5fd18b", "#f0605a", "#b38cff", "#f2d04b",
-    "#46d2d2", "#ff7fc3", "#a3c95a", "#d6a77a", "#8fa3ff", "#ff9b8a",
+    "#5eb1ff", "#f5a04a", "#5fd18b", "#b38cff", "#f2d04b", "#46d2d2",
+    "#ff7fc3", "#a3c95a", "#d6a77a", "#8fa3ff", "#7fe0b0", "#e6b3ff",
   ];
   /** The ring's geometry, in the SVG's own units. */
-  const RING = { outer: 142, inner: 104, view: 170 };
+  const RING = { outer: 140, inner: 102, rimInner: 145, rimOuter: 152, view: 170 };
 
   const state = {
     cluster: null,
@@ -48,12 +49,12 @@
 
   function setAttrs(node, attrs) {
     for (const [k, v] of Object.entries(attrs || {})) {
-      if (v !== null && v !== undefined && v !== false) node.setAttribute(k, String(v));
+      if (v !== null && v !== undefined) node.setAttribute(k, String(v));
     }
   }
 
   function append(node, children) {
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -223,7 +224,8 @@
 
     const lags = c.members.map((m) => m.lag).filter((l) => typeof l === "number");
     const worst = Math.max(1, ...lags);
-    replace(byId("members"), c.members.map((m) => {
+    const members = [...c.members].sort((a, b) => String(a.id).localeCompare(String(b.id)));
+    replace(byId("members"), members.map((m) => {
       const tags = [];
       if (m.id === c.leader) tags.push(badge("leader", "leader"));
       if (m.id === c.id) tags.push(badge("self", "this instance"));
@@ -353,18 +355,19 @@
 
   const fmt = (n) => n.toFixed(2);
 
-  /** The path of the band between `from` and `to` (fractions of the ring). */
-  function band(from, to) {
+  /** The path of the band between `from` and `to` (fractions of the ring), between
+   * radii `inner` and `outer`. */
+  function band(from, to, outer = RING.outer, inner = RING.inner) {
     if (to - from > 0.5) {
       const mid = (from + to) / 2;
-      return band(from, mid) + band(mid, to);
+      return band(from, mid, outer, inner) + band(mid, to, outer, inner);
     }
-    const [ox0, oy0] = polar(from, RING.outer);
-    const [ox1, oy1] = polar(to, RING.outer);
-    const [ix1, iy1] = polar(to, RING.inner);
-    const [ix0, iy0] = polar(from, RING.inner);
-    return `M${fmt(ox0)} ${fmt(oy0)}A${RING.outer} ${RING.outer} 0 0 1 ${fmt(ox1)} ${fmt(oy1)}` +
-      `L${fmt(ix1)} ${fmt(iy1)}A${RING.inner} ${RING.inner} 0 0 0 ${fmt(ix0)} ${fmt(iy0)}Z`;
+    const [ox0, oy0] = polar(from, outer);
+    const [ox1, oy1] = polar(to, outer);
+    const [ix1, iy1] = polar(to, inner);
+    const [ix0, iy0] = polar(from, inner);
+    return `M${fmt(ox0)} ${fmt(oy0)}A${outer} ${outer} 0 0 1 ${fmt(ox1)} ${fmt(oy1)}` +
+      `L${fmt(ix1)} ${fmt(iy1)}A${inner} ${inner} 0 0 0 ${fmt(ix0)} ${fmt(iy0)}Z`;
   }
 
   function renderRing(host, pool, ring, ups, index) {
@@ -388,25 +391,26 @@
     });
     root.append(svg("defs", {},
       svg("pattern", { id: hatchId, width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" },
-        svg("rect", { width: 6, height: 6, fill: "#0f1419", "fill-opacity": 0.35 }),
-        svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#f0605a", "stroke-width": 2.2 }))));
+        svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#0f1419", "stroke-width": 2.5 }))));
     root.append(svg("circle", { class: "track", r: (RING.outer + RING.inner) / 2, "stroke-width": RING.outer - RING.inner }));
 
     for (let q = 0; q < 4; q++) {
-      const [x0, y0] = polar(q / 4, RING.outer + 3);
-      const [x1, y1] = polar(q / 4, RING.outer + 10);
+      const [x0, y0] = polar(q / 4, RING.rimOuter + 2);
+      const [x1, y1] = polar(q / 4, RING.rimOuter + 8);
       root.append(svg("line", { class: "tick", x1: fmt(x0), y1: fmt(y0), x2: fmt(x1), y2: fmt(y1) }));
     }
-    const [lx, ly] = polar(0, RING.outer + 18);
+    const [lx, ly] = polar(0, RING.rimOuter + 14);
     root.append(svg("text", { class: "tick-label", x: fmt(lx) , y: fmt(ly + 3), "text-anchor": "middle" }, "0"));
 
     if (!ring || !ring.arcs.length) {
       root.append(svg("text", { class: "empty", "text-anchor": "middle", y: 4 }, "no upstream on the ring"));
     } else {
       const paths = new Map();
+      const rims = new Map();
       for (const [start, end, owner] of ring.arcs) {
-        const d = band(start / ring.span, end / ring.span);
-        paths.set(owner, (paths.get(owner) || "") + d);
+        const [from, to] = [start / ring.span, end / ring.span];
+        paths.set(owner, (paths.get(owner) || "") + band(from, to));
+        rims.set(owner, (rims.get(owner) || "") + band(from, to, RING.rimOuter, RING.rimInner));
       }
       for (const u of ups) {
         if (u.ringIndex < 0 || !paths.has(u.ringIndex)) continue;
@@ -415,6 +419,8 @@
           svg("title", {}, `${u.id}: ${percent(u.share)} of the keys${u.ejected ? ` (${u.state.replace("_", "-")}: its keys fail over to the next upstream on the ring)` : ""}`)));
         if (u.ejected) {
           root.append(svg("path", { class: "hatch", d, fill: `url(#${hatchId})`, "data-upstream": u.id, "pointer-events": "none" }));
+          root.append(svg("path", { class: "rim", d: rims.get(u.ringIndex), "data-upstream": u.id, "data-phase": u.phase },
+            svg("title", {}, `${u.id} is ${u.phase === "open" ? "ejected" : "half-open"}`)));
         }
       }
       if (ring.capped) {
@@ -430,7 +436,7 @@
     if (route && typeof route.point === "number" && ring) {
       const f = route.point / ring.span;
       const [x0, y0] = polar(f, RING.inner - 14);
-      const [x1, y1] = polar(f, RING.outer + 6);
+      const [x1, y1] = polar(f, RING.rimOuter + 4);
       const [tx, ty] = polar(f, RING.inner - 26);
       root.append(svg("g", { class: "marker", "data-marker": route.key },
         svg("line", { class: "marker-line", x1: fmt(x0), y1: fmt(y0), x2: fmt(x1), y2: fmt(y1) }),
