@@ -35,7 +35,7 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 /// Wall-clock bound on the whole demo run in `--auto` mode.
 const DEMO_DEADLINE: Duration = Duration::from_secs(300);
 /// The size the page is drawn at for the screenshot.
-const WINDOW_SIZE: &str = "1440,900";
+const WINDOW_SIZE: &str = "1440,1280";
 
 fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     eventually_every(what, Duration::from_millis(100), PATIENCE, f)
@@ -44,6 +44,9 @@ fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 /// The health settings of the test's pool: quick active checks, two reporters to
 /// eject, and an ejection long enough to outlast the browser's visit.
 const HEALTH: &str = "      active: {path: /healthz, interval_ms: 200, timeout_ms: 150, fall: 2, rise: 1}\n      breaker: {base_ejection_ms: 120000, max_ejection_ms: 240000, min_reporters: 2}\n";
+
+/// A second pool whose name is markup: the page must show it as text.
+const MARKUP_POOL: &str = "<img src=x onerror=document.title='pwned'>";
 
 /// Writes and starts instance `name` of three (peers `peers`), pool `web` over
 /// `upstreams` (ids `up0`...).
@@ -69,12 +72,14 @@ fn start_member(
          cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n\
          listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
          admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-         pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{HEALTH}",
+         pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{HEALTH}\
+         \n  - name: \"{MARKUP_POOL}\"\n    hosts: [markup.test]\n    upstreams: [{{id: up0, address: \"{first}\"}}]\n",
         data = dir.join(name).display().to_string(),
         token = dir.join("token").display().to_string(),
         secret = procs::cluster_secret(dir).display().to_string(),
         peers = peer_list.join(", "),
         ups = ups.join(", "),
+        first = upstreams[0],
     );
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, yaml).unwrap();
@@ -357,6 +362,14 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
         "{answer}"
     );
     assert!(dom.contains(&format!("data-marker=\"{key}\"")), "{dom}");
+    // The pool named with markup is there as text, and nothing of it ran.
+    let escaped = "&lt;img src=x onerror=document.title='pwned'&gt;";
+    assert!(dom.contains(&format!("<h2>{escaped}</h2>")), "{dom}");
+    assert!(
+        !dom.contains("<img"),
+        "markup from a name became an element"
+    );
+    assert!(dom.contains("<title>ringway status</title>"), "{dom}");
     // Drift: the file does not say up2 drains, the cluster does.
     let drift = tag(&dom, "<li data-drift=");
     let drift_text = &dom[dom.find(drift).unwrap()..];

@@ -16,6 +16,9 @@
     "#ff7fc3", "#a3c95a", "#d6a77a", "#8fa3ff", "#7fe0b0", "#e6b3ff",
   ];
   /** The ring's geometry, in the SVG's own units. */
+  /** Longest pool name and key drawn inside the ring; longer ones are cut with "…". */
+  const CENTER_NAME_CHARS = 18;
+  const MARKER_CHARS = 14;
   const RING = { outer: 140, inner: 102, rimInner: 145, rimOuter: 152, view: 170 };
 
   const state = {
@@ -79,6 +82,11 @@
     if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
     if (ms < 120000) return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
     return `${Math.round(ms / 60000)} min`;
+  }
+
+  function shorten(text, chars) {
+    const t = String(text);
+    return t.length > chars ? `${t.slice(0, chars - 1)}…` : t;
   }
 
   function percent(share) {
@@ -429,7 +437,8 @@
           svg("title", {}, `not drawn: more than ${ring.max_arcs} arcs`)));
       }
     }
-    root.append(svg("text", { class: "center-name", "text-anchor": "middle", y: -6 }, pool.name));
+    root.append(svg("text", { class: "center-name", "text-anchor": "middle", y: -6 },
+      svg("title", {}, pool.name), shorten(pool.name, CENTER_NAME_CHARS)));
     const live = ups.filter((u) => !u.ejected && !u.draining).length;
     root.append(svg("text", { class: "center-meta", "text-anchor": "middle", y: 14 },
       `${live} of ${ups.length} taking traffic`));
@@ -442,7 +451,7 @@
         svg("line", { class: "marker-line", x1: fmt(x0), y1: fmt(y0), x2: fmt(x1), y2: fmt(y1) }),
         svg("circle", { class: "marker-dot", cx: fmt(x1), cy: fmt(y1), r: 4 }),
         svg("text", { class: "marker-label", x: fmt(tx), y: fmt(ty + 4), "text-anchor": "middle" },
-          route.key.length > 14 ? `${route.key.slice(0, 13)}…` : route.key)));
+          shorten(route.key, MARKER_CHARS))));
     }
     host.replaceChildren(root);
   }
