@@ -139,6 +139,14 @@ impl Ring {
         counts
     }
 
+    /// Every point with the index of the member owning it, in ring order (ascending).
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (u32, usize)> + '_ {
+        self.points
+            .iter()
+            .zip(self.owners.iter())
+            .map(|(&p, &o)| (p, o as usize))
+    }
+
     /// An order-sensitive digest of the whole ring (points and owners), to compare
     /// rings built on different instances.
     pub fn digest(&self, ids: &[&str]) -> String {

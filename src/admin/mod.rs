@@ -4,13 +4,18 @@
 //! change to the leader over the cluster transport, see [`crate::cluster::forward`]),
 //! so each instance may have its own token and `admin.tls`.
 //!
+//! - `GET /` (or `/status`): the status page, with `/status.js` and `/status.css`
+//!   (see [`status`]); it reads the views below.
 //! - `GET /healthz`: `ok` while the process serves.
 //! - `GET /api/cluster`: this node's id, role, term, leader, commit and applied index,
-//!   members and (on the leader) their replication progress.
+//!   members and (on the leader) their replication progress and lag.
 //! - `GET /api/pools`: pools, upstreams and a digest of each pool's ring; instances that
 //!   applied the same state show the same digests. Also where the file and the cluster
-//!   differ (drift).
-//! - `GET /api/route?pool=NAME&key=KEY`: the upstream that key goes to on this instance.
+//!   differ (drift), and this instance's wall clock (`now_ms`) to read breakers against.
+//! - `GET /api/pools/NAME/ring`: the pool's ring as arcs of the hash space and each
+//!   upstream's share of it (see [`status::ring_json`]).
+//! - `GET /api/route?pool=NAME&key=KEY`: the upstream that key goes to on this instance
+//!   and the key's point on the ring.
 //! - `GET /metrics`: every metric in the Prometheus text format (see [`crate::metrics`]).
 //! - `PUT /api/pools/NAME/upstreams/ID` (JSON body: `address`, optional `weight` and
 //!   `draining`) and `DELETE /api/pools/NAME/upstreams/ID`: proposed through Raft from
@@ -31,6 +36,7 @@
 
 pub mod client;
 pub mod parse;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,6 +215,10 @@ impl Admin {
                 ),
             },
             (&Method::POST, ["api", "batch"]) => self.change(req, Target::Batch).await,
+            (&Method::GET, ["api", "pools", pool, "ring"]) => match decode_segment(pool) {
+                Ok(pool) => self.ring(&pool),
+                Err(why) => text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
+            },
             (&Method::GET, ["api", "route"]) => self.route(req.uri().query().unwrap_or("")),
             (&Method::PUT | &Method::DELETE, ["api", "pools", pool, "upstreams", id]) => {
                 let target = match (decode_segment(pool), decode_segment(id)) {
@@ -225,10 +235,13 @@ impl Admin {
                     Err(why) => text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
                 }
             }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                &format!("no admin endpoint {} {path}\n", req.method()),
-            ),
+            (method, _) => match (method, status::asset(&segments)) {
+                (&Method::GET, Some(page)) => page,
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    &format!("no admin endpoint {method} {path}\n"),
+                ),
+            },
         }
     }
 
@@ -411,7 +424,11 @@ impl Admin {
 
     fn cluster_json(&self) -> Value {
         let v = self.proposer.cluster().view();
-        let member = |id: &NodeId, role: &str| json!({"id": self.name(*id), "role": role, "matched": v.matched.get(id)});
+        let member = |id: &NodeId, role: &str| {
+            let matched = v.matched.get(id);
+            let lag = matched.map(|m| v.commit.saturating_sub(*m));
+            json!({"id": self.name(*id), "role": role, "matched": matched, "lag": lag})
+        };
         let members: Vec<Value> = v
             .voters
             .iter()
@@ -481,7 +498,10 @@ impl Admin {
             .iter()
             .map(|d| d.to_string())
             .collect();
-        json!({"applied": view.applied, "pools": pools, "drift": drift})
+        // The breakers' times are the proposers' wall clocks: `now_ms` is this
+        // instance's, so a reader can tell how long an ejection has left.
+        let now_ms = crate::control::breakers::wall_ms();
+        json!({"applied": view.applied, "pools": pools, "drift": drift, "now_ms": now_ms})
     }
 
     fn metrics(&self) -> Response<Body> {
@@ -514,14 +534,20 @@ impl Admin {
         let Some(p) = snapshot.pool(pool) else {
             return text(StatusCode::NOT_FOUND, &format!("no pool named {pool:?}\n"));
         };
-        let upstream = p
-            .ring
-            .lookup(ring::point(key.as_bytes()))
-            .map(|i| &*p.upstreams[i].id);
+        let point = ring::point(key.as_bytes());
+        let upstream = p.ring.lookup(point).map(|i| &*p.upstreams[i].id);
         json_response(
             StatusCode::OK,
-            json!({"pool": pool, "key": key, "upstream": upstream}),
+            json!({"pool": pool, "key": key, "upstream": upstream, "point": point}),
         )
+    }
+
+    fn ring(&self, pool: &str) -> Response<Body> {
+        let snapshot = self.proxy.snapshot();
+        match snapshot.pool(pool) {
+            Some(p) => status::compact_json(&status::ring_json(p)),
+            None => text(StatusCode::NOT_FOUND, &format!("no pool named {pool:?}\n")),
+        }
     }
 }
 

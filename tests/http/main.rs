@@ -15,5 +15,6 @@ mod control;
 mod metrics;
 mod proxy;
 mod proxy_limits;
+mod status;
 mod tls;
 mod tracing_headers;
