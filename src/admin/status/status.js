@@ -199,6 +199,14 @@
       alerts.push(["error", "lost-data",
         "This instance lost Raft state it had acknowledged (its data dir was wiped or restored from an older copy). It neither votes nor campaigns until it is removed and added back with an empty data dir."]);
     }
+    if (c.storage && c.storage.state === "full") {
+      alerts.push(["error", "disk-full",
+        "No room to write the Raft log (" + String(c.storage.error || "") + "). This instance acknowledges no entry and takes no change until there is room; it keeps serving with its last applied state."]);
+    }
+    if (c.storage && c.storage.state === "failed") {
+      alerts.push(["error", "disk-failed",
+        "Writing the Raft log failed (" + String(c.storage.error || "") + "): this instance is stopping. Start it again to recover from what is on disk."]);
+    }
     if (c.removed) {
       alerts.push(["error", "removed", "This instance is no longer a member of the cluster: it takes no part in it."]);
     }
