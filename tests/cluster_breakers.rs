@@ -129,7 +129,12 @@ fn start_member(
     upstreams: &[SocketAddr],
     health: &str,
 ) -> Instance {
-    std::fs::write(dir.join("token"), "t0ken\n").unwrap();
+    // Written once: rewritten for every start, a running instance re-reading it could
+    // find it empty mid-write.
+    let token = dir.join("token");
+    if !token.exists() {
+        std::fs::write(&token, "t0ken\n").unwrap();
+    }
     let peers: Vec<String> = members
         .iter()
         .map(|(n, p)| format!("{n}: 127.0.0.1:{p}"))
