@@ -9,8 +9,9 @@
 //!   instance to the healthy upstreams;
 //! - a nemesis that, at random with the seed, kills -9 and restarts instances (at most
 //!   two down), partitions the links (majority/minority, one-way, a bridge node), slows
-//!   links, and pauses a process (SIGSTOP, SIGCONT past the election timeout); then
-//!   heals everything.
+//!   links, pauses a process (SIGSTOP, SIGCONT past the election timeout), and restarts
+//!   one instance with its clock skewed (libfaketime: offset by up to an hour, running
+//!   at half to twice the real rate); then heals everything.
 //!
 //! The checker, after healing: every instance has applied the same number of entries
 //! and holds the same state (ring digests equal); every acknowledged addition is
@@ -43,6 +44,8 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// The seed and length of the run `cargo test` makes.
 const SHORT_SEED: u64 = 1;
 const SHORT_SECONDS: u64 = 30;
+/// Debian's libfaketime (package `faketime`), preloaded to skew one instance's clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// SplitMix64: small, seedable, good enough to pick faults.
 struct Rng(u64);
@@ -339,6 +342,15 @@ fn signal(i: &Instance, sig: &str) {
     }
 }
 
+/// Restarts instance `i` with the real clock.
+fn unskew(shared: &Shared, node: &mut Instance, i: usize) {
+    node.kill9();
+    shared.down.lock().unwrap().begin(i, shared.now());
+    node.start();
+    shared.down.lock().unwrap().end(i, shared.now());
+    shared.fault(format!("restart {} with the real clock", NAMES[i]));
+}
+
 /// Runs the nemesis for `seconds` with `seed`, then checks the history.
 fn run(seconds: u64, seed: u64) {
     let dir = test_dir(&format!("nemesis-{seed}"));
@@ -411,6 +423,13 @@ fn run(seconds: u64, seed: u64) {
     let mut killed: Vec<(usize, Instant)> = Vec::new();
     let mut paused: Vec<(usize, Instant)> = Vec::new();
     let mut heal_links_at: Option<Instant> = None;
+    // The instance running with a skewed clock, and when to restart it without.
+    let mut skewed: Option<(usize, Instant)> = None;
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "{FAKETIME_LIB} is missing: install it with `apt-get install -y faketime` \
+         (scripts/install-test-deps.sh does)"
+    );
     while Instant::now() < end {
         std::thread::sleep(rng.millis(300, 1500));
         let now = Instant::now();
@@ -426,17 +445,26 @@ fn run(seconds: u64, seed: u64) {
             shared.fault(format!("resume {}", NAMES[*i]));
         }
         paused.retain(|(_, at)| *at > now);
+        if let Some((i, _)) = skewed.filter(|(_, at)| *at <= now) {
+            unskew(&shared, &mut nodes[i], i);
+            skewed = None;
+        }
         if heal_links_at.is_some_and(|at| at <= now) {
             links.heal();
             shared.fault("heal links".into());
             heal_links_at = None;
         }
-        let out: Vec<usize> = killed.iter().chain(&paused).map(|(i, _)| *i).collect();
+        let out: Vec<usize> = killed
+            .iter()
+            .chain(&paused)
+            .chain(&skewed)
+            .map(|(i, _)| *i)
+            .collect();
         let pick_up = |rng: &mut Rng| -> Option<usize> {
             let up: Vec<usize> = (0..NAMES.len()).filter(|i| !out.contains(i)).collect();
-            (out.len() < 2).then(|| up[rng.below(up.len() as u64) as usize])
+            (out.len() < 2 && !up.is_empty()).then(|| up[rng.below(up.len() as u64) as usize])
         };
-        match rng.below(6) {
+        match rng.below(7) {
             0 => {
                 if let Some(i) = pick_up(&mut rng) {
                     nodes[i].kill9();
@@ -454,6 +482,24 @@ fn run(seconds: u64, seed: u64) {
                     paused.push((i, now + rng.millis(700, 2500)));
                     shared.fault(format!("pause {}", NAMES[i]));
                     *counts.entry("pause").or_default() += 1;
+                }
+            }
+            6 if skewed.is_none() => {
+                if let Some(i) = pick_up(&mut rng) {
+                    let rate = [0.5, 0.8, 1.25, 2.0][rng.below(4) as usize];
+                    let offset = rng.below(7200) as i64 - 3600;
+                    let spec = format!("{offset:+}s x{rate}");
+                    nodes[i].kill9();
+                    shared.down.lock().unwrap().begin(i, shared.now());
+                    nodes[i].start_with_env(&[
+                        ("LD_PRELOAD", FAKETIME_LIB),
+                        ("FAKETIME", &spec),
+                        ("FAKETIME_NO_CACHE", "1"),
+                    ]);
+                    shared.down.lock().unwrap().end(i, shared.now());
+                    skewed = Some((i, now + rng.millis(3000, 8000)));
+                    shared.fault(format!("restart {} with its clock at {spec}", NAMES[i]));
+                    *counts.entry("skew").or_default() += 1;
                 }
             }
             2 if heal_links_at.is_none() => {
@@ -527,6 +573,9 @@ fn run(seconds: u64, seed: u64) {
     for (i, _) in paused.drain(..) {
         signal(&nodes[i], "-CONT");
         shared.down.lock().unwrap().end(i, shared.now());
+    }
+    if let Some((i, _)) = skewed.take() {
+        unskew(&shared, &mut nodes[i], i);
     }
     shared.fault("healed everything".into());
     std::thread::sleep(Duration::from_secs(2));

@@ -49,6 +49,12 @@ const INSTANCE_LOG: &str = "warn,ringway::health=info,ringway::control=info";
 
 impl Instance {
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the instance with more environment variables (a preloaded library that
+    /// skews its clock, say).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -59,6 +65,7 @@ impl Instance {
             .arg(&self.config)
             .env("RUST_LOG", INSTANCE_LOG)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
