@@ -52,11 +52,16 @@ gzip -9 -n -f "$assets"/man/*.1
 "$bin" completions zsh >"$assets/completions/_ringway"
 "$bin" completions fish >"$assets/completions/ringway.fish"
 
-flags=(--no-build --profile "$profile" --output "$out")
+flags=(--no-build --output "$out")
+deb_target=$target_dir
 if [ "$profile" != release ]; then
-    # A test package: quick compression over a small file.
+    # cargo-deb packages release builds only: another profile's binary is staged where
+    # it looks for the release one. A test package, so quick compression.
+    deb_target=$target_dir/deb-staging
+    mkdir -p "$deb_target/release"
+    cp "$bin" "$deb_target/release/ringway"
     flags+=(--fast)
 fi
 mkdir -p "$out"
-deb=$(cargo deb "${flags[@]}" | tail -n 1)
+deb=$(CARGO_TARGET_DIR=$deb_target cargo deb "${flags[@]}" | tail -n 1)
 echo "$deb"
