@@ -302,6 +302,16 @@ fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
+/// Runs a client command's future on a runtime of one thread. The runtime is left
+/// behind rather than waited for: a name lookup past its deadline may still sit in a
+/// blocking thread, and the command's answer must not wait for it.
+fn client<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    let rt = runtime(Some(1))?;
+    let result = rt.block_on(f);
+    rt.shutdown_background();
+    result
+}
+
 /// Loads the config, then reads every TLS file it names: both kinds of error are
 /// reported the same way, each at its field.
 fn load(path: &Path) -> Result<Config, ExitCode> {
@@ -366,7 +376,7 @@ fn route(g: &Global, pool: Option<&str>, live: bool, keys: &[String]) -> ExitCod
     let lines = if live || g.admin.is_some() {
         Remote::from_args(remote_args(g, config.as_ref())).and_then(|remote| {
             let pool = ringway::cli::live_pool(config.as_ref(), pool)?;
-            runtime(Some(1))?.block_on(remote.route(&pool, keys))
+            client(remote.route(&pool, keys))
         })
     } else {
         match &config {
@@ -389,7 +399,7 @@ fn cluster(g: &Global, action: ClusterAction) -> ExitCode {
         Err(code) => return code,
     };
     let answer = Remote::from_args(remote_args(g, config.as_ref())).and_then(|remote| {
-        runtime(Some(1))?.block_on(async {
+        client(async {
             match action {
                 ClusterAction::Status { json: true } => {
                     remote.status().await.map(|v| format!("{v:#}\n"))
