@@ -398,17 +398,20 @@ fn tls_instance() -> TlsInstance {
     dir.ca("other-ca", &other);
     let (cert, key) = dir.leaf("n1", &ca.issue(&["a.test", "127.0.0.1"]));
     let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let token = dir.write("admin.token", "token-of-n1\n");
+    dir.write("wrong.token", "not-the-token\n");
     let (admin, raft) = (free_port(), free_port());
     let yaml = format!(
         "node: {{id: n1, data_dir: {data}}}\n\
          cluster:\n  address: \"127.0.0.1:{raft}\"\n  peers: {{n1: \"127.0.0.1:{raft}\"}}\n  tls: {{ca_file: {ca}, cert: {c}, key: {k}}}\n\
          listeners: [{{address: 127.0.0.1:0}}]\n\
-         admin: {{address: \"127.0.0.1:{admin}\", tls: {{cert: {c}, key: {k}}}}}\n\
+         admin: {{address: \"127.0.0.1:{admin}\", token_file: {t}, tls: {{cert: {c}, key: {k}}}}}\n\
          pools:\n  - name: web\n    upstreams: [{{id: u1, address: \"{up}\"}}, {{id: u2, address: \"127.0.0.1:9\"}}]\n",
         data = yaml_path(&dir.path.join("data")),
         ca = yaml_path(&ca_file),
         c = yaml_path(&cert),
         k = yaml_path(&key),
+        t = yaml_path(&token),
         up = up.local_addr().unwrap(),
     );
     let (child, config) = start(&dir, &yaml);
@@ -428,7 +431,7 @@ fn cluster_status_and_route_live_speak_tls_to_a_tls_admin_api() {
     let https = |host: &str| format!("https://{host}:{}", t.admin);
     // From the file alone: https (admin.tls), trusting the cluster CA, name 127.0.0.1.
     let out = until(&["cluster", "status", "--json", "-c", &t.config], |o| {
-        o.status.success()
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).is_ok_and(|v| v["role"] == "leader")
     });
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["id"], "n1", "{v}");
@@ -502,6 +505,30 @@ fn cluster_status_and_route_live_speak_tls_to_a_tls_admin_api() {
             &missing,
         ],
         "missing.crt",
+    );
+
+    // A change carries the file's token over TLS: the instance weighs the request
+    // (no such member) rather than refusing the token; another token is refused.
+    let out = run(&["cluster", "remove-node", "-c", &t.config, "ghost"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{} answered 4", https("127.0.0.1"))),
+        "{err}"
+    );
+    assert!(!err.contains("401"), "{err}");
+    let wrong = t.dir.path.join("wrong.token").display().to_string();
+    refused(
+        &[
+            "cluster",
+            "remove-node",
+            "-c",
+            &t.config,
+            "--token-file",
+            &wrong,
+            "ghost",
+        ],
+        "answered 401",
     );
 
     // route --live over TLS agrees with the file's ring.
