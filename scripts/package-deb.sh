@@ -2,7 +2,8 @@
 # Builds the Debian package of ringway: the binary, its man pages and shell
 # completions (generated from that binary into target/assets/), the example config
 # and the systemd unit (see [package.metadata.deb] in Cargo.toml). Prints the path
-# of the .deb on its last line.
+# of the .deb on its last line (a release build also makes ringway-dbgsym, a .ddeb
+# with the debug symbols, printed before it).
 #
 #   scripts/package-deb.sh                 release build, then the package
 #   PROFILE=dev scripts/package-deb.sh     the debug build (what the tests package)
@@ -54,7 +55,10 @@ gzip -9 -n -f "$assets"/man/*.1
 
 flags=(--no-build --output "$out")
 deb_target=$target_dir
-if [ "$profile" != release ]; then
+if [ "$profile" = release ]; then
+    # The binary is stripped; its line tables go to a ringway-dbgsym .ddeb beside it.
+    flags+=(--dbgsym)
+else
     # cargo-deb packages release builds only: another profile's binary is staged where
     # it looks for the release one. A test package, so quick compression.
     deb_target=$target_dir/deb-staging
@@ -63,5 +67,7 @@ if [ "$profile" != release ]; then
     flags+=(--fast)
 fi
 mkdir -p "$out"
-deb=$(CARGO_TARGET_DIR=$deb_target cargo deb "${flags[@]}" | tail -n 1)
-echo "$deb"
+made=$(CARGO_TARGET_DIR=$deb_target cargo deb "${flags[@]}")
+echo "$made" | grep -v '\.deb$' || true
+echo "$made" | grep '\.deb$'
+
