@@ -348,17 +348,13 @@ fn cluster_status_prints_a_table_or_json_reached_by_name_or_file() {
             .next(),
         Some("node      solo")
     );
-    // Nothing listens on the port below: a clear error naming the address.
-    let out = run(&[
-        "cluster",
-        "status",
-        "--admin",
-        &format!("localhost:{}", admin - 1),
-    ]);
+    // Nothing listens on a port free a moment ago: a clear error naming the address.
+    let closed = format!("localhost:{}", free_port());
+    let out = run(&["cluster", "status", "--admin", &closed]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("cannot connect to http://localhost:{}", admin - 1)),
+        err.contains(&format!("cannot connect to http://{closed}")),
         "{err}"
     );
     // HTTPS to a plain admin API says what is probably wrong.
