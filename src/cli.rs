@@ -1,7 +1,13 @@
-//! What the `check` and `route` commands print, kept apart from argument parsing so it
-//! can be tested.
+//! What the commands print, kept apart from argument parsing so it can be tested:
+//! `check`'s summary and `route`'s lines here, the admin API client side of `cluster`
+//! and `route --live` in [`remote`], and `config dump` in [`dump`].
+
+pub mod dump;
+pub mod remote;
 
 use std::fmt::Write as _;
+
+pub use remote::{AdminAddr, Remote, RemoteArgs};
 
 use crate::config::{bounds, Config, Pool};
 use crate::proxy::snapshot::pool_ring;
@@ -115,103 +121,6 @@ fn pick_pool<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c Pool, Str
             "several pools; choose one with --pool ({})",
             names()
         )),
-    }
-}
-
-/// A running instance's admin API, as the `cluster` and `route --live` commands reach it.
-pub struct Remote {
-    pub addr: std::net::SocketAddr,
-    /// Bearer token for changes.
-    pub token: Option<String>,
-}
-
-impl Remote {
-    /// Where to reach the instance: `--admin` or the file's `admin.address`, and the
-    /// token from `--token-file` or the file's `admin.token_file`.
-    pub fn from_args(
-        config: Option<&Config>,
-        admin: Option<std::net::SocketAddr>,
-        token_file: Option<&std::path::Path>,
-    ) -> Result<Remote, String> {
-        let file_admin = config.and_then(|c| c.admin.as_ref());
-        let addr = admin
-            .or(file_admin.map(|a| a.address))
-            .ok_or("no admin address: give --admin ADDR or a config file with an admin section")?;
-        let token_file = token_file.or(file_admin.and_then(|a| a.token_file.as_deref()));
-        let token = token_file.map(crate::control::read_token).transpose()?;
-        Ok(Remote { addr, token })
-    }
-
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: String,
-    ) -> Result<serde_json::Value, String> {
-        let mut headers = Vec::new();
-        if method != http::Method::GET {
-            let token = self
-                .token
-                .as_deref()
-                .ok_or("changes need the admin token: give --token-file or a config file with admin.token_file")?;
-            headers.push(crate::admin::client::bearer(token)?);
-        }
-        let (parts, bytes) =
-            crate::admin::client::call(self.addr, method, path, &headers, body.into()).await?;
-        let text = String::from_utf8_lossy(&bytes);
-        if !parts.status.is_success() {
-            return Err(format!(
-                "{} answered {}: {}",
-                self.addr,
-                parts.status,
-                text.trim()
-            ));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            format!(
-                "{}: the answer is not JSON ({e}): {}",
-                self.addr,
-                text.trim()
-            )
-        })
-    }
-
-    /// `GET /api/cluster`, pretty-printed.
-    pub async fn status(&self) -> Result<String, String> {
-        let v = self
-            .call(http::Method::GET, "/api/cluster", String::new())
-            .await?;
-        Ok(format!("{v:#}\n"))
-    }
-
-    /// Adds a member; answers once it is a voter.
-    pub async fn add_node(&self, name: &str, peer_address: &str) -> Result<String, String> {
-        let body = serde_json::json!({ "address": peer_address }).to_string();
-        let path = format!("/api/cluster/nodes/{}", encode(name));
-        let v = self.call(http::Method::PUT, &path, body).await?;
-        Ok(format!("{v:#}\n"))
-    }
-
-    /// Removes a member.
-    pub async fn remove_node(&self, name: &str) -> Result<String, String> {
-        let path = format!("/api/cluster/nodes/{}", encode(name));
-        let v = self
-            .call(http::Method::DELETE, &path, String::new())
-            .await?;
-        Ok(format!("{v:#}\n"))
-    }
-
-    /// `KEY<TAB>UPSTREAM_ID` lines as the running instance routes them now (from the
-    /// cluster's committed state, not the file).
-    pub async fn route(&self, pool: &str, keys: &[String]) -> Result<String, String> {
-        let mut out = String::new();
-        for key in keys {
-            let path = format!("/api/route?pool={}&key={}", encode(pool), encode(key));
-            let v = self.call(http::Method::GET, &path, String::new()).await?;
-            let id = v["upstream"].as_str().unwrap_or("-");
-            let _ = writeln!(out, "{key}\t{id}");
-        }
-        Ok(out)
     }
 }
 

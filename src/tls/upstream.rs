@@ -48,7 +48,7 @@ impl UpstreamTls {
     }
 
     /// Everything wrong with the files `spec` names.
-    pub(super) fn problems(spec: &PoolTls) -> Vec<LoadError> {
+    pub fn problems(spec: &PoolTls) -> Vec<LoadError> {
         build(spec).err().unwrap_or_default()
     }
 
