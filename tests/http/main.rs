@@ -5,13 +5,18 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../procs/mod.rs"]
+mod procs;
 #[path = "../common/tls.rs"]
 mod tlsutil;
 
+mod access_log;
 mod attack;
 mod cli;
+mod config_paths;
 mod config_tls;
 mod control;
+mod deploy;
 mod metrics;
 mod proxy;
 mod proxy_limits;
