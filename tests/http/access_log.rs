@@ -22,7 +22,7 @@ struct Logged {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
-    _config: TempFile,
+    config: TempFile,
     _up: Upstream,
 }
 
@@ -69,7 +69,7 @@ impl Logged {
             stdout,
             stderr,
             readers: vec![out_reader, err_reader],
-            _config: config,
+            config,
             _up: up,
         };
         let deadline = Instant::now() + WAIT;
@@ -358,4 +358,24 @@ async fn an_access_log_turned_off_writes_nothing() {
     filtered.request("/x", "off-2").await;
     filtered.stop();
     assert!(filtered.out().is_empty(), "{:?}", filtered.out());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_file_changes_the_format_at_once() {
+    let ringway = Logged::start("", "info").await;
+    ringway.request("/before", "r-1").await;
+    ringway.err_line("request_id=\"r-1\"").await;
+    assert!(ringway.out().is_empty(), "{:?}", ringway.out());
+    let path = ringway.config.path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}access_log:\n  format: combined\n")).unwrap();
+    ringway.err_line("config reloaded").await;
+    ringway.request("/after", "r-2").await;
+    let line = ringway.out_line("/after").await;
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        ringway.err().iter().all(|l| !l.contains("r-2")),
+        "still written as text: {:?}",
+        ringway.err()
+    );
 }

@@ -1,5 +1,6 @@
-//! The data-plane, TLS, metrics, command-line and in-process instance tests, as one
-//! test binary: they share the harness in `tests/common`, and one binary compiles and
+//! The data-plane, TLS, metrics, access-log, config-path, command-line, deployment-file
+//! and in-process instance tests, as one test binary: they share the harness in
+//! `tests/common` (and `tests/procs` for whole clusters), and one binary compiles and
 //! links the HTTP stack once rather than once per file. Each file is a module; run one
 //! with `cargo test --test http proxy::` (or `tls::`, `attack::`, ...).
 
