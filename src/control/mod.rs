@@ -159,7 +159,7 @@ impl Instance {
 
     /// Serves until `stop` completes, then drains the listeners (bounded by
     /// `limits.shutdown_grace_ms`) while the cluster member hands leadership over and
-    /// stops.
+    /// stops, and lets the access log write its queued lines.
     pub async fn serve(mut self, stop: impl Future<Output = ()> + Send) -> Result<(), String> {
         let bound = self.bind().await;
         let stop_tx = self.stop_tx;
@@ -174,6 +174,7 @@ impl Instance {
             let _ = stop_tx.send(true);
         };
         server.run(stop).await;
+        crate::proxy::access::flushed().await;
         let member = self.member;
         tokio::task::spawn_blocking(move || member.join())
             .await

@@ -374,7 +374,9 @@ impl Metrics {
         for (pool, up) in exported.pairs.difference(&pairs) {
             let labels = [pool.as_str(), up.as_str()];
             for class in STATUS_CLASSES {
-                let _ = self.requests.remove_label_values(&[pool.as_str(), up.as_str(), class]);
+                let _ = self
+                    .requests
+                    .remove_label_values(&[pool.as_str(), up.as_str(), class]);
             }
             let _ = self.duration.remove_label_values(&labels);
             let _ = self.response_bytes.remove_label_values(&labels);
@@ -382,7 +384,9 @@ impl Metrics {
             let _ = self.retries.remove_label_values(&labels);
             let _ = self.ring_points.remove_label_values(&labels);
             for phase in PHASES {
-                let _ = self.timeouts.remove_label_values(&[pool.as_str(), up.as_str(), phase]);
+                let _ = self
+                    .timeouts
+                    .remove_label_values(&[pool.as_str(), up.as_str(), phase]);
             }
         }
         for pool in exported.pools.difference(&pools) {

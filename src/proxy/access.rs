@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +30,9 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Dropped lines are reported at most this often, so an overloaded stdout does not
 /// flood the process log too.
 const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest a shutdown waits for queued lines to reach stdout: a full queue writes in
+/// well under a second; a stdout that is blocked must not hold the exit.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// True when a request's line would be written: the file enables the access log and
 /// the process log's filter lets `ringway::access` through at INFO.
@@ -353,13 +356,26 @@ fn clf_time(out: &mut String, t: SystemTime) {
 /// Lines dropped because the queue was full (or the writer could not start) since
 /// the last report.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines queued and not yet written.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits (at most [`FLUSH_TIMEOUT`]) until every queued line has been written: called
+/// once the listeners have drained, so the last requests' lines are not lost at exit.
+pub async fn flushed() {
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    while PENDING.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 /// Queues a line for stdout; never waits. The writer thread starts with the first line.
 fn stdout_line(line: String) {
     static QUEUE: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(start_writer);
+    PENDING.fetch_add(1, Ordering::AcqRel);
     let sent = queue.as_ref().is_some_and(|q| q.try_send(line).is_ok());
     if !sent {
+        PENDING.fetch_sub(1, Ordering::AcqRel);
         DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -382,6 +398,7 @@ fn start_writer() -> Option<SyncSender<String>> {
 /// and waits for more; ends when every sender is gone.
 fn write_lines(rx: Receiver<String>) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut lines = 0;
     let mut failed = false;
     let mut reported = Instant::now() - DROP_REPORT_INTERVAL;
     while let Ok(first) = rx.recv() {
@@ -389,12 +406,15 @@ fn write_lines(rx: Receiver<String>) {
         while let Some(line) = next.take() {
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
+            lines += 1;
             if buf.len() >= WRITE_BATCH_BYTES {
                 flush(&mut buf, &mut failed);
+                PENDING.fetch_sub(std::mem::take(&mut lines), Ordering::AcqRel);
             }
             next = rx.try_recv().ok();
         }
         flush(&mut buf, &mut failed);
+        PENDING.fetch_sub(std::mem::take(&mut lines), Ordering::AcqRel);
         if reported.elapsed() >= DROP_REPORT_INTERVAL {
             let dropped = DROPPED.swap(0, Ordering::Relaxed);
             if dropped > 0 {

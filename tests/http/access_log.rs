@@ -193,6 +193,7 @@ async fn combined_lines_on_stdout_read_as_apache_and_nginx_write_them() {
     // A request no pool takes is logged too, with ringway's own answer.
     let (status, _) = ringway.request_to("other.test", "/", "c-2").await;
     assert_eq!(status, 404);
+    // The last lines are written before the process exits.
     ringway.stop();
     assert_eq!(
         ringway.out().len(),
