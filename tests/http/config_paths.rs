@@ -35,9 +35,20 @@ impl Drop for Site {
     }
 }
 
-/// A directory that is not the config's, to run `ringway` from.
-fn elsewhere() -> PathBuf {
-    let d = procs::test_dir("paths-cwd");
+/// A child process killed when the test ends, passing or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory that is not the config's, to run `ringway` from (one per test: tests
+/// run in parallel).
+fn elsewhere(tag: &str) -> PathBuf {
+    let d = procs::test_dir(&format!("paths-cwd-{tag}"));
     std::fs::remove_file(d.join("token")).unwrap();
     d
 }
@@ -108,7 +119,7 @@ fn check_reads_relative_tls_files_from_another_working_directory() {
          listeners:\n  - address: 127.0.0.1:1\n    tls: {certificates: [{cert: ./tls/site.crt, key: tls/site.key}]}\n\
          pools:\n  - name: p\n    upstreams: [{address: 'up.internal:443'}]\n    tls: {ca_file: tls/ca.crt}\n",
     );
-    let cwd = elsewhere();
+    let cwd = elsewhere("check");
     let out = common::binary()
         .args(["check", "--config"])
         .arg(&file)
@@ -143,9 +154,9 @@ fn run_from_another_directory_uses_the_files_beside_the_config_and_reloads_the_s
         up = upstreams[0],
     );
     let file = site.write("ringway.yaml", &yaml);
-    let cwd = elsewhere();
+    let cwd = elsewhere("run");
     let log = site.dir.join("ringway.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
         .args(["run", "--config"])
         .arg(&file)
         .current_dir(&cwd)
@@ -156,6 +167,7 @@ fn run_from_another_directory_uses_the_files_beside_the_config_and_reloads_the_s
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let child = Killed(child);
     let admin = procs::local(admin);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     procs::eventually("the admin API to answer", || {
@@ -199,7 +211,6 @@ fn run_from_another_directory_uses_the_files_beside_the_config_and_reloads_the_s
     );
     let text = read_log();
     assert!(!text.contains("takes effect after a restart"), "{text}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&cwd);
 }
