@@ -21,7 +21,7 @@ fn example_is_accepted_as_written() {
     assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8080");
     assert_eq!(
         c.admin.as_ref().unwrap().address.to_string(),
-        "127.0.0.1:9090"
+        "127.0.0.1:9480"
     );
     let pool = &c.pools[0];
     assert_eq!(pool.name, "web");

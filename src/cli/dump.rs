@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
 
+use crate::config::access_log::{AccessFormat, AccessLog};
 use crate::config::health::{Active, FailureClasses, Health, Passive, Policy};
 use crate::config::{
     Admin, CertPair, Cluster, ClusterTls, Config, HeaderWork, Limits, Listener, ListenerTls, Node,
@@ -77,6 +78,7 @@ fn config_map(config: &Config) -> Mapping {
         cluster,
         limits,
         pools,
+        access_log,
     } = config;
     map([
         ("node", mapping(node_map(node))),
@@ -93,10 +95,27 @@ fn config_map(config: &Config) -> Mapping {
             cluster.as_ref().map(|c| Value::Mapping(cluster_map(c))),
         ),
         ("limits", mapping(limits_map(limits))),
+        ("access_log", mapping(access_log_map(access_log))),
         (
             "pools",
             list(pools.iter().map(|p| Value::Mapping(pool_map(p)))),
         ),
+    ])
+}
+
+fn access_log_map(log: &AccessLog) -> Mapping {
+    let format = match log.format {
+        AccessFormat::Text => "text",
+        AccessFormat::Json => "json",
+        AccessFormat::Combined => "combined",
+    };
+    // The combined format's fields are fixed: listing them is refused.
+    let fields = (log.format != AccessFormat::Combined)
+        .then(|| Value::Sequence(log.fields.iter().map(|f| Value::from(f.name())).collect()));
+    map([
+        ("enabled", Some(Value::Bool(log.enabled))),
+        ("format", s(format)),
+        ("fields", fields),
     ])
 }
 

@@ -17,6 +17,7 @@ use super::raw::{
 use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
+mod access_log;
 mod health;
 mod tls;
 
@@ -52,6 +53,7 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         .and_then(|cl| c.cluster(cl, node.as_ref().map(|n| n.id.as_str())));
     let limits = raw.limits.map(|l| c.limits(l)).unwrap_or_default();
     let pools = c.pools(raw.pools);
+    let access_log = c.access_log(raw.access_log);
     if c.errors.is_empty() {
         Ok(Config {
             node: node.expect("no errors means node was built"),
@@ -60,6 +62,7 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             cluster,
             limits,
             pools,
+            access_log,
         })
     } else {
         Err(c.errors)

@@ -4,9 +4,11 @@
 //! Building a config does no I/O beyond reading the file: addresses are parsed, not
 //! resolved, and nothing is bound.
 
+pub mod access_log;
 pub mod bounds;
 mod build;
 pub mod health;
+pub mod paths;
 mod raw;
 
 use std::fmt;
@@ -64,6 +66,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     pub limits: Limits,
     pub pools: Vec<Pool>,
+    /// What each request writes to the access log (`access_log`).
+    pub access_log: access_log::AccessLog,
 }
 
 /// This instance's identity and where it keeps its state.
@@ -322,17 +326,28 @@ fn list(errors: &[FieldError]) -> String {
 }
 
 impl Config {
-    /// Reads and validates a config file (at most [`bounds::MAX_CONFIG_BYTES`]).
+    /// Reads and validates a config file (at most [`bounds::MAX_CONFIG_BYTES`]); its
+    /// relative paths name files beside it (see [`Config::from_file_text`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let bytes = read_bounded(path)?;
         let text = std::str::from_utf8(&bytes).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: format!("not UTF-8 text: {e}"),
         })?;
-        Config::parse(text).map_err(|e| e.at(path))
+        Config::from_file_text(path, text)
     }
 
-    /// Parses and validates config text. Text over [`bounds::MAX_CONFIG_BYTES`] or
+    /// Parses and validates the text of the file at `path`, then resolves its
+    /// relative paths (data dir, token, TLS and secret files) against the directory
+    /// of that file rather than the working directory ([`paths`]).
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text).map_err(|e| e.at(path))?;
+        config.resolve_paths(&paths::base_dir(path));
+        Ok(config)
+    }
+
+    /// Parses and validates config text; paths stay as written (relative ones are
+    /// relative to the working directory). Text over [`bounds::MAX_CONFIG_BYTES`] or
     /// nested deeper than [`bounds::MAX_YAML_DEPTH`] is refused before it is parsed.
     pub fn parse(text: &str) -> Result<Config, ParseError> {
         if text.len() as u64 > bounds::MAX_CONFIG_BYTES {

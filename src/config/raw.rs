@@ -20,6 +20,16 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     pub limits: Option<RawLimits>,
     pub pools: Option<Vec<RawPool>>,
+    pub access_log: Option<RawAccessLog>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccessLog {
+    pub enabled: Option<Value>,
+    pub format: Option<Value>,
+    pub fields: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -80,7 +80,8 @@ pub async fn follow_cluster(
             let current = proxy.snapshot();
             let next = Snapshot::build_with(&config, Some(&committed), Some(&current));
             proxy.swap(next);
-            log_drift(&state, &config);
+            let drift = log_drift(&state, &config);
+            proxy.metrics().config_drift(drift);
             last = Some((state, config));
         }
         tokio::select! {
@@ -90,11 +91,14 @@ pub async fn follow_cluster(
     }
 }
 
-fn log_drift(state: &ClusterState, config: &Config) {
+/// Logs each pool that differs between the file and the cluster; returns how many.
+fn log_drift(state: &ClusterState, config: &Config) -> usize {
     if !state.is_bootstrapped() {
-        return;
+        return 0;
     }
-    for drift in state.drift(config) {
-        tracing::info!(%drift, "file and cluster differ");
+    let drift = state.drift(config);
+    for d in &drift {
+        tracing::info!(drift = %d, "file and cluster differ");
     }
+    drift.len()
 }

@@ -160,7 +160,7 @@ impl Instance {
 
     /// Serves until `stop` completes, then drains the listeners (bounded by
     /// `limits.shutdown_grace_ms`) while the cluster member hands leadership over and
-    /// stops.
+    /// stops, and lets the access log write its queued lines.
     pub async fn serve(mut self, stop: impl Future<Output = ()> + Send) -> Result<(), String> {
         let bound = self.bind().await;
         let stop_tx = self.stop_tx;
@@ -185,6 +185,7 @@ impl Instance {
         };
         server.run(stop).await;
         let why = why_rx.await.ok().flatten();
+        crate::proxy::access::flushed().await;
         let member = self.member;
         tokio::task::spawn_blocking(move || member.join())
             .await

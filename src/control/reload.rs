@@ -317,7 +317,7 @@ impl Reloader {
 pub fn parse_file(path: &Path, text: &[u8]) -> Result<Config, String> {
     let text = std::str::from_utf8(text)
         .map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
-    let config = Config::parse(text).map_err(|e| e.at(path).to_string())?;
+    let config = Config::from_file_text(path, text).map_err(|e| e.to_string())?;
     let errors = crate::tls::check(&config);
     if !errors.is_empty() {
         return Err(crate::config::ConfigError::Invalid {
@@ -354,10 +354,11 @@ pub fn restart_required(running: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// `new`'s pools with `running`'s start-time settings.
+/// `new`'s pools and access log with `running`'s start-time settings.
 fn effective(running: &Config, new: &Config) -> Config {
     Config {
         pools: new.pools.clone(),
+        access_log: new.access_log.clone(),
         ..running.clone()
     }
 }

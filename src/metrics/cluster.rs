@@ -287,7 +287,9 @@ impl RaftCollector {
                 ("oversize", p.dropped_oversize),
                 ("fault", p.dropped_fault),
             ] {
-                f.dropped.with_label_values(&[&peer, reason]).inc_by(n);
+                f.dropped
+                    .with_label_values(&[peer.as_str(), reason])
+                    .inc_by(n);
             }
         }
     }

@@ -21,6 +21,7 @@
 //! | `ringway_ring_points` | gauge | `pool`, `upstream` |
 //! | `ringway_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `ringway_config_last_reload_success_timestamp_seconds` | gauge | |
+//! | `ringway_config_drift_pools` | gauge (pools that differ between the file in force and the cluster: on one side only, or with different upstreams; 0 before the bootstrap) | |
 //! | `ringway_build_info` | gauge | `version` |
 //! | `ringway_raft_*` | see [`cluster`] | |
 //! | `process_*` | CPU seconds, resident and virtual memory, open and max fds, start time (Linux) | |
@@ -100,6 +101,7 @@ pub struct Metrics {
     ring_points: IntGaugeVec,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    drift: IntGauge,
     connections: IntCounterVec,
     connections_open: IntGaugeVec,
     /// The (pool, upstream) pairs and the pools whose series are exported now.
@@ -190,6 +192,11 @@ impl Metrics {
                 "Unix time the configuration in force was loaded.",
             ))
             .expect("valid metric"),
+            drift: IntGauge::with_opts(opts(
+                "ringway_config_drift_pools",
+                "Pools that differ between the config file in force and the cluster's state.",
+            ))
+            .expect("valid metric"),
             connections: counter_vec(
                 "ringway_connections_accepted_total",
                 "Connections accepted, by listener kind (proxy or admin).",
@@ -223,7 +230,7 @@ impl Metrics {
             self.connections.with_label_values(&[kind]);
             self.connections_open.with_label_values(&[kind]);
         }
-        let own: [Box<dyn Collector>; 14] = [
+        let own: [Box<dyn Collector>; 15] = [
             Box::new(self.in_flight.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.duration.clone()),
@@ -235,6 +242,7 @@ impl Metrics {
             Box::new(self.ring_points.clone()),
             Box::new(self.reloads.clone()),
             Box::new(self.last_reload.clone()),
+            Box::new(self.drift.clone()),
             Box::new(self.connections.clone()),
             Box::new(self.connections_open.clone()),
             Box::new(build),
@@ -285,6 +293,11 @@ impl Metrics {
         if ok {
             self.config_loaded();
         }
+    }
+
+    /// Records how many pools differ between the file in force and the cluster.
+    pub fn config_drift(&self, pools: usize) {
+        self.drift.set(i64::try_from(pools).unwrap_or(i64::MAX));
     }
 
     /// Stamps now as the time the configuration in force was loaded (at startup; not
@@ -361,7 +374,9 @@ impl Metrics {
         for (pool, up) in exported.pairs.difference(&pairs) {
             let labels = [pool.as_str(), up.as_str()];
             for class in STATUS_CLASSES {
-                let _ = self.requests.remove_label_values(&[pool, up, class]);
+                let _ = self
+                    .requests
+                    .remove_label_values(&[pool.as_str(), up.as_str(), class]);
             }
             let _ = self.duration.remove_label_values(&labels);
             let _ = self.response_bytes.remove_label_values(&labels);
@@ -369,7 +384,9 @@ impl Metrics {
             let _ = self.retries.remove_label_values(&labels);
             let _ = self.ring_points.remove_label_values(&labels);
             for phase in PHASES {
-                let _ = self.timeouts.remove_label_values(&[pool, up, phase]);
+                let _ = self
+                    .timeouts
+                    .remove_label_values(&[pool.as_str(), up.as_str(), phase]);
             }
         }
         for pool in exported.pools.difference(&pools) {

@@ -17,13 +17,13 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use super::access::AccessLog;
 use super::error::BodyFault;
 use super::upstream::PooledConn;
 use super::Snapshot;
@@ -221,66 +221,6 @@ where
 
 /// A client's request body on its way upstream.
 pub type RequestBody = IdleBody<Incoming>;
-
-/// What one request did, written as one log line when its response ends.
-#[derive(Debug)]
-pub struct AccessLog {
-    pub start: Instant,
-    pub method: Method,
-    pub uri: Uri,
-    pub status: u16,
-    pub pool: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
-    pub bytes_out: u64,
-    pub failed: bool,
-    pub request_id: Option<HeaderValue>,
-    /// The `traceparent` sent upstream.
-    pub traceparent: Option<HeaderValue>,
-    /// Who failed, when ringway answered with an error: `client`, `upstream`, `proxy`.
-    pub fault: Option<&'static str>,
-    /// What failed (the error's metric label), when ringway answered with an error.
-    pub error: Option<&'static str>,
-}
-
-impl AccessLog {
-    /// Starts the record of a request.
-    pub fn new<B>(req: &http::Request<B>) -> AccessLog {
-        AccessLog {
-            start: Instant::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            status: 0,
-            pool: None,
-            upstream: None,
-            bytes_out: 0,
-            failed: false,
-            request_id: None,
-            traceparent: None,
-            fault: None,
-            error: None,
-        }
-    }
-}
-
-impl Drop for AccessLog {
-    fn drop(&mut self) {
-        tracing::info!(
-            target: "ringway::access",
-            method = %self.method,
-            path = self.uri.path(),
-            status = self.status,
-            pool = self.pool.as_deref().unwrap_or("-"),
-            upstream = self.upstream.as_deref().unwrap_or("-"),
-            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            trace_id = self.traceparent.as_ref().map_or("-", super::headers::trace_id),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1e3,
-            bytes = self.bytes_out,
-            aborted = self.failed,
-            fault = self.fault.unwrap_or("-"),
-            error = self.error.unwrap_or("-"),
-        );
-    }
-}
 
 /// Where a request went, as indexes into its snapshot: `pool` none when no pool
 /// served it, `upstream` none when ringway answered it.

@@ -4,6 +4,7 @@
 //! The request path reads one [`Snapshot`] and never waits on anything else: no lock
 //! is held across an `.await`, and every retry is bounded by the pool's `max_attempts`.
 
+pub mod access;
 pub mod body;
 pub mod error;
 pub mod headers;
@@ -24,7 +25,8 @@ use hyper_util::rt::TokioIo;
 use crate::balance::{request_host, KeyInput, MissingKey};
 use crate::health::detector::{self, InFlight, Outcome};
 use crate::metrics::{Metrics, PoolMetrics, PoolShape};
-use body::{AccessLog, IdleBody, ProxyBody, RequestBody, Tally, Target};
+use access::AccessLog;
+use body::{IdleBody, ProxyBody, RequestBody, Tally, Target};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
 pub use snapshot::{PoolState, Snapshot};
@@ -105,15 +107,15 @@ impl Proxy {
             .request_id
             .then(|| headers::RequestId::of(req.headers()));
         // The record costs an allocation; make it only when the line will be written.
-        let mut log =
-            tracing::enabled!(target: "ringway::access", tracing::Level::INFO).then(|| {
-                let mut log = Box::new(AccessLog::new(&req));
-                log.request_id = match &request_id {
-                    Some(id) => Some(id.value()),
-                    None => req.headers().get(&headers::X_REQUEST_ID).cloned(),
-                };
-                log
-            });
+        let spec = &tally.snapshot().access_log;
+        let mut log = access::wanted(spec).then(|| {
+            let mut log = Box::new(AccessLog::new(&req, origin.client_ip, spec.clone()));
+            log.request_id = match &request_id {
+                Some(id) => Some(id.value()),
+                None => req.headers().get(&headers::X_REQUEST_ID).cloned(),
+            };
+            log
+        });
         let mut target = Target::default();
         let ctx = RequestCtx {
             request_id: request_id.as_ref(),

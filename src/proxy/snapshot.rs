@@ -56,6 +56,8 @@ pub struct Snapshot {
     /// `limits.request_body_timeout_ms`; `None` (a snapshot built by hand) is the
     /// default.
     pub request_body_timeout: Option<std::time::Duration>,
+    /// What the access log writes (`access_log`).
+    pub access_log: Arc<config::access_log::AccessLog>,
 }
 
 impl Snapshot {
@@ -120,6 +122,7 @@ impl Snapshot {
             health: hub,
             metrics: SnapshotMetrics::default(),
             request_body_timeout: Some(config.limits.request_body_timeout),
+            access_log: Arc::new(config.access_log.clone()),
         }
     }
 

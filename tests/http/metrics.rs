@@ -2,9 +2,9 @@
 //! requests sent, the output passes `promtool check metrics`, and a real Prometheus
 //! server scrapes it.
 //!
-//! promtool and prometheus come from Debian's `prometheus` package
-//! (`scripts/install-test-deps.sh`). Without them these two tests are skipped, unless
-//! `CI` or `RINGWAY_REQUIRE_TOOLS=1` is set: then they fail.
+//! promtool and prometheus come from Debian's `prometheus` package, which
+//! `scripts/test.sh` installs (`scripts/install-test-deps.sh`); without them these
+//! tests fail, naming the command that installs them.
 
 use crate::common;
 
@@ -329,34 +329,25 @@ fn cluster_config_and_process_metrics_are_exported() {
     assert!(!s.has("ringway_raft_messages_sent_total"));
 }
 
-/// The path of `name` on the PATH, or `None` (skip) when it is absent and tools are
-/// not required; absent and required is a failure.
-fn tool(name: &str) -> Option<PathBuf> {
+/// The path of `name` on the PATH; a test that needs a missing tool fails and says
+/// how to install it (never skips).
+pub(crate) fn tool(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let required = ci || std::env::var("RINGWAY_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-    match found {
-        Some(p) => Some(p),
-        None if required => panic!(
-            "{name} is required (CI or RINGWAY_REQUIRE_TOOLS=1) but not on the PATH; \
-             run scripts/install-test-deps.sh"
-        ),
-        None => {
-            eprintln!("skipped: {name} not found (scripts/install-test-deps.sh installs it)");
-            None
-        }
-    }
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is not on the PATH; install the test tools with \
+             scripts/install-test-deps.sh (or run the tests with scripts/test.sh)"
+        )
+    })
 }
 
 #[test]
 fn promtool_accepts_the_output() {
-    let Some(promtool) = tool("promtool") else {
-        return;
-    };
+    let promtool = tool("promtool");
     let inst = Instance::start();
     // Traffic first, so that every family has samples (and a failover, a 404).
     let proxy = inst.child.addr;
@@ -445,9 +436,7 @@ impl Drop for Prometheus {
 
 #[test]
 fn a_prometheus_server_scrapes_the_admin_endpoint() {
-    let Some(bin) = tool("prometheus") else {
-        return;
-    };
+    let bin = tool("prometheus");
     let inst = Instance::start();
     let server = Prometheus::start(bin, inst.admin);
     let target = inst.admin.to_string();
