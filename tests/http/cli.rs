@@ -583,7 +583,8 @@ fn config_dump_fills_in_every_default_and_check_accepts_it_again() {
             std::path::PathBuf::from(example()),
         ),
     ] {
-        let original = ringway::config::Config::parse(&source).unwrap();
+        // As `run` and `check` load it: relative paths resolved from the file's dir.
+        let original = ringway::config::Config::from_file_text(&path, &source).unwrap();
         let dumped = ok_text(&run(&["config", "dump", "-c", path.to_str().unwrap()]));
         assert!(
             dumped.starts_with("# The configuration in force from "),
