@@ -17,7 +17,8 @@
 //! and holds the same state (ring digests equal); every acknowledged addition is
 //! present unless an acknowledged delete removed it; every acknowledged delete is
 //! absent; nothing refused is present; and proxied requests failed only on an instance
-//! that was down or paused at the time (or within [`RECOVERY_BOUND`] after). A
+//! that went down while they were in flight, or had been back for less than
+//! [`RECOVERY_BOUND`] when they were sent. A
 //! violation prints the seed and the whole history.
 //!
 //! `cargo test --test nemesis` runs a short seeded version; `scripts/nemesis.sh
@@ -191,12 +192,15 @@ impl Downtime {
             w.2 = Some(at);
         }
     }
-    /// Whether a request to `i` that failed at `at` is explained by downtime.
-    fn explains(&self, i: usize, at: Duration) -> bool {
+    /// Whether a request to `i` sent at `sent` that failed at `failed` is explained by
+    /// downtime: the instance went down while the request was in flight (killed or
+    /// paused before it failed), or had not been back for [`RECOVERY_BOUND`] when it
+    /// was sent.
+    fn explains(&self, i: usize, sent: Duration, failed: Duration) -> bool {
         self.windows.iter().any(|&(j, from, to)| {
             j == i
-                && at + Duration::from_millis(200) >= from
-                && to.is_none_or(|t| at <= t + RECOVERY_BOUND)
+                && from <= failed + Duration::from_millis(200)
+                && to.is_none_or(|t| sent <= t + RECOVERY_BOUND)
         })
     }
 }
@@ -209,7 +213,8 @@ struct Shared {
     faults: Mutex<Vec<Fault>>,
     down: Mutex<Downtime>,
     proxied: AtomicU64,
-    proxy_failures: Mutex<Vec<(usize, Duration, String)>>,
+    /// (instance, sent, failed, why)
+    proxy_failures: Mutex<Vec<(usize, Duration, Duration, String)>>,
     reads: AtomicU64,
 }
 
@@ -292,7 +297,9 @@ fn proxy_traffic(shared: Arc<Shared>) {
                 Some((200, _)) => {}
                 other => {
                     let why = format!("{other:?}");
-                    shared.proxy_failures.lock().unwrap().push((i, at, why));
+                    let failed = shared.now();
+                    let mut failures = shared.proxy_failures.lock().unwrap();
+                    failures.push((i, at, failed, why));
                 }
             }
         }
@@ -596,10 +603,10 @@ fn run(seconds: u64, seed: u64) {
     let faults = shared.faults.lock().unwrap().clone();
     let mut violations = check(&ops, &present);
     let down = shared.down.lock().unwrap();
-    for (i, at, why) in shared.proxy_failures.lock().unwrap().iter() {
-        if !down.explains(*i, *at) {
+    for (i, sent, failed, why) in shared.proxy_failures.lock().unwrap().iter() {
+        if !down.explains(*i, *sent, *failed) {
             violations.push(format!(
-                "a proxied request to {} failed at {at:?} while it was up: {why}",
+                "a proxied request to {} sent at {sent:?} failed at {failed:?} while it was up: {why}",
                 NAMES[*i]
             ));
         }
@@ -607,8 +614,8 @@ fn run(seconds: u64, seed: u64) {
     let tally = |f: fn(&Outcome) -> bool| ops.iter().filter(|o| f(&o.outcome)).count();
     eprintln!(
         "nemesis seed {seed}, {seconds} s: {} operations ({} ok, {} refused, {} unknown), \
-         faults {counts:?}, {} proxied requests ({} failed, all while their instance was \
-         down or within {RECOVERY_BOUND:?} after), {} reads; converged at applied index {}",
+         faults {counts:?}, {} proxied requests ({} failed, each held against its \
+         instance's downtime), {} reads; converged at applied index {}",
         ops.len(),
         tally(|o| *o == Outcome::Ok),
         tally(|o| matches!(o, Outcome::Refused(_))),
