@@ -1,7 +1,9 @@
 //! Seeded simulation of 3- and 5-node groups under faults; every run checks the safety
 //! invariants after each event and liveness after the faults heal.
 //!
-//! `RINGWAY_SIM_SEEDS=N` sets how many seeds `seeds` runs (default 1000);
+//! `RINGWAY_SIM_SEEDS=N` sets how many seeds `seeds` runs (default 1000), from
+//! `RINGWAY_SIM_FIRST_SEED` (default 0), on `RINGWAY_SIM_THREADS` threads (default 2);
+//! `scripts/sim-soak.sh SEEDS` runs a release soak across every core;
 //! `RINGWAY_SIM_SEED=N cargo test --test raft_sim -- replay --nocapture` replays one seed with a trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +12,8 @@ use ringway::raft::sim::{run, SimConfig, Violation};
 
 /// Seeds covered by a default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 1000;
-/// Worker threads: the target machine has two cores.
+/// Worker threads by default: the target machine has two cores.
+/// `RINGWAY_SIM_THREADS` overrides it (`scripts/sim-soak.sh` runs one per process).
 const THREADS: u64 = 2;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -21,8 +24,9 @@ fn env_u64(name: &str) -> Option<u64> {
 fn run_seeds(first: u64, count: u64) -> Result<u64, Violation> {
     let next = AtomicU64::new(first);
     let failures = std::sync::Mutex::new(Vec::new());
+    let threads = env_u64("RINGWAY_SIM_THREADS").unwrap_or(THREADS).max(1);
     std::thread::scope(|s| {
-        for _ in 0..THREADS {
+        for _ in 0..threads {
             s.spawn(|| loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= first + count {

@@ -5,14 +5,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 mod chaos;
+mod stale;
 
 use super::checker::{chain_step, Check, Checker, Observed};
 use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    ConfState, Config, Entry, MemStorage, Message, Node, NodeId, ProposeError, Ready, Role,
-    Snapshot, BOOTSTRAP_INDEX,
+    ConfState, Config, Entry, MemStorage, Message, MessageBody, Node, NodeId, ProposeError, Ready,
+    Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
 /// Mean time between chaos actions is drawn per seed from this range (time units):
@@ -59,6 +60,8 @@ enum Event {
     /// The write of the node's outstanding `Ready` completes.
     WriteDone(NodeId, u64),
     Restart(NodeId, u64),
+    /// The leader of the given term compacts and sends its snapshot to followers.
+    SnapshotBehind(NodeId, Term),
     Chaos,
     Client,
     Heal,
@@ -162,6 +165,12 @@ pub(super) struct World {
     /// The node whose storage was wiped, until it has been removed and reset to an
     /// empty joiner's storage (at most one at a time, so the others keep a quorum).
     wiped: Option<NodeId>,
+    hold_response_permille: u64,
+    /// Responses held back, each with the number of leader elections still to wait.
+    held: Vec<(Message, u64)>,
+    snapshot_after_election_permille: u64,
+    /// The highest term in which a leader was seen.
+    newest_leader_term: Term,
 }
 
 impl World {
@@ -177,6 +186,9 @@ impl World {
             .range(1, MAX_WRITE_DELAY)
             .min(election / WRITE_DELAY_ELECTION_DIVISOR);
         let crash_during_write_permille = rng.range(0, MAX_CRASH_DURING_WRITE_PERMILLE);
+        let hold_response_permille = rng.range(0, stale::MAX_HOLD_RESPONSE_PERMILLE);
+        let snapshot_after_election_permille =
+            rng.range(0, stale::MAX_SNAPSHOT_AFTER_ELECTION_PERMILLE);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let nodes = (1..=cfg.nodes as NodeId + 1)
             .map(|id| new_sim_node(id, &voters))
@@ -205,6 +217,10 @@ impl World {
             max_write_delay,
             crash_during_write_permille,
             wiped: None,
+            hold_response_permille,
+            held: Vec::new(),
+            snapshot_after_election_permille,
+            newest_leader_term: 0,
         };
         w.boot();
         w
@@ -350,6 +366,7 @@ impl World {
             Event::Tick(id) => (1, *id, 0, 0),
             Event::Deliver(m) => (2, m.from, m.to, m.term),
             Event::Ready(id, inc) | Event::Restart(id, inc) => (3, *id, *inc, 0),
+            Event::SnapshotBehind(id, term) => (8, *id, *term, 0),
             Event::Chaos => (4, 0, 0, 0),
             Event::Client => (5, 0, 0, 0),
             Event::Heal => (6, 0, 0, 0),
@@ -382,6 +399,7 @@ impl World {
             Event::Ready(id, inc) => self.process_ready(id, inc),
             Event::WriteDone(id, inc) => self.write_done(id, inc),
             Event::Restart(id, inc) => self.restart(id, inc),
+            Event::SnapshotBehind(id, term) => self.snapshot_behind(id, term),
             Event::Chaos => self.chaos(),
             Event::Client => self.client(),
             Event::Heal => self.heal(),
@@ -419,6 +437,8 @@ impl World {
             return Ok(());
         };
         self.checker.observe(n.id, node, &mut n.obs)?;
+        let new_leader = (node.role() == Role::Leader && node.term() > self.newest_leader_term)
+            .then(|| (n.id, node.term()));
         if self.cfg.trace {
             let st = node.status();
             self.report.trace.push(format!(
@@ -433,6 +453,10 @@ impl World {
             let delay = self.rng.range(0, 4);
             self.schedule(delay, Event::Ready(id, inc));
         }
+        self.check_bookkeeping(i)?;
+        if let Some((id, term)) = new_leader {
+            self.on_new_leader(id, term);
+        }
         Ok(())
     }
 
@@ -446,6 +470,9 @@ impl World {
 
     fn send(&mut self, m: Message) {
         if self.links.is_blocked(m.from, m.to) {
+            return;
+        }
+        if self.maybe_hold(&m) {
             return;
         }
         for delay in self.faults.deliveries(&mut self.rng) {
@@ -498,6 +525,14 @@ impl World {
         }
         let msgs = self.persist_and_apply(i, ready)?;
         for m in msgs {
+            if let MessageBody::VoteResponse {
+                kind: VoteKind::Vote,
+                granted: true,
+            } = m.body
+            {
+                let durable = self.nodes[i].storage.hard_state();
+                self.checker.note_grant(id, m.to, m.term, durable)?;
+            }
             self.send(m);
         }
         self.maybe_auto_compact(i);
