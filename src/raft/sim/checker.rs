@@ -206,7 +206,7 @@ impl Checker {
 
     /// Node `from` sends a grant of its vote in `term` to `to`, its durable state being
     /// `durable`: that state must already keep it from voting for anyone else in `term`
-    /// (the vote is written, or a later term is).
+    /// (the vote is written, or a later term is). Part of the durable-vote check.
     pub fn note_grant(
         &mut self,
         from: NodeId,
@@ -215,7 +215,7 @@ impl Checker {
         durable: HardState,
     ) -> Check {
         let kept = durable.term > term || (durable.term == term && durable.vote == to);
-        if !kept {
+        if !kept && self.durable_vote_check {
             return Err(format!(
                 "vote durability: node {from} sent its term-{term} vote to {to} with durable term {} and vote {}",
                 durable.term, durable.vote
