@@ -6,10 +6,9 @@
 #
 # Builds `tests/raft_sim.rs` in release (niced), splits the seed range into one
 # contiguous range per job, and runs each range in its own niced process with one
-# simulator thread. Each process stops at the first failing seed of its range. Prints
-# seeds per second and, for every failing range, the lowest failing seed, what broke and
-# the command that replays it with a full trace. Exits 1 if any seed failed, 2 on usage
-# or build errors.
+# simulator thread, through every seed even after a failure. Prints seeds per second
+# and every failing seed with what broke and the command that replays it with a full
+# trace. Exits 1 if any seed failed, 2 on usage or build errors.
 set -euo pipefail
 
 usage() {
@@ -47,7 +46,7 @@ for ((j = 0; j < JOBS; j++)); do
     count=$((SEEDS - j * per))
     ((count > per)) && count=$per
     ((count <= 0)) && break
-    RINGWAY_SIM_FIRST_SEED=$lo RINGWAY_SIM_SEEDS=$count RINGWAY_SIM_THREADS=1 \
+    RINGWAY_SIM_FIRST_SEED=$lo RINGWAY_SIM_SEEDS=$count RINGWAY_SIM_THREADS=1 RINGWAY_SIM_KEEP_GOING=1 \
         nice -n "$NICE" "$BIN" seeds --exact --nocapture >"$LOGS/job$j.log" 2>&1 &
     PIDS+=("$!")
 done
@@ -63,6 +62,7 @@ END=$(date +%s.%N)
 for log in "$LOGS"/job*.log; do
     if grep -q '^seed=' "$log"; then
         grep -E '^(seed=|replay:)' "$log"
+        nfail=$((${nfail:-0} + $(grep -c '^seed=' "$log")))
     elif ! grep -q 'seeds from .* passed' "$log"; then
         echo "sim-soak: a job ended without a result:" >&2
         tail -n 20 "$log" >&2
@@ -73,7 +73,7 @@ done
 awk -v n="$SEEDS" -v s="$START" -v e="$END" \
     'BEGIN { t = e - s; printf "%d seeds in %.1f s: %.0f seeds/s\n", n, t, n / t }'
 if ((failed)); then
-    echo "sim-soak: FAILED"
+    echo "sim-soak: FAILED (${nfail:-0} failing seeds of $SEEDS)"
     exit 1
 fi
 echo "sim-soak: all $SEEDS seeds passed"

@@ -130,6 +130,16 @@ impl Machine {
     }
 }
 
+impl SimNode {
+    /// The node knows it lost state (running, or recorded in its storage while down).
+    fn lost_data(&self) -> bool {
+        match &self.node {
+            Some(n) => n.lost_data(),
+            None => self.storage.hard_state().lost_data,
+        }
+    }
+}
+
 struct SimNode {
     id: NodeId,
     node: Option<Node>,
@@ -313,29 +323,47 @@ impl World {
         Ok(self.report)
     }
 
-    /// Whether the voters that have not lost state are fewer than a quorum of the
-    /// configuration the most advanced node holds.
+    /// Whether lost state leaves no electable candidate: some member lost state (or is
+    /// the wiped node the operator has yet to repair) and no live voter could collect
+    /// the votes its own configuration needs.
     fn stalled_by_lost_state(&self) -> bool {
-        let newest = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.node.as_ref())
-            .max_by_key(|n| {
-                let st = n.status();
-                (st.last_term, st.last_index)
-            });
-        let Some(conf) = newest.map(|n| n.conf().clone()) else {
+        let lost_any = self.wiped.is_some() || self.nodes.iter().any(|n| n.lost_data());
+        lost_any && !self.nodes.iter().any(|c| self.electable(c))
+    }
+
+    /// A live voter of its own configuration, not lost, that enough voters could vote
+    /// for: live, not lost or wiped, with a log no more up to date than its own, and (a
+    /// founder still fresh) only in the group's first election, which needs every voter.
+    fn electable(&self, c: &SimNode) -> bool {
+        let Some(cn) = c.node.as_ref() else {
             return false;
         };
-        let healthy = conf
+        let conf = cn.conf();
+        if !conf.is_voter(c.id) || cn.lost_data() || self.wiped == Some(c.id) {
+            return false;
+        }
+        let last = |n: &Node| (n.term_at(n.last_index()).unwrap_or(0), n.last_index());
+        let first = cn.last_index() == BOOTSTRAP_INDEX;
+        let votes = conf
             .voters
             .iter()
             .filter(|&&v| {
-                let n = &self.nodes[self.idx(v)];
-                n.node.as_ref().is_some_and(|n| !n.lost_data())
+                let Some(vn) = self.nodes[self.idx(v)].node.as_ref() else {
+                    return false;
+                };
+                v == c.id
+                    || (!vn.lost_data()
+                        && self.wiped != Some(v)
+                        && last(cn) >= last(vn)
+                        && (first || !vn.fresh_founder()))
             })
             .count();
-        healthy < conf.quorum()
+        let needed = if first {
+            conf.voters.len()
+        } else {
+            conf.quorum()
+        };
+        votes >= needed
     }
 
     fn heal_ticks(&self) -> u64 {
@@ -442,9 +470,10 @@ impl World {
         if self.cfg.trace {
             let st = node.status();
             self.report.trace.push(format!(
-                "      n{} {:?} t{} lead{} commit{} applied{} last{}/{} snap{} voters{:?} learners{:?}",
+                "      n{} {:?} t{} lead{} commit{} applied{} last{}/{} snap{} voters{:?} learners{:?}{}",
                 st.id, st.role, st.term, st.leader, st.commit, st.applied, st.last_index, st.last_term,
-                node.snapshot_index(), st.conf.voters, st.conf.learners
+                node.snapshot_index(), st.conf.voters, st.conf.learners,
+                if st.lost_data { " lost" } else { "" }
             ));
         }
         if node.has_ready() && !n.ready_scheduled {

@@ -133,12 +133,13 @@ impl World {
         };
     }
 
-    /// Nodes known to have lost state: the wiped one, and any that reports it.
+    /// Nodes known to have lost state: the wiped one, and any that reports it (a node
+    /// that is down reports it through its storage).
     fn lost_members(&self) -> Vec<NodeId> {
         let mut lost: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.node.as_ref().is_some_and(|n| n.lost_data()))
+            .filter(|n| n.lost_data())
             .map(|n| n.id)
             .collect();
         if let Some(w) = self.wiped {
