@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 echo "building the release simulator test binary"
 BIN=$(nice -n "$NICE" cargo test --release --test raft_sim --no-run --message-format=json \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    | grep '"name":"raft_sim"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 if [[ -z "$BIN" || ! -x "$BIN" ]]; then
     echo "sim-soak: could not find the raft_sim test binary" >&2
     exit 2
