@@ -277,6 +277,23 @@ fn planted_bugs() -> Vec<(&'static str, BugInjection, bool)> {
     ]
 }
 
+/// A violation's kind: its text up to the first colon after any "node N: " prefix,
+/// numbers masked ("node #: durable vote in term # changed from # to #" stays whole).
+fn violation_kind(what: &str) -> String {
+    let masked: String = what
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    let mut masked = masked.replace("##", "#");
+    while masked.contains("##") {
+        masked = masked.replace("##", "#");
+    }
+    match masked.strip_prefix("node #: ") {
+        Some(rest) => rest.to_string(),
+        None => masked.split(':').next().unwrap_or("").to_string(),
+    }
+}
+
 /// For every planted bug: the first failing seed, the share of failing seeds and the
 /// most common first violation (run with `--ignored`; informational).
 /// `RINGWAY_TEETH_SEEDS` sets the number of seeds (default: the budget).
@@ -301,8 +318,7 @@ fn detection_density() {
                     cfg.bugs = bugs;
                     cfg.durable_vote_check = vote_check;
                     if let Err(v) = run(&cfg) {
-                        let kind = v.what.split(':').next().unwrap_or("").to_string();
-                        failed.lock().unwrap().push((seed, kind));
+                        failed.lock().unwrap().push((seed, violation_kind(&v.what)));
                     }
                 });
             }
