@@ -494,7 +494,26 @@ impl World {
             return Ok(());
         }
         self.report.messages_delivered += 1;
-        self.with_node(m.to, |n| n.step(m)).map(|_| ())
+        let verified = match &m.body {
+            MessageBody::Append {
+                prev_index,
+                entries,
+                ..
+            } => Some(prev_index + entries.len() as u64),
+            _ => None,
+        };
+        let (to, term) = (m.to, m.term);
+        let node = |w: &World| w.nodes[w.idx(to)].node.as_ref().map(|n| n.commit_index());
+        let before = node(self);
+        self.with_node(to, |n| n.step(m))?;
+        match (verified, before, node(self)) {
+            (Some(verified), Some(before), Some(after)) if after > before && after > verified => {
+                Err(format!(
+                    "follower commit: node {to} raised its commit index from {before} to {after} on an AppendEntries of term {term} that verified its log only up to {verified}"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn send(&mut self, m: Message) {
