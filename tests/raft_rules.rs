@@ -713,3 +713,158 @@ fn a_leader_elected_in_the_same_batch_sends_nothing_before_its_term_is_written()
     let mut done = rd.persist(&mut storage).unwrap();
     assert!(!appends_to(&done.take_messages(), 2).is_empty());
 }
+
+// ---- Bookkeeping: votes, acknowledgements, snapshots, follower commit ---------------
+//
+// Each rule is checked on the correct core and, through its `BugInjection` switch, shown
+// to fail when the rule is broken (so the test can fail).
+
+fn vote(granted: bool) -> MessageBody {
+    MessageBody::VoteResponse {
+        kind: VoteKind::Vote,
+        granted,
+    }
+}
+
+/// Node 1 of voters 1..=3 (not the group's first election), campaigning in classic mode.
+fn candidate(tweak: impl Fn(&mut Config)) -> T {
+    let mut c = node_with_log(1, &[1], 1, |c| {
+        c.pre_vote_check_quorum = false;
+        tweak(c);
+    });
+    c.tick_until_campaign();
+    assert_eq!(c.node.role(), Role::Candidate);
+    c
+}
+
+/// A denial from node 2, then a grant from node 3: the candidate's role after each.
+fn denial_then_grant(tweak: impl Fn(&mut Config)) -> (Role, Role) {
+    let mut c = candidate(tweak);
+    let t = c.node.term();
+    c.step(2, t, vote(false));
+    let after_denial = c.node.role();
+    c.step(3, t, vote(true));
+    (after_denial, c.node.role())
+}
+
+#[test]
+fn a_denied_vote_is_never_counted_as_a_vote() {
+    assert_eq!(
+        denial_then_grant(|_| {}),
+        (Role::Candidate, Role::Leader),
+        "own vote + one denial is no majority; own vote + node 3's grant is"
+    );
+    let (buggy, _) = denial_then_grant(|c| c.bugs.count_denied_vote = true);
+    assert_eq!(buggy, Role::Leader, "the switch breaks exactly this rule");
+}
+
+/// A grant node 2 sent in the candidate's previous term, delivered once the candidate
+/// campaigns again: its role after that grant.
+fn stale_grant(tweak: impl Fn(&mut Config)) -> Role {
+    let mut c = candidate(tweak);
+    let old = c.node.term();
+    for _ in 0..100 {
+        c.node.tick();
+        c.drain();
+        if c.node.term() > old {
+            break;
+        }
+    }
+    assert_eq!(c.node.term(), old + 1, "a second election");
+    c.step(2, old, vote(true));
+    c.node.role()
+}
+
+#[test]
+fn a_grant_from_an_older_term_is_never_counted_as_a_vote() {
+    assert_eq!(stale_grant(|_| {}), Role::Candidate);
+    assert_eq!(
+        stale_grant(|c| c.bugs.count_stale_vote_grant = true),
+        Role::Leader,
+        "the switch breaks exactly this rule"
+    );
+}
+
+/// A leader of term 3 whose log (index 3, term 2) is at index 4; node 2 answers
+/// "success through 4" with the term-2 label of the previous leader's log. Returns node
+/// 2's match index and the commit index afterwards.
+fn stale_term_ack(tweak: impl Fn(&mut Config)) -> (Index, Index) {
+    let mut l = node_with_log(1, &[1, 2], 2, tweak);
+    l.become_leader();
+    let t = l.node.term();
+    assert_eq!((t, l.node.last_index()), (3, 4));
+    l.step(2, t - 1, ack(4));
+    let matched = l.node.progress(2).map_or(0, |p| p.matched);
+    (matched, l.node.commit_index())
+}
+
+#[test]
+fn a_stale_term_acknowledgement_never_moves_a_match_index() {
+    assert_eq!(stale_term_ack(|_| {}), (0, BOOTSTRAP_INDEX));
+    assert_eq!(
+        stale_term_ack(|c| c.bugs.accept_stale_term_ack = true),
+        (4, 4),
+        "the switch breaks exactly this rule (and commits on it)"
+    );
+}
+
+#[test]
+fn an_acknowledgement_of_the_current_term_moves_the_match_index() {
+    let mut l = plain(1, &[1, 2], 2);
+    l.become_leader();
+    let t = l.node.term();
+    l.step(2, t, ack(4));
+    assert_eq!(l.node.progress(2).map(|p| p.matched), Some(4));
+    assert_eq!(l.node.commit_index(), 4);
+}
+
+/// A follower holding indices 2..=5 of term 1 (commit 1) receives a snapshot at index
+/// 3, term 1: returns its last index, commit index and the index it acknowledged.
+fn snapshot_over_matching_log(tweak: impl Fn(&mut Config)) -> (Index, Index, Index) {
+    let mut f = node_with_log(1, &[1, 1, 1, 1], 1, tweak);
+    let snapshot = ringway::raft::Snapshot {
+        meta: ringway::raft::SnapshotMeta {
+            index: 3,
+            term: 1,
+            conf: ConfState::with_voters(&[1, 2, 3]),
+        },
+        data: b"image".to_vec(),
+    };
+    let out = f.step(2, 1, MessageBody::Snapshot { snapshot });
+    let (ok, acked, _, _) = append_response(&out);
+    assert!(ok);
+    (f.node.last_index(), f.node.commit_index(), acked)
+}
+
+#[test]
+fn a_snapshot_keeps_the_entries_after_it_when_the_log_matches() {
+    assert_eq!(snapshot_over_matching_log(|_| {}), (5, 3, 3));
+    let (last, _, _) =
+        snapshot_over_matching_log(|c| c.bugs.discard_log_on_matching_snapshot = true);
+    assert_eq!(last, 3, "the switch breaks exactly this rule");
+}
+
+/// A follower at term 3 holding index 3 (term 1) and a stale suffix 4..=5 of term 2
+/// receives, from the leader of term 3, an AppendEntries verifying only index 3 while
+/// the leader's commit index is 4 (its own term-3 entry there): returns the commit index.
+fn commit_with_stale_suffix(tweak: impl Fn(&mut Config)) -> Index {
+    let mut f = node_with_log(1, &[1, 1, 2, 2], 3, tweak);
+    let out = f.step(2, 3, append(2, 1, 4, vec![entry(3, 1)]));
+    assert_eq!(append_response(&out), (true, 3, 0, 0));
+    assert_eq!(
+        f.node.term_at(4),
+        Some(2),
+        "the stale suffix is still there"
+    );
+    f.node.commit_index()
+}
+
+#[test]
+fn follower_commit_is_bounded_by_the_last_verified_entry_not_its_stale_suffix() {
+    assert_eq!(commit_with_stale_suffix(|_| {}), 3);
+    assert_eq!(
+        commit_with_stale_suffix(|c| c.bugs.commit_past_verified = true),
+        4,
+        "the switch commits the stale (index 4, term 2)"
+    );
+}

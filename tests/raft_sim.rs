@@ -1,7 +1,10 @@
 //! Seeded simulation of 3- and 5-node groups under faults; every run checks the safety
 //! invariants after each event and liveness after the faults heal.
 //!
-//! `RINGWAY_SIM_SEEDS=N` sets how many seeds `seeds` runs (default 1000);
+//! `RINGWAY_SIM_SEEDS=N` sets how many seeds `seeds` runs (default 1000), from
+//! `RINGWAY_SIM_FIRST_SEED` (default 0), on `RINGWAY_SIM_THREADS` threads (default 2);
+//! it stops at the first failure unless `RINGWAY_SIM_KEEP_GOING=1`;
+//! `scripts/sim-soak.sh SEEDS` runs a release soak across every core;
 //! `RINGWAY_SIM_SEED=N cargo test --test raft_sim -- replay --nocapture` replays one seed with a trace.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,19 +13,22 @@ use ringway::raft::sim::{run, SimConfig, Violation};
 
 /// Seeds covered by a default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 1000;
-/// Worker threads: the target machine has two cores.
+/// Worker threads by default: the target machine has two cores.
+/// `RINGWAY_SIM_THREADS` overrides it (`scripts/sim-soak.sh` runs one per process).
 const THREADS: u64 = 2;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// Runs seeds `first..first + count` on `THREADS` threads; returns the lowest failing seed's violation.
-fn run_seeds(first: u64, count: u64) -> Result<u64, Violation> {
+/// Runs seeds `first..first + count` on `THREADS` threads; returns every failing seed's
+/// violation, lowest first (only the lowest unless `keep_going`: the run stops there).
+fn run_seeds(first: u64, count: u64, keep_going: bool) -> Result<u64, Vec<Violation>> {
     let next = AtomicU64::new(first);
     let failures = std::sync::Mutex::new(Vec::new());
+    let threads = env_u64("RINGWAY_SIM_THREADS").unwrap_or(THREADS).max(1);
     std::thread::scope(|s| {
-        for _ in 0..THREADS {
+        for _ in 0..threads {
             s.spawn(|| loop {
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= first + count {
@@ -30,16 +36,22 @@ fn run_seeds(first: u64, count: u64) -> Result<u64, Violation> {
                 }
                 if let Err(v) = run(&SimConfig::for_seed(seed)) {
                     failures.lock().unwrap().push(v);
-                    next.store(first + count, Ordering::Relaxed);
+                    if !keep_going {
+                        next.store(first + count, Ordering::Relaxed);
+                    }
                 }
             });
         }
     });
     let mut failures = failures.into_inner().unwrap();
     failures.sort_by_key(|v| v.seed);
-    match failures.into_iter().next() {
-        Some(v) => Err(v),
-        None => Ok(count),
+    if !keep_going {
+        failures.truncate(1);
+    }
+    if failures.is_empty() {
+        Ok(count)
+    } else {
+        Err(failures)
     }
 }
 
@@ -47,10 +59,18 @@ fn run_seeds(first: u64, count: u64) -> Result<u64, Violation> {
 fn seeds() {
     let count = env_u64("RINGWAY_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let first = env_u64("RINGWAY_SIM_FIRST_SEED").unwrap_or(0);
+    let keep_going = env_u64("RINGWAY_SIM_KEEP_GOING").is_some_and(|v| v != 0);
     let started = std::time::Instant::now();
-    match run_seeds(first, count) {
+    match run_seeds(first, count, keep_going) {
         Ok(n) => println!("{n} seeds from {first} passed in {:?}", started.elapsed()),
-        Err(v) => panic!("simulation failed\n{v}"),
+        Err(failures) => {
+            let all: Vec<String> = failures.iter().map(|v| v.to_string()).collect();
+            panic!(
+                "simulation failed: {} failing seed(s) of {count} from {first}\n{}",
+                failures.len(),
+                all.join("\n")
+            );
+        }
     }
 }
 

@@ -45,6 +45,26 @@ pub struct BugInjection {
     /// them, before they are durable on its disk (while its AppendEntries are already out).
     #[cfg(feature = "testkit")]
     pub count_own_entries_before_durable: bool,
+    /// A leader takes an AppendEntries acknowledgement sent in an earlier term as one of
+    /// its own term: the follower's match index (and so the commit index) moves on an
+    /// answer about some other leader's log.
+    #[cfg(feature = "testkit")]
+    pub accept_stale_term_ack: bool,
+    /// A follower replaces its whole log with an InstallSnapshot even when the log holds
+    /// the snapshot's last entry (same term) and more after it, which it may already have
+    /// acknowledged.
+    #[cfg(feature = "testkit")]
+    pub discard_log_on_matching_snapshot: bool,
+    /// A follower bounds the leader's commit index by its own last index instead of the
+    /// last entry the AppendEntries verified, so an unverified stale suffix may commit.
+    #[cfg(feature = "testkit")]
+    pub commit_past_verified: bool,
+    /// A candidate counts a refused vote as a granted one.
+    #[cfg(feature = "testkit")]
+    pub count_denied_vote: bool,
+    /// A candidate counts a vote granted in an earlier term of its own towards this term.
+    #[cfg(feature = "testkit")]
+    pub count_stale_vote_grant: bool,
 }
 
 /// Reads of the switches: the field with `testkit`, `false` without.
@@ -70,7 +90,12 @@ switches!(
     vote_for_shorter_log,
     vote_twice_in_term,
     skip_prev_term_check,
-    count_own_entries_before_durable
+    count_own_entries_before_durable,
+    accept_stale_term_ack,
+    discard_log_on_matching_snapshot,
+    commit_past_verified,
+    count_denied_vote,
+    count_stale_vote_grant
 );
 
 /// Settings of one Raft node. Build with [`Config::try_new`], adjust fields, and

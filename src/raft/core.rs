@@ -276,11 +276,27 @@ impl Raft {
         if m.term > self.term && !self.on_higher_term(&m) {
             return;
         }
-        if m.term < self.term {
+        if m.term < self.term && !self.bug_takes_stale_response(&m) {
             self.on_lower_term(&m);
             return;
         }
         self.dispatch(m);
+    }
+
+    /// Planted bugs only: a response from an earlier term that a switch lets through
+    /// the term rule (an append acknowledgement to a leader, a vote grant to a candidate).
+    fn bug_takes_stale_response(&self, m: &Message) -> bool {
+        let bugs = self.cfg.bugs;
+        match m.body {
+            MessageBody::AppendResponse { success: true, .. } => {
+                bugs.accept_stale_term_ack() && self.role == Role::Leader
+            }
+            MessageBody::VoteResponse {
+                kind: VoteKind::Vote,
+                granted: true,
+            } => bugs.count_stale_vote_grant() && self.role == Role::Candidate,
+            _ => false,
+        }
     }
 
     /// Leader lease: within an election timeout of hearing from a leader, vote requests

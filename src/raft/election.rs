@@ -146,7 +146,8 @@ impl Raft {
                 return;
             }
         };
-        if msg_term != expected {
+        let stale_grant_counted = self.cfg.bugs.count_stale_vote_grant() && msg_term < expected;
+        if msg_term != expected && !stale_grant_counted {
             self.stats.dropped_stale_response += 1;
             return;
         }
@@ -154,7 +155,8 @@ impl Raft {
             self.stats.dropped_unknown_peer += 1;
             return;
         }
-        self.votes.entry(from).or_insert(granted);
+        let counted = granted || self.cfg.bugs.count_denied_vote();
+        self.votes.entry(from).or_insert(counted);
         self.tally_decides(kind);
     }
 

@@ -86,7 +86,14 @@ impl Raft {
             }
         }
         let last_new = prev_index + entries.len() as Index;
-        self.commit_to(commit.min(last_new));
+        // Only what this message verified may commit: entries after it may be a stale
+        // suffix from an older leader that the next AppendEntries would truncate.
+        let verified = if self.cfg.bugs.commit_past_verified() {
+            self.log.last_index()
+        } else {
+            last_new
+        };
+        self.commit_to(commit.min(verified));
         self.respond_append(from, last_new);
     }
 
@@ -114,7 +121,9 @@ impl Raft {
             self.respond_append(from, self.log.commit);
             return;
         }
-        if self.log.matches(index, term) {
+        // A log holding the snapshot's last entry keeps the entries after it: they match
+        // the leader's and may already be acknowledged (counted in its commit quorum).
+        if self.log.matches(index, term) && !self.cfg.bugs.discard_log_on_matching_snapshot() {
             self.commit_to(index);
             self.respond_append(from, index);
             return;

@@ -387,6 +387,21 @@ impl Node {
         self.raft.log.entry(index)
     }
 
+    /// Index of the last entry in this node's log (written or not).
+    pub fn last_index(&self) -> Index {
+        self.raft.log.last_index()
+    }
+
+    /// Simulator only: a leader forgets where `peer` stands and sends it its current
+    /// snapshot (keeping the match index, which still holds). Raft allows the leader any
+    /// next index for a follower; this one forces an InstallSnapshot on a follower that
+    /// may hold the snapshot's last entry and more after it. False if not leading `peer`.
+    #[doc(hidden)]
+    #[cfg(feature = "testkit")]
+    pub fn resend_snapshot(&mut self, peer: NodeId) -> bool {
+        self.raft.resend_snapshot(peer)
+    }
+
     /// Index of this node's latest snapshot (0 if none).
     pub fn snapshot_index(&self) -> Index {
         self.raft.log.snapshot_meta().index

@@ -119,6 +119,15 @@ impl Raft {
         true
     }
 
+    /// See `Node::resend_snapshot`.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn resend_snapshot(&mut self, to: NodeId) -> bool {
+        if self.role != Role::Leader || to == self.id || !self.progress.contains_key(&to) {
+            return false;
+        }
+        self.send_snapshot(to)
+    }
+
     fn send_snapshot(&mut self, to: NodeId) -> bool {
         let snapshot = self.log.snapshot().clone();
         if let Some(pr) = self.progress.get_mut(&to) {

@@ -1,5 +1,6 @@
-//! Safety invariants checked after every simulated event: election safety, leader
-//! append-only, log matching, leader completeness, state-machine safety, monotonicity.
+//! Safety invariants checked after every simulated event: election safety, vote
+//! counting, leader append-only, log matching, leader completeness, state-machine
+//! safety, monotonicity, and the leader's bookkeeping of each follower.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +29,12 @@ pub struct Checker {
     chain: Vec<u64>,
     /// (index, term) -> (payload hash, term of the previous entry).
     entries: HashMap<(Index, Term), (u64, Option<Term>)>,
+    /// (term, voter) -> every candidate the voter sent a vote grant to in that term (one,
+    /// unless a wiped node or a planted bug voted again).
+    votes: HashMap<(Term, NodeId), Vec<NodeId>>,
+    /// node -> the highest term any node had reached when its storage was last replaced:
+    /// what a leader of that term or an earlier one learned from it may no longer hold.
+    wiped_through: BTreeMap<NodeId, Term>,
 }
 
 pub type Check = Result<(), String>;
@@ -101,6 +108,12 @@ impl Checker {
 
     fn observe_commit(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
         let commit = node.commit_index();
+        if commit > node.last_index() {
+            return Err(format!(
+                "node {id}: commit {commit} beyond its last entry {}",
+                node.last_index()
+            ));
+        }
         if commit < obs.commit {
             return Err(format!(
                 "node {id}: commit went back from {} to {commit}",
@@ -141,7 +154,14 @@ impl Checker {
 
     fn observe_leader(&mut self, id: NodeId, node: &Node, obs: &mut Observed) -> Check {
         let term = node.term();
-        let holder = *self.leaders.entry(term).or_insert(id);
+        let holder = match self.leaders.get(&term) {
+            Some(&holder) => holder,
+            None => {
+                self.check_votes(id, node)?;
+                self.leaders.insert(term, id);
+                id
+            }
+        };
         if holder != id {
             return Err(format!(
                 "election safety: nodes {holder} and {id} are both leader in term {term}"
@@ -159,6 +179,105 @@ impl Checker {
             _ => self.check_leader_completeness(id, node)?,
         }
         obs.leader_mark = Some((term, last, node.term_at(last).unwrap_or(0)));
+        Ok(())
+    }
+
+    /// A new leader was sent vote grants of its term by a quorum of its configuration's
+    /// voters (its own vote counts: its requests left only once it was written). Every
+    /// grant it counted was sent, so every one is on record here.
+    fn check_votes(&self, id: NodeId, node: &Node) -> Check {
+        let (term, conf) = (node.term(), node.conf());
+        let voted_for_us = |v: &NodeId| {
+            *v == id
+                || self
+                    .votes
+                    .get(&(term, *v))
+                    .is_some_and(|cands| cands.contains(&id))
+        };
+        let votes = conf.voters.iter().filter(|v| voted_for_us(v)).count();
+        if votes < conf.quorum() {
+            return Err(format!(
+                "vote counting: node {id} became leader of term {term} with grants from {votes} of voters {:?}",
+                conf.voters
+            ));
+        }
+        Ok(())
+    }
+
+    /// Node `from` sends a grant of its vote in `term` to `to`, its durable state being
+    /// `durable`: that state must already keep it from voting for anyone else in `term`
+    /// (the vote is written, or a later term is). Part of the durable-vote check.
+    pub fn note_grant(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        term: Term,
+        durable: HardState,
+    ) -> Check {
+        let kept = durable.term > term || (durable.term == term && durable.vote == to);
+        if !kept && self.durable_vote_check {
+            return Err(format!(
+                "vote durability: node {from} sent its term-{term} vote to {to} with durable term {} and vote {}",
+                durable.term, durable.vote
+            ));
+        }
+        let cands = self.votes.entry((term, from)).or_default();
+        if !cands.contains(&to) {
+            cands.push(to);
+        }
+        Ok(())
+    }
+
+    /// Node `id`'s storage was replaced (wiped) while the highest term anywhere was `term`.
+    pub fn note_wipe(&mut self, id: NodeId, term: Term) {
+        let t = self.wiped_through.entry(id).or_insert(0);
+        *t = (*t).max(term);
+    }
+
+    /// The leader's bookkeeping against a node in its term, checked after every event
+    /// that touched either of them. Followers acknowledge only what is durable, so this
+    /// holds across crashes; a node whose storage was replaced is skipped for every term
+    /// reached before that.
+    ///
+    /// - the leader's match index for the node is within the node's log, and the node's
+    ///   entry there carries the leader's term for that index (if both still hold it);
+    /// - the node's commit index names an entry the leader holds, with the same term:
+    ///   whatever it committed, it learned from this leader or one before it, and the
+    ///   leader holds every committed entry.
+    pub fn check_pair(&self, lid: NodeId, leader: &Node, fid: NodeId, f: &Node) -> Check {
+        let term = leader.term();
+        if lid == fid || f.term() != term {
+            return Ok(());
+        }
+        if self.wiped_through.get(&fid).is_some_and(|&t| t >= term) {
+            return Ok(());
+        }
+        let commit = f.commit_index();
+        if commit >= leader.snapshot_index() && leader.term_at(commit) != f.term_at(commit) {
+            return Err(format!(
+                "follower commit: node {fid} committed index {commit} (term {:?}) that leader {lid} of term {term} holds as {:?}",
+                f.term_at(commit),
+                leader.term_at(commit)
+            ));
+        }
+        let Some(pr) = leader.progress(fid) else {
+            return Ok(());
+        };
+        let m = pr.matched;
+        if m > f.last_index() {
+            return Err(format!(
+                "leader bookkeeping: leader {lid} of term {term} has match {m} for node {fid}, whose log ends at {}",
+                f.last_index()
+            ));
+        }
+        let floor = leader.snapshot_index().max(f.snapshot_index());
+        if m >= floor && leader.term_at(m) != f.term_at(m) {
+            return Err(format!(
+                "leader bookkeeping: leader {lid} of term {term} has match {m} for node {fid}, whose entry there has term {:?}, the leader's {:?}",
+                f.term_at(m),
+                leader.term_at(m)
+            ));
+        }
         Ok(())
     }
 

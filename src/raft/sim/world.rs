@@ -5,14 +5,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 mod chaos;
+mod stale;
 
 use super::checker::{chain_step, Check, Checker, Observed};
 use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    ConfState, Config, Entry, MemStorage, Message, Node, NodeId, ProposeError, Ready, Role,
-    Snapshot, BOOTSTRAP_INDEX,
+    ConfState, Config, Entry, MemStorage, Message, MessageBody, Node, NodeId, ProposeError, Ready,
+    Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
 /// Mean time between chaos actions is drawn per seed from this range (time units):
@@ -59,6 +60,8 @@ enum Event {
     /// The write of the node's outstanding `Ready` completes.
     WriteDone(NodeId, u64),
     Restart(NodeId, u64),
+    /// The leader of the given term compacts and sends its snapshot to followers.
+    SnapshotBehind(NodeId, Term),
     Chaos,
     Client,
     Heal,
@@ -127,6 +130,16 @@ impl Machine {
     }
 }
 
+impl SimNode {
+    /// The node knows it lost state (running, or recorded in its storage while down).
+    fn lost_data(&self) -> bool {
+        match &self.node {
+            Some(n) => n.lost_data(),
+            None => self.storage.hard_state().lost_data,
+        }
+    }
+}
+
 struct SimNode {
     id: NodeId,
     node: Option<Node>,
@@ -162,6 +175,12 @@ pub(super) struct World {
     /// The node whose storage was wiped, until it has been removed and reset to an
     /// empty joiner's storage (at most one at a time, so the others keep a quorum).
     wiped: Option<NodeId>,
+    hold_response_permille: u64,
+    /// Responses held back, each with the number of leader elections still to wait.
+    held: Vec<(Message, u64)>,
+    snapshot_after_election_permille: u64,
+    /// The highest term in which a leader was seen.
+    newest_leader_term: Term,
 }
 
 impl World {
@@ -177,6 +196,9 @@ impl World {
             .range(1, MAX_WRITE_DELAY)
             .min(election / WRITE_DELAY_ELECTION_DIVISOR);
         let crash_during_write_permille = rng.range(0, MAX_CRASH_DURING_WRITE_PERMILLE);
+        let hold_response_permille = rng.range(0, stale::MAX_HOLD_RESPONSE_PERMILLE);
+        let snapshot_after_election_permille =
+            rng.range(0, stale::MAX_SNAPSHOT_AFTER_ELECTION_PERMILLE);
         let voters: Vec<NodeId> = (1..=cfg.nodes as NodeId).collect();
         let nodes = (1..=cfg.nodes as NodeId + 1)
             .map(|id| new_sim_node(id, &voters))
@@ -205,6 +227,10 @@ impl World {
             max_write_delay,
             crash_during_write_permille,
             wiped: None,
+            hold_response_permille,
+            held: Vec::new(),
+            snapshot_after_election_permille,
+            newest_leader_term: 0,
         };
         w.boot();
         w
@@ -297,29 +323,47 @@ impl World {
         Ok(self.report)
     }
 
-    /// Whether the voters that have not lost state are fewer than a quorum of the
-    /// configuration the most advanced node holds.
+    /// Whether lost state leaves no electable candidate: some member lost state (or is
+    /// the wiped node the operator has yet to repair) and no live voter could collect
+    /// the votes its own configuration needs.
     fn stalled_by_lost_state(&self) -> bool {
-        let newest = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.node.as_ref())
-            .max_by_key(|n| {
-                let st = n.status();
-                (st.last_term, st.last_index)
-            });
-        let Some(conf) = newest.map(|n| n.conf().clone()) else {
+        let lost_any = self.wiped.is_some() || self.nodes.iter().any(|n| n.lost_data());
+        lost_any && !self.nodes.iter().any(|c| self.electable(c))
+    }
+
+    /// A live voter of its own configuration, not lost, that enough voters could vote
+    /// for: live, not lost or wiped, with a log no more up to date than its own, and (a
+    /// founder still fresh) only in the group's first election, which needs every voter.
+    fn electable(&self, c: &SimNode) -> bool {
+        let Some(cn) = c.node.as_ref() else {
             return false;
         };
-        let healthy = conf
+        let conf = cn.conf();
+        if !conf.is_voter(c.id) || cn.lost_data() || self.wiped == Some(c.id) {
+            return false;
+        }
+        let last = |n: &Node| (n.term_at(n.last_index()).unwrap_or(0), n.last_index());
+        let first = cn.last_index() == BOOTSTRAP_INDEX;
+        let votes = conf
             .voters
             .iter()
             .filter(|&&v| {
-                let n = &self.nodes[self.idx(v)];
-                n.node.as_ref().is_some_and(|n| !n.lost_data())
+                let Some(vn) = self.nodes[self.idx(v)].node.as_ref() else {
+                    return false;
+                };
+                v == c.id
+                    || (!vn.lost_data()
+                        && self.wiped != Some(v)
+                        && last(cn) >= last(vn)
+                        && (first || !vn.fresh_founder()))
             })
             .count();
-        healthy < conf.quorum()
+        let needed = if first {
+            conf.voters.len()
+        } else {
+            conf.quorum()
+        };
+        votes >= needed
     }
 
     fn heal_ticks(&self) -> u64 {
@@ -350,6 +394,7 @@ impl World {
             Event::Tick(id) => (1, *id, 0, 0),
             Event::Deliver(m) => (2, m.from, m.to, m.term),
             Event::Ready(id, inc) | Event::Restart(id, inc) => (3, *id, *inc, 0),
+            Event::SnapshotBehind(id, term) => (8, *id, *term, 0),
             Event::Chaos => (4, 0, 0, 0),
             Event::Client => (5, 0, 0, 0),
             Event::Heal => (6, 0, 0, 0),
@@ -382,6 +427,7 @@ impl World {
             Event::Ready(id, inc) => self.process_ready(id, inc),
             Event::WriteDone(id, inc) => self.write_done(id, inc),
             Event::Restart(id, inc) => self.restart(id, inc),
+            Event::SnapshotBehind(id, term) => self.snapshot_behind(id, term),
             Event::Chaos => self.chaos(),
             Event::Client => self.client(),
             Event::Heal => self.heal(),
@@ -419,12 +465,15 @@ impl World {
             return Ok(());
         };
         self.checker.observe(n.id, node, &mut n.obs)?;
+        let new_leader = (node.role() == Role::Leader && node.term() > self.newest_leader_term)
+            .then(|| (n.id, node.term()));
         if self.cfg.trace {
             let st = node.status();
             self.report.trace.push(format!(
-                "      n{} {:?} t{} lead{} commit{} applied{} last{}/{} snap{} voters{:?} learners{:?}",
+                "      n{} {:?} t{} lead{} commit{} applied{} last{}/{} snap{} voters{:?} learners{:?}{}",
                 st.id, st.role, st.term, st.leader, st.commit, st.applied, st.last_index, st.last_term,
-                node.snapshot_index(), st.conf.voters, st.conf.learners
+                node.snapshot_index(), st.conf.voters, st.conf.learners,
+                if st.lost_data { " lost" } else { "" }
             ));
         }
         if node.has_ready() && !n.ready_scheduled {
@@ -432,6 +481,10 @@ impl World {
             let (id, inc) = (n.id, n.incarnation);
             let delay = self.rng.range(0, 4);
             self.schedule(delay, Event::Ready(id, inc));
+        }
+        self.check_bookkeeping(i)?;
+        if let Some((id, term)) = new_leader {
+            self.on_new_leader(id, term);
         }
         Ok(())
     }
@@ -441,11 +494,33 @@ impl World {
             return Ok(());
         }
         self.report.messages_delivered += 1;
-        self.with_node(m.to, |n| n.step(m)).map(|_| ())
+        let verified = match &m.body {
+            MessageBody::Append {
+                prev_index,
+                entries,
+                ..
+            } => Some(prev_index + entries.len() as u64),
+            _ => None,
+        };
+        let (to, term) = (m.to, m.term);
+        let node = |w: &World| w.nodes[w.idx(to)].node.as_ref().map(|n| n.commit_index());
+        let before = node(self);
+        self.with_node(to, |n| n.step(m))?;
+        match (verified, before, node(self)) {
+            (Some(verified), Some(before), Some(after)) if after > before && after > verified => {
+                Err(format!(
+                    "follower commit: node {to} raised its commit index from {before} to {after} on an AppendEntries of term {term} that verified its log only up to {verified}"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn send(&mut self, m: Message) {
         if self.links.is_blocked(m.from, m.to) {
+            return;
+        }
+        if self.maybe_hold(&m) {
             return;
         }
         for delay in self.faults.deliveries(&mut self.rng) {
@@ -498,6 +573,14 @@ impl World {
         }
         let msgs = self.persist_and_apply(i, ready)?;
         for m in msgs {
+            if let MessageBody::VoteResponse {
+                kind: VoteKind::Vote,
+                granted: true,
+            } = m.body
+            {
+                let durable = self.nodes[i].storage.hard_state();
+                self.checker.note_grant(id, m.to, m.term, durable)?;
+            }
             self.send(m);
         }
         self.maybe_auto_compact(i);

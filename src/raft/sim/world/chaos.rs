@@ -18,7 +18,17 @@ impl World {
             25..=39 => self.chaos_crash(),
             40..=59 => self.chaos_conf_change(),
             60..=69 => self.chaos_transfer(),
-            70..=79 => self.chaos_compact(),
+            70..=74 => self.chaos_compact(),
+            75..=79 => match self.leader() {
+                Some(l) => {
+                    let term = self.nodes[self.idx(l)]
+                        .node
+                        .as_ref()
+                        .map_or(0, |n| n.term());
+                    self.snapshot_behind(l, term)
+                }
+                None => Ok(()),
+            },
             80..=84 => self.chaos_wipe(),
             _ => {
                 self.faults = FaultProfile::random(&mut self.rng);
@@ -82,9 +92,10 @@ impl World {
         let Some(conf) = self.leader_conf() else {
             return Ok(());
         };
-        // Only under a committed configuration: while a change is pending, nodes that
-        // lack it still count votes in the previous one, which may need the victim.
-        if conf.voters.len() < 3 || self.leader_conf_pending() {
+        // Only under a committed configuration: while a change is pending anywhere (a
+        // deposed leader's too), nodes that lack it still count votes in the previous
+        // one, which may need the victim.
+        if conf.voters.len() < 3 || self.conf_pending() {
             return Ok(());
         }
         let Some(victim) = self.rng.pick(&conf.voters) else {
@@ -103,6 +114,16 @@ impl World {
         if self.is_up(id) {
             self.crash(id, MAX_DOWNTIME);
         }
+        let newest = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let live = n.node.as_ref().map_or(0, |n| n.term());
+                live.max(n.storage.hard_state().term)
+            })
+            .max()
+            .unwrap_or(0);
+        self.checker.note_wipe(id, newest);
         let founders: Vec<NodeId> = (1..=self.cfg.nodes as NodeId).collect();
         let i = self.idx(id);
         self.nodes[i].storage = if founder {
@@ -112,12 +133,13 @@ impl World {
         };
     }
 
-    /// Nodes known to have lost state: the wiped one, and any that reports it.
+    /// Nodes known to have lost state: the wiped one, and any that reports it (a node
+    /// that is down reports it through its storage).
     fn lost_members(&self) -> Vec<NodeId> {
         let mut lost: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|n| n.node.as_ref().is_some_and(|n| n.lost_data()))
+            .filter(|n| n.lost_data())
             .map(|n| n.id)
             .collect();
         if let Some(w) = self.wiped {
@@ -136,18 +158,24 @@ impl World {
             .map(|n| n.conf().clone())
     }
 
-    /// The leader's log holds a configuration entry above its commit index.
-    fn leader_conf_pending(&self) -> bool {
-        let Some(n) = self
+    /// Some live node's log holds a configuration entry above its commit index, or the
+    /// leader has not yet committed an entry of its own term (so what it calls committed
+    /// may not be the group's last word).
+    fn conf_pending(&self) -> bool {
+        let leader = self
             .leader()
-            .and_then(|l| self.nodes[self.idx(l)].node.as_ref())
-        else {
-            return false;
+            .and_then(|l| self.nodes[self.idx(l)].node.as_ref());
+        let Some(l) = leader else {
+            return true;
         };
-        let st = n.status();
-        (st.commit + 1..=st.last_index).any(|i| {
-            n.entry(i)
-                .is_some_and(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+        if l.term_at(l.commit_index()) != Some(l.term()) {
+            return true;
+        }
+        self.nodes.iter().filter_map(|n| n.node.as_ref()).any(|n| {
+            (n.commit_index() + 1..=n.last_index()).any(|i| {
+                n.entry(i)
+                    .is_some_and(|e| matches!(e.payload, EntryPayload::ConfChange(_)))
+            })
         })
     }
 
