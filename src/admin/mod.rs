@@ -197,7 +197,11 @@ impl Admin {
         })
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<Body> {
+        // HEAD is answered as GET: hyper sends the head alone (monitors and `curl -I`).
+        if req.method() == Method::HEAD {
+            *req.method_mut() = Method::GET;
+        }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {

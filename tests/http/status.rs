@@ -134,6 +134,20 @@ async fn the_page_and_its_files_are_served_with_a_strict_policy() {
     ] {
         assert!(!script.contains(sink), "status.js uses {sink}");
     }
+    // HEAD gets GET's head, and no body.
+    let head = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(running.admin).await.unwrap();
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains(CONTENT_SECURITY_POLICY), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "a body after a HEAD: {head}");
     // Other paths are still unknown; the page is read-only.
     let other = get(running.admin, "/status.txt").await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
