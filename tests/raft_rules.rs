@@ -868,3 +868,58 @@ fn follower_commit_is_bounded_by_the_last_verified_entry_not_its_stale_suffix() 
         "the switch commits the stale (index 4, term 2)"
     );
 }
+
+// ---- Lost state: a founder back from an empty data dir -------------------------------
+
+/// Founder `id` of voters 1..=3 as bootstrapping leaves it: log at the bootstrap
+/// snapshot, `fresh_founder` set.
+fn fresh_founder(id: NodeId) -> T {
+    let storage = MemStorage::new_with_conf(ConfState::with_voters(&[1, 2, 3]));
+    let mut cfg = Config::try_new(id).unwrap();
+    cfg.seed = 42;
+    let node = Node::try_new(cfg, &storage).unwrap();
+    assert!(node.fresh_founder());
+    T { node, storage }
+}
+
+/// A wiped founder that campaigns into the first leader's term votes for itself there.
+/// That vote is no proof it took part: the first election needed its vote, so the first
+/// leader was a life of its own it forgot, or got a vote it no longer remembers. It must
+/// mark itself lost and refuse the vote, not grant it to a candidate that may lack
+/// entries it acknowledged before the wipe.
+#[test]
+fn founder_that_voted_for_itself_in_the_first_leaders_term_has_lost_state() {
+    let mut n = fresh_founder(1);
+    let pre = MessageBody::VoteResponse {
+        kind: VoteKind::PreVote,
+        granted: true,
+    };
+    n.tick_until_campaign();
+    for from in [2, 3] {
+        if n.node.role() == Role::PreCandidate {
+            n.step(from, n.node.term() + 1, pre.clone());
+        }
+    }
+    assert_eq!(n.node.role(), Role::Candidate);
+    let t = n.node.term();
+    assert_eq!(n.storage.hard_state().vote, 1);
+    // Node 3 campaigns later holding the first leader's entry 2, written in term `t`.
+    let out = n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 1, t));
+    assert!(n.node.lost_data(), "a self-vote was taken as proof");
+    assert_eq!(granted(&out, 3), Some(false));
+    assert!(n.storage.hard_state().lost_data, "lost state is persisted");
+}
+
+/// The same evidence after a vote for another node in that term proves the founder
+/// took part (its vote elected the first leader): it votes normally again.
+#[test]
+fn founder_that_voted_for_the_first_leader_is_not_lost() {
+    let mut n = fresh_founder(1);
+    let t = n.node.term() + 1;
+    let out = n.step(2, t, vote_req(BOOTSTRAP_INDEX, n.node.term()));
+    assert_eq!(granted(&out, 2), Some(true));
+    let out = n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 1, t));
+    assert!(!n.node.lost_data());
+    assert!(!n.node.fresh_founder());
+    assert_eq!(granted(&out, 3), Some(true));
+}

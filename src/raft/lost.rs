@@ -94,8 +94,12 @@ impl Raft {
         };
         // Entry 2 of term T was written by the leader of T with a log still at the
         // bootstrap snapshot: the group's first leader, elected with every founder's
-        // vote. If we voted in T, that vote is what elected it: we did take part.
-        let voted_first_leader = self.vote != NO_NODE && evidence.entry2_term == Some(self.term);
+        // vote. If we voted in T for another node, that vote is what elected it: we did
+        // take part. A vote for ourselves proves nothing: we are still fresh, so we did
+        // not win T in the life we remember, and the first leader of T had our vote, so
+        // that leader was a forgotten life of ours or got a vote we no longer remember.
+        let voted_first_leader =
+            self.vote != NO_NODE && self.vote != self.id && evidence.entry2_term == Some(self.term);
         let sender_is_our_leader =
             self.vote == m.from && m.term == self.term && evidence.from_leader;
         let sender_wrote_our_term = self.vote == m.from && evidence.last_term == Some(self.term);
