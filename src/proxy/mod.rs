@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod replay;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
@@ -26,11 +27,12 @@ use crate::balance::{request_host, KeyInput, MissingKey};
 use crate::health::detector::{self, InFlight, Outcome};
 use crate::metrics::{Metrics, PoolMetrics, PoolShape};
 use access::AccessLog;
-use body::{IdleBody, ProxyBody, RequestBody, Tally, Target};
+use body::{IdleBody, ProxyBody, Tally, Target};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
+use replay::UpBody;
 pub use snapshot::{PoolState, Snapshot};
-use upstream::{PooledConn, SendError, UpstreamClient};
+use upstream::{PooledConn, SendError, Sender, UpstreamClient};
 
 /// A response head and the connection it came on.
 type Exchange = (Response<Incoming>, PooledConn);
@@ -199,6 +201,7 @@ impl Proxy {
         if let (false, Some(m)) = (body.is_end_stream(), metrics) {
             body = body.counting(m.request_bytes().clone());
         }
+        let body = UpBody::new(body, pool.may_refuse_streams());
         let req = Request::from_parts(parts, body);
         let Forwarded {
             upstream,
@@ -265,7 +268,7 @@ async fn forward(
     pool: &PoolState,
     metrics: Option<&PoolMetrics>,
     hash: u32,
-    req: Request<RequestBody>,
+    req: Request<UpBody>,
     target: &mut Target,
 ) -> Result<Forwarded, ProxyError> {
     if pool.ring.is_empty() {
@@ -342,6 +345,11 @@ async fn forward(
 fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
     Some(match result {
         Ok((response, _)) => Outcome::Response(response.status().as_u16()),
+        // A local bound, or an upstream shedding or draining streams: neither says
+        // the upstream is unwell.
+        Err(Attempt::Retry(_, ConnectError::Busy(_) | ConnectError::StreamRefused(_))) => {
+            return None
+        }
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },
@@ -353,7 +361,7 @@ fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
 
 enum Attempt {
     /// Nothing was sent: the request comes back for the next upstream.
-    Retry(Box<Request<RequestBody>>, ConnectError),
+    Retry(Box<Request<UpBody>>, ConnectError),
     /// The upstream failed after the request was (perhaps) sent.
     Fatal(ProxyError),
     /// The client failed while its request was being sent (its body broke, stalled
@@ -366,7 +374,7 @@ enum Attempt {
 async fn attempt(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
-    mut req: Request<RequestBody>,
+    mut req: Request<UpBody>,
 ) -> Result<Exchange, Attempt> {
     while let Some(sender) = upstream.checkout() {
         match send(pool, upstream, sender, req).await? {
@@ -396,11 +404,14 @@ async fn attempt(
 async fn send(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
-    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-    mut req: Request<RequestBody>,
-) -> Result<Result<Exchange, Request<RequestBody>>, Attempt> {
+    sender: Sender,
+    mut req: Request<UpBody>,
+) -> Result<Result<Exchange, Request<UpBody>>, Attempt> {
     // A request without a body (most GETs) is written at once: nothing to watch.
-    let mut body_sent = (!req.body().is_end_stream()).then(|| req.body_mut().track_sent());
+    let mut body_sent = match req.body().is_end_stream() {
+        true => None,
+        false => req.body_mut().track_sent(),
+    };
     let client = req.body().client_side();
     let response = upstream.send(sender, req);
     tokio::pin!(response);
@@ -430,6 +441,10 @@ async fn send(
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
+        Ok(Err(SendError::Refused(req, e))) => Err(Attempt::Retry(
+            req,
+            ConnectError::StreamRefused(describe(&e)),
+        )),
         Ok(Err(SendError::Failed(e))) => match client_fault(&client) {
             Some(fault) => Err(Attempt::Client(ProxyError::ClientBody(fault))),
             None => Err(Attempt::Fatal(ProxyError::UpstreamFailed {
