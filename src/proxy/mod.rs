@@ -7,6 +7,7 @@
 pub mod access;
 pub mod body;
 pub mod error;
+mod h2_gauges;
 pub mod headers;
 pub mod listener;
 pub mod replay;
@@ -40,7 +41,8 @@ type Exchange = (Response<Incoming>, PooledConn);
 /// The shared state of the data plane.
 #[derive(Debug)]
 pub struct Proxy {
-    snapshot: ArcSwap<Snapshot>,
+    /// Shared with the HTTP/2 gauges, which read it at scrape time.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     /// Held while a snapshot gets its metric handles and is stored, so the series
     /// exported always match the snapshot in force.
@@ -60,10 +62,12 @@ impl Proxy {
     /// A proxy serving `snapshot`, with a metrics registry of its own.
     pub fn new(snapshot: Snapshot) -> Self {
         let proxy = Proxy {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             metrics: Arc::new(Metrics::new()),
             swapping: Mutex::new(()),
         };
+        let gauges = h2_gauges::H2Gauges::new(proxy.snapshot.clone());
+        proxy.metrics.register(Box::new(gauges));
         proxy.swap(snapshot);
         proxy
     }

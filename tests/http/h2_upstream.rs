@@ -207,8 +207,20 @@ async fn concurrent_requests_stay_within_the_connection_and_stream_caps() {
     assert_eq!(seen.streams_max.load(Ordering::SeqCst), 10);
     let up = &proxy.proxy.snapshot().pools[0].upstreams[0];
     let (conns, streams) = up.h2_usage();
-    assert!(conns <= 2);
+    assert!((1..=2).contains(&conns), "{conns} connections");
     assert_eq!(streams, 0, "every stream slot was given back");
+    let text = proxy.proxy.metrics().encode();
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{pool=\"grpc\",upstream=\"a\"}}")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line("ringway_upstream_h2_connections"), conns.to_string());
+    assert_eq!(line("ringway_upstream_h2_streams"), "0");
 }
 
 #[tokio::test]
