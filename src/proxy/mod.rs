@@ -386,18 +386,32 @@ async fn attempt(
             Err(back) => req = back,
         }
     }
-    let sender = match upstream.connect().await {
-        Ok(s) => s,
-        Err(e) => return Err(Attempt::Retry(Box::new(req), e)),
+    // An HTTP/2 connection can close (a GOAWAY) between lending a stream and taking
+    // the request: the request comes back unsent and takes a stream on another.
+    let tries = match pool.may_refuse_streams() {
+        true => 1 + H2_RETAKES,
+        false => 1,
     };
-    match send(pool, upstream, sender, req).await? {
-        Ok(resp) => Ok(resp),
-        Err(back) => Err(Attempt::Retry(
-            Box::new(back),
-            ConnectError::Other("connection closed before the request was sent".into()),
-        )),
+    for _ in 0..tries {
+        let sender = match upstream.connect().await {
+            Ok(s) => s,
+            Err(e) => return Err(Attempt::Retry(Box::new(req), e)),
+        };
+        match send(pool, upstream, sender, req).await? {
+            Ok(resp) => return Ok(resp),
+            Err(back) => req = back,
+        }
     }
+    Err(Attempt::Retry(
+        Box::new(req),
+        ConnectError::Other("connection closed before the request was sent".into()),
+    ))
 }
+
+/// Further HTTP/2 streams a request takes on the same upstream when the connection it
+/// was lent closed before taking it: one, since a closing connection leaves the set at
+/// once and the next stream comes from another (or a new) connection.
+const H2_RETAKES: usize = 1;
 
 /// Sends on one connection. While the request body is going up, each step of it gets
 /// the idle timeout (an upstream that stops reading cannot hold the request; a pause
