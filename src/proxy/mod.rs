@@ -11,6 +11,7 @@ mod h2_gauges;
 pub mod headers;
 pub mod listener;
 pub mod replay;
+pub mod retry;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
