@@ -180,7 +180,14 @@ mod tests {
         // A number no code has is UNKNOWN; so is one too large for any integer.
         assert_eq!(Code::from_header(b"99"), Some(Code::Unknown));
         assert_eq!(Code::from_header(b"99999999"), Some(Code::Unknown));
-        for bad in [&b""[..], b"-1", b"1a", b"UNAVAILABLE", b"999999999", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1a",
+            b"UNAVAILABLE",
+            b"999999999",
+            b"\xff",
+        ] {
             assert_eq!(Code::from_header(bad), None, "{bad:?}");
         }
     }

@@ -432,7 +432,10 @@ mod tests {
             (StatusCode::GATEWAY_TIMEOUT, "grpc_deadline")
         );
         let bad = ProxyError::BadHead(HeadFault::GrpcTimeout(TimeoutError::Unit('x')));
-        assert_eq!(bad.classify(), (StatusCode::BAD_REQUEST, "bad_grpc_timeout"));
+        assert_eq!(
+            bad.classify(),
+            (StatusCode::BAD_REQUEST, "bad_grpc_timeout")
+        );
         assert_eq!(bad.fault(), Fault::Client);
     }
 }

@@ -152,7 +152,10 @@ pub fn trailers_only<B>(code: Code, message: &str, body: B) -> Response<B> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert(GRPC_STATUS.clone(), HeaderValue::from(u16::from(code.number())));
+    headers.insert(
+        GRPC_STATUS.clone(),
+        HeaderValue::from(u16::from(code.number())),
+    );
     headers.insert(GRPC_MESSAGE.clone(), encode_message(message));
     resp
 }
@@ -281,7 +284,10 @@ mod tests {
         assert_eq!(encoded.len(), MAX_GRPC_MESSAGE_BYTES * 3);
         assert!(encoded.to_str().unwrap().ends_with("%C3%A9"));
         let odd = format!("x{long}");
-        assert_eq!(encode_message(&odd).len(), 1 + (MAX_GRPC_MESSAGE_BYTES - 2) * 3);
+        assert_eq!(
+            encode_message(&odd).len(),
+            1 + (MAX_GRPC_MESSAGE_BYTES - 2) * 3
+        );
     }
 
     #[test]

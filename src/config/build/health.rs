@@ -9,12 +9,12 @@ use super::super::health::{
     Active, FailureClasses, Health, Passive, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
     DEFAULT_FALL, DEFAULT_RISE,
 };
-use crate::grpc_status::{Code, CodeSet};
 use super::super::health::{
     Policy, MAX_EJECTION_LIMIT_MS, MAX_HALF_OPEN_SUCCESSES, MAX_REPORTERS, MAX_REPORT_WINDOW_MS,
 };
 use super::super::raw::{RawActive, RawBreaker, RawHealth, RawPassive};
 use super::{join, shown, Checker};
+use crate::grpc_status::{Code, CodeSet};
 
 /// Bounds that keep a typo from turning detection into noise or off: a thousand
 /// failures in a row is not detection; a window past ten minutes is a trend, not a
@@ -127,7 +127,10 @@ impl Checker {
         const RULE: &str =
             "must be a gRPC status code other than OK, by name (UNAVAILABLE) or number (14)";
         let Value::Sequence(items) = v else {
-            self.error(path, format!("must be a list of gRPC status codes; got {}", shown(v)));
+            self.error(
+                path,
+                format!("must be a list of gRPC status codes; got {}", shown(v)),
+            );
             return None;
         };
         let mut set = CodeSet::EMPTY;
