@@ -476,15 +476,18 @@ impl Body for ProxyBody {
         };
         match &frame {
             Some(Ok(f)) => {
-                if let Some(trailers) = f.trailers_ref() {
-                    this.trailers(trailers);
-                }
                 let len = f.data_ref().map_or(0, Bytes::len);
                 if let Some(log) = this.log.as_mut() {
                     log.bytes_out += len as u64;
                 }
                 if let Some(tally) = &this.tally {
                     tally.sent(len);
+                }
+                if let Some(trailers) = f.trailers_ref() {
+                    this.trailers(trailers);
+                    // Trailers are a body's last frame: the response is whole, even
+                    // if its sender (an HTTP/2 stream) never asks for the end.
+                    this.finish(false);
                 }
             }
             Some(Err(_)) => {

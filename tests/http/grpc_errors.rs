@@ -6,6 +6,8 @@
 //! detection, which holds `UNAVAILABLE` against the upstream and never an
 //! application's own error.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -199,6 +201,10 @@ fn answer_for(path: &str) -> Vec<u8> {
         "/svc.S/Unavailable" => chunked("14"),
         "/svc.S/NotFound" => chunked("5"),
         "/svc.S/Ok" => chunked("0"),
+        // The head and one message, then nothing (see `serve_raw`).
+        "/svc.S/Hold" => "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n\
+             transfer-encoding: chunked\r\n\r\n5\r\n\0\0\0\0\0\r\n"
+            .to_owned(),
         // A 200 that ends without any status.
         _ => "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ncontent-length: 5\r\n\r\n\
              \0\0\0\0\0"
@@ -210,15 +216,34 @@ fn answer_for(path: &str) -> Vec<u8> {
 /// An HTTP/1.1 upstream written by hand, so its answers can carry chunked trailers:
 /// reads each request (head, and a Content-Length or chunked body) and answers by
 /// path, keeping the connection.
-async fn trailer_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+struct TrailerUpstream {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TrailerUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn trailer_upstream() -> TrailerUpstream {
     let listener = TcpListener::bind(loopback()).await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(serve_raw(stream));
         }
     });
-    (addr, task)
+    TrailerUpstream {
+        addr,
+        accepted,
+        task,
+    }
 }
 
 async fn serve_raw(mut stream: TcpStream) {
@@ -263,6 +288,11 @@ async fn serve_raw(mut stream: TcpStream) {
         if stream.write_all(&answer_for(&path)).await.is_err() {
             return;
         }
+        if path == "/svc.S/Hold" {
+            // Until the proxy closes the connection (or the test's bound passes).
+            let _ = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await;
+            return;
+        }
     }
 }
 
@@ -274,14 +304,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 const DETECTION: &str =
     "health: {passive: {consecutive_failures: 3, failure_rate_percent: 0, local_suspicion_ms: 0}}";
 
-async fn grpc_proxy(extra: &[&str]) -> (TestProxy, tokio::task::JoinHandle<()>) {
-    let (addr, task) = trailer_upstream().await;
-    let mut pool = PoolSpec::new("rpc").address("u", addr, 1);
+async fn grpc_proxy(extra: &[&str]) -> (TestProxy, TrailerUpstream) {
+    let upstream = trailer_upstream().await;
+    let mut pool = PoolSpec::new("rpc").address("u", upstream.addr, 1);
     for o in extra {
         pool = pool.opt(o);
     }
     let proxy = TestProxy::start(&config_yaml(&[pool], &[])).await;
-    (proxy, task)
+    (proxy, upstream)
 }
 
 fn failures(proxy: &TestProxy) -> u32 {
@@ -290,7 +320,7 @@ fn failures(proxy: &TestProxy) -> u32 {
 
 #[tokio::test]
 async fn unavailable_from_the_upstream_trips_detection_and_application_errors_never_do() {
-    let (proxy, _upstream) = grpc_proxy(&[DETECTION]).await;
+    let (proxy, upstream) = grpc_proxy(&[DETECTION]).await;
     let mut trips = proxy.proxy.snapshot().health.take_trips().unwrap();
     let mut h2 = h2_client(proxy.addr).await;
 
@@ -304,6 +334,8 @@ async fn unavailable_from_the_upstream_trips_detection_and_application_errors_ne
     }
     assert_eq!(failures(&proxy), 0);
     assert!(trips.try_recv().is_err(), "no trip for application errors");
+    // Trailers end a response: its connection went back to the pool each time.
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
 
     // UNAVAILABLE in the trailers, then trailers-only in the head: three in a row trip.
     call(&mut h2, "/svc.S/Unavailable", &[]).await;
@@ -364,4 +396,33 @@ async fn plain_http_to_the_same_upstream_is_judged_by_http_status_only() {
         .metrics()
         .encode()
         .contains("ringway_grpc_requests_total{code=\"UNAVAILABLE\",pool=\"rpc\"} 1"));
+}
+
+#[tokio::test]
+async fn a_call_the_client_leaves_counts_as_cancelled_and_not_against_the_upstream() {
+    let (proxy, _upstream) = grpc_proxy(&[DETECTION]).await;
+    let mut h2 = h2_client(proxy.addr).await;
+    let req = Request::post("http://ringway.test/svc.S/Hold")
+        .header("content-type", "application/grpc")
+        .body(full(&b"\0\0\0\0\0"[..]))
+        .unwrap();
+    let resp = within("head", h2.send_request(req)).await.expect("head");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = within("first message", body.frame()).await;
+    assert!(first.is_some_and(|f| f.is_ok()));
+    drop(body);
+    metric_line(
+        &proxy,
+        "ringway_grpc_requests_total{code=\"CANCELLED\",pool=\"rpc\"} 1",
+    )
+    .await;
+    let snapshot = proxy.proxy.snapshot();
+    let slot = &snapshot.pools[0].health.slots[0];
+    let now = ringway::health::detector::now_ms();
+    assert_eq!(
+        slot.window(now),
+        (0, 0),
+        "nothing recorded: (requests, failures)"
+    );
 }
