@@ -403,6 +403,7 @@ fn passive_map(passive: &Passive) -> Mapping {
         min_requests,
         classes,
         local_suspicion,
+        grpc_failures,
     } = passive;
     map([
         ("consecutive_failures", n(*consecutive_failures)),
@@ -411,6 +412,10 @@ fn passive_map(passive: &Passive) -> Mapping {
         ("min_requests", n(*min_requests)),
         ("count", list(class_names(classes))),
         ("local_suspicion_ms", ms(*local_suspicion)),
+        (
+            "count_grpc",
+            list(grpc_failures.iter().map(|c| Value::from(c.name()))),
+        ),
     ])
 }
 

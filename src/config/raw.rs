@@ -164,6 +164,7 @@ pub struct RawPassive {
     pub window_ms: Option<Value>,
     pub min_requests: Option<Value>,
     pub count: Option<Value>,
+    pub count_grpc: Option<Value>,
     pub local_suspicion_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
