@@ -28,6 +28,9 @@ pub struct PoolMetrics {
     /// Indexed like the pool's upstreams.
     pub(super) upstreams: Vec<UpstreamMetrics>,
     pub(super) request_bytes: IntCounter,
+    /// Indexed like [`super::RETRY_REASONS`].
+    pub(super) retries: [IntCounter; 8],
+    pub(super) retry_budget_exhausted: IntCounter,
     pub(super) grpc: GrpcCalls,
 }
 
@@ -104,6 +107,20 @@ impl PoolMetrics {
     /// Request body bytes taken from a client.
     pub fn request_bytes(&self) -> &IntCounter {
         &self.request_bytes
+    }
+
+    /// Counts an attempt sent on to the next upstream, by why.
+    pub fn retried_for(&self, reason: crate::proxy::retry::Reason) {
+        let i = crate::proxy::retry::Reason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.retries[i].inc();
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn retry_budget_exhausted(&self) {
+        self.retry_budget_exhausted.inc();
     }
 }
 

@@ -14,6 +14,8 @@
 //! | `ringway_request_duration_seconds` | histogram ([`REQUEST_DURATION_BUCKETS`]) | `pool`, `upstream` |
 //! | `ringway_requests_in_flight` | gauge | |
 //! | `ringway_request_bytes_total` | counter | `pool` |
+//! | `ringway_retries_total` | counter | `pool`, `reason` (`connect`, `refused_stream`, `reset`, `timeout`, `502`, `503`, `504`, `grpc_unavailable`) |
+//! | `ringway_retry_budget_exhausted_total` | counter | `pool` |
 //! | `ringway_grpc_requests_total` | counter | `pool`, `code` (`OK` .. `UNAUTHENTICATED`) |
 //! | `ringway_response_bytes_total` | counter | `pool`, `upstream` |
 //! | `ringway_upstream_connect_errors_total` | counter | `pool`, `upstream` |
@@ -87,6 +89,19 @@ pub const STORAGE_SYNC_BUCKETS: [f64; 16] = [
 /// Values of the `class` label, indexed by `status / 100 - 1`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Values of the `reason` label of `ringway_retries_total`, indexed like
+/// `proxy::retry::Reason::ALL`.
+pub const RETRY_REASONS: [&str; 8] = [
+    "connect",
+    "refused_stream",
+    "reset",
+    "timeout",
+    "502",
+    "503",
+    "504",
+    "grpc_unavailable",
+];
+
 /// Values of the `phase` label of `ringway_upstream_timeouts_total`.
 const PHASES: [&str; 2] = ["connect", "response"];
 
@@ -104,6 +119,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     request_bytes: IntCounterVec,
+    retry_reasons: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
     grpc_requests: IntCounterVec,
     response_bytes: IntCounterVec,
     connect_errors: IntCounterVec,
@@ -163,6 +180,16 @@ impl Metrics {
                 pair,
             )
             .expect("valid metric"),
+            retry_reasons: counter_vec(
+                "ringway_retries_total",
+                "Attempts sent to the next upstream on the ring, by why the previous one was given up.",
+                &["pool", "reason"],
+            ),
+            retry_budget_exhausted: counter_vec(
+                "ringway_retry_budget_exhausted_total",
+                "Retries the pool's policy allowed but its retry budget refused.",
+                &["pool"],
+            ),
             request_bytes: counter_vec(
                 "ringway_request_bytes_total",
                 "Request body bytes received from clients and forwarded.",
@@ -246,11 +273,13 @@ impl Metrics {
             self.connections.with_label_values(&[kind]);
             self.connections_open.with_label_values(&[kind]);
         }
-        let own: [Box<dyn Collector>; 16] = [
+        let own: [Box<dyn Collector>; 18] = [
             Box::new(self.in_flight.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.duration.clone()),
             Box::new(self.request_bytes.clone()),
+            Box::new(self.retry_reasons.clone()),
+            Box::new(self.retry_budget_exhausted.clone()),
             Box::new(self.grpc_requests.clone()),
             Box::new(self.response_bytes.clone()),
             Box::new(self.connect_errors.clone()),
@@ -349,6 +378,11 @@ impl Metrics {
                     none: self.exchange(pool.name, ""),
                     upstreams: upstreams.collect(),
                     request_bytes: self.request_bytes.with_label_values(&[pool.name]),
+                    retries: RETRY_REASONS
+                        .map(|r| self.retry_reasons.with_label_values(&[pool.name, r])),
+                    retry_budget_exhausted: self
+                        .retry_budget_exhausted
+                        .with_label_values(&[pool.name]),
                     grpc: self.grpc_calls(pool.name),
                 }
             })
@@ -414,6 +448,10 @@ impl Metrics {
         }
         for pool in exported.pools.difference(&pools) {
             let _ = self.request_bytes.remove_label_values(&[pool]);
+            let _ = self.retry_budget_exhausted.remove_label_values(&[pool]);
+            for reason in RETRY_REASONS {
+                let _ = self.retry_reasons.remove_label_values(&[pool, reason]);
+            }
             for code in ALL_CODES {
                 let _ = self
                     .grpc_requests

@@ -34,7 +34,7 @@ use access::AccessLog;
 use body::{IdleBody, ProxyBody, Tally, Target};
 use error::{ConnectError, HeadFault, ProxyError};
 pub use headers::Origin;
-use replay::UpBody;
+use replay::{Resend, UpBody};
 pub use snapshot::{PoolState, Snapshot};
 use upstream::{PooledConn, SendError, Sender, UpstreamClient};
 
@@ -210,7 +210,10 @@ impl Proxy {
         if let (false, Some(m)) = (body.is_end_stream(), metrics) {
             body = body.counting(m.request_bytes().clone());
         }
-        let body = UpBody::new(body, pool.may_refuse_streams());
+        // Kept for a second attempt when one may follow the request being sent.
+        let keep = (pool.may_refuse_streams() || pool.retry.may_resend(&parts.method))
+            .then_some(pool.retry.max_body_bytes);
+        let body = UpBody::new(body, keep);
         let req = Request::from_parts(parts, body);
         let Forwarded {
             upstream,
@@ -270,9 +273,13 @@ fn key_hash(pool: &PoolState, req: &Request<Incoming>, origin: &Origin) -> Resul
     }
 }
 
-/// Sends `req` to the key's upstream, failing over along the ring while nothing has
-/// been sent: at most `max_attempts` distinct upstreams. `target.upstream` becomes the
-/// upstream that answered, or that failed once the request was sent.
+/// Sends `req` to the key's upstream, walking the ring to the next distinct upstream
+/// while an attempt fails in a way the pool retries: at most `max_attempts` upstreams.
+/// A connect failure (nothing sent) and a stream an HTTP/2 upstream refused go on at
+/// once; a reset, a response-head timeout or a retryable status go on only for the
+/// policy's methods, when the request can be sent again whole, after a backoff, and
+/// within the pool's retry budget. `target.upstream` becomes the upstream that
+/// answered, or that failed once the request was sent.
 async fn forward(
     pool: &PoolState,
     metrics: Option<&PoolMetrics>,
@@ -287,59 +294,165 @@ async fn forward(
     }
     let mut req = req;
     let grpc_call = grpc::is_grpc(req.headers());
+    let policy = &pool.retry;
+    // Whether outcomes after sending may be retried for this request at all.
+    let resendable = policy.may_resend(req.method());
     let mut attempts = 0;
     let mut timeouts = 0;
+    let mut backoffs = 0;
     let mut last = String::new();
+    // Held while a retry that costs the upstreams is in flight.
+    let mut _permit: Option<retry::RetryPermit> = None;
     let now = detector::now_ms();
-    for index in pool
+    let mut candidates = pool
         .health
         .candidates(&pool.ring, hash, pool.max_attempts, now)
-    {
+        .peekable();
+    while let Some(index) = candidates.next() {
         let upstream = &pool.upstreams[index];
         let counted = metrics.and_then(|m| m.upstream(index));
         if let (true, Some(m)) = (attempts > 0, counted) {
             m.retried();
         }
         attempts += 1;
+        let resend = match req.body() {
+            UpBody::Direct(_) => None,
+            _ if resendable || upstream.may_refuse_streams() => Resend::of(&req),
+            _ => None,
+        };
         let inflight = pool.health.begin(index);
         let result = attempt(pool, upstream, req).await;
         let known = outcome(&result, grpc_call);
         if let Some(outcome) = known {
             pool.health.record(index, outcome, detector::now_ms());
         }
-        match result {
+        let more = candidates.peek().is_some();
+        // A retry that costs the upstreams, if the policy, the request and the budget
+        // all allow one: the request again, and how long to wait first.
+        let mut retry_costly = |reason: retry::Reason, wait: Option<Duration>| {
+            if !(resendable && more) {
+                return None;
+            }
+            let next = resend.as_ref()?.request()?;
+            let requests = pool
+                .health
+                .inflight
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let Some(permit) = pool.retry_budget.try_acquire(policy, requests) else {
+                if let Some(m) = metrics {
+                    m.retry_budget_exhausted();
+                }
+                return None;
+            };
+            _permit = Some(permit);
+            backoffs += 1;
+            let wait = wait.unwrap_or_else(|| retry::backoff(policy, backoffs));
+            Some((next, reason, wait))
+        };
+        let (next, reason, wait) = match result {
             Ok((response, conn)) => {
-                target.set_upstream(index);
-                return Ok(Forwarded {
-                    upstream: index,
-                    response,
-                    conn,
-                    // A gRPC call's status may come only in the trailers: the
-                    // response body records the outcome then.
-                    inflight: inflight.map(|f| f.pending(known.is_none())),
-                });
+                let reason = retry_reason(policy, grpc_call, &response);
+                let wait = match reason {
+                    Some(retry::Reason::Status503) => {
+                        match retry::retry_after(response.headers()) {
+                            retry::RetryAfter::Absent => Some(None),
+                            retry::RetryAfter::Wait(w) => Some(Some(w)),
+                            retry::RetryAfter::TooLong => None,
+                        }
+                    }
+                    Some(_) => Some(None),
+                    None => None,
+                };
+                let again = match (reason, wait) {
+                    (Some(reason), Some(wait)) => retry_costly(reason, wait),
+                    _ => None,
+                };
+                let Some(again) = again else {
+                    target.set_upstream(index);
+                    return Ok(Forwarded {
+                        upstream: index,
+                        response,
+                        conn,
+                        // A gRPC call's status may come only in the trailers: the
+                        // response body records the outcome then.
+                        inflight: inflight.map(|f| f.pending(known.is_none())),
+                    });
+                };
+                // The answer is dropped unread: its connection is not reused.
+                drop((response, conn));
+                last = format!("{}: answered {}", upstream.id, again.1.label());
+                again
             }
             // The client failed its own request: nothing is held against the upstream,
             // and the answer is ringway's, not the upstream's.
             Err(Attempt::Client(e)) => return Err(e),
+            Err(Attempt::Refused(why)) => {
+                tracing::debug!(pool = %pool.name, upstream = %upstream.id, error = %why, "stream refused before processing, trying the next on the ring");
+                let again = match more {
+                    true => resend.as_ref().and_then(Resend::request),
+                    false => None,
+                };
+                match again {
+                    Some(next) => (next, retry::Reason::RefusedStream, Duration::ZERO),
+                    None => {
+                        target.set_upstream(index);
+                        return Err(ProxyError::UpstreamFailed {
+                            upstream: upstream.id.to_string(),
+                            reason: format!("stream refused before processing ({why}); no upstream left to send it to, or its body was too long to send again"),
+                        });
+                    }
+                }
+            }
             Err(Attempt::Fatal(e)) => {
-                target.set_upstream(index);
                 if let (ProxyError::ResponseTimedOut { .. }, Some(m)) = (&e, counted) {
                     m.response_timed_out();
                 }
-                return Err(e);
+                let reason = match &e {
+                    ProxyError::ResponseTimedOut { .. } if policy.on.timeout => {
+                        Some(retry::Reason::Timeout)
+                    }
+                    ProxyError::UpstreamFailed { .. } if policy.on.reset => {
+                        Some(retry::Reason::Reset)
+                    }
+                    _ => None,
+                };
+                match reason.and_then(|r| retry_costly(r, None)) {
+                    Some(again) => {
+                        tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %e, "upstream failed, retrying on the next on the ring");
+                        last = format!("{}: {e}", upstream.id);
+                        again
+                    }
+                    None => {
+                        target.set_upstream(index);
+                        return Err(e);
+                    }
+                }
             }
             Err(Attempt::Retry(back, why)) => {
-                tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %why, "upstream unreachable, trying the next on the ring");
                 let timed_out = matches!(why, ConnectError::TimedOut);
                 if let Some(m) = counted {
                     m.connect_failed(timed_out);
                 }
                 timeouts += timed_out as usize;
                 last = format!("{}: {why}", upstream.id);
-                req = *back;
+                let reason = match why {
+                    ConnectError::StreamRefused(_) => retry::Reason::RefusedStream,
+                    _ => retry::Reason::Connect,
+                };
+                if !policy.on.connect && reason == retry::Reason::Connect {
+                    break;
+                }
+                tracing::warn!(pool = %pool.name, upstream = %upstream.id, error = %why, "upstream unreachable, trying the next on the ring");
+                (*back, reason, Duration::ZERO)
             }
+        };
+        if let Some(m) = metrics {
+            m.retried_for(reason);
         }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        req = next;
     }
     if timeouts == attempts {
         return Err(ProxyError::ConnectTimedOut {
@@ -352,6 +465,24 @@ async fn forward(
         attempts,
         last,
     })
+}
+
+/// Why the pool would retry this answer, if it would: a 502, 503 or 504 the policy
+/// names, or a gRPC call answered UNAVAILABLE in its head (a trailers-only answer).
+fn retry_reason(
+    policy: &crate::config::RetryPolicy,
+    grpc_call: bool,
+    response: &Response<Incoming>,
+) -> Option<retry::Reason> {
+    let status = response.status().as_u16();
+    if policy.on.status(status) {
+        return retry::Reason::of_status(status);
+    }
+    let unavailable = policy.on.grpc_unavailable
+        && grpc_call
+        && status == 200
+        && response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"14");
+    unavailable.then_some(retry::Reason::GrpcUnavailable)
 }
 
 /// What detection learns from one attempt: nothing when the client was at fault, or
@@ -370,7 +501,7 @@ fn outcome(result: &Result<Exchange, Attempt>, grpc_call: bool) -> Option<Outcom
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },
-        Err(Attempt::Client(_)) => return None,
+        Err(Attempt::Client(_) | Attempt::Refused(_)) => return None,
         Err(Attempt::Fatal(ProxyError::ResponseTimedOut { .. })) => Outcome::Timeout,
         Err(Attempt::Fatal(_)) => Outcome::Reset,
     })
@@ -379,6 +510,9 @@ fn outcome(result: &Result<Exchange, Attempt>, grpc_call: bool) -> Option<Outcom
 enum Attempt {
     /// Nothing was sent: the request comes back for the next upstream.
     Retry(Box<Request<UpBody>>, ConnectError),
+    /// An HTTP/2 upstream refused the stream before processing it; the request went
+    /// with it (it is sent again from what [`Resend`] kept).
+    Refused(String),
     /// The upstream failed after the request was (perhaps) sent.
     Fatal(ProxyError),
     /// The client failed while its request was being sent (its body broke, stalled
@@ -472,10 +606,7 @@ async fn send(
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
-        Ok(Err(SendError::Refused(req, e))) => Err(Attempt::Retry(
-            req,
-            ConnectError::StreamRefused(describe(&e)),
-        )),
+        Ok(Err(SendError::Refused(e))) => Err(Attempt::Refused(describe(&e))),
         Ok(Err(SendError::Failed(e))) => match client_fault(&client) {
             Some(fault) => Err(Attempt::Client(ProxyError::ClientBody(fault))),
             None => Err(Attempt::Fatal(ProxyError::UpstreamFailed {

@@ -1,12 +1,13 @@
-//! Request bodies on their way upstream, and sending one again from its start.
+//! Request bodies on their way upstream, and sending a request again from its start.
 //!
-//! An HTTP/2 upstream may refuse a stream it never processed (`REFUSED_STREAM`, or a
-//! `GOAWAY` whose last stream id is below it). Such a request is safe to send to the
-//! next upstream on the ring, but by then the connection has taken some of its body.
-//! A [`ReplayBody`] keeps what was taken, up to [`MAX_REPLAY_BYTES`], and a replay
-//! sends that again before reading on from the client. A body larger than the bound
-//! stops being kept (and cannot be replayed) as soon as it passes it: nothing large is
-//! ever held.
+//! A request is sent again to the next upstream on the ring when an HTTP/2 upstream
+//! refused its stream before processing it (`REFUSED_STREAM`, or a `GOAWAY` whose last
+//! stream id is below it), or when the pool's retry policy allows it after a reset, a
+//! timeout or a retryable status. By then the first connection has taken some of the
+//! body. A [`ReplayBody`] keeps what was taken, up to the pool's
+//! `retry.max_body_bytes`, and a replay sends that again before reading on from the
+//! client. A body larger than the bound stops being kept (and cannot be replayed) as
+//! soon as it passes it: nothing large is ever held. [`Resend`] keeps the head.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,11 +19,6 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::watch;
 
 use super::body::{BoxError, ClientSide, RequestBody};
-
-/// Most bytes of a request body kept so that the request can be sent again: enough
-/// for the unary calls and small API bodies that make up nearly all requests, small
-/// enough that thousands in flight hold a few hundred MiB at worst.
-pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
 
 /// The body of a request as it is handed to an upstream connection.
 #[derive(Debug)]
@@ -64,14 +60,12 @@ impl Rewind {
 }
 
 impl UpBody {
-    /// `body` as sent once, or kept for a replay.
-    pub fn new(body: RequestBody, replayable: bool) -> UpBody {
-        if body.is_end_stream() {
-            UpBody::Empty
-        } else if replayable {
-            UpBody::Replay(ReplayBody::new(body))
-        } else {
-            UpBody::Direct(body)
+    /// `body` as sent once, or (`keep` some) kept for a replay up to that many bytes.
+    pub fn new(body: RequestBody, keep: Option<usize>) -> UpBody {
+        match keep {
+            _ if body.is_end_stream() => UpBody::Empty,
+            Some(limit) => UpBody::Replay(ReplayBody::new(body, limit)),
+            None => UpBody::Direct(body),
         }
     }
 
@@ -137,6 +131,39 @@ impl Body for UpBody {
     }
 }
 
+/// What it takes to send a request again: its head, and its body from the start.
+#[derive(Debug)]
+pub struct Resend {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: HeaderMap,
+    rewind: Rewind,
+}
+
+impl Resend {
+    /// Keeps `req`'s head; `None` when its body cannot be sent again.
+    pub fn of(req: &http::Request<UpBody>) -> Option<Resend> {
+        Some(Resend {
+            rewind: req.body().rewind()?,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    /// The request again, or `None` when more of its body was taken than is kept.
+    pub fn request(&self) -> Option<http::Request<UpBody>> {
+        let mut req = http::Request::new(self.rewind.body()?);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        Some(req)
+    }
+}
+
 /// A frame taken from the client's body and kept.
 #[derive(Debug)]
 enum Kept {
@@ -150,7 +177,9 @@ pub struct Shared {
     source: RequestBody,
     kept: Vec<Kept>,
     kept_bytes: usize,
-    /// More than [`MAX_REPLAY_BYTES`] was taken: `kept` is emptied, no replay.
+    /// Most bytes kept.
+    limit: usize,
+    /// More than `limit` was taken: `kept` is emptied, no replay.
     overflowed: bool,
     /// Only the newest reader may read; an older one (a refused stream's body that
     /// the connection has not dropped yet) gets an error.
@@ -171,12 +200,13 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl ReplayBody {
-    fn new(source: RequestBody) -> ReplayBody {
+    fn new(source: RequestBody, limit: usize) -> ReplayBody {
         ReplayBody {
             shared: Arc::new(Mutex::new(Shared {
                 source,
                 kept: Vec::new(),
                 kept_bytes: 0,
+                limit,
                 overflowed: false,
                 generation: 0,
             })),
@@ -215,7 +245,7 @@ impl Body for ReplayBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if !s.overflowed {
                 let len = frame.data_ref().map_or(0, Bytes::len);
-                if s.kept_bytes + len > MAX_REPLAY_BYTES {
+                if s.kept_bytes + len > s.limit {
                     s.overflowed = true;
                     s.kept = Vec::new();
                     s.kept_bytes = 0;

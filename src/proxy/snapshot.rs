@@ -26,6 +26,10 @@ pub struct PoolState {
     pub upstreams: Vec<Arc<UpstreamClient>>,
     /// Detector slots, ejections and load, indexed like `upstreams`.
     pub health: PoolHealth,
+    /// The pool's retry policy, and its budget (kept across snapshots while the pool
+    /// lasts).
+    pub retry: crate::config::RetryPolicy,
+    pub retry_budget: Arc<super::retry::RetryBudget>,
     /// Requests to this pool keep the start of their bodies so that a stream an
     /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
     pub keep_bodies: bool,
@@ -111,6 +115,9 @@ impl Snapshot {
                     Some((None, true)) | None => p.upstreams.clone(),
                 };
                 let mut state = build_pool(p, &members, &reuse);
+                if let Some(old) = previous.and_then(|s| s.pool(&p.name)) {
+                    state.retry_budget = old.retry_budget.clone();
+                }
                 let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
                 let breakers = cluster.and_then(|c| c.breakers(&p.name));
                 let ids: Vec<Arc<str>> = state.upstreams.iter().map(|u| u.id.clone()).collect();
@@ -179,6 +186,8 @@ fn build_pool(
         ring: ring_of(members, pool.vnodes),
         upstreams,
         health: PoolHealth::default(),
+        retry: pool.retry.clone(),
+        retry_budget: Arc::default(),
         keep_bodies: match pool.protocol {
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => pool.tls.is_some(),

@@ -23,6 +23,7 @@ mod h2_upstream;
 mod metrics;
 mod proxy;
 mod proxy_limits;
+mod retry;
 mod status;
 mod tls;
 mod tracing_headers;

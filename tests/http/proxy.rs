@@ -820,13 +820,14 @@ fn silent_handler() -> Handler {
 }
 
 #[tokio::test]
-async fn upstream_that_never_answers_gives_504_naming_it_and_is_not_retried() {
+async fn upstream_that_never_answers_gives_504_naming_it_when_timeouts_are_not_retried() {
     let silent = Upstream::start("silent", silent_handler()).await;
     let other = Upstream::echo("other").await;
     let yaml = config_yaml(
         &[PoolSpec::new("web")
             .opt("hash_key: path")
             .opt("response_header_timeout_ms: 300")
+            .opt("retry: {on: [connect, reset]}")
             .upstream(&silent)
             .upstream(&other)],
         &[],
@@ -845,7 +846,23 @@ async fn upstream_that_never_answers_gives_504_naming_it_and_is_not_retried() {
     assert_eq!(
         other.accepted(),
         0,
-        "a request that was sent is never retried elsewhere"
+        "a request that was sent is not retried elsewhere unless the policy says so"
+    );
+    // By default a GET whose response head timed out goes on to the next upstream
+    // (as nginx's `proxy_next_upstream error timeout`).
+    let yaml = config_yaml(
+        &[PoolSpec::new("web")
+            .opt("hash_key: path")
+            .opt("response_header_timeout_ms: 300")
+            .upstream(&silent)
+            .upstream(&other)],
+        &[],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let r = proxy.get(&key).await;
+    assert_eq!(
+        (r.status, r.upstream()),
+        (StatusCode::OK, "other".to_owned())
     );
 }
 

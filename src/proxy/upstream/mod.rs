@@ -12,8 +12,8 @@
 //! HTTP/2: a request takes a stream slot on a shared connection (see [`h2`]); its
 //! [`PooledConn`] holds the slot until the response body ends or is dropped. A stream
 //! the upstream refused before processing it (`REFUSED_STREAM`, or above the last
-//! stream id of a graceful `GOAWAY`) comes back as [`SendError::Refused`] with the
-//! request rebuilt, when its body can be sent again (see [`super::replay`]).
+//! stream id of a graceful `GOAWAY`) comes back as [`SendError::Refused`]: the forward
+//! path sends it again elsewhere when its body can be (see [`super::replay`]).
 
 pub mod h2;
 
@@ -103,9 +103,9 @@ pub enum SendError {
     /// The request was never written (the connection had closed): it comes back and
     /// may go elsewhere.
     NotSent(Box<Request<UpBody>>, hyper::Error),
-    /// An HTTP/2 upstream refused the stream before processing it; the request was
-    /// rebuilt from its start and may go to the next upstream.
-    Refused(Box<Request<UpBody>>, hyper::Error),
+    /// An HTTP/2 upstream refused the stream before processing it: the request may go
+    /// to the next upstream, if it can be sent again (see `replay::Resend`).
+    Refused(hyper::Error),
     /// The request may have been written: it must not be sent again.
     Failed(hyper::Error),
 }
@@ -334,7 +334,6 @@ impl UpstreamClient {
         lease: Lease,
         req: Request<UpBody>,
     ) -> Result<(Response<Incoming>, PooledConn), SendError> {
-        let rewind = req.body().rewind().map(|body| (body, head_of(&req)));
         let req = self.h2_form(req);
         let mut sender = lease.sender();
         match sender.try_send_request(req).await {
@@ -350,12 +349,9 @@ impl UpstreamClient {
                     return Err(SendError::NotSent(Box::new(req), e.into_error()));
                 }
                 let e = e.into_error();
-                match (refused_before_processing(&e), rewind) {
-                    (true, Some((rewind, head))) => match rewind.body() {
-                        Some(body) => Err(SendError::Refused(Box::new(head.with(body)), e)),
-                        None => Err(SendError::Failed(e)),
-                    },
-                    _ => Err(SendError::Failed(e)),
+                match refused_before_processing(&e) {
+                    true => Err(SendError::Refused(e)),
+                    false => Err(SendError::Failed(e)),
                 }
             }
         }
@@ -419,35 +415,6 @@ const MAX_CONCURRENT_RESET_STREAMS: usize = 10;
 /// Largest response header list ringway accepts from an HTTP/2 upstream (the same
 /// order as the client side's header limit).
 const MAX_RESPONSE_HEADER_LIST: u32 = 64 * 1024;
-
-/// The parts of a request head needed to send it again (extensions are not kept:
-/// ringway sets none that matter upstream).
-struct Head {
-    method: http::Method,
-    uri: Uri,
-    version: Version,
-    headers: http::HeaderMap,
-}
-
-fn head_of(req: &Request<UpBody>) -> Head {
-    Head {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        headers: req.headers().clone(),
-    }
-}
-
-impl Head {
-    fn with(self, body: UpBody) -> Request<UpBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers;
-        req
-    }
-}
 
 /// Whether an HTTP/2 upstream declined the stream before doing anything with it
 /// (RFC 9113 §8.7): it reset the stream with `REFUSED_STREAM`, or sent a graceful
