@@ -209,11 +209,13 @@ impl ProxyError {
         match self {
             ProxyError::NoPool { .. } => Code::Unimplemented,
             ProxyError::MissingKey { .. } | ProxyError::BadHead(_) => Code::InvalidArgument,
+            // Nothing reached an upstream when connects timed out: UNAVAILABLE, which
+            // gRPC clients may retry, as the gRPC guidance has it for connect failures.
             ProxyError::EmptyPool { .. }
             | ProxyError::Unreachable { .. }
+            | ProxyError::ConnectTimedOut { .. }
             | ProxyError::UpstreamFailed { .. } => Code::Unavailable,
-            ProxyError::ConnectTimedOut { .. }
-            | ProxyError::ResponseTimedOut { .. }
+            ProxyError::ResponseTimedOut { .. }
             | ProxyError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ProxyError::ClientBody(BodyFault::Malformed(_)) => Code::Internal,
             ProxyError::ClientBody(_) => Code::Cancelled,
@@ -390,7 +392,7 @@ mod tests {
                     pool: up("p"),
                     attempts: 1,
                 },
-                Code::DeadlineExceeded,
+                Code::Unavailable,
             ),
             (
                 ProxyError::ResponseTimedOut { upstream: up("a") },
