@@ -13,8 +13,8 @@ use serde_yaml::{Mapping, Value};
 use crate::config::access_log::{AccessFormat, AccessLog};
 use crate::config::health::{Active, FailureClasses, Health, Passive, Policy};
 use crate::config::{
-    Admin, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits, Listener,
-    ListenerTls, Node, Pool, PoolTls, RetryPolicy, Timeouts, Upstream,
+    Admin, AtLimit, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits,
+    Listener, ListenerTls, Node, Pool, PoolTls, RetryPolicy, Timeouts, Upstream, UpstreamLimits,
 };
 
 /// The YAML text of `config`, with a first comment line naming `source`.
@@ -258,6 +258,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         protocol,
         http2,
         retry,
+        upstream_limits,
         health,
         hash_balance_factor,
     } = pool;
@@ -296,8 +297,31 @@ fn pool_map(pool: &Pool) -> Mapping {
                 .flatten(),
         ),
         ("retry", mapping(retry_map(retry))),
+        (
+            "upstream_limits",
+            upstream_limits
+                .max_inflight
+                .and_then(|max| mapping(upstream_limits_map(max, upstream_limits))),
+        ),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
+    ])
+}
+
+fn upstream_limits_map(max_inflight: usize, limits: &UpstreamLimits) -> Mapping {
+    let UpstreamLimits {
+        max_inflight: _,
+        at_limit,
+        queue_timeout,
+    } = limits;
+    let at_limit = match at_limit {
+        AtLimit::Spill => "spill",
+        AtLimit::Queue => "queue",
+    };
+    map([
+        ("max_inflight", size(max_inflight)),
+        ("at_limit", Some(Value::from(at_limit))),
+        ("queue_timeout_ms", ms(*queue_timeout)),
     ])
 }
 

@@ -600,6 +600,7 @@ impl Checker {
         let protocol = self.protocol(path, &raw.protocol, tls.is_some());
         let http2 = self.http2(path, raw.http2, protocol);
         let retry = self.retry(path, raw.retry);
+        let upstream_limits = self.upstream_limits(path, raw.upstream_limits);
         let health = self.health(path, raw.health);
         if let Err(why) = health.breaker.check() {
             self.error(format!("{path}.health.breaker"), why);
@@ -620,6 +621,7 @@ impl Checker {
             protocol: protocol?,
             http2,
             retry,
+            upstream_limits,
             health,
             hash_balance_factor,
         })

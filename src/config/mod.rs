@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
 pub use http2::{Http2Settings, UpstreamProtocol};
-pub use retry::{RetryOn, RetryPolicy};
+pub use retry::{AtLimit, RetryOn, RetryPolicy, UpstreamLimits};
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
 pub use build::{parse_upstream_addr, FieldError};
@@ -277,6 +277,8 @@ pub struct Pool {
     pub http2: Http2Settings,
     /// Which failed attempts are tried again on the next upstream (`retry`).
     pub retry: RetryPolicy,
+    /// Caps per upstream on this instance (`upstream_limits`).
+    pub upstream_limits: UpstreamLimits,
     /// Detection, active checks and breaker policy (`health`).
     pub health: health::Health,
     /// Bounded load: an upstream with more than this percentage of the pool's mean

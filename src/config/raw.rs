@@ -105,6 +105,7 @@ pub struct RawPool {
     pub protocol: Option<Value>,
     pub http2: Option<RawHttp2>,
     pub retry: Option<RawRetry>,
+    pub upstream_limits: Option<RawUpstreamLimits>,
     pub health: Option<RawHealth>,
     pub hash_balance_factor: Option<Value>,
     #[serde(flatten)]
@@ -166,6 +167,16 @@ pub struct RawPassive {
     pub count: Option<Value>,
     pub count_grpc: Option<Value>,
     pub local_suspicion_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].upstream_limits`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawUpstreamLimits {
+    pub max_inflight: Option<Value>,
+    pub at_limit: Option<Value>,
+    pub queue_timeout_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

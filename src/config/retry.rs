@@ -164,3 +164,25 @@ impl RetryPolicy {
         after_send && self.methods.contains(method)
     }
 }
+
+/// What a request does when its upstream is at `max_inflight` (`upstream_limits.at_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtLimit {
+    /// Goes to the next upstream on the ring, as bounded load does (the default).
+    #[default]
+    Spill,
+    /// Waits for a free place at its own upstream up to `queue_timeout_ms`, then 503.
+    Queue,
+}
+
+/// Waiting requests give up after this long by default.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `pools[].upstream_limits`: caps per upstream, on each instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamLimits {
+    /// Requests in flight to one upstream from this instance; `None`: no cap.
+    pub max_inflight: Option<usize>,
+    pub at_limit: AtLimit,
+    pub queue_timeout: Duration,
+}

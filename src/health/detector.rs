@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -136,6 +136,8 @@ pub struct UpstreamHealth {
     /// The cluster has it ejected (as of the latest snapshot): no trips then.
     ejected: AtomicBool,
     inflight: AtomicUsize,
+    /// Told when a request in flight ends, for requests queued at `max_inflight`.
+    freed: tokio::sync::Notify,
     trips: mpsc::Sender<Trip>,
     dropped: Arc<AtomicU64>,
 }
@@ -156,6 +158,7 @@ impl UpstreamHealth {
             last_trip_ms: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
             trips: hub.trips.clone(),
             dropped: hub.dropped.clone(),
         }
@@ -323,6 +326,8 @@ pub struct InFlight {
     total: Arc<AtomicUsize>,
     /// The outcome is still to be recorded, by [`InFlight::settle`].
     pending: bool,
+    /// Taken under `max_inflight`: its end may let a queued request in.
+    limited: bool,
 }
 
 impl InFlight {
@@ -350,6 +355,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.slot.inflight.fetch_sub(1, Relaxed);
         self.total.fetch_sub(1, Relaxed);
+        if self.limited {
+            self.slot.freed.notify_one();
+        }
     }
 }
 
@@ -426,7 +434,39 @@ impl PoolHealth {
             slot,
             total: self.inflight.clone(),
             pending: false,
+            limited: false,
         })
+    }
+
+    /// Starts counting a request to upstream `index` as in flight if fewer than `max`
+    /// are; `None` at the cap (or for an unknown index).
+    pub fn try_begin(&self, index: usize, max: usize) -> Option<InFlight> {
+        let slot = self.slots.get(index)?;
+        slot.inflight
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        self.inflight.fetch_add(1, Relaxed);
+        Some(InFlight {
+            slot: slot.clone(),
+            total: self.inflight.clone(),
+            pending: false,
+            limited: true,
+        })
+    }
+
+    /// Waits up to `wait` for a place under `max` at upstream `index`.
+    pub async fn begin_within(&self, index: usize, max: usize, wait: Duration) -> Option<InFlight> {
+        let slot = self.slots.get(index)?.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let freed = slot.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(f) = self.try_begin(index, max) {
+                return Some(f);
+            }
+            tokio::time::timeout_at(deadline, freed).await.ok()?;
+        }
     }
 
     /// Records an outcome of upstream `index`.

@@ -53,6 +53,8 @@ pub struct UpstreamMetrics {
     pub(super) connect_timeouts: IntCounter,
     pub(super) response_timeouts: IntCounter,
     pub(super) retries: IntCounter,
+    /// Indexed like [`super::LIMIT_ACTIONS`].
+    pub(super) limited: [IntCounter; 3],
 }
 
 /// What is counted of a finished exchange, for one (pool, upstream) pair.
@@ -136,6 +138,21 @@ impl UpstreamMetrics {
     /// No response head in time (or the request body was not taken in time).
     pub fn response_timed_out(&self) {
         self.response_timeouts.inc();
+    }
+
+    /// The upstream was at `max_inflight`: the request spilled to the next one.
+    pub fn spilled(&self) {
+        self.limited[0].inc();
+    }
+
+    /// The upstream was at `max_inflight`: the request waited for a place.
+    pub fn queued(&self) {
+        self.limited[1].inc();
+    }
+
+    /// The request waited for a place for the whole queue timeout.
+    pub fn rejected(&self) {
+        self.limited[2].inc();
     }
 
     /// The request came to this upstream after an earlier one failed.

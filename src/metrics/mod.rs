@@ -16,6 +16,7 @@
 //! | `ringway_request_bytes_total` | counter | `pool` |
 //! | `ringway_retries_total` | counter | `pool`, `reason` (`connect`, `refused_stream`, `reset`, `timeout`, `502`, `503`, `504`, `grpc_unavailable`) |
 //! | `ringway_retry_budget_exhausted_total` | counter | `pool` |
+//! | `ringway_upstream_limited_total` | counter | `pool`, `upstream`, `action` (`spilled`, `queued`, `rejected`) |
 //! | `ringway_grpc_requests_total` | counter | `pool`, `code` (`OK` .. `UNAUTHENTICATED`) |
 //! | `ringway_response_bytes_total` | counter | `pool`, `upstream` |
 //! | `ringway_upstream_connect_errors_total` | counter | `pool`, `upstream` |
@@ -89,6 +90,9 @@ pub const STORAGE_SYNC_BUCKETS: [f64; 16] = [
 /// Values of the `class` label, indexed by `status / 100 - 1`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Values of the `action` label of `ringway_upstream_limited_total`.
+pub const LIMIT_ACTIONS: [&str; 3] = ["spilled", "queued", "rejected"];
+
 /// Values of the `reason` label of `ringway_retries_total`, indexed like
 /// `proxy::retry::Reason::ALL`.
 pub const RETRY_REASONS: [&str; 8] = [
@@ -121,6 +125,7 @@ pub struct Metrics {
     request_bytes: IntCounterVec,
     retry_reasons: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
+    limited: IntCounterVec,
     grpc_requests: IntCounterVec,
     response_bytes: IntCounterVec,
     connect_errors: IntCounterVec,
@@ -184,6 +189,11 @@ impl Metrics {
                 "ringway_retries_total",
                 "Attempts sent to the next upstream on the ring, by why the previous one was given up.",
                 &["pool", "reason"],
+            ),
+            limited: counter_vec(
+                "ringway_upstream_limited_total",
+                "Requests that found the upstream at upstream_limits.max_inflight: passed to the next on the ring (spilled), waited (queued), or gave up waiting (rejected).",
+                &["pool", "upstream", "action"],
             ),
             retry_budget_exhausted: counter_vec(
                 "ringway_retry_budget_exhausted_total",
@@ -273,13 +283,14 @@ impl Metrics {
             self.connections.with_label_values(&[kind]);
             self.connections_open.with_label_values(&[kind]);
         }
-        let own: [Box<dyn Collector>; 18] = [
+        let own: [Box<dyn Collector>; 19] = [
             Box::new(self.in_flight.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.duration.clone()),
             Box::new(self.request_bytes.clone()),
             Box::new(self.retry_reasons.clone()),
             Box::new(self.retry_budget_exhausted.clone()),
+            Box::new(self.limited.clone()),
             Box::new(self.grpc_requests.clone()),
             Box::new(self.response_bytes.clone()),
             Box::new(self.connect_errors.clone()),
@@ -421,6 +432,7 @@ impl Metrics {
                 .timeouts
                 .with_label_values(&[pool, upstream, PHASES[1]]),
             retries: self.retries.with_label_values(&labels),
+            limited: LIMIT_ACTIONS.map(|a| self.limited.with_label_values(&[pool, upstream, a])),
         }
     }
 
@@ -440,6 +452,11 @@ impl Metrics {
             let _ = self.connect_errors.remove_label_values(&labels);
             let _ = self.retries.remove_label_values(&labels);
             let _ = self.ring_points.remove_label_values(&labels);
+            for action in LIMIT_ACTIONS {
+                let _ = self
+                    .limited
+                    .remove_label_values(&[pool.as_str(), up.as_str(), action]);
+            }
             for phase in PHASES {
                 let _ = self
                     .timeouts

@@ -165,6 +165,9 @@ pub enum ProxyError {
     ClientBody(BodyFault),
     /// A gRPC call's own deadline (`grpc-timeout`) passed before a response head.
     DeadlineExceeded { timeout: Duration },
+    /// Every upstream tried was at the pool's `upstream_limits.max_inflight` (or the
+    /// key's upstream stayed there for the whole queue timeout).
+    AtLimit { pool: String, max_inflight: usize },
 }
 
 impl ProxyError {
@@ -193,6 +196,7 @@ impl ProxyError {
             }
             ProxyError::ClientBody(_) => (StatusCode::REQUEST_TIMEOUT, "slow_body"),
             ProxyError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "grpc_deadline"),
+            ProxyError::AtLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "at_limit"),
         }
     }
 
@@ -214,9 +218,11 @@ impl ProxyError {
             ProxyError::EmptyPool { .. }
             | ProxyError::Unreachable { .. }
             | ProxyError::ConnectTimedOut { .. }
-            | ProxyError::UpstreamFailed { .. } => Code::Unavailable,
-            ProxyError::ResponseTimedOut { .. }
-            | ProxyError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            | ProxyError::UpstreamFailed { .. }
+            | ProxyError::AtLimit { .. } => Code::Unavailable,
+            ProxyError::ResponseTimedOut { .. } | ProxyError::DeadlineExceeded { .. } => {
+                Code::DeadlineExceeded
+            }
             ProxyError::ClientBody(BodyFault::Malformed(_)) => Code::Internal,
             ProxyError::ClientBody(_) => Code::Cancelled,
         }
@@ -238,7 +244,8 @@ impl ProxyError {
             | ProxyError::BadHead(_)
             | ProxyError::ClientBody(_)
             | ProxyError::DeadlineExceeded { .. } => Fault::Client,
-            ProxyError::EmptyPool { .. } => Fault::Proxy,
+            // A cap of ringway's own configuration, not the upstream's doing.
+            ProxyError::EmptyPool { .. } | ProxyError::AtLimit { .. } => Fault::Proxy,
             ProxyError::Unreachable { .. }
             | ProxyError::ConnectTimedOut { .. }
             | ProxyError::ResponseTimedOut { .. }
@@ -249,7 +256,9 @@ impl ProxyError {
     /// Whether the request could be sent again (to this or another upstream).
     pub fn retry(&self) -> Retry {
         match self {
-            ProxyError::Unreachable { .. } | ProxyError::ConnectTimedOut { .. } => Retry::Safe,
+            ProxyError::Unreachable { .. }
+            | ProxyError::ConnectTimedOut { .. }
+            | ProxyError::AtLimit { .. } => Retry::Safe,
             ProxyError::ResponseTimedOut { .. } | ProxyError::UpstreamFailed { .. } => {
                 Retry::IfIdempotent
             }
@@ -299,6 +308,10 @@ impl fmt::Display for ProxyError {
                 f,
                 "no response within the call's grpc-timeout ({}ms)",
                 timeout.as_millis()
+            ),
+            ProxyError::AtLimit { pool, max_inflight } => write!(
+                f,
+                "every upstream of pool {pool} tried has {max_inflight} requests in flight (upstream_limits.max_inflight)"
             ),
         }
     }

@@ -28,6 +28,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::balance::{request_host, KeyInput, MissingKey};
+use crate::config::AtLimit;
 use crate::health::detector::{self, InFlight, Outcome};
 use crate::metrics::{Metrics, PoolMetrics, PoolShape};
 use access::AccessLog;
@@ -300,6 +301,8 @@ async fn forward(
     let mut attempts = 0;
     let mut timeouts = 0;
     let mut backoffs = 0;
+    // Upstreams passed over at their `max_inflight`.
+    let mut at_limit = 0;
     let mut last = String::new();
     // Held while a retry that costs the upstreams is in flight.
     let mut _permit: Option<retry::RetryPermit> = None;
@@ -311,6 +314,37 @@ async fn forward(
     while let Some(index) = candidates.next() {
         let upstream = &pool.upstreams[index];
         let counted = metrics.and_then(|m| m.upstream(index));
+        let inflight = match pool.limits.max_inflight {
+            None => pool.health.begin(index),
+            Some(max) => match pool.health.try_begin(index, max) {
+                Some(f) => Some(f),
+                None if pool.limits.at_limit == AtLimit::Spill => {
+                    if let Some(m) = counted {
+                        m.spilled();
+                    }
+                    at_limit += 1;
+                    continue;
+                }
+                None => {
+                    if let Some(m) = counted {
+                        m.queued();
+                    }
+                    let wait = pool.limits.queue_timeout;
+                    match pool.health.begin_within(index, max, wait).await {
+                        Some(f) => Some(f),
+                        None => {
+                            if let Some(m) = counted {
+                                m.rejected();
+                            }
+                            return Err(ProxyError::AtLimit {
+                                pool: pool.name.to_string(),
+                                max_inflight: max,
+                            });
+                        }
+                    }
+                }
+            },
+        };
         if let (true, Some(m)) = (attempts > 0, counted) {
             m.retried();
         }
@@ -320,7 +354,6 @@ async fn forward(
             _ if resendable || upstream.may_refuse_streams() => Resend::of(&req),
             _ => None,
         };
-        let inflight = pool.health.begin(index);
         let result = attempt(pool, upstream, req).await;
         let known = outcome(&result, grpc_call);
         if let Some(outcome) = known {
@@ -453,6 +486,12 @@ async fn forward(
             tokio::time::sleep(wait).await;
         }
         req = next;
+    }
+    if attempts == 0 && at_limit > 0 {
+        return Err(ProxyError::AtLimit {
+            pool: pool.name.to_string(),
+            max_inflight: pool.limits.max_inflight.unwrap_or_default(),
+        });
     }
     if timeouts == attempts {
         return Err(ProxyError::ConnectTimedOut {

@@ -30,6 +30,8 @@ pub struct PoolState {
     /// lasts).
     pub retry: crate::config::RetryPolicy,
     pub retry_budget: Arc<super::retry::RetryBudget>,
+    /// Caps per upstream on this instance.
+    pub limits: crate::config::UpstreamLimits,
     /// Requests to this pool keep the start of their bodies so that a stream an
     /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
     pub keep_bodies: bool,
@@ -188,6 +190,7 @@ fn build_pool(
         health: PoolHealth::default(),
         retry: pool.retry.clone(),
         retry_budget: Arc::default(),
+        limits: pool.upstream_limits,
         keep_bodies: match pool.protocol {
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => pool.tls.is_some(),

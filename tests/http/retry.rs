@@ -304,3 +304,114 @@ async fn retry_settings_are_checked_by_name() {
         assert!(err.contains(want), "{lines:?}: {err}");
     }
 }
+
+/// An upstream whose answers wait until the test opens its gate; counts arrivals.
+async fn gated(name: &'static str) -> (Upstream, Arc<AtomicUsize>, Arc<tokio::sync::Semaphore>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (a, g) = (arrived.clone(), gate.clone());
+    let up = Upstream::start(
+        name,
+        handler(move |_req| {
+            let (a, g) = (a.clone(), g.clone());
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                let _ = g.acquire().await.map(|p| p.forget());
+                Response::builder()
+                    .header("x-upstream", name)
+                    .body(full(name))
+                    .unwrap()
+            }
+        }),
+    )
+    .await;
+    (up, arrived, gate)
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    within(what, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+fn limits_pool(a: &Upstream, b: &Upstream, lines: &[&str]) -> (String, String) {
+    let mut pool = PoolSpec::new("web")
+        .opt("hash_key: path")
+        .upstream(a)
+        .upstream(b);
+    for l in lines {
+        pool = pool.opt(l);
+    }
+    let yaml = config_yaml(&[pool], &[]);
+    let config = parse_config(&yaml);
+    let path = (0..1000)
+        .map(|i| format!("/hot{i}"))
+        .find(|p| walk_ids(&config, "web", p, 2) == ["a", "b"])
+        .expect("a key of a");
+    (yaml, path)
+}
+
+#[tokio::test]
+async fn a_hot_key_over_max_inflight_spills_to_the_next_upstream() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(&a, &b, &["upstream_limits: {max_inflight: 2}"]);
+    let proxy = TestProxy::start(&yaml).await;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, path) = (proxy.addr, path.clone());
+            tokio::spawn(async move { get(addr, &path).await })
+        })
+        .collect();
+    until("two requests at a", || arrived.load(Ordering::SeqCst) == 2).await;
+    for _ in 0..3 {
+        let r = proxy.get(&path).await;
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "b".to_owned()));
+    }
+    gate.add_permits(2);
+    for h in held {
+        assert_eq!(h.await.unwrap().upstream(), "a");
+    }
+    let spilled = r#"ringway_upstream_limited_total{action="spilled",pool="web",upstream="a"}"#;
+    assert_eq!(metric(&proxy, spilled), 3);
+    assert_eq!(arrived.load(Ordering::SeqCst), 2, "a never had more than 2");
+}
+
+#[tokio::test]
+async fn at_max_inflight_a_queued_request_waits_then_gets_in_or_a_503() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(
+        &a,
+        &b,
+        &["upstream_limits: {max_inflight: 1, at_limit: queue, queue_timeout_ms: 300}"],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let (addr, p) = (proxy.addr, path.clone());
+    let first = tokio::spawn(async move { get(addr, &p).await });
+    until("one request at a", || arrived.load(Ordering::SeqCst) == 1).await;
+    // The queue times out: 503 naming the cap; b is never asked.
+    let r = proxy.get(&path).await;
+    assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+    assert!(r.text().contains("max_inflight"), "{}", r.text());
+    // A queued request gets in when the one in flight ends.
+    let (addr, p) = (proxy.addr, path.clone());
+    let second = tokio::spawn(async move { get(addr, &p).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(2);
+    assert_eq!(first.await.unwrap().upstream(), "a");
+    assert_eq!(second.await.unwrap().upstream(), "a");
+    assert_eq!(b.accepted(), 0);
+    let m = |action: &str| {
+        metric(
+            &proxy,
+            &format!(
+                r#"ringway_upstream_limited_total{{action="{action}",pool="web",upstream="a"}}"#
+            ),
+        )
+    };
+    assert_eq!((m("queued"), m("rejected"), m("spilled")), (2, 1, 0));
+}

@@ -160,3 +160,59 @@ impl Checker {
         ok.then_some(out)
     }
 }
+
+impl Checker {
+    pub(super) fn upstream_limits(
+        &mut self,
+        path: &str,
+        raw: Option<super::super::raw::RawUpstreamLimits>,
+    ) -> UpstreamLimits {
+        let mut out = UpstreamLimits {
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            ..UpstreamLimits::default()
+        };
+        let Some(raw) = raw else {
+            return out;
+        };
+        let p = join(path, "upstream_limits");
+        self.unknown(&p, &raw.unknown);
+        // A million requests in flight to one server is no limit.
+        const MAX_INFLIGHT_LIMIT: u64 = 1_000_000;
+        if raw.max_inflight.is_some() {
+            let v = self.opt_int(
+                &join(&p, "max_inflight"),
+                &raw.max_inflight,
+                1,
+                MAX_INFLIGHT_LIMIT,
+                1,
+            );
+            out.max_inflight = Some(v as usize);
+        }
+        if let Some(v) = &raw.at_limit {
+            let at = join(&p, "at_limit");
+            out.at_limit = match self.string(&at, v).as_deref() {
+                Some("spill") => AtLimit::Spill,
+                Some("queue") => AtLimit::Queue,
+                Some(other) => {
+                    self.error(&at, format!("must be spill or queue, got {other:?}"));
+                    AtLimit::Spill
+                }
+                None => AtLimit::Spill,
+            };
+        }
+        // Longer than this, a queued request is better answered.
+        const MAX_QUEUE_TIMEOUT_MS: u64 = 60_000;
+        let ms = self.opt_int(
+            &join(&p, "queue_timeout_ms"),
+            &raw.queue_timeout_ms,
+            1,
+            MAX_QUEUE_TIMEOUT_MS,
+            DEFAULT_QUEUE_TIMEOUT.as_millis() as u64,
+        );
+        out.queue_timeout = std::time::Duration::from_millis(ms);
+        if out.max_inflight.is_none() {
+            self.error(&p, "needs max_inflight (the cap the other fields apply to)");
+        }
+        out
+    }
+}
