@@ -182,7 +182,10 @@ fn tls_client(trust: Trust) -> Result<Arc<UpstreamTls>, String> {
         let lines: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
         return Err(format!("TLS towards the admin API: {}", lines.join("; ")));
     }
-    Ok(UpstreamTls::new(&spec))
+    Ok(UpstreamTls::new(
+        &spec,
+        crate::config::UpstreamProtocol::Http1,
+    ))
 }
 
 async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>

@@ -13,8 +13,8 @@ use serde_yaml::{Mapping, Value};
 use crate::config::access_log::{AccessFormat, AccessLog};
 use crate::config::health::{Active, FailureClasses, Health, Passive, Policy};
 use crate::config::{
-    Admin, CertPair, Cluster, ClusterTls, Config, HeaderWork, Limits, Listener, ListenerTls, Node,
-    Pool, PoolTls, Timeouts, Upstream,
+    Admin, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits, Listener,
+    ListenerTls, Node, Pool, PoolTls, Timeouts, Upstream,
 };
 
 /// The YAML text of `config`, with a first comment line naming `source`.
@@ -255,6 +255,8 @@ fn pool_map(pool: &Pool) -> Mapping {
         max_idle_per_upstream,
         upstreams,
         tls,
+        protocol,
+        http2,
         health,
         hash_balance_factor,
     } = pool;
@@ -283,8 +285,32 @@ fn pool_map(pool: &Pool) -> Mapping {
             list(upstreams.iter().map(|u| Value::Mapping(upstream_map(u)))),
         ),
         ("tls", tls.as_ref().map(|t| Value::Mapping(pool_tls(t)))),
+        ("protocol", s(protocol)),
+        // Only where it applies: the section is refused on an http1 pool.
+        (
+            "http2",
+            protocol
+                .may_use_h2()
+                .then(|| mapping(http2_map(http2)))
+                .flatten(),
+        ),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
+    ])
+}
+
+fn http2_map(http2: &Http2Settings) -> Mapping {
+    let Http2Settings {
+        max_connections,
+        max_streams,
+        keepalive_interval,
+        keepalive_timeout,
+    } = http2;
+    map([
+        ("max_connections_per_upstream", size(*max_connections)),
+        ("max_streams_per_connection", size(*max_streams)),
+        ("keepalive_interval_ms", ms(*keepalive_interval)),
+        ("keepalive_timeout_ms", ms(*keepalive_timeout)),
     ])
 }
 

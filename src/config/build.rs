@@ -19,6 +19,7 @@ use crate::balance::{HashKey, HostPattern, MissingKey};
 
 mod access_log;
 mod health;
+mod http2;
 mod tls;
 
 /// One rule a field broke.
@@ -595,6 +596,8 @@ impl Checker {
             Some(t) => Some(self.pool_tls(&join(path, "tls"), t)?),
             None => None,
         };
+        let protocol = self.protocol(path, &raw.protocol, tls.is_some());
+        let http2 = self.http2(path, raw.http2, protocol);
         let health = self.health(path, raw.health);
         if let Err(why) = health.breaker.check() {
             self.error(format!("{path}.health.breaker"), why);
@@ -612,6 +615,8 @@ impl Checker {
             max_idle_per_upstream,
             upstreams,
             tls,
+            protocol: protocol?,
+            http2,
             health,
             hash_balance_factor,
         })

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod bounds;
 mod build;
 pub mod health;
+pub mod http2;
 pub mod paths;
 mod raw;
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
+pub use http2::{Http2Settings, UpstreamProtocol};
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
 pub use build::{parse_upstream_addr, FieldError};
@@ -267,6 +269,10 @@ pub struct Pool {
     pub upstreams: Vec<Upstream>,
     /// TLS towards the upstreams; absent: plain HTTP.
     pub tls: Option<PoolTls>,
+    /// The HTTP version spoken to the upstreams (`protocol`).
+    pub protocol: UpstreamProtocol,
+    /// Bounds of HTTP/2 connections to the upstreams (`http2`).
+    pub http2: Http2Settings,
     /// Detection, active checks and breaker policy (`health`).
     pub health: health::Health,
     /// Bounded load: an upstream with more than this percentage of the pool's mean

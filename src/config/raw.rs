@@ -102,6 +102,8 @@ pub struct RawPool {
     pub max_idle_per_upstream: Option<Value>,
     pub upstreams: Option<Vec<RawUpstream>>,
     pub tls: Option<RawPoolTls>,
+    pub protocol: Option<Value>,
+    pub http2: Option<RawHttp2>,
     pub health: Option<RawHealth>,
     pub hash_balance_factor: Option<Value>,
     #[serde(flatten)]
@@ -162,6 +164,17 @@ pub struct RawPassive {
     pub min_requests: Option<Value>,
     pub count: Option<Value>,
     pub local_suspicion_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].http2`: bounds of HTTP/2 connections to the upstreams.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHttp2 {
+    pub max_connections_per_upstream: Option<Value>,
+    pub max_streams_per_connection: Option<Value>,
+    pub keepalive_interval_ms: Option<Value>,
+    pub keepalive_timeout_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

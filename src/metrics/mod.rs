@@ -266,7 +266,7 @@ impl Metrics {
 
     /// Adds a collector; one whose names clash with a registered one is left out and
     /// logged (names are constants, so only a programming error gets here).
-    fn register(&self, c: Box<dyn Collector>) {
+    pub fn register(&self, c: Box<dyn Collector>) {
         if let Err(e) = self.registry.register(c) {
             tracing::error!(error = %e, "metric not registered");
         }

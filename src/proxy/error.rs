@@ -19,6 +19,12 @@ pub enum ConnectError {
     Refused,
     TimedOut,
     Other(String),
+    /// Every HTTP/2 connection to the upstream carried its most streams, and no slot
+    /// freed up within the connect timeout (a local bound, not the upstream's fault).
+    Busy(String),
+    /// An HTTP/2 upstream refused the stream before processing it (draining after a
+    /// `GOAWAY`, or shedding load with `REFUSED_STREAM`): not a failure of its health.
+    StreamRefused(String),
 }
 
 impl fmt::Display for ConnectError {
@@ -27,6 +33,10 @@ impl fmt::Display for ConnectError {
             ConnectError::Refused => f.write_str("connection refused"),
             ConnectError::TimedOut => f.write_str("connect timed out"),
             ConnectError::Other(why) => f.write_str(why),
+            ConnectError::Busy(why) => write!(f, "busy: {why}"),
+            ConnectError::StreamRefused(why) => {
+                write!(f, "stream refused before processing: {why}")
+            }
         }
     }
 }

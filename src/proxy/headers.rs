@@ -128,8 +128,8 @@ impl Origin {
 /// ringway: several `Host` headers (which one routed it?), an HTTP/1.1 request without
 /// one (RFC 9112 §3.2), and a `Transfer-Encoding` other than a lone `chunked` (hyper
 /// decodes the chunking; any other coding would reach the upstream unannounced).
-/// The `TE` header (codings the client accepts in the response) is hop-by-hop and is
-/// removed, never forwarded in part.
+/// The `TE` header (codings the client accepts in the response) is hop-by-hop: only
+/// its `trailers` member goes on (see [`prepare_request`]).
 pub fn check_request(parts: &request::Parts) -> Result<(), HeadFault> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
@@ -174,7 +174,13 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin, upgrade: Opt
         (false, true) => None,
     };
     let headers = &mut parts.headers;
+    let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
+    if trailers {
+        // ringway passes response trailers through, so it may say it accepts them:
+        // gRPC servers require `te: trailers`.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto);
@@ -201,6 +207,16 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin, upgrade: Opt
         }
     }
     parts.version = Version::HTTP_11;
+}
+
+/// Whether the client's `TE` lists `trailers` (RFC 9110 §10.1.4).
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|member| member.split(|&b| b == b';').next().unwrap_or_default())
+        .any(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// Rewrites an upstream's response head for the client (adding `Via` when `via`). A
@@ -449,6 +465,33 @@ mod tests {
     }
 
     #[test]
+    fn te_keeps_only_trailers() {
+        for (te, kept) in [
+            ("trailers", true),
+            ("TRAILERS", true),
+            ("gzip;q=0.5, trailers", true),
+            ("trailers;q=1", true),
+            ("gzip", false),
+            ("trailersx", false),
+            ("", false),
+        ] {
+            let mut p = parts(
+                Request::post("/pkg.Svc/Call")
+                    .header("host", "a.test")
+                    .header("te", te)
+                    .body(())
+                    .unwrap(),
+            );
+            prepare_request(&mut p, &origin(), None);
+            let got: Vec<_> = p.headers.get_all("te").iter().collect();
+            match kept {
+                true => assert_eq!(got, ["trailers"], "TE {te:?}"),
+                false => assert!(got.is_empty(), "TE {te:?} gave {got:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut p = parts(
             Request::get("/x")
@@ -456,7 +499,7 @@ mod tests {
                 .header("connection", "keep-alive, x-secret")
                 .header("keep-alive", "timeout=5")
                 .header("x-secret", "1")
-                .header("te", "trailers")
+                .header("te", "gzip;q=0.5")
                 .header("proxy-authorization", "Basic Zm9v")
                 .header("x-kept", "yes")
                 .body(())

@@ -7,8 +7,10 @@
 pub mod access;
 pub mod body;
 pub mod error;
+mod h2_gauges;
 pub mod headers;
 pub mod listener;
+pub mod replay;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
@@ -26,11 +28,12 @@ use crate::balance::{request_host, KeyInput, MissingKey};
 use crate::health::detector::{self, InFlight, Outcome};
 use crate::metrics::{Metrics, PoolMetrics, PoolShape};
 use access::AccessLog;
-use body::{IdleBody, ProxyBody, RequestBody, Tally, Target};
+use body::{IdleBody, ProxyBody, Tally, Target};
 use error::{ConnectError, ProxyError};
 pub use headers::Origin;
+use replay::UpBody;
 pub use snapshot::{PoolState, Snapshot};
-use upstream::{PooledConn, SendError, UpstreamClient};
+use upstream::{PooledConn, SendError, Sender, UpstreamClient};
 
 /// A response head and the connection it came on.
 type Exchange = (Response<Incoming>, PooledConn);
@@ -38,7 +41,8 @@ type Exchange = (Response<Incoming>, PooledConn);
 /// The shared state of the data plane.
 #[derive(Debug)]
 pub struct Proxy {
-    snapshot: ArcSwap<Snapshot>,
+    /// Shared with the HTTP/2 gauges, which read it at scrape time.
+    snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     /// Held while a snapshot gets its metric handles and is stored, so the series
     /// exported always match the snapshot in force.
@@ -58,10 +62,12 @@ impl Proxy {
     /// A proxy serving `snapshot`, with a metrics registry of its own.
     pub fn new(snapshot: Snapshot) -> Self {
         let proxy = Proxy {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             metrics: Arc::new(Metrics::new()),
             swapping: Mutex::new(()),
         };
+        let gauges = h2_gauges::H2Gauges::new(proxy.snapshot.clone());
+        proxy.metrics.register(Box::new(gauges));
         proxy.swap(snapshot);
         proxy
     }
@@ -199,6 +205,7 @@ impl Proxy {
         if let (false, Some(m)) = (body.is_end_stream(), metrics) {
             body = body.counting(m.request_bytes().clone());
         }
+        let body = UpBody::new(body, pool.may_refuse_streams());
         let req = Request::from_parts(parts, body);
         let Forwarded {
             upstream,
@@ -265,7 +272,7 @@ async fn forward(
     pool: &PoolState,
     metrics: Option<&PoolMetrics>,
     hash: u32,
-    req: Request<RequestBody>,
+    req: Request<UpBody>,
     target: &mut Target,
 ) -> Result<Forwarded, ProxyError> {
     if pool.ring.is_empty() {
@@ -342,6 +349,11 @@ async fn forward(
 fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
     Some(match result {
         Ok((response, _)) => Outcome::Response(response.status().as_u16()),
+        // A local bound, or an upstream shedding or draining streams: neither says
+        // the upstream is unwell.
+        Err(Attempt::Retry(_, ConnectError::Busy(_) | ConnectError::StreamRefused(_))) => {
+            return None
+        }
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },
@@ -353,7 +365,7 @@ fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
 
 enum Attempt {
     /// Nothing was sent: the request comes back for the next upstream.
-    Retry(Box<Request<RequestBody>>, ConnectError),
+    Retry(Box<Request<UpBody>>, ConnectError),
     /// The upstream failed after the request was (perhaps) sent.
     Fatal(ProxyError),
     /// The client failed while its request was being sent (its body broke, stalled
@@ -366,7 +378,7 @@ enum Attempt {
 async fn attempt(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
-    mut req: Request<RequestBody>,
+    mut req: Request<UpBody>,
 ) -> Result<Exchange, Attempt> {
     while let Some(sender) = upstream.checkout() {
         match send(pool, upstream, sender, req).await? {
@@ -396,11 +408,14 @@ async fn attempt(
 async fn send(
     pool: &PoolState,
     upstream: &Arc<UpstreamClient>,
-    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-    mut req: Request<RequestBody>,
-) -> Result<Result<Exchange, Request<RequestBody>>, Attempt> {
+    sender: Sender,
+    mut req: Request<UpBody>,
+) -> Result<Result<Exchange, Request<UpBody>>, Attempt> {
     // A request without a body (most GETs) is written at once: nothing to watch.
-    let mut body_sent = (!req.body().is_end_stream()).then(|| req.body_mut().track_sent());
+    let mut body_sent = match req.body().is_end_stream() {
+        true => None,
+        false => req.body_mut().track_sent(),
+    };
     let client = req.body().client_side();
     let response = upstream.send(sender, req);
     tokio::pin!(response);
@@ -430,6 +445,10 @@ async fn send(
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
+        Ok(Err(SendError::Refused(req, e))) => Err(Attempt::Retry(
+            req,
+            ConnectError::StreamRefused(describe(&e)),
+        )),
         Ok(Err(SendError::Failed(e))) => match client_fault(&client) {
             Some(fault) => Err(Attempt::Client(ProxyError::ClientBody(fault))),
             None => Err(Attempt::Fatal(ProxyError::UpstreamFailed {

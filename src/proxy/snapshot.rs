@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::upstream::{ClientSettings, UpstreamClient};
 use crate::balance::{HashKey, MissingKey, Router};
-use crate::config::{self, Config, Timeouts, UpstreamAddr};
+use crate::config::{self, Config, Timeouts, UpstreamAddr, UpstreamProtocol};
 use crate::health::breaker::PoolBreakers;
 use crate::health::detector::{Hub, PoolHealth};
 use crate::metrics::SnapshotMetrics;
@@ -26,6 +26,16 @@ pub struct PoolState {
     pub upstreams: Vec<Arc<UpstreamClient>>,
     /// Detector slots, ejections and load, indexed like `upstreams`.
     pub health: PoolHealth,
+    /// Requests to this pool keep the start of their bodies so that a stream an
+    /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
+    pub keep_bodies: bool,
+}
+
+impl PoolState {
+    /// Whether request bodies are kept for a replay.
+    pub fn may_refuse_streams(&self) -> bool {
+        self.keep_bodies
+    }
 }
 
 /// Where a snapshot's pool memberships and breakers come from when not from the file
@@ -140,7 +150,12 @@ fn build_pool(
         connect_timeout: pool.timeouts.connect,
         idle_timeout: pool.timeouts.idle,
         max_idle: pool.max_idle_per_upstream,
-        tls: pool.tls.as_ref().map(crate::tls::UpstreamTls::new),
+        tls: pool
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::UpstreamTls::new(t, pool.protocol)),
+        protocol: pool.protocol,
+        http2: pool.http2,
     };
     let upstreams = members
         .iter()
@@ -164,6 +179,11 @@ fn build_pool(
         ring: ring_of(members, pool.vnodes),
         upstreams,
         health: PoolHealth::default(),
+        keep_bodies: match pool.protocol {
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => pool.tls.is_some(),
+            UpstreamProtocol::Http1 => false,
+        },
     }
 }
 

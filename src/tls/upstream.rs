@@ -12,18 +12,28 @@ use tokio::net::TcpStream;
 
 use super::files::{load_roots, CertStore, LoadError};
 use super::provider;
-use crate::config::PoolTls;
+use crate::config::{PoolTls, UpstreamProtocol};
 
 /// An upstream connection once its TLS handshake is done.
 pub type UpstreamStream = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// The upstream client speaks HTTP/1.1 only.
-const UPSTREAM_ALPN: &[u8] = b"http/1.1";
+/// ALPN names offered to upstreams, by the pool's protocol.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+const ALPN_H2: &[u8] = b"h2";
+
+fn alpn(protocol: UpstreamProtocol) -> Vec<Vec<u8>> {
+    match protocol {
+        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => vec![ALPN_HTTP1.to_vec()],
+        UpstreamProtocol::H2 => vec![ALPN_H2.to_vec()],
+        UpstreamProtocol::Auto => vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
+    }
+}
 
 /// One pool's TLS client side. Two are equal when built from the same settings, so
 /// rebuilding a snapshot keeps upstreams' pooled connections.
 pub struct UpstreamTls {
     spec: PoolTls,
+    protocol: UpstreamProtocol,
     /// A file that became unusable makes every connect fail naming it.
     connector: Result<tokio_rustls::TlsConnector, String>,
 }
@@ -31,9 +41,12 @@ pub struct UpstreamTls {
 impl UpstreamTls {
     /// Builds the client side of `spec`. `tls::check` refuses unusable files at start;
     /// should one break later, connects fail with its error (a 502), never a panic.
-    pub fn new(spec: &PoolTls) -> Arc<UpstreamTls> {
+    pub fn new(spec: &PoolTls, protocol: UpstreamProtocol) -> Arc<UpstreamTls> {
         let connector = build(spec)
-            .map(|c| tokio_rustls::TlsConnector::from(Arc::new(c)))
+            .map(|mut c| {
+                c.alpn_protocols = alpn(protocol);
+                tokio_rustls::TlsConnector::from(Arc::new(c))
+            })
             .map_err(|errors| {
                 let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
                 lines.join("; ")
@@ -43,6 +56,7 @@ impl UpstreamTls {
         }
         Arc::new(UpstreamTls {
             spec: spec.clone(),
+            protocol,
             connector,
         })
     }
@@ -73,7 +87,7 @@ impl UpstreamTls {
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
-        self.spec == other.spec
+        self.spec == other.spec && self.protocol == other.protocol
     }
 }
 
@@ -134,7 +148,7 @@ fn build(spec: &PoolTls) -> Result<ClientConfig, Vec<LoadError>> {
         Some(store) => builder.with_client_cert_resolver(store),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![UPSTREAM_ALPN.to_vec()];
+    config.alpn_protocols = alpn(UpstreamProtocol::Http1);
     Ok(config)
 }
 

@@ -18,6 +18,7 @@ mod config_paths;
 mod config_tls;
 mod control;
 mod deploy;
+mod h2_upstream;
 mod metrics;
 mod proxy;
 mod proxy_limits;
