@@ -598,7 +598,7 @@ impl Checker {
         };
         let protocol = self.protocol(path, &raw.protocol, tls.is_some());
         let http2 = self.http2(path, raw.http2, protocol);
-        let health = self.health(path, raw.health);
+        let health = self.health(path, raw.health, protocol);
         if let Err(why) = health.breaker.check() {
             self.error(format!("{path}.health.breaker"), why);
         }

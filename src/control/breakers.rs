@@ -226,10 +226,11 @@ impl Loop {
         };
         p.running = true;
         let addr = up.addr.clone();
+        let tls = up.settings().tls.clone();
         let check = pool.health.settings.active.clone();
         let timeout = check.as_ref().map_or(pool.timeouts.connect, |a| a.timeout);
         tokio::spawn(async move {
-            let passed = probe(&addr, check.as_ref(), timeout).await;
+            let passed = probe(&addr, check.as_ref(), tls.as_deref(), timeout).await;
             slot.send(ProbeDone {
                 key,
                 since_ms,
