@@ -16,5 +16,11 @@ mod check;
 #[path = "grpc/echo.rs"]
 mod echo;
 
+#[path = "grpc/calls.rs"]
+mod calls;
 #[path = "grpc/direct.rs"]
 mod direct;
+#[path = "grpc/health.rs"]
+mod health;
+#[path = "grpc/load.rs"]
+mod load;

@@ -1,0 +1,142 @@
+//! gRPC under load through ringway: a backend shut down gracefully (GOAWAY) and
+//! restarted in the middle of 2,000 unary calls loses none of them, and 1,000
+//! concurrent streams share a bounded number of upstream connections. Counts only;
+//! no timing is asserted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::backend::Backend;
+use crate::calls::{pool, proxy};
+use crate::check;
+use crate::common::within;
+use crate::echo::EchoClient;
+
+/// Calls in the GOAWAY test, and how many run at once.
+const CALLS: usize = 2_000;
+const CONCURRENCY: usize = 64;
+/// Client connections to ringway the load is spread over.
+const CLIENTS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaway_in_the_middle_of_load_loses_no_call() {
+    let mut bs = vec![
+        Backend::h2c("b1").await,
+        Backend::h2c("b2").await,
+        Backend::h2c("b3").await,
+    ];
+    let refs: Vec<&Backend> = bs.iter().collect();
+    let proxy = proxy(pool(&refs, &["protocol: h2c", "hash_key: header:x-user"])).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(EchoClient::connect(proxy.addr).await);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut load = JoinSet::new();
+    for worker in 0..CONCURRENCY {
+        let mut client = clients[worker % CLIENTS].clone();
+        let (next, done) = (next.clone(), done.clone());
+        load.spawn(async move {
+            let mut failed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= CALLS {
+                    break failed;
+                }
+                let user = format!("user-{i}");
+                if let Err(status) = client.say("x", &[("x-user", &user)]).await {
+                    failed.push((i, status));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    // b1 goes away gracefully once a quarter of the calls are done, while the rest
+    // are running, and comes back.
+    let b1 = &mut bs[0];
+    within("a quarter of the calls", async {
+        while done.load(Ordering::SeqCst) < CALLS / 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let served_before = b1.conns.accepted();
+    b1.shutdown().await;
+    let during = done.load(Ordering::SeqCst);
+    b1.restart().await;
+    let mut failed = Vec::new();
+    while let Some(r) = within("load", load.join_next()).await {
+        failed.extend(r.expect("load task"));
+    }
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(done.load(Ordering::SeqCst), CALLS);
+    assert!(served_before >= 1, "b1 took part before going away");
+    assert!(
+        during < CALLS,
+        "the shutdown happened while calls were running"
+    );
+}
+
+/// Streams held open at once, the client connections to ringway they share (its
+/// listener allows 256 streams per connection), and the pool's bounds.
+const STREAMS: usize = 1_000;
+const STREAM_CLIENTS: usize = 8;
+const MAX_CONNECTIONS: usize = 2;
+const MAX_STREAMS: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_over_bounded_connections() {
+    let (b1, b2) = (Backend::h2c("b1").await, Backend::h2c("b2").await);
+    let http2 = format!(
+        "http2: {{max_connections_per_upstream: {MAX_CONNECTIONS}, max_streams_per_connection: {MAX_STREAMS}}}"
+    );
+    let proxy = proxy(pool(
+        &[&b1, &b2],
+        &["protocol: h2c", "hash_key: header:x-user", &http2],
+    ))
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..STREAM_CLIENTS {
+        clients.push(EchoClient::connect(proxy.addr).await);
+    }
+    // Every stream opens and echoes once, then waits until all are open at once,
+    // then echoes again and ends.
+    let all_open = Arc::new(Barrier::new(STREAMS));
+    let mut streams = JoinSet::new();
+    for i in 0..STREAMS {
+        let mut client = clients[i % STREAM_CLIENTS].clone();
+        let all_open = all_open.clone();
+        streams.spawn(async move {
+            let mut chat = check::Chat::open(&mut client, &format!("user-{i}")).await;
+            all_open.wait().await;
+            chat.round().await;
+            let backend = chat.backend.clone();
+            chat.finish().await;
+            backend
+        });
+    }
+    let mut per_backend = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(r) = within("1,000 streams", streams.join_next()).await {
+        *per_backend.entry(r.expect("stream task")).or_default() += 1;
+    }
+    assert_eq!(per_backend.values().sum::<usize>(), STREAMS);
+    for b in [&b1, &b2] {
+        let carried = per_backend.get(&b.name).copied().unwrap_or(0);
+        assert!(carried > 0, "{} carried streams: {per_backend:?}", b.name);
+        assert!(
+            b.conns.max_open() <= MAX_CONNECTIONS,
+            "{}: {} connections open at once, bound {MAX_CONNECTIONS}",
+            b.name,
+            b.conns.max_open()
+        );
+    }
+}
