@@ -17,7 +17,7 @@ use tokio::task::AbortHandle;
 use crate::config::health::Active;
 use crate::config::UpstreamAddr;
 use crate::health::detector::{now_ms, UpstreamHealth};
-use crate::health::probe::probe;
+use crate::health::probe::{probe, ProbeTls, TlsConnecting};
 use crate::proxy::{Proxy, Snapshot};
 use crate::tls::UpstreamTls;
 
@@ -106,7 +106,25 @@ async fn check_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let passed = probe(&addr, Some(&active), tls.as_deref(), active.timeout).await;
+        let tls = tls.as_deref().map(|t| t as &dyn ProbeTls);
+        let passed = probe(&addr, Some(&active), tls, active.timeout).await;
         slot.record_check(passed, active.rise, active.fall, now_ms());
+    }
+}
+
+/// The pool's TLS for gRPC checks: the handshake, then ALPN must have settled on `h2`.
+impl ProbeTls for UpstreamTls {
+    fn connect_h2<'a>(&'a self, host: &'a str, tcp: tokio::net::TcpStream) -> TlsConnecting<'a> {
+        Box::pin(async move {
+            let stream = self.connect(host, tcp).await?;
+            let alpn = stream.get_ref().1.alpn_protocol();
+            if alpn != Some(b"h2".as_slice()) {
+                let got = alpn.map(String::from_utf8_lossy);
+                return Err(format!(
+                    "the upstream did not agree to ALPN h2 (got {got:?})"
+                ));
+            }
+            Ok(Box::new(stream) as Box<dyn crate::health::probe::ProbeIo>)
+        })
     }
 }

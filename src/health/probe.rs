@@ -4,6 +4,8 @@
 //! [`MAX_STATUS_LINE`] bytes read (HTTP), or [`grpc_health::MAX_RESPONSE_BYTES`] of
 //! body and [`MAX_GRPC_HEADER_LIST`] of headers (gRPC).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +19,6 @@ use tokio::net::TcpStream;
 use super::grpc_health::{self, CHECK_PATH, SERVING};
 use crate::config::health::{Active, CheckKind};
 use crate::config::UpstreamAddr;
-use crate::tls::UpstreamTls;
 
 /// Most bytes read while looking for the status line of a check's answer.
 pub const MAX_STATUS_LINE: usize = 1024;
@@ -25,13 +26,29 @@ pub const MAX_STATUS_LINE: usize = 1024;
 /// answer carries a handful of short headers.
 pub const MAX_GRPC_HEADER_LIST: u32 = 16 * 1024;
 
+/// A connection a probe speaks over.
+pub trait ProbeIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ProbeIo for T {}
+
+/// A connecting future of [`ProbeTls`].
+pub type TlsConnecting<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn ProbeIo>, String>> + Send + 'a>>;
+
+/// A pool's TLS client side as a probe needs it, handed in by the control layer (which
+/// implements it for the pool's `tls::UpstreamTls`): health names no TLS type.
+pub trait ProbeTls: Send + Sync {
+    /// Runs the client handshake on `tcp` to `host` and returns the connection once
+    /// the upstream agreed to HTTP/2 (ALPN `h2`); an error says what failed.
+    fn connect_h2<'a>(&'a self, host: &'a str, tcp: TcpStream) -> TlsConnecting<'a>;
+}
+
 /// True when the upstream passes: the check's answer within `timeout`, or (`check`
 /// is `None`) a TCP connection within it. `tls` is the pool's: gRPC checks of a TLS
-/// pool run over it (ALPN `h2`).
+/// pool run over it.
 pub async fn probe(
     addr: &UpstreamAddr,
     check: Option<&Active>,
-    tls: Option<&UpstreamTls>,
+    tls: Option<&dyn ProbeTls>,
     timeout: Duration,
 ) -> bool {
     let result = tokio::time::timeout(timeout, async {
@@ -106,22 +123,17 @@ pub fn parse_status(bytes: &[u8]) -> Option<u16> {
 async fn grpc_check(
     tcp: TcpStream,
     addr: &UpstreamAddr,
-    tls: Option<&UpstreamTls>,
+    tls: Option<&dyn ProbeTls>,
     service: &str,
 ) -> Result<bool, String> {
     let _ = tcp.set_nodelay(true);
-    let Some(tls) = tls else {
-        return grpc_exchange(tcp, "http", addr, service).await;
-    };
-    let stream = tls.connect(&addr.host, tcp).await?;
-    let alpn = stream.get_ref().1.alpn_protocol();
-    if alpn != Some(b"h2".as_slice()) {
-        let got = alpn.map(String::from_utf8_lossy);
-        return Err(format!(
-            "the upstream did not agree to ALPN h2 (got {got:?})"
-        ));
+    match tls {
+        None => grpc_exchange(tcp, "http", addr, service).await,
+        Some(tls) => {
+            let stream = tls.connect_h2(&addr.host, tcp).await?;
+            grpc_exchange(stream, "https", addr, service).await
+        }
     }
-    grpc_exchange(stream, "https", addr, service).await
 }
 
 /// Ends the connection task when the exchange is over, however it ended.

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use ringway::config::health::Active;
 use ringway::config::{Config, UpstreamAddr};
-use ringway::health::probe::probe;
+use ringway::health::probe::{probe, ProbeTls};
 use ringway::tls::UpstreamTls;
 
 use crate::backend::Backend;
@@ -36,7 +36,8 @@ fn grpc_check(service: &str) -> String {
 
 async fn passes(config: &Config) -> bool {
     let (addr, active, tls) = target(config);
-    probe(&addr, Some(&active), tls.as_deref(), PROBE_TIMEOUT).await
+    let tls = tls.as_deref().map(|t| t as &dyn ProbeTls);
+    probe(&addr, Some(&active), tls, PROBE_TIMEOUT).await
 }
 
 fn config_for(b: &Backend, options: &[&str]) -> Config {

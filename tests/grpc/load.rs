@@ -24,7 +24,7 @@ const CLIENTS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaway_in_the_middle_of_load_loses_no_call() {
-    let mut bs = vec![
+    let mut bs = [
         Backend::h2c("b1").await,
         Backend::h2c("b2").await,
         Backend::h2c("b3").await,
