@@ -245,3 +245,18 @@ fn grpc_checks_read_their_service_and_need_http2() {
         "a number is not a service name: {errs:?}"
     );
 }
+
+#[test]
+fn a_grpc_check_dumps_and_reads_back_the_same() {
+    for service in ["pkg.Svc", ""] {
+        let text = pool(&format!(
+            "    protocol: h2c\n    health:\n      active:\n        grpc: {{service: {service:?}}}\n        rise: 3\n"
+        ));
+        let c = Config::parse(&text).unwrap();
+        let source = std::path::Path::new("/etc/ringway/ringway.yaml");
+        let dumped = ringway::cli::dump::dump(&c, source).expect("dump");
+        assert!(dumped.contains("grpc:"), "{dumped}");
+        let again = Config::parse(&dumped).unwrap_or_else(|e| panic!("{e}\n{dumped}"));
+        assert_eq!(again.pools[0].health, c.pools[0].health, "{dumped}");
+    }
+}
