@@ -12,6 +12,7 @@
 //! 9. [`health`]: failure detection, active checks and circuit breakers.
 //! 10. [`metrics`]: every Prometheus metric, its labels and buckets.
 //! 11. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
+//! 12. [`grpc_status`]: the gRPC status codes the config, detection and data plane share.
 
 pub mod admin;
 pub mod balance;
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod echo;
+pub mod grpc_status;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use ringway::config::health::{CheckKind, Health, DEFAULT_LOCAL_SUSPICION};
 use ringway::config::Config;
+use ringway::grpc_status::Code;
 use ringway::health::breaker::Policy;
 
 fn pool(extra: &str) -> String {
@@ -47,6 +48,7 @@ fn every_field_is_read() {
         min_requests: 50
         count: [connect, 5xx]
         local_suspicion_ms: 0
+        count_grpc: [UNAVAILABLE, internal, 8]
       active:
         path: /healthz?deep=1
         interval_ms: 500
@@ -77,6 +79,11 @@ fn every_field_is_read() {
     let cl = h.passive.classes;
     assert!(cl.connect && cl.status_5xx && !cl.timeout && !cl.reset);
     assert_eq!(h.passive.local_suspicion, Duration::ZERO);
+    let grpc: Vec<Code> = h.passive.grpc_failures.iter().collect();
+    assert_eq!(
+        grpc,
+        [Code::ResourceExhausted, Code::Internal, Code::Unavailable]
+    );
     let a = h.active.as_ref().unwrap();
     let CheckKind::Http { path, expected } = &a.kind else {
         panic!("an HTTP check: {a:?}");
@@ -118,6 +125,7 @@ fn every_bad_value_is_reported_with_its_path() {
         min_requests: 0
         count: [connect, connect, 4xx]
         local_suspicion_ms: "soon"
+        count_grpc: [UNAVAILBLE, OK, 14, UNAVAILABLE, 17, 2.5]
       active:
         interval_ms: 50
         timeout_ms: 5000
@@ -147,6 +155,11 @@ fn every_bad_value_is_reported_with_its_path() {
         "pools[0].health.passive.count[1]: \"connect\" is listed twice",
         "pools[0].health.passive.count[2]: must be one of connect, timeout, reset, 5xx; got \"4xx\"",
         "pools[0].health.passive.local_suspicion_ms: must be a whole number, got \"soon\"",
+        "pools[0].health.passive.count_grpc[0]: must be a gRPC status code other than OK, by name (UNAVAILABLE) or number (14); got \"UNAVAILBLE\"",
+        "pools[0].health.passive.count_grpc[1]: must be a gRPC status code other than OK",
+        "pools[0].health.passive.count_grpc[3]: UNAVAILABLE is listed twice",
+        "pools[0].health.passive.count_grpc[4]: must be a gRPC status code other than OK, by name (UNAVAILABLE) or number (14); got 17",
+        "pools[0].health.passive.count_grpc[5]: must be a gRPC status code other than OK",
         "pools[0].health.active.path: is required",
         "pools[0].health.active.interval_ms: must be at least 100, got 50",
         "pools[0].health.active.expected_statuses[0]: must be a status from 100 to 599",
@@ -180,6 +193,8 @@ fn odd_shapes_are_errors_not_panics() {
         "    health: {active: {path: 'no-slash'}}\n",
         "    health: {active: {path: '/a b'}}\n",
         "    health: {passive: {count: connect}}\n",
+        "    health: {passive: {count_grpc: UNAVAILABLE}}\n",
+        "    health: {passive: {count_grpc: [[14]]}}\n",
         "    health: {active: {path: /x, timeout_ms: 3000, interval_ms: 1000}}\n",
     ] {
         assert!(Config::parse(&pool(health)).is_err(), "{health}");

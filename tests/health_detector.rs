@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ringway::cluster::state::{ClusterState, Command, UpstreamSpec};
-use ringway::config::health::{FailureClasses, Health, Passive};
+use ringway::config::health::{FailureClasses, Health, Passive, DEFAULT_GRPC_FAILURES};
+use ringway::grpc_status::{Code, CodeSet};
 use ringway::health::breaker::{Evidence, Policy, Signal};
 use ringway::health::detector::{Hub, Outcome, PoolHealth, UpstreamHealth, TRIP_INTERVAL_MS};
 use ringway::ring::{self, Member, Ring};
@@ -23,6 +24,7 @@ fn passive() -> Passive {
         min_requests: 10,
         classes: FailureClasses::default(),
         local_suspicion: Duration::from_millis(500),
+        grpc_failures: DEFAULT_GRPC_FAILURES,
     }
 }
 
@@ -63,6 +65,33 @@ fn consecutive_failures_trip_and_a_success_resets_the_run() {
             requests: 3
         }]
     );
+}
+
+#[test]
+fn grpc_statuses_count_as_failures_only_when_listed() {
+    let (hub, s) = slot(passive());
+    s.record(Outcome::Grpc(Code::Unavailable), 1);
+    s.record(Outcome::Grpc(Code::Unavailable), 2);
+    // An application's own error is a success for detection: the run restarts.
+    s.record(Outcome::Grpc(Code::NotFound), 3);
+    s.record(Outcome::Grpc(Code::Internal), 4);
+    assert_eq!(s.consecutive_failures(), 0);
+    for t in 5..8 {
+        s.record(Outcome::Grpc(Code::Unavailable), t);
+    }
+    assert_eq!(trips(&hub).len(), 1);
+
+    let mut p = passive();
+    p.grpc_failures = CodeSet::of(&[Code::Internal]);
+    let (hub, s) = slot(p);
+    for t in 1..4 {
+        s.record(Outcome::Grpc(Code::Unavailable), t);
+    }
+    assert_eq!(s.consecutive_failures(), 0);
+    for t in 4..7 {
+        s.record(Outcome::Grpc(Code::Internal), t);
+    }
+    assert_eq!(trips(&hub).len(), 1);
 }
 
 #[test]

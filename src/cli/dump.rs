@@ -14,7 +14,7 @@ use crate::config::access_log::{AccessFormat, AccessLog};
 use crate::config::health::{Active, CheckKind, FailureClasses, Health, Passive, Policy};
 use crate::config::{
     Admin, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits, Listener,
-    ListenerTls, Node, Pool, PoolTls, Timeouts, Upstream,
+    ListenerTls, Node, Pool, PoolTls, RetryPolicy, Timeouts, Upstream,
 };
 
 /// The YAML text of `config`, with a first comment line naming `source`.
@@ -257,6 +257,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         tls,
         protocol,
         http2,
+        retry,
         health,
         hash_balance_factor,
     } = pool;
@@ -294,8 +295,33 @@ fn pool_map(pool: &Pool) -> Mapping {
                 .then(|| mapping(http2_map(http2)))
                 .flatten(),
         ),
+        ("retry", mapping(retry_map(retry))),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
+    ])
+}
+
+fn retry_map(retry: &RetryPolicy) -> Mapping {
+    let RetryPolicy {
+        on,
+        methods,
+        backoff,
+        max_backoff,
+        budget_percent,
+        budget_floor_per_s,
+        max_body_bytes,
+    } = retry;
+    map([
+        ("on", list(on.names().into_iter().map(Value::from))),
+        (
+            "methods",
+            list(methods.iter().map(|m| Value::from(m.as_str()))),
+        ),
+        ("backoff_ms", ms(*backoff)),
+        ("max_backoff_ms", ms(*max_backoff)),
+        ("budget_percent", n(*budget_percent)),
+        ("budget_floor_per_s", n(*budget_floor_per_s)),
+        ("max_body_bytes", size(*max_body_bytes)),
     ])
 }
 
@@ -377,6 +403,7 @@ fn passive_map(passive: &Passive) -> Mapping {
         min_requests,
         classes,
         local_suspicion,
+        grpc_failures,
     } = passive;
     map([
         ("consecutive_failures", n(*consecutive_failures)),
@@ -385,6 +412,10 @@ fn passive_map(passive: &Passive) -> Mapping {
         ("min_requests", n(*min_requests)),
         ("count", list(class_names(classes))),
         ("local_suspicion_ms", ms(*local_suspicion)),
+        (
+            "count_grpc",
+            list(grpc_failures.iter().map(|c| Value::from(c.name()))),
+        ),
     ])
 }
 

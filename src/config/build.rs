@@ -20,6 +20,7 @@ use crate::balance::{HashKey, HostPattern, MissingKey};
 mod access_log;
 mod health;
 mod http2;
+mod retry;
 mod tls;
 
 /// One rule a field broke.
@@ -598,6 +599,7 @@ impl Checker {
         };
         let protocol = self.protocol(path, &raw.protocol, tls.is_some());
         let http2 = self.http2(path, raw.http2, protocol);
+        let retry = self.retry(path, raw.retry);
         let health = self.health(path, raw.health, protocol);
         if let Err(why) = health.breaker.check() {
             self.error(format!("{path}.health.breaker"), why);
@@ -617,6 +619,7 @@ impl Checker {
             tls,
             protocol: protocol?,
             http2,
+            retry,
             health,
             hash_balance_factor,
         })

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::grpc_status::{Code, CodeSet};
+
 /// Consecutive failed requests that trip an upstream's detector (0: off).
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
 /// Failure percentage over the window that trips it (0: off).
@@ -18,6 +20,12 @@ pub const DEFAULT_MIN_REQUESTS: u32 = 20;
 /// connection before re-testing it with a request (the suspicion starts at 50 ms
 /// and doubles with each refusal in a row).
 pub const DEFAULT_LOCAL_SUSPICION: Duration = Duration::from_millis(500);
+/// The gRPC statuses that count as an upstream's failure by default: only
+/// `UNAVAILABLE`, the code a server (or its own proxy) gives when it cannot serve at
+/// all. `INTERNAL`, `UNKNOWN` and `RESOURCE_EXHAUSTED` are what applications answer
+/// for their own bugs and quotas, and `DEADLINE_EXCEEDED` is the client's deadline:
+/// counting them would eject healthy backends for one caller's traffic.
+pub const DEFAULT_GRPC_FAILURES: CodeSet = CodeSet::of(&[Code::Unavailable]);
 /// Active checks, when enabled.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +67,9 @@ pub struct Passive {
     pub min_requests: u32,
     pub classes: FailureClasses,
     pub local_suspicion: Duration,
+    /// The gRPC statuses a call may end with that count as the upstream's failure
+    /// (`count_grpc`); any other status counts as a success.
+    pub grpc_failures: CodeSet,
 }
 
 impl Default for Passive {
@@ -70,6 +81,7 @@ impl Default for Passive {
             min_requests: DEFAULT_MIN_REQUESTS,
             classes: FailureClasses::default(),
             local_suspicion: DEFAULT_LOCAL_SUSPICION,
+            grpc_failures: DEFAULT_GRPC_FAILURES,
         }
     }
 }

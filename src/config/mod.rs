@@ -11,6 +11,7 @@ pub mod health;
 pub mod http2;
 pub mod paths;
 mod raw;
+pub mod retry;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
 pub use http2::{Http2Settings, UpstreamProtocol};
+pub use retry::{RetryOn, RetryPolicy};
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
 pub use build::{parse_upstream_addr, FieldError};
@@ -273,6 +275,8 @@ pub struct Pool {
     pub protocol: UpstreamProtocol,
     /// Bounds of HTTP/2 connections to the upstreams (`http2`).
     pub http2: Http2Settings,
+    /// Which failed attempts are tried again on the next upstream (`retry`).
+    pub retry: RetryPolicy,
     /// Detection, active checks and breaker policy (`health`).
     pub health: health::Health,
     /// Bounded load: an upstream with more than this percentage of the pool's mean

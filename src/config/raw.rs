@@ -104,6 +104,7 @@ pub struct RawPool {
     pub tls: Option<RawPoolTls>,
     pub protocol: Option<Value>,
     pub http2: Option<RawHttp2>,
+    pub retry: Option<RawRetry>,
     pub health: Option<RawHealth>,
     pub hash_balance_factor: Option<Value>,
     #[serde(flatten)]
@@ -163,7 +164,22 @@ pub struct RawPassive {
     pub window_ms: Option<Value>,
     pub min_requests: Option<Value>,
     pub count: Option<Value>,
+    pub count_grpc: Option<Value>,
     pub local_suspicion_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].retry`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRetry {
+    pub on: Option<Value>,
+    pub methods: Option<Value>,
+    pub backoff_ms: Option<Value>,
+    pub max_backoff_ms: Option<Value>,
+    pub budget_percent: Option<Value>,
+    pub budget_floor_per_s: Option<Value>,
+    pub max_body_bytes: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

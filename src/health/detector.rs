@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::breaker::{Evidence, PoolBreakers, Signal};
 use crate::config::health::{Health, Passive};
+use crate::grpc_status::Code;
 use crate::ring::{Ring, Walk, MAX_WALK};
 
 /// Trip events waiting for the health task. Trips are rate-limited per upstream, so
@@ -97,6 +98,9 @@ impl Hub {
 pub enum Outcome {
     /// A response head arrived with this status.
     Response(u16),
+    /// A gRPC call ended with this status (its HTTP status is 200 either way): a
+    /// failure when the pool counts it (`count_grpc`).
+    Grpc(Code),
     /// Connecting failed; `suspect` when refused or timed out (the local fast path).
     Connect { suspect: bool },
     /// No response head in time.
@@ -170,6 +174,7 @@ impl UpstreamHealth {
         let c = &self.settings.classes;
         let failed = match outcome {
             Outcome::Response(s) => c.status_5xx && (500..600).contains(&s),
+            Outcome::Grpc(code) => self.settings.grpc_failures.contains(code),
             Outcome::Connect { .. } => c.connect,
             Outcome::Timeout => c.timeout,
             Outcome::Reset => c.reset,
@@ -183,7 +188,7 @@ impl UpstreamHealth {
         self.count(failed, now);
         if !failed {
             self.consecutive.store(0, Relaxed);
-            if let Outcome::Response(_) = outcome {
+            if let Outcome::Response(_) | Outcome::Grpc(_) = outcome {
                 self.suspect_until_ms.store(0, Relaxed);
                 self.refusals.store(0, Relaxed);
             }
@@ -309,11 +314,36 @@ impl UpstreamHealth {
     }
 }
 
-/// Counts one request in flight to an upstream (and its pool) until dropped.
+/// Counts one request in flight to an upstream (and its pool) until dropped; and,
+/// for a request whose outcome only its response's end tells (a gRPC call answered
+/// 200, whose status comes in the trailers), records that outcome once.
 #[derive(Debug)]
 pub struct InFlight {
     slot: Arc<UpstreamHealth>,
     total: Arc<AtomicUsize>,
+    /// The outcome is still to be recorded, by [`InFlight::settle`].
+    pending: bool,
+}
+
+impl InFlight {
+    /// Marks the outcome as still to be recorded when `pending`.
+    pub fn pending(mut self, pending: bool) -> Self {
+        self.pending = pending;
+        self
+    }
+
+    /// True while an outcome is still to be recorded.
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+
+    /// Records the request's outcome if it is still to be (once: later calls do
+    /// nothing). Dropped unsettled (the client left first), nothing is recorded.
+    pub fn settle(&mut self, outcome: Outcome, now: u64) {
+        if std::mem::take(&mut self.pending) {
+            self.slot.record(outcome, now);
+        }
+    }
 }
 
 impl Drop for InFlight {
@@ -395,6 +425,7 @@ impl PoolHealth {
         Some(InFlight {
             slot,
             total: self.inflight.clone(),
+            pending: false,
         })
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 
+use crate::grpc_status::Code;
+
 /// Every handle of one snapshot. `Default` is a detached snapshot (built but never
 /// served by a [`Proxy`](crate::proxy::Proxy)), which records nothing.
 #[derive(Debug, Default)]
@@ -12,6 +14,8 @@ pub struct SnapshotMetrics {
     pub(super) in_flight: Option<IntGauge>,
     /// `pool=""`, `upstream=""`: requests no pool serves.
     pub(super) unrouted: Option<Exchange>,
+    /// `pool=""`: gRPC calls no pool serves.
+    pub(super) unrouted_grpc: Option<GrpcCalls>,
     /// Indexed like the snapshot's pools.
     pub(super) pools: Vec<PoolMetrics>,
 }
@@ -24,6 +28,18 @@ pub struct PoolMetrics {
     /// Indexed like the pool's upstreams.
     pub(super) upstreams: Vec<UpstreamMetrics>,
     pub(super) request_bytes: IntCounter,
+    pub(super) grpc: GrpcCalls,
+}
+
+/// `ringway_grpc_requests_total` of one pool, indexed by code number.
+#[derive(Debug)]
+pub struct GrpcCalls(pub(super) [IntCounter; 17]);
+
+impl GrpcCalls {
+    /// Counts a gRPC call that ended with `code`.
+    pub fn ended(&self, code: Code) {
+        self.0[usize::from(code.number())].inc();
+    }
 }
 
 /// The handles of one (pool, upstream) pair.
@@ -53,6 +69,14 @@ impl SnapshotMetrics {
 
     pub fn pool(&self, pool: usize) -> Option<&PoolMetrics> {
         self.pools.get(pool)
+    }
+
+    /// The gRPC call counters of `pool` (none: no pool served the call).
+    pub fn grpc(&self, pool: Option<usize>) -> Option<&GrpcCalls> {
+        match pool {
+            None => self.unrouted_grpc.as_ref(),
+            Some(p) => Some(&self.pool(p)?.grpc),
+        }
     }
 
     /// The exchange handles of a request that went to `pool` (none: no pool served

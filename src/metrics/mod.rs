@@ -14,6 +14,7 @@
 //! | `ringway_request_duration_seconds` | histogram ([`REQUEST_DURATION_BUCKETS`]) | `pool`, `upstream` |
 //! | `ringway_requests_in_flight` | gauge | |
 //! | `ringway_request_bytes_total` | counter | `pool` |
+//! | `ringway_grpc_requests_total` | counter | `pool`, `code` (`OK` .. `UNAUTHENTICATED`) |
 //! | `ringway_response_bytes_total` | counter | `pool`, `upstream` |
 //! | `ringway_upstream_connect_errors_total` | counter | `pool`, `upstream` |
 //! | `ringway_upstream_timeouts_total` | counter | `pool`, `upstream`, `phase` (`connect`, `response`) |
@@ -33,6 +34,13 @@
 //! `upstream=""` (and `pool=""` when no pool serves them). A request the client gives
 //! up before any response head is only seen in `ringway_requests_in_flight`.
 //!
+//! A gRPC call (by its request's `content-type`) is also counted once, when it ends,
+//! in `ringway_grpc_requests_total` by the status it ended with: from the response
+//! head (a trailers-only answer, ringway's own errors included, or an HTTP error
+//! status translated as a gRPC client would), else from the trailers; `UNKNOWN`
+//! when the response ended or broke without one, `CANCELLED` when the client left
+//! before it ended.
+//!
 //! Nothing is looked up or formatted per request: [`Metrics::handles_for`] resolves
 //! the labelled children of every (pool, upstream) pair when a snapshot is swapped
 //! in, and the request path only increments them.
@@ -45,12 +53,14 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
+
+use crate::grpc_status::ALL as ALL_CODES;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use handles::{Exchange, PoolMetrics, SnapshotMetrics, UpstreamMetrics};
+pub use handles::{Exchange, GrpcCalls, PoolMetrics, SnapshotMetrics, UpstreamMetrics};
 
 /// One pool of a routing snapshot as the metrics see it: its name, and each
 /// upstream's id and ring points, in the snapshot's order.
@@ -94,6 +104,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     request_bytes: IntCounterVec,
+    grpc_requests: IntCounterVec,
     response_bytes: IntCounterVec,
     connect_errors: IntCounterVec,
     timeouts: IntCounterVec,
@@ -156,6 +167,11 @@ impl Metrics {
                 "ringway_request_bytes_total",
                 "Request body bytes received from clients and forwarded.",
                 &["pool"],
+            ),
+            grpc_requests: counter_vec(
+                "ringway_grpc_requests_total",
+                "gRPC calls (by request content-type) whose response ended, by pool (empty: none served it) and the grpc-status they ended with.",
+                &["pool", "code"],
             ),
             response_bytes: counter_vec(
                 "ringway_response_bytes_total",
@@ -230,11 +246,12 @@ impl Metrics {
             self.connections.with_label_values(&[kind]);
             self.connections_open.with_label_values(&[kind]);
         }
-        let own: [Box<dyn Collector>; 15] = [
+        let own: [Box<dyn Collector>; 16] = [
             Box::new(self.in_flight.clone()),
             Box::new(self.requests.clone()),
             Box::new(self.duration.clone()),
             Box::new(self.request_bytes.clone()),
+            Box::new(self.grpc_requests.clone()),
             Box::new(self.response_bytes.clone()),
             Box::new(self.connect_errors.clone()),
             Box::new(self.timeouts.clone()),
@@ -332,12 +349,14 @@ impl Metrics {
                     none: self.exchange(pool.name, ""),
                     upstreams: upstreams.collect(),
                     request_bytes: self.request_bytes.with_label_values(&[pool.name]),
+                    grpc: self.grpc_calls(pool.name),
                 }
             })
             .collect();
         let handles = SnapshotMetrics {
             in_flight: Some(self.in_flight.clone()),
             unrouted: Some(self.exchange("", "")),
+            unrouted_grpc: Some(self.grpc_calls("")),
             pools: pool_handles,
         };
         self.forget_except(pairs, names);
@@ -350,6 +369,10 @@ impl Metrics {
             duration: self.duration.with_label_values(&[pool, upstream]),
             response_bytes: self.response_bytes.with_label_values(&[pool, upstream]),
         }
+    }
+
+    fn grpc_calls(&self, pool: &str) -> GrpcCalls {
+        GrpcCalls(ALL_CODES.map(|c| self.grpc_requests.with_label_values(&[pool, c.name()])))
     }
 
     fn upstream(&self, pool: &str, upstream: &str) -> UpstreamMetrics {
@@ -391,6 +414,11 @@ impl Metrics {
         }
         for pool in exported.pools.difference(&pools) {
             let _ = self.request_bytes.remove_label_values(&[pool]);
+            for code in ALL_CODES {
+                let _ = self
+                    .grpc_requests
+                    .remove_label_values(&[pool.as_str(), code.name()]);
+            }
         }
         *exported = Exported { pairs, pools };
     }
@@ -468,6 +496,23 @@ mod tests {
         let text = m.encode();
         assert!(!text.contains("upstream=\"b\""), "{text}");
         assert!(text.contains("ringway_ring_points{pool=\"web\",upstream=\"a\"} 150"));
+    }
+
+    #[test]
+    fn grpc_calls_count_by_pool_and_code_and_leave_with_their_pool() {
+        use crate::grpc_status::Code;
+        let m = Metrics::new();
+        let handles = m.handles_for(&pool(&["a"]));
+        handles.grpc(Some(0)).unwrap().ended(Code::Unavailable);
+        handles.grpc(None).unwrap().ended(Code::Unimplemented);
+        let text = m.encode();
+        let line = "ringway_grpc_requests_total{code=\"UNAVAILABLE\",pool=\"web\"} 1";
+        assert!(text.contains(line), "{text}");
+        assert!(text.contains("ringway_grpc_requests_total{code=\"OK\",pool=\"web\"} 0"));
+        assert!(text.contains("ringway_grpc_requests_total{code=\"UNIMPLEMENTED\",pool=\"\"} 1"));
+        m.handles_for(&[]);
+        let text = m.encode();
+        assert!(!text.contains("pool=\"web\""), "{text}");
     }
 
     #[test]

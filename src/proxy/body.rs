@@ -7,7 +7,10 @@
 //! client's fault, never the upstream's. [`ProxyBody`] is what clients
 //! receive: an upstream's streamed body or a short text ringway wrote itself; it counts
 //! the request in the metrics ([`Tally`]) and writes the access-log line when the
-//! response is finished or dropped.
+//! response is finished or dropped. For a gRPC call it also reads the status the
+//! response ends with from its trailers (only then: other responses' frames are
+//! passed on untouched), for the metrics and, when the head could not tell, for
+//! passive detection.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -17,6 +20,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntCounter;
@@ -25,9 +29,10 @@ use tokio::time::Sleep;
 
 use super::access::AccessLog;
 use super::error::BodyFault;
+use super::grpc::{self, Code};
 use super::upstream::PooledConn;
 use super::Snapshot;
-use crate::health::detector::InFlight;
+use crate::health::detector::{self, InFlight, Outcome};
 
 /// Error type of every body ringway produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -258,6 +263,13 @@ pub struct Tally {
     target: Target,
     start: Instant,
     status: Option<u16>,
+    grpc: Option<GrpcCall>,
+}
+
+/// What the tally knows of a gRPC call: the status it ended with, once known.
+#[derive(Debug, Default)]
+struct GrpcCall {
+    code: Option<Code>,
 }
 
 impl Tally {
@@ -271,7 +283,25 @@ impl Tally {
             target: Target::default(),
             start: Instant::now(),
             status: None,
+            grpc: None,
         }
+    }
+
+    /// The request is a gRPC call; its response head settled `code` (see
+    /// [`grpc::head_status`]), or the trailers will.
+    pub fn grpc(&mut self, code: Option<Code>) {
+        self.grpc = Some(GrpcCall { code });
+    }
+
+    /// The call ended with `code`, unless an earlier status settled it.
+    fn grpc_ended(&mut self, code: Code) {
+        if let Some(call) = &mut self.grpc {
+            call.code.get_or_insert(code);
+        }
+    }
+
+    fn awaits_grpc(&self) -> bool {
+        self.grpc.as_ref().is_some_and(|c| c.code.is_none())
     }
 
     /// The snapshot the request runs on.
@@ -301,6 +331,12 @@ impl Drop for Tally {
         if let Some(e) = self.target.exchange(&self.snapshot) {
             e.finished(status, self.start.elapsed());
         }
+        if let Some(call) = &self.grpc {
+            let pool = self.target.pool.map(|p| p as usize);
+            if let Some(calls) = self.snapshot.metrics.grpc(pool) {
+                calls.ended(call.code.unwrap_or(Code::Unknown));
+            }
+        }
     }
 }
 
@@ -323,6 +359,17 @@ enum Kind {
 }
 
 impl ProxyBody {
+    /// An empty body ringway wrote itself: the head says everything (a gRPC
+    /// trailers-only answer).
+    pub fn empty() -> Self {
+        ProxyBody {
+            kind: Kind::Text(None),
+            log: None,
+            inflight: None,
+            tally: None,
+        }
+    }
+
     /// A complete body ringway wrote itself.
     pub fn text(text: impl Into<Bytes>) -> Self {
         ProxyBody {
@@ -361,6 +408,28 @@ impl ProxyBody {
         self
     }
 
+    /// Trailers arrived: a gRPC call waiting for its status has it now (a missing or
+    /// unreadable one is `UNKNOWN`).
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        let waiting = self.tally.as_ref().is_some_and(Tally::awaits_grpc)
+            || self.inflight.as_ref().is_some_and(InFlight::is_pending);
+        if waiting {
+            let code = grpc::status_in(trailers).unwrap_or(Code::Unknown);
+            self.ended(code, Outcome::Grpc(code));
+        }
+    }
+
+    /// The response ended (or broke) before any status: a gRPC call still waiting
+    /// for one ends with `code`, and detection records `outcome`.
+    fn ended(&mut self, code: Code, outcome: Outcome) {
+        if let Some(tally) = &mut self.tally {
+            tally.grpc_ended(code);
+        }
+        if let Some(inflight) = self.inflight.as_mut().filter(|f| f.is_pending()) {
+            inflight.settle(outcome, detector::now_ms());
+        }
+    }
+
     fn finish(&mut self, failed: bool) {
         self.inflight = None;
         if let Some(mut log) = self.log.take() {
@@ -382,6 +451,12 @@ impl Drop for ProxyBody {
     /// failed); one that was already complete, such as a HEAD response, was not.
     fn drop(&mut self) {
         let complete = self.is_end_stream();
+        if complete {
+            self.ended(Code::Unknown, Outcome::Grpc(Code::Unknown));
+        } else if let Some(tally) = &mut self.tally {
+            // The client left: nothing is held against the upstream.
+            tally.grpc_ended(Code::Cancelled);
+        }
         self.finish(!complete);
     }
 }
@@ -408,9 +483,22 @@ impl Body for ProxyBody {
                 if let Some(tally) = &this.tally {
                     tally.sent(len);
                 }
+                if let Some(trailers) = f.trailers_ref() {
+                    this.trailers(trailers);
+                    // Trailers are a body's last frame: the response is whole, even
+                    // if its sender (an HTTP/2 stream) never asks for the end.
+                    this.finish(false);
+                }
             }
-            Some(Err(_)) => this.finish(true),
-            None => this.finish(false),
+            Some(Err(_)) => {
+                // The upstream's body broke (or stalled) mid-call.
+                this.ended(Code::Unknown, Outcome::Reset);
+                this.finish(true);
+            }
+            None => {
+                this.ended(Code::Unknown, Outcome::Grpc(Code::Unknown));
+                this.finish(false);
+            }
         }
         Poll::Ready(frame)
     }

@@ -5,12 +5,15 @@
 //! metric label; [`ProxyError::fault`] says whose doing it was (only
 //! [`Fault::Upstream`] errors ever count against an upstream's health), and
 //! [`ProxyError::retry`] whether sending the request again could be safe. The body a
-//! client gets is a short line of text naming what happened.
+//! client gets is a short line of text naming what happened; a gRPC call gets the
+//! same text as its `grpc-message`, with the code [`ProxyError::grpc_status`] picks.
 
 use std::fmt;
 use std::time::Duration;
 
 use http::StatusCode;
+
+use super::grpc::{Code, TimeoutError};
 
 /// How connecting to one upstream failed. Nothing was sent, so another upstream may
 /// be tried.
@@ -117,6 +120,8 @@ pub enum HeadFault {
     /// `Transfer-Encoding` other than a lone `chunked`: ringway would decode the
     /// chunking and forward the other codings' bytes without saying so.
     UnsupportedCoding(String),
+    /// A gRPC call's `grpc-timeout` is malformed.
+    GrpcTimeout(TimeoutError),
 }
 
 impl fmt::Display for HeadFault {
@@ -128,6 +133,7 @@ impl fmt::Display for HeadFault {
                 f,
                 "Transfer-Encoding {te:?} is not supported (only a lone chunked)"
             ),
+            HeadFault::GrpcTimeout(why) => write!(f, "{why}"),
         }
     }
 }
@@ -157,6 +163,8 @@ pub enum ProxyError {
     BadHead(HeadFault),
     /// The client's request body failed while it was being forwarded.
     ClientBody(BodyFault),
+    /// A gRPC call's own deadline (`grpc-timeout`) passed before a response head.
+    DeadlineExceeded { timeout: Duration },
 }
 
 impl ProxyError {
@@ -176,11 +184,39 @@ impl ProxyError {
             ProxyError::BadHead(HeadFault::UnsupportedCoding(_)) => {
                 (StatusCode::NOT_IMPLEMENTED, "unsupported_coding")
             }
+            ProxyError::BadHead(HeadFault::GrpcTimeout(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_grpc_timeout")
+            }
             ProxyError::BadHead(_) => (StatusCode::BAD_REQUEST, "bad_host"),
             ProxyError::ClientBody(BodyFault::Malformed(_)) => {
                 (StatusCode::BAD_REQUEST, "bad_body")
             }
             ProxyError::ClientBody(_) => (StatusCode::REQUEST_TIMEOUT, "slow_body"),
+            ProxyError::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "grpc_deadline"),
+        }
+    }
+
+    /// The code a gRPC call answered with this error gets (its `grpc-message` is the
+    /// error's text). Beside [`ProxyError::classify`], so one place decides every
+    /// answer. Nothing reached an upstream, or the upstream failed: `UNAVAILABLE`,
+    /// which gRPC clients may retry. Timeouts: `DEADLINE_EXCEEDED`. The client's
+    /// own faults: `INVALID_ARGUMENT` for a head ringway refuses; for a request body
+    /// that broke its framing `INTERNAL` (the gRPC specification's code for a
+    /// protocol violation on the stream), for one that stalled or came too slowly
+    /// `CANCELLED` (ringway gave the call up for want of the client's data: neither
+    /// the upstream's fault, as `DEADLINE_EXCEEDED` would suggest, nor worth a retry).
+    pub fn grpc_status(&self) -> Code {
+        match self {
+            ProxyError::NoPool { .. } => Code::Unimplemented,
+            ProxyError::MissingKey { .. } | ProxyError::BadHead(_) => Code::InvalidArgument,
+            ProxyError::EmptyPool { .. }
+            | ProxyError::Unreachable { .. }
+            | ProxyError::UpstreamFailed { .. } => Code::Unavailable,
+            ProxyError::ConnectTimedOut { .. }
+            | ProxyError::ResponseTimedOut { .. }
+            | ProxyError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ProxyError::ClientBody(BodyFault::Malformed(_)) => Code::Internal,
+            ProxyError::ClientBody(_) => Code::Cancelled,
         }
     }
 
@@ -198,7 +234,8 @@ impl ProxyError {
             ProxyError::NoPool { .. }
             | ProxyError::MissingKey { .. }
             | ProxyError::BadHead(_)
-            | ProxyError::ClientBody(_) => Fault::Client,
+            | ProxyError::ClientBody(_)
+            | ProxyError::DeadlineExceeded { .. } => Fault::Client,
             ProxyError::EmptyPool { .. } => Fault::Proxy,
             ProxyError::Unreachable { .. }
             | ProxyError::ConnectTimedOut { .. }
@@ -218,7 +255,8 @@ impl ProxyError {
             | ProxyError::MissingKey { .. }
             | ProxyError::EmptyPool { .. }
             | ProxyError::BadHead(_)
-            | ProxyError::ClientBody(_) => Retry::Never,
+            | ProxyError::ClientBody(_)
+            | ProxyError::DeadlineExceeded { .. } => Retry::Never,
         }
     }
 }
@@ -255,6 +293,11 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::BadHead(why) => write!(f, "bad request: {why}"),
             ProxyError::ClientBody(why) => write!(f, "{why}"),
+            ProxyError::DeadlineExceeded { timeout } => write!(
+                f,
+                "no response within the call's grpc-timeout ({}ms)",
+                timeout.as_millis()
+            ),
         }
     }
 }
@@ -313,5 +356,96 @@ mod tests {
         assert_eq!((empty.fault(), empty.retry()), (Fault::Proxy, Retry::Never));
         let boxed: Box<dyn std::error::Error> = Box::new(failed);
         assert_eq!(boxed.to_string(), "upstream a failed: reset");
+    }
+
+    #[test]
+    fn every_error_has_a_grpc_status() {
+        let up = |s: &str| s.to_string();
+        let cases = [
+            (
+                ProxyError::NoPool {
+                    host: None,
+                    path: up("/a.B/C"),
+                },
+                Code::Unimplemented,
+            ),
+            (
+                ProxyError::MissingKey {
+                    pool: up("p"),
+                    key: up("header:x-user"),
+                },
+                Code::InvalidArgument,
+            ),
+            (ProxyError::EmptyPool { pool: up("p") }, Code::Unavailable),
+            (
+                ProxyError::Unreachable {
+                    pool: up("p"),
+                    attempts: 2,
+                    last: up("a: connection refused"),
+                },
+                Code::Unavailable,
+            ),
+            (
+                ProxyError::ConnectTimedOut {
+                    pool: up("p"),
+                    attempts: 1,
+                },
+                Code::DeadlineExceeded,
+            ),
+            (
+                ProxyError::ResponseTimedOut { upstream: up("a") },
+                Code::DeadlineExceeded,
+            ),
+            (
+                ProxyError::UpstreamFailed {
+                    upstream: up("a"),
+                    reason: up("reset"),
+                },
+                Code::Unavailable,
+            ),
+            (
+                ProxyError::BadHead(HeadFault::MissingHost),
+                Code::InvalidArgument,
+            ),
+            (
+                ProxyError::BadHead(HeadFault::GrpcTimeout(TimeoutError::Malformed)),
+                Code::InvalidArgument,
+            ),
+            (
+                ProxyError::ClientBody(BodyFault::Malformed(up("bad frame"))),
+                Code::Internal,
+            ),
+            (
+                ProxyError::ClientBody(BodyFault::Stalled(Duration::from_secs(1))),
+                Code::Cancelled,
+            ),
+            (
+                ProxyError::DeadlineExceeded {
+                    timeout: Duration::from_millis(50),
+                },
+                Code::DeadlineExceeded,
+            ),
+        ];
+        for (e, code) in &cases {
+            assert_eq!(e.grpc_status(), *code, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_call_whose_own_deadline_passed_is_never_held_against_the_upstream() {
+        let late = ProxyError::DeadlineExceeded {
+            timeout: Duration::from_millis(50),
+        };
+        assert_eq!((late.fault(), late.retry()), (Fault::Client, Retry::Never));
+        assert_eq!(
+            late.classify(),
+            (StatusCode::GATEWAY_TIMEOUT, "grpc_deadline")
+        );
+        let bad = ProxyError::BadHead(HeadFault::GrpcTimeout(TimeoutError::Unit('x')));
+        assert_eq!(
+            bad.classify(),
+            (StatusCode::BAD_REQUEST, "bad_grpc_timeout")
+        );
+        assert_eq!(bad.fault(), Fault::Client);
     }
 }

@@ -7,15 +7,18 @@
 pub mod access;
 pub mod body;
 pub mod error;
+pub mod grpc;
 mod h2_gauges;
 pub mod headers;
 pub mod listener;
 pub mod replay;
+pub mod retry;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -29,7 +32,7 @@ use crate::health::detector::{self, InFlight, Outcome};
 use crate::metrics::{Metrics, PoolMetrics, PoolShape};
 use access::AccessLog;
 use body::{IdleBody, ProxyBody, Tally, Target};
-use error::{ConnectError, ProxyError};
+use error::{ConnectError, HeadFault, ProxyError};
 pub use headers::Origin;
 use replay::UpBody;
 pub use snapshot::{PoolState, Snapshot};
@@ -123,25 +126,27 @@ impl Proxy {
             log
         });
         let mut target = Target::default();
+        let call = GrpcCall::of(&req);
         let ctx = RequestCtx {
             request_id: request_id.as_ref(),
             log: &mut log,
             target: &mut target,
         };
-        let resp = match self
-            .route_and_forward(tally.snapshot(), req, origin, ctx)
-            .await
-        {
+        let forwarded = self.route_and_forward(tally.snapshot(), req, origin, ctx);
+        let resp = match call.deadline(forwarded).await {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some(log) = log.as_mut() {
                     log.fault = Some(e.fault().label());
                     log.error = Some(e.metric_label());
                 }
-                error_response(&e)
+                error_response(&e, call.is_some())
             }
         };
         let (mut parts, body) = resp.into_parts();
+        if call.is_some() {
+            tally.grpc(grpc::head_status(parts.status, &parts.headers));
+        }
         if let Some(id) = &request_id {
             parts
                 .headers
@@ -281,6 +286,7 @@ async fn forward(
         });
     }
     let mut req = req;
+    let grpc_call = grpc::is_grpc(req.headers());
     let mut attempts = 0;
     let mut timeouts = 0;
     let mut last = String::new();
@@ -297,7 +303,8 @@ async fn forward(
         attempts += 1;
         let inflight = pool.health.begin(index);
         let result = attempt(pool, upstream, req).await;
-        if let Some(outcome) = outcome(&result) {
+        let known = outcome(&result, grpc_call);
+        if let Some(outcome) = known {
             pool.health.record(index, outcome, detector::now_ms());
         }
         match result {
@@ -307,7 +314,9 @@ async fn forward(
                     upstream: index,
                     response,
                     conn,
-                    inflight,
+                    // A gRPC call's status may come only in the trailers: the
+                    // response body records the outcome then.
+                    inflight: inflight.map(|f| f.pending(known.is_none())),
                 });
             }
             // The client failed its own request: nothing is held against the upstream,
@@ -345,9 +354,13 @@ async fn forward(
     })
 }
 
-/// What detection learns from one attempt: nothing when the client was at fault.
-fn outcome(result: &Result<Exchange, Attempt>) -> Option<Outcome> {
+/// What detection learns from one attempt: nothing when the client was at fault, or
+/// yet when a gRPC call's head leaves its status to the trailers.
+fn outcome(result: &Result<Exchange, Attempt>, grpc_call: bool) -> Option<Outcome> {
     Some(match result {
+        Ok((response, _)) if grpc_call && response.status() == StatusCode::OK => {
+            Outcome::Grpc(grpc::status_in(response.headers())?)
+        }
         Ok((response, _)) => Outcome::Response(response.status().as_u16()),
         // A local bound, or an upstream shedding or draining streams: neither says
         // the upstream is unwell.
@@ -386,18 +399,32 @@ async fn attempt(
             Err(back) => req = back,
         }
     }
-    let sender = match upstream.connect().await {
-        Ok(s) => s,
-        Err(e) => return Err(Attempt::Retry(Box::new(req), e)),
+    // An HTTP/2 connection can close (a GOAWAY) between lending a stream and taking
+    // the request: the request comes back unsent and takes a stream on another.
+    let tries = match pool.may_refuse_streams() {
+        true => 1 + H2_RETAKES,
+        false => 1,
     };
-    match send(pool, upstream, sender, req).await? {
-        Ok(resp) => Ok(resp),
-        Err(back) => Err(Attempt::Retry(
-            Box::new(back),
-            ConnectError::Other("connection closed before the request was sent".into()),
-        )),
+    for _ in 0..tries {
+        let sender = match upstream.connect().await {
+            Ok(s) => s,
+            Err(e) => return Err(Attempt::Retry(Box::new(req), e)),
+        };
+        match send(pool, upstream, sender, req).await? {
+            Ok(resp) => return Ok(resp),
+            Err(back) => req = back,
+        }
     }
+    Err(Attempt::Retry(
+        Box::new(req),
+        ConnectError::Other("connection closed before the request was sent".into()),
+    ))
 }
+
+/// Further HTTP/2 streams a request takes on the same upstream when the connection it
+/// was lent closed before taking it: one, since a closing connection leaves the set at
+/// once and the next stream comes from another (or a new) connection.
+const H2_RETAKES: usize = 1;
 
 /// Sends on one connection. While the request body is going up, each step of it gets
 /// the idle timeout (an upstream that stops reading cannot hold the request; a pause
@@ -492,7 +519,47 @@ fn tunnel(client: OnUpgrade, upstream: OnUpgrade, id: Arc<str>) {
     });
 }
 
-fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+/// A gRPC call, known by its request's `content-type` before the request is
+/// consumed: its answers are gRPC-shaped, and its `grpc-timeout` bounds the wait for
+/// a response head. `None` for any other request.
+struct GrpcCall(Option<Result<Option<Duration>, HeadFault>>);
+
+impl GrpcCall {
+    fn of(req: &Request<Incoming>) -> GrpcCall {
+        let headers = req.headers();
+        GrpcCall(grpc::is_grpc(headers).then(|| {
+            grpc::grpc_timeout(headers)
+                .transpose()
+                .map_err(HeadFault::GrpcTimeout)
+        }))
+    }
+
+    fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Runs `forwarded` within the call's deadline; a malformed `grpc-timeout`
+    /// refuses the call before anything is routed.
+    async fn deadline<F>(&self, forwarded: F) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        F: std::future::Future<Output = Result<Response<ProxyBody>, ProxyError>>,
+    {
+        match &self.0 {
+            Some(Err(bad)) => Err(ProxyError::BadHead(bad.clone())),
+            Some(Ok(Some(timeout))) => tokio::time::timeout(*timeout, forwarded)
+                .await
+                .unwrap_or(Err(ProxyError::DeadlineExceeded { timeout: *timeout })),
+            _ => forwarded.await,
+        }
+    }
+}
+
+/// ringway's own answer: a line of text, or for a gRPC call a trailers-only answer
+/// with the same text as its `grpc-message`.
+fn error_response(e: &ProxyError, grpc_call: bool) -> Response<ProxyBody> {
+    if grpc_call {
+        return grpc::trailers_only(e.grpc_status(), &e.to_string(), ProxyBody::empty());
+    }
     let mut resp = Response::new(ProxyBody::text(format!("ringway: {e}\n")));
     *resp.status_mut() = e.status();
     resp.headers_mut().insert(

@@ -567,7 +567,7 @@ fn config_dump_fills_in_every_default_and_check_accepts_it_again() {
            max_idle_per_upstream: 3\n    hash_balance_factor: 125\n    \
            tls: {{ca_file: {ca_file}, server_name: up.test, client_cert: {c}, client_key: {k}}}\n    \
            health:\n      passive: {{consecutive_failures: 0, failure_rate_percent: 20, window_ms: 5000, \
-             min_requests: 7, count: [connect, 5xx], local_suspicion_ms: 0}}\n      \
+             min_requests: 7, count: [connect, 5xx], local_suspicion_ms: 0, count_grpc: [INTERNAL, 14]}}\n      \
              active: {{path: /healthz, interval_ms: 1000, timeout_ms: 300, expected_statuses: [200, \"2xx\", \"301-302\"], rise: 4, fall: 5}}\n      \
              breaker: {{base_ejection_ms: 1000, max_ejection_ms: 9000, jitter_percent: 0, half_open_successes: 2, \
                probe_interval_ms: 250, min_reporters: 2, report_window_ms: 6000, max_ejection_percent: 30, panic_threshold_percent: 20}}\n    \

@@ -18,6 +18,7 @@ mod config_paths;
 mod config_tls;
 mod control;
 mod deploy;
+mod grpc_errors;
 mod h2_upstream;
 mod metrics;
 mod proxy;

@@ -15,6 +15,7 @@ use super::super::health::{
 use super::super::raw::{RawActive, RawBreaker, RawGrpcCheck, RawHealth, RawPassive};
 use super::super::UpstreamProtocol;
 use super::{join, shown, Checker};
+use crate::grpc_status::{Code, CodeSet};
 
 /// Bounds that keep a typo from turning detection into noise or off: a thousand
 /// failures in a row is not detection; a window past ten minutes is a trend, not a
@@ -124,7 +125,48 @@ impl Checker {
                 MAX_LOCAL_SUSPICION_MS,
                 d.local_suspicion.as_millis() as u64,
             )),
+            grpc_failures: match &raw.count_grpc {
+                Some(v) => self.grpc_codes(&f("count_grpc"), v).unwrap_or_default(),
+                None => d.grpc_failures,
+            },
         }
+    }
+
+    /// A list of gRPC status codes, by name (`UNAVAILABLE`) or number (14); `OK`
+    /// is no failure, and an empty list counts none.
+    fn grpc_codes(&mut self, path: &str, v: &Value) -> Option<CodeSet> {
+        const RULE: &str =
+            "must be a gRPC status code other than OK, by name (UNAVAILABLE) or number (14)";
+        let Value::Sequence(items) = v else {
+            self.error(
+                path,
+                format!("must be a list of gRPC status codes; got {}", shown(v)),
+            );
+            return None;
+        };
+        let mut set = CodeSet::EMPTY;
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let code = match item {
+                Value::String(s) => Code::from_name(s),
+                Value::Number(n) => n.as_u64().and_then(Code::from_number),
+                _ => None,
+            };
+            match code {
+                Some(c) if c != Code::Ok => {
+                    if !set.insert(c) {
+                        self.error(&p, format!("{c} is listed twice"));
+                        ok = false;
+                    }
+                }
+                _ => {
+                    self.error(&p, format!("{RULE}; got {}", shown(item)));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(set)
     }
 
     fn classes(&mut self, path: &str, v: &Value) -> Option<FailureClasses> {
