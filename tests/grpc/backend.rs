@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::PrivateKeyDer;
 use rustls::ServerConfig;
@@ -131,6 +132,9 @@ pub struct Backend {
     /// Set `SERVING` / `NOT_SERVING` per service ("" is the server overall).
     pub health: HealthReporter,
     tls: Option<Arc<ServerConfig>>,
+    /// Connections older than this get a graceful GOAWAY (tonic's
+    /// `max_connection_age`) while the listener stays open.
+    max_age: Option<Duration>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -138,15 +142,25 @@ pub struct Backend {
 impl Backend {
     /// A backend speaking h2c (HTTP/2 with prior knowledge, no TLS).
     pub async fn h2c(name: &str) -> Backend {
-        Backend::start(name, None).await
+        Backend::start(name, None, None).await
     }
 
     /// A backend behind TLS with `leaf`, offering ALPN `h2` only.
     pub async fn tls(name: &str, leaf: &Leaf) -> Backend {
-        Backend::start(name, Some(server_config(leaf))).await
+        Backend::start(name, Some(server_config(leaf)), None).await
     }
 
-    async fn start(name: &str, tls: Option<Arc<ServerConfig>>) -> Backend {
+    /// An h2c backend that sends each connection a graceful GOAWAY once it is `age`
+    /// old and keeps accepting new ones.
+    pub async fn h2c_recycling(name: &str, age: Duration) -> Backend {
+        Backend::start(name, None, Some(age)).await
+    }
+
+    async fn start(
+        name: &str,
+        tls: Option<Arc<ServerConfig>>,
+        max_age: Option<Duration>,
+    ) -> Backend {
         let listener = TcpListener::bind(loopback()).await.expect("bind backend");
         let mut backend = Backend {
             name: name.to_owned(),
@@ -154,6 +168,7 @@ impl Backend {
             conns: Arc::default(),
             health: HealthReporter::new(),
             tls,
+            max_age,
             stop: None,
             task: None,
         };
@@ -170,7 +185,11 @@ impl Backend {
             tx,
         ));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(age) = self.max_age {
+            builder = builder.max_connection_age(age);
+        }
+        let router = builder
             .add_service(EchoServer::new(&self.name))
             .add_service(HealthServer::new(HealthService::from_health_reporter(
                 self.health.clone(),
@@ -226,7 +245,7 @@ impl Backend {
                 match TcpListener::bind(self.addr).await {
                     Ok(l) => break l,
                     Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                        tokio::time::sleep(Duration::from_millis(20)).await
                     }
                     Err(e) => panic!("rebind {}: {e}", self.addr),
                 }
