@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ringway::config::health::{Health, DEFAULT_LOCAL_SUSPICION};
+use ringway::config::health::{CheckKind, Health, DEFAULT_LOCAL_SUSPICION};
 use ringway::config::Config;
 use ringway::grpc_status::Code;
 use ringway::health::breaker::Policy;
@@ -85,12 +85,15 @@ fn every_field_is_read() {
         [Code::ResourceExhausted, Code::Internal, Code::Unavailable]
     );
     let a = h.active.as_ref().unwrap();
-    assert_eq!(a.path, "/healthz?deep=1");
+    let CheckKind::Http { path, expected } = &a.kind else {
+        panic!("an HTTP check: {a:?}");
+    };
+    assert_eq!(path, "/healthz?deep=1");
     assert_eq!(
         (a.interval, a.timeout),
         (Duration::from_millis(500), Duration::from_millis(200))
     );
-    assert_eq!(a.expected, [(200, 200), (300, 302), (200, 299)]);
+    assert_eq!(*expected, [(200, 200), (300, 302), (200, 299)]);
     assert!(a.expects(204) && a.expects(301) && !a.expects(303) && !a.expects(500));
     assert_eq!((a.rise, a.fall), (4, 5));
     assert_eq!(h.probe_interval, Duration::from_millis(250));
@@ -195,5 +198,80 @@ fn odd_shapes_are_errors_not_panics() {
         "    health: {active: {path: /x, timeout_ms: 3000, interval_ms: 1000}}\n",
     ] {
         assert!(Config::parse(&pool(health)).is_err(), "{health}");
+    }
+}
+
+#[test]
+fn grpc_checks_read_their_service_and_need_http2() {
+    let kind = |extra: &str| {
+        let c = Config::parse(&pool(extra)).unwrap_or_else(|e| panic!("{e}\n{extra}"));
+        c.pools[0].health.active.clone().expect("active").kind
+    };
+    let named = "    protocol: h2c\n    health:\n      active:\n        grpc: {service: pkg.Svc}\n";
+    assert_eq!(
+        kind(named),
+        CheckKind::Grpc {
+            service: "pkg.Svc".into()
+        }
+    );
+    let overall = "    protocol: h2c\n    health:\n      active:\n        grpc: {}\n";
+    assert_eq!(
+        kind(overall),
+        CheckKind::Grpc {
+            service: String::new()
+        }
+    );
+    let long = "x".repeat(513);
+    let text = pool(&format!(
+        r#"    health:
+      active:
+        path: /healthz
+        expected_statuses: [200]
+        grpc:
+          service: "{long}"
+          colour: red
+"#
+    ));
+    let errs = errors(&text);
+    let expect = [
+        "pools[0].health.active.path: belongs to HTTP checks",
+        "pools[0].health.active.expected_statuses: belongs to HTTP checks",
+        "pools[0].health.active.grpc: the gRPC health protocol runs over HTTP/2: needs the pool's protocol to be h2 or h2c, got http1",
+        "pools[0].health.active.grpc.colour: unknown field",
+        "pools[0].health.active.grpc.service: must be a service name of at most 512 bytes",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            errs.join("\n")
+        );
+    }
+    let auto = pool("    protocol: auto\n    health:\n      active:\n        grpc: {service: 7}\n");
+    let errs = errors(&auto);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("active.grpc: ") && e.ends_with("got auto")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("pools[0].health.active.grpc.service: ")),
+        "a number is not a service name: {errs:?}"
+    );
+}
+
+#[test]
+fn a_grpc_check_dumps_and_reads_back_the_same() {
+    for service in ["pkg.Svc", ""] {
+        let text = pool(&format!(
+            "    protocol: h2c\n    health:\n      active:\n        grpc: {{service: {service:?}}}\n        rise: 3\n"
+        ));
+        let c = Config::parse(&text).unwrap();
+        let source = std::path::Path::new("/etc/ringway/ringway.yaml");
+        let dumped = ringway::cli::dump::dump(&c, source).expect("dump");
+        assert!(dumped.contains("grpc:"), "{dumped}");
+        let again = Config::parse(&dumped).unwrap_or_else(|e| panic!("{e}\n{dumped}"));
+        assert_eq!(again.pools[0].health, c.pools[0].health, "{dumped}");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use crate::config::access_log::{AccessFormat, AccessLog};
-use crate::config::health::{Active, FailureClasses, Health, Passive, Policy};
+use crate::config::health::{Active, CheckKind, FailureClasses, Health, Passive, Policy};
 use crate::config::{
     Admin, AtLimit, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits,
     Listener, ListenerTls, Node, Pool, PoolTls, RetryPolicy, Timeouts, Upstream, UpstreamLimits,
@@ -465,25 +465,29 @@ fn class_names(classes: &FailureClasses) -> Vec<Value> {
 
 fn active_map(active: &Active) -> Mapping {
     let Active {
-        path: check_path,
+        kind,
         interval,
         timeout,
-        expected,
         rise,
         fall,
     } = active;
-    let statuses = expected.iter().map(|&(lo, hi)| match lo == hi {
-        true => Value::from(u64::from(lo)),
-        false => Value::from(format!("{lo}-{hi}")),
-    });
-    map([
-        ("path", s(check_path)),
+    let mut m = match kind {
+        CheckKind::Http { path, expected } => {
+            let statuses = expected.iter().map(|&(lo, hi)| match lo == hi {
+                true => Value::from(u64::from(lo)),
+                false => Value::from(format!("{lo}-{hi}")),
+            });
+            map([("path", s(path)), ("expected_statuses", list(statuses))])
+        }
+        CheckKind::Grpc { service } => map([("grpc", mapping(map([("service", s(service))])))]),
+    };
+    m.extend(map([
         ("interval_ms", ms(*interval)),
         ("timeout_ms", ms(*timeout)),
-        ("expected_statuses", list(statuses)),
         ("rise", n(*rise)),
         ("fall", n(*fall)),
-    ])
+    ]));
+    m
 }
 
 fn breaker_map(policy: &Policy) -> Mapping {

@@ -601,7 +601,7 @@ impl Checker {
         let http2 = self.http2(path, raw.http2, protocol);
         let retry = self.retry(path, raw.retry);
         let upstream_limits = self.upstream_limits(path, raw.upstream_limits);
-        let health = self.health(path, raw.health);
+        let health = self.health(path, raw.health, protocol);
         if let Err(why) = health.breaker.check() {
             self.error(format!("{path}.health.breaker"), why);
         }

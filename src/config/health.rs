@@ -86,25 +86,42 @@ impl Default for Passive {
     }
 }
 
-/// Active HTTP health checks, run by every instance against every upstream.
+/// Active health checks, run by every instance against every upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Active {
-    pub path: String,
+    /// What one check asks and what passes.
+    pub kind: CheckKind,
     pub interval: Duration,
     pub timeout: Duration,
-    /// Inclusive status ranges that mean healthy.
-    pub expected: Vec<(u16, u16)>,
     /// Consecutive passes that bring a down upstream back up (here).
     pub rise: u32,
     /// Consecutive failures that take it down here and report it to the cluster.
     pub fall: u32,
 }
 
+/// The question an active check asks an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path` over HTTP/1.1; passes on a status in one of the inclusive ranges.
+    Http {
+        path: String,
+        expected: Vec<(u16, u16)>,
+    },
+    /// `grpc.health.v1.Health/Check` for `service` ("": the server overall) over
+    /// HTTP/2, with TLS when the pool has it; passes only on `SERVING`. Valid only for
+    /// pools whose protocol is `h2` or `h2c`.
+    Grpc { service: String },
+}
+
 impl Active {
+    /// Whether an HTTP check's answer `status` passes (never, for a gRPC check).
     pub fn expects(&self, status: u16) -> bool {
-        self.expected
-            .iter()
-            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+        match &self.kind {
+            CheckKind::Http { expected, .. } => {
+                expected.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+            }
+            CheckKind::Grpc { .. } => false,
+        }
     }
 }
 

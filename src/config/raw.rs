@@ -224,8 +224,17 @@ pub struct RawActive {
     pub interval_ms: Option<Value>,
     pub timeout_ms: Option<Value>,
     pub expected_statuses: Option<Value>,
+    pub grpc: Option<RawGrpcCheck>,
     pub rise: Option<Value>,
     pub fall: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].health.active.grpc`: check by the gRPC health checking protocol.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGrpcCheck {
+    pub service: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -31,7 +31,7 @@ use super::Proposer;
 use crate::cluster::state::Command;
 use crate::health::breaker::{Phase, Policy, Probe};
 use crate::health::detector::Trip;
-use crate::health::probe::probe;
+use crate::health::probe::{probe, ProbeTls};
 use crate::proxy::{PoolState, Proxy};
 use crate::raft::Role;
 
@@ -226,10 +226,12 @@ impl Loop {
         };
         p.running = true;
         let addr = up.addr.clone();
+        let tls = up.settings().tls.clone();
         let check = pool.health.settings.active.clone();
         let timeout = check.as_ref().map_or(pool.timeouts.connect, |a| a.timeout);
         tokio::spawn(async move {
-            let passed = probe(&addr, check.as_ref(), timeout).await;
+            let tls = tls.as_deref().map(|t| t as &dyn ProbeTls);
+            let passed = probe(&addr, check.as_ref(), tls, timeout).await;
             slot.send(ProbeDone {
                 key,
                 since_ms,

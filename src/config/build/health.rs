@@ -6,13 +6,14 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::super::health::{
-    Active, FailureClasses, Health, Passive, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
-    DEFAULT_FALL, DEFAULT_RISE,
+    Active, CheckKind, FailureClasses, Health, Passive, DEFAULT_CHECK_INTERVAL,
+    DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE,
 };
 use super::super::health::{
     Policy, MAX_EJECTION_LIMIT_MS, MAX_HALF_OPEN_SUCCESSES, MAX_REPORTERS, MAX_REPORT_WINDOW_MS,
 };
-use super::super::raw::{RawActive, RawBreaker, RawHealth, RawPassive};
+use super::super::raw::{RawActive, RawBreaker, RawGrpcCheck, RawHealth, RawPassive};
+use super::super::UpstreamProtocol;
 use super::{join, shown, Checker};
 use crate::grpc_status::{Code, CodeSet};
 
@@ -33,13 +34,23 @@ const MIN_BALANCE_FACTOR: u64 = 100;
 const MAX_BALANCE_FACTOR: u64 = 10_000;
 /// Longest health check path.
 const MAX_CHECK_PATH_BYTES: usize = 1024;
+/// Longest service name a gRPC check asks about: a fully qualified protobuf service
+/// name is far shorter, and the name travels in every probe.
+pub const MAX_GRPC_SERVICE_BYTES: usize = 512;
 
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
 impl Checker {
-    pub(super) fn health(&mut self, pool: &str, raw: Option<RawHealth>) -> Health {
+    /// `protocol` is the pool's (`None` when it was invalid): a gRPC check needs
+    /// HTTP/2.
+    pub(super) fn health(
+        &mut self,
+        pool: &str,
+        raw: Option<RawHealth>,
+        protocol: Option<UpstreamProtocol>,
+    ) -> Health {
         let Some(raw) = raw else {
             return Health::default();
         };
@@ -57,7 +68,7 @@ impl Checker {
                 .unwrap_or_default(),
             active: raw
                 .active
-                .and_then(|a| self.active(&join(&path, "active"), a)),
+                .and_then(|a| self.active(&join(&path, "active"), a, protocol)),
             breaker,
             probe_interval,
         }
@@ -199,13 +210,18 @@ impl Checker {
         ok.then_some(c)
     }
 
-    fn active(&mut self, path: &str, raw: RawActive) -> Option<Active> {
+    fn active(
+        &mut self,
+        path: &str,
+        raw: RawActive,
+        protocol: Option<UpstreamProtocol>,
+    ) -> Option<Active> {
         self.unknown(path, &raw.unknown);
         let f = |name: &str| join(path, name);
-        let check_path = self
-            .required(&f("path"), &raw.path)
-            .and_then(|v| self.string(&f("path"), v))
-            .and_then(|s| self.check_path(&f("path"), s));
+        let kind = match raw.grpc {
+            Some(ref grpc) => self.grpc_check(path, grpc, &raw, protocol),
+            None => self.http_check(path, &raw),
+        };
         let interval = self.opt_int(
             &f("interval_ms"),
             &raw.interval_ms,
@@ -224,20 +240,83 @@ impl Checker {
             let why = format!("must be at most interval_ms ({interval}), got {timeout}");
             self.error(f("timeout_ms"), why);
         }
+        let rise = self.opt_int(&f("rise"), &raw.rise, 1, MAX_RISE_FALL, DEFAULT_RISE.into());
+        let fall = self.opt_int(&f("fall"), &raw.fall, 1, MAX_RISE_FALL, DEFAULT_FALL.into());
+        Some(Active {
+            kind: kind?,
+            interval: ms(interval),
+            timeout: ms(timeout),
+            rise: rise as u32,
+            fall: fall as u32,
+        })
+    }
+
+    /// `GET path`, passing on `expected_statuses`.
+    fn http_check(&mut self, path: &str, raw: &RawActive) -> Option<CheckKind> {
+        let f = |name: &str| join(path, name);
+        let check_path = self
+            .required(&f("path"), &raw.path)
+            .and_then(|v| self.string(&f("path"), v))
+            .and_then(|s| self.check_path(&f("path"), s));
         let expected = match &raw.expected_statuses {
             Some(v) => self.statuses(&f("expected_statuses"), v),
             None => Some(vec![(200, 399)]),
         };
-        let rise = self.opt_int(&f("rise"), &raw.rise, 1, MAX_RISE_FALL, DEFAULT_RISE.into());
-        let fall = self.opt_int(&f("fall"), &raw.fall, 1, MAX_RISE_FALL, DEFAULT_FALL.into());
-        Some(Active {
+        Some(CheckKind::Http {
             path: check_path?,
-            interval: ms(interval),
-            timeout: ms(timeout),
             expected: expected?,
-            rise: rise as u32,
-            fall: fall as u32,
         })
+    }
+
+    /// `grpc: {service}`: only for HTTP/2 pools, and with no HTTP check fields.
+    fn grpc_check(
+        &mut self,
+        path: &str,
+        raw: &RawGrpcCheck,
+        active: &RawActive,
+        protocol: Option<UpstreamProtocol>,
+    ) -> Option<CheckKind> {
+        let p = join(path, "grpc");
+        self.unknown(&p, &raw.unknown);
+        for (name, set) in [
+            ("path", active.path.is_some()),
+            ("expected_statuses", active.expected_statuses.is_some()),
+        ] {
+            if set {
+                let why = "belongs to HTTP checks; a gRPC check (grpc) passes on SERVING";
+                self.error(join(path, name), why);
+            }
+        }
+        let mut ok = active.path.is_none() && active.expected_statuses.is_none();
+        if let Some(protocol) = protocol {
+            if !matches!(protocol, UpstreamProtocol::H2 | UpstreamProtocol::H2c) {
+                let why = format!(
+                    "the gRPC health protocol runs over HTTP/2: needs the pool's protocol to be h2 or h2c, got {protocol}"
+                );
+                self.error(&p, why);
+                ok = false;
+            }
+        }
+        let service = match &raw.service {
+            None => Some(String::new()),
+            Some(Value::String(s)) if s.is_empty() => Some(String::new()),
+            Some(v) => {
+                let sp = join(&p, "service");
+                self.string(&sp, v).and_then(|s| self.grpc_service(&sp, s))
+            }
+        };
+        ok.then_some(CheckKind::Grpc { service: service? })
+    }
+
+    fn grpc_service(&mut self, path: &str, s: String) -> Option<String> {
+        if s.len() > MAX_GRPC_SERVICE_BYTES || s.chars().any(char::is_control) {
+            let why = format!(
+                "must be a service name of at most {MAX_GRPC_SERVICE_BYTES} bytes without control characters (empty: the server overall), got {s:?}"
+            );
+            self.error(path, why);
+            return None;
+        }
+        Some(s)
     }
 
     fn check_path(&mut self, path: &str, s: String) -> Option<String> {
