@@ -111,13 +111,12 @@ impl PoolMetrics {
         &self.request_bytes
     }
 
-    /// Counts an attempt sent on to the next upstream, by why.
-    pub fn retried_for(&self, reason: crate::proxy::retry::Reason) {
-        let i = crate::proxy::retry::Reason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.retries[i].inc();
+    /// Counts an attempt sent on to the next upstream, by why (an index into
+    /// [`super::RETRY_REASONS`]).
+    pub fn retried_for(&self, reason: usize) {
+        if let Some(c) = self.retries.get(reason) {
+            c.inc();
+        }
     }
 
     /// Counts a retry the budget refused.

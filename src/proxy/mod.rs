@@ -480,7 +480,7 @@ async fn forward(
             }
         };
         if let Some(m) = metrics {
-            m.retried_for(reason);
+            m.retried_for(reason.index());
         }
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

@@ -41,6 +41,11 @@ impl Reason {
         Reason::GrpcUnavailable,
     ];
 
+    /// Its index in [`Reason::ALL`] (and `metrics::RETRY_REASONS`).
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Reason::Connect => "connect",
@@ -185,6 +190,13 @@ mod tests {
             budget_floor_per_s: floor,
             ..RetryPolicy::default()
         }
+    }
+
+    #[test]
+    fn reasons_match_the_metric_labels() {
+        let labels: Vec<&str> = Reason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, crate::metrics::RETRY_REASONS);
+        assert!(Reason::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
     }
 
     #[test]
