@@ -354,7 +354,24 @@ async fn forward(
             _ if resendable || upstream.may_refuse_streams() => Resend::of(&req),
             _ => None,
         };
-        let result = attempt(pool, upstream, req).await;
+        // A stream refused by a connection its upstream is recycling (`GOAWAY`) takes
+        // a stream on another connection to the same upstream, a bounded number of
+        // times: the key keeps its upstream.
+        let mut retakes = 0;
+        let result = loop {
+            match attempt(pool, upstream, req).await {
+                Err(Attempt::Refused(why, true)) if retakes < H2_GOAWAY_RETAKES => {
+                    match resend.as_ref().and_then(Resend::request) {
+                        Some(again) => {
+                            retakes += 1;
+                            req = again;
+                        }
+                        None => break Err(Attempt::Refused(why, true)),
+                    }
+                }
+                other => break other,
+            }
+        };
         let known = outcome(&result, grpc_call);
         if let Some(outcome) = known {
             pool.health.record(index, outcome, detector::now_ms());
@@ -419,7 +436,7 @@ async fn forward(
             // The client failed its own request: nothing is held against the upstream,
             // and the answer is ringway's, not the upstream's.
             Err(Attempt::Client(e)) => return Err(e),
-            Err(Attempt::Refused(why)) => {
+            Err(Attempt::Refused(why, _)) => {
                 tracing::debug!(pool = %pool.name, upstream = %upstream.id, error = %why, "stream refused before processing, trying the next on the ring");
                 let again = match more {
                     true => resend.as_ref().and_then(Resend::request),
@@ -540,7 +557,7 @@ fn outcome(result: &Result<Exchange, Attempt>, grpc_call: bool) -> Option<Outcom
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },
-        Err(Attempt::Client(_) | Attempt::Refused(_)) => return None,
+        Err(Attempt::Client(_) | Attempt::Refused(..)) => return None,
         Err(Attempt::Fatal(ProxyError::ResponseTimedOut { .. })) => Outcome::Timeout,
         Err(Attempt::Fatal(_)) => Outcome::Reset,
     })
@@ -550,8 +567,9 @@ enum Attempt {
     /// Nothing was sent: the request comes back for the next upstream.
     Retry(Box<Request<UpBody>>, ConnectError),
     /// An HTTP/2 upstream refused the stream before processing it; the request went
-    /// with it (it is sent again from what [`Resend`] kept).
-    Refused(String),
+    /// with it (it is sent again from what [`Resend`] kept). `true` when the upstream
+    /// was draining that connection (`GOAWAY`): another connection to it will do.
+    Refused(String, bool),
     /// The upstream failed after the request was (perhaps) sent.
     Fatal(ProxyError),
     /// The client failed while its request was being sent (its body broke, stalled
@@ -593,6 +611,12 @@ async fn attempt(
         ConnectError::Other("connection closed before the request was sent".into()),
     ))
 }
+
+/// Further HTTP/2 streams a request takes on its upstream after a stream was refused
+/// by a connection the upstream is draining (`GOAWAY`): a new connection takes it, so
+/// more than two refusals in a row mean the upstream drains every connection at once
+/// (shutting down), and the next upstream is the better try.
+const H2_GOAWAY_RETAKES: usize = 2;
 
 /// Further HTTP/2 streams a request takes on the same upstream when the connection it
 /// was lent closed before taking it: one, since a closing connection leaves the set at
@@ -645,7 +669,9 @@ async fn send(
     match sent {
         Ok(Ok(resp)) => Ok(Ok(resp)),
         Ok(Err(SendError::NotSent(req, _))) => Ok(Err(*req)),
-        Ok(Err(SendError::Refused(e))) => Err(Attempt::Refused(describe(&e))),
+        Ok(Err(SendError::Refused { error, draining })) => {
+            Err(Attempt::Refused(describe(&error), draining))
+        }
         Ok(Err(SendError::Failed(e))) => match client_fault(&client) {
             Some(fault) => Err(Attempt::Client(ProxyError::ClientBody(fault))),
             None => Err(Attempt::Fatal(ProxyError::UpstreamFailed {

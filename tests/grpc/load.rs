@@ -168,21 +168,34 @@ const MAX_AGE: Duration = Duration::from_millis(20);
 const RECYCLED: usize = 4;
 const MAX_RECYCLING_CALLS: usize = 50_000;
 
-/// Fails today, two ways: with every upstream recycling, a call whose stream is
-/// refused (GOAWAY) on each distinct upstream in turn runs out of upstreams
-/// (UNAVAILABLE, "stream refused before processing"), where a fresh connection to the
-/// same upstream would have served it; and, with a longer `MAX_AGE` (200 ms), a stream
-/// sent as the upstream closes its drained connection fails with "broken pipe"
-/// instead of counting as refused. Run it with `-- --ignored`.
+/// Every upstream recycles its connections with GOAWAY (as gRPC servers'
+/// `max_connection_age` does). A stream refused by a draining connection takes a
+/// stream on another connection to the same upstream. A stream written just as the
+/// upstream closes a drained connection meets a reset (the upstream's kernel resets a
+/// closed socket that still receives, and the GOAWAY in flight is lost with it): it
+/// may have been processed as far as ringway can tell, so only a policy that names
+/// the method retries it. `Say` is idempotent, and the pool says so
+/// (`retry.methods` with POST). Still, with both upstreams recycling every 20 ms, a
+/// call now and then meets such a reset on each of the two upstreams it may try
+/// (3 of about 1,400 calls in one of three runs): ignored, as it cannot pass every
+/// time; run it with `-- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "refused streams are not yet retried on a fresh connection to the same upstream"]
+#[ignore = "a reset as a drained connection closes can meet a call on every upstream it tries"]
 async fn connections_recycled_by_goaway_under_load_lose_no_call() {
     let bs = [
         Backend::h2c_recycling("r1", MAX_AGE).await,
         Backend::h2c_recycling("r2", MAX_AGE).await,
     ];
     let refs: Vec<&Backend> = bs.iter().collect();
-    let proxy = proxy(pool(&refs, &["protocol: h2c", "hash_key: header:x-user"])).await;
+    let proxy = proxy(pool(
+        &refs,
+        &[
+            "protocol: h2c",
+            "hash_key: header:x-user",
+            "retry: {methods: [POST], budget_percent: 100}",
+        ],
+    ))
+    .await;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(EchoClient::connect(proxy.addr).await);

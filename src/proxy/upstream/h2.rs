@@ -9,7 +9,7 @@
 //! `GOAWAY` or closed is dropped from the set at once: its streams finish on it, and
 //! new requests open a new connection.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -26,11 +26,14 @@ pub(super) type H2Sender = http2::SendRequest<UpBody>;
 pub(super) struct H2Conn {
     pub(super) sender: H2Sender,
     streams: AtomicUsize,
+    /// The upstream sent `GOAWAY` on it (seen as a refused stream): no new streams,
+    /// whatever hyper says of it yet.
+    draining: AtomicBool,
 }
 
 impl H2Conn {
     fn usable(&self) -> bool {
-        !self.sender.is_closed() && self.sender.is_ready()
+        !self.draining.load(Ordering::Acquire) && !self.sender.is_closed() && self.sender.is_ready()
     }
 }
 
@@ -62,6 +65,11 @@ impl Lease {
     pub(super) fn sender(&self) -> H2Sender {
         self.conn.sender.clone()
     }
+
+    /// Takes the connection out of use: the upstream is draining it.
+    pub(super) fn drain(&self) {
+        self.conn.draining.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for Lease {
@@ -84,6 +92,7 @@ impl Opening {
         let conn = Arc::new(H2Conn {
             sender,
             streams: AtomicUsize::new(1),
+            draining: AtomicBool::new(false),
         });
         let mut c = self.pool.lock();
         c.connecting -= 1;

@@ -103,9 +103,11 @@ pub enum SendError {
     /// The request was never written (the connection had closed): it comes back and
     /// may go elsewhere.
     NotSent(Box<Request<UpBody>>, hyper::Error),
-    /// An HTTP/2 upstream refused the stream before processing it: the request may go
-    /// to the next upstream, if it can be sent again (see `replay::Resend`).
-    Refused(hyper::Error),
+    /// An HTTP/2 upstream refused the stream before processing it: the request may be
+    /// sent again, if it can be (see `replay::Resend`). `draining` when the refusal was
+    /// a `GOAWAY` (the upstream is recycling the connection: another connection to it
+    /// will do), not `REFUSED_STREAM` (it sheds load: the next upstream is better).
+    Refused { error: hyper::Error, draining: bool },
     /// The request may have been written: it must not be sent again.
     Failed(hyper::Error),
 }
@@ -350,8 +352,18 @@ impl UpstreamClient {
                 }
                 let e = e.into_error();
                 match refused_before_processing(&e) {
-                    true => Err(SendError::Refused(e)),
-                    false => Err(SendError::Failed(e)),
+                    Some(Refusal::GoAway) => {
+                        lease.drain();
+                        Err(SendError::Refused {
+                            error: e,
+                            draining: true,
+                        })
+                    }
+                    Some(Refusal::Stream) => Err(SendError::Refused {
+                        error: e,
+                        draining: false,
+                    }),
+                    None => Err(SendError::Failed(e)),
                 }
             }
         }
@@ -421,21 +433,31 @@ const MAX_RESPONSE_HEADER_LIST: u32 = 64 * 1024;
 /// `GOAWAY` (`NO_ERROR`) whose last stream id is below it (h2 reports exactly those
 /// streams with the GOAWAY's error). After a `GOAWAY` with an error code the streams
 /// below the last id fail the same way, so those are not taken as refused.
-fn refused_before_processing(e: &hyper::Error) -> bool {
+fn refused_before_processing(e: &hyper::Error) -> Option<Refusal> {
     use std::error::Error as _;
     let mut source = e.source();
     while let Some(err) = source {
         if let Some(h2e) = err.downcast_ref::<::h2::Error>() {
-            let remote = h2e.is_remote();
+            if !h2e.is_remote() {
+                return None;
+            }
             return match h2e.reason() {
-                Some(::h2::Reason::REFUSED_STREAM) => remote && h2e.is_reset(),
-                Some(::h2::Reason::NO_ERROR) => remote && h2e.is_go_away(),
-                _ => false,
+                Some(::h2::Reason::REFUSED_STREAM) if h2e.is_reset() => Some(Refusal::Stream),
+                Some(::h2::Reason::NO_ERROR) if h2e.is_go_away() => Some(Refusal::GoAway),
+                _ => None,
             };
         }
         source = err.source();
     }
-    false
+    None
+}
+
+/// How an HTTP/2 upstream declined a stream it did not process.
+enum Refusal {
+    /// `REFUSED_STREAM`.
+    Stream,
+    /// Above the last stream id of a graceful `GOAWAY`.
+    GoAway,
 }
 
 fn describe(e: &hyper::Error) -> String {
