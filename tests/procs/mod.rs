@@ -21,9 +21,14 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// by default), so outgoing connections of other tests cannot take it before the
 /// instance binds it.
 pub fn free_port() -> u16 {
+    // A port handed out once is never handed out again by this process: two instances
+    // of one test drawing the same free port would fight over it once started.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = 20_000 + fastrand::u16(..10_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
