@@ -14,6 +14,7 @@
 # PROTO=h2c sends the requests as streams of one cleartext HTTP/2 connection (h2load,
 # one stream at a time) instead of HTTP/1.1 with curl.
 # RINGWAY_HEADERS=all|forwarded|minimal picks the header work, as in bench-candidate.sh.
+# RINGWAY_POOL_EXTRA="retry: {on: [connect]}" adds one line to the pool's settings.
 # CALLGRIND_OUT=FILE keeps the second run's profile of the main thread there, for
 # `callgrind_annotate FILE`.
 # PROXY=nginx or PROXY=haproxy measures that proxy instead, with the configuration
@@ -122,6 +123,8 @@ start_ringway() {
     minimal) printf '    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n' >>"$cfg" ;;
   esac
   printf 'pools:\n  - name: cg\n    hash_key: uri\n    upstreams:\n      - address: 127.0.0.1:%s\n' "$up" >>"$cfg"
+  # RINGWAY_POOL_EXTRA: one more line of pool settings, e.g. "retry: {on: [connect]}".
+  if [ -n "${RINGWAY_POOL_EXTRA:-}" ]; then printf '    %s\n' "$RINGWAY_POOL_EXTRA" >>"$cfg"; fi
   RUST_LOG=warn valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out" \
     "$bin" run --config "$cfg" --threads 1 2>"$work/vg-$n.log" &
 }
