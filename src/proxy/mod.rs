@@ -128,13 +128,19 @@ impl Proxy {
         });
         let mut target = Target::default();
         let call = GrpcCall::of(&req);
-        let ctx = RequestCtx {
-            request_id: request_id.as_ref(),
-            log: &mut log,
-            target: &mut target,
+        let result = {
+            let ctx = RequestCtx {
+                request_id: request_id.as_ref(),
+                log: &mut log,
+                target: &mut target,
+            };
+            // Pinned where it is made: handing the future itself to `deadline` would
+            // copy all of its state once per request.
+            let forwarded = self.route_and_forward(tally.snapshot(), req, origin, ctx);
+            tokio::pin!(forwarded);
+            call.deadline(forwarded).await
         };
-        let forwarded = self.route_and_forward(tally.snapshot(), req, origin, ctx);
-        let resp = match call.deadline(forwarded).await {
+        let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 if let Some(log) = log.as_mut() {

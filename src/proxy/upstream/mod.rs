@@ -173,7 +173,7 @@ impl UpstreamClient {
     /// shared one (opened if needed), all within the connect timeout.
     pub async fn connect(self: &Arc<Self>) -> Result<Sender, ConnectError> {
         if !self.prefers_h2() {
-            return match self.open().await? {
+            return match Box::pin(self.open()).await? {
                 Connected::H1(s) => Ok(Sender::H1(s)),
                 Connected::H2(_) => Err(ConnectError::Other(
                     "upstream chose HTTP/2 where HTTP/1.1 was offered".into(),
@@ -192,14 +192,16 @@ impl UpstreamClient {
                 )));
             }
         };
-        match self.open().await? {
+        match Box::pin(self.open()).await? {
             Connected::H2(sender) => Ok(Sender::H2(opening.opened(sender))),
             // `auto` over TLS where the upstream chose HTTP/1.1.
             Connected::H1(sender) => Ok(Sender::H1(sender)),
         }
     }
 
-    /// Opens a new connection within the connect timeout.
+    /// Opens a new connection within the connect timeout. Callers box this future: its
+    /// state (TLS and HTTP/2 handshakes) is large, and would otherwise be part of every
+    /// request's future, copied with it, though most requests find a pooled connection.
     async fn open(&self) -> Result<Connected, ConnectError> {
         let connect = async {
             match self.addr.ip {
