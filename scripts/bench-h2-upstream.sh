@@ -53,6 +53,9 @@ Usage: scripts/bench-h2-upstream.sh [options]
   --load-cpu N        CPU of h2load and the backends (0)
   --port-base N       ports: backends N+91..N+94, nginx N+81, haproxy N+82,
                       ringway N+83, backend status N+90 (18400)
+  --no-syscalls       do not count the proxy's system calls during the warm-ups
+                      (counted with perf stat when perf is present; the measured
+                      windows are never traced)
   --perf              after the rounds, one more fixed-rate ringway run under
                       `perf record -g`; the report names the top symbols
   --out FILE          also write the markdown report to FILE
@@ -64,7 +67,7 @@ EOF
 
 ROUNDS=3 DURATION=5 WARMUP=2 RPS=10000 CLIENTS=10 STREAMS=5 SATURATION=0
 TARGETS=direct,ringway,haproxy,nginx NURIS=10000 VERIFY_PATHS=2000 HEADERS=minimal
-GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 OUT=""
+GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 SYSCALLS=1 OUT=""
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$HERE/target}/release/ringway
 
@@ -87,6 +90,7 @@ while [ $# -gt 0 ]; do
     --load-cpu) LOAD_CPU=$2; shift 2 ;;
     --port-base) PORT_BASE=$2; shift 2 ;;
     --perf) PERF=1; shift ;;
+    --no-syscalls) SYSCALLS=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --quick) ROUNDS=1; DURATION=2; WARMUP=1; VERIFY_PATHS=200; SATURATION=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -113,6 +117,7 @@ for c in h2load nghttp nginx haproxy taskset curl ps ss awk; do
   command -v "$c" >/dev/null 2>&1 || die "$c is needed and not on the PATH (this script installs nothing)"
 done
 [ "$PERF" = 0 ] || command -v perf >/dev/null || die "--perf needs perf"
+command -v perf >/dev/null || SYSCALLS=0
 [ "$(nproc)" -gt "$PROXY_CPU" ] && [ "$(nproc)" -gt "$LOAD_CPU" ] || die "need CPUs $LOAD_CPU and $PROXY_CPU"
 case " ${T_LIST[*]} " in *" ringway "*) [ -x "$BIN" ] || die "no ringway binary at $BIN (cargo build --release)" ;; esac
 
@@ -392,6 +397,46 @@ backend_accepts() {          # connections the backends have accepted so far (st
   curl -s --max-time 2 "http://127.0.0.1:$STATUS_PORT/" | awk 'NR == 3 { print $1 }'
 }
 
+backend_conns_open() {       # established connections into the backends now
+  local f="" p
+  for p in "${BACKEND_PORTS[@]}"; do f+="${f:+ or }sport = :$p"; done
+  ss -Htn state established "( $f )" | wc -l
+}
+
+# System calls of the proxy, counted (perf stat, in-kernel counters) over the warm-up
+# run only, so that the measured window carries no tracing cost.
+SYSCALL_EVENTS=(raw_syscalls:sys_enter syscalls:sys_enter_write syscalls:sys_enter_writev
+  syscalls:sys_enter_sendto syscalls:sys_enter_sendmsg syscalls:sys_enter_read syscalls:sys_enter_readv
+  syscalls:sys_enter_recvfrom syscalls:sys_enter_recvmsg syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait)
+SC_PID=""
+syscalls_start() {           # file
+  local pids ev=() e
+  SC_PID=""
+  [ "$SYSCALLS" = 1 ] && [ -n "$PROXY_PID" ] || return 0
+  pids=$(tree_pids "$PROXY_PID" | paste -sd,)
+  for e in "${SYSCALL_EVENTS[@]}"; do ev+=(-e "$e"); done
+  taskset -c "$LOAD_CPU" perf stat -x, -o "$1" "${ev[@]}" -p "$pids" >/dev/null 2>&1 &
+  SC_PID=$!
+  ALIVE[$SC_PID]=perf-stat
+  sleep 0.2                  # attached before the load starts
+}
+
+syscalls_stop() {            # perf stat writes its counts when interrupted
+  [ -n "$SC_PID" ] || return 0
+  kill -INT "$SC_PID" 2>/dev/null; wait "$SC_PID" 2>/dev/null; unset "ALIVE[$SC_PID]"; SC_PID=""
+}
+
+syscalls_per_req() {         # file requests -> "total/req writes/req reads/req polls/req"
+  [ -s "$1" ] || { echo "- - - -"; return; }
+  awk -F, -v r="$2" '$3 ~ /sys_enter/ { n = $1 + 0; e = $3
+      if (e ~ /raw_syscalls/) tot += n
+      else if (e ~ /_(write|writev|sendto|sendmsg)$/) wr += n
+      else if (e ~ /_(read|readv|recvfrom|recvmsg)$/) rd += n
+      else if (e ~ /epoll/) po += n }
+    END { if (r + 0 == 0 || tot == 0) { print "- - - -"; exit }
+          printf "%.2f %.2f %.2f %.2f\n", tot / r, wr / r, rd / r, po / r }' "$1"
+}
+
 cpu_stat() { grep '^cpu[0-9]' /proc/stat; }
 
 cpu_busy() {                 # two /proc/stat snapshots -> "cpu0busy% cpu1busy%"
@@ -403,7 +448,7 @@ cpu_busy() {                 # two /proc/stat snapshots -> "cpu0busy% cpu1busy%"
 }
 
 measure() {                  # scenario round target verify(0/1)
-  local sc=$1 round=$2 t=$3 verify=$4 rated=1 port out p0 p1 b0 b1 a0 a1 s0 s1 t0 t1 rss parsed
+  local sc=$1 round=$2 t=$3 verify=$4 rated=1 port out p0 p1 b0 b1 a0 a1 s0 s1 t0 t1 rss parsed open sysc
   [ "$sc" = saturation ] && rated=0
   [ "$RPS" -gt 0 ] || rated=0
   port=${PORT[$t]}
@@ -412,10 +457,15 @@ measure() {                  # scenario round target verify(0/1)
   if ! start_target "$t"; then
     printf '%s\t%s\t%s\tstart-failed\n' "$sc" "$round" "$t" >>"$RESULTS"; return 1
   fi
+  syscalls_start "$W/logs/$sc.r$round.$t.syscalls.txt"
   run_load "$port" "$WARMUP" "$rated" "$W/logs/$sc.r$round.$t.warmup.txt"
+  syscalls_stop
+  sysc=$(syscalls_per_req "$W/logs/$sc.r$round.$t.syscalls.txt" \
+    "$(awk '/^requests:/ { d += $6 } END { print d + 0 }' "$W/logs/$sc.r$round.$t.warmup.txt")")
   a0=$(backend_accepts); p0=$(cpu_ticks "$PROXY_PID"); b0=$(cpu_ticks "$BACKEND_PID"); s0=$(cpu_stat); t0=$(date +%s%N)
   run_load "$port" "$DURATION" "$rated" "$out" 1
   t1=$(date +%s%N); s1=$(cpu_stat); b1=$(cpu_ticks "$BACKEND_PID"); p1=$(cpu_ticks "$PROXY_PID"); a1=$(backend_accepts)
+  open=$(backend_conns_open)
   rss=$(peak_rss_kib "$PROXY_PID")
   parsed=$(parse_load "$out")
   local ok=1
@@ -433,10 +483,15 @@ measure() {                  # scenario round target verify(0/1)
     else pus=-; putil=-; rss=-; fi
     bus=$(awk -v d=$((b1 - b0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN { printf "%.2f", d / hz * 1e6 / r }')
     conns=$(( ${a1:-0} - ${a0:-0} - 1 ))   # minus the status probe's own connection
-    printf '%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$round" "$t" \
-      "$rps" "$req" "$failed" "$non200" "$p50" "$p99" "$pus" "$putil" "$bus" "$c0" "$c1" "$conns" "$rss" >>"$RESULTS"
+    # one row: scenario round target ok rps requests failed non200 p50 p99 proxy_us/req
+    # proxy_core% backends_us/req cpuL% cpuP% conns_opened rss_kib conns_open
+    # syscalls/req writes/req reads/req polls/req
+    # shellcheck disable=SC2206
+    local row=("$sc" "$round" "$t" ok "$rps" "$req" "$failed" "$non200" "$p50" "$p99" "$pus" "$putil" "$bus"
+               "$c0" "$c1" "$conns" "$rss" "$open" $sysc)
+    (IFS=$'\t'; echo "${row[*]}") >>"$RESULTS"
     log "  $(printf '%.0f' "$rps") req/s, $req done, $failed failed, $non200 not 200, p50 ${p50}us p99 ${p99}us," \
-      "proxy $pus us/req ($putil% of a core), backends $bus us/req, cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, backend conns opened $conns"
+      "proxy $pus us/req ($putil% of a core), backends $bus us/req, cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, backend conns opened $conns, open at the end $open; warm-up syscalls/req (all writes reads polls) $sysc"
     { [ "$failed" = 0 ] && [ "$non200" = 0 ]; } || ok=0
   fi
   [ "$verify" = 1 ] && { verify_hash "$t" || ok=0; }
@@ -484,15 +539,20 @@ perf_profile() {
   log "[perf] one more fixed-rate ringway run under perf record -g"
   start_target ringway || return 1
   run_load "${PORT[ringway]}" "$WARMUP" 1 "$W/logs/perf.warmup.txt"
-  perf record -q -g -F 1999 -p "$PROXY_PID" -o "$W/perf.data" -- sleep "$DURATION" >"$W/logs/perf-record.out" 2>&1 &
+  # DWARF unwinding: the release build keeps line tables but no frame pointers.
+  perf record -q --call-graph dwarf,16384 -F 499 -p "$PROXY_PID" -o "$W/perf.data" -- sleep "$DURATION" \
+    >"$W/logs/perf-record.out" 2>&1 &
   local perf_pid=$!
   run_load "${PORT[ringway]}" "$DURATION" 1 "$out"
   wait "$perf_pid"
   stop_tree "$PROXY_PID"; PROXY_PID=""
-  perf report -i "$W/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 2>/dev/null |
-    grep -E '^ +[0-9]' | head -40 >"$W/perf.top.txt"
-  perf report -i "$W/perf.data" --stdio --no-children --sort dso --percent-limit 0.5 2>/dev/null |
-    grep -E '^ +[0-9]' >"$W/perf.dso.txt"
+  perf_table dso >"$W/perf.dso.txt"
+  perf_table dso,symbol | head -30 >"$W/perf.top.txt"
+}
+
+perf_table() {               # sort keys -> "share  key..." lines of self time, no call chains
+  perf report -i "$W/perf.data" --stdio --no-children -g none --sort "$1" --percent-limit 0.5 2>/dev/null |
+    awk '/^ +[0-9.]+%/ { sub(/[ -]+$/, ""); $1 = $1; print }'
 }
 
 # ------------------------------------------------------------------ report
@@ -508,7 +568,7 @@ report() {
   echo "  - ringway: \`protocol: h2c\`, \`hash_key: uri\`, http2 defaults (4 connections x 100 streams per upstream), \`run --threads 1\`"
   echo "  - haproxy: \`balance uri\`, \`hash-type consistent\`, \`server ... proto h2\`, \`http-reuse always\`, \`nbthread 1\`"
   echo "  - nginx: \`grpc_pass\` to \`upstream { hash \$request_uri consistent; keepalive 256; }\`, \`worker_processes 1\`"
-  echo "- CPU us/req = proxy utime+stime (/proc, whole process tree, all threads) over the measured window / requests completed; medians over rounds; 'vs best peer' = median of per-round ratios to the lower of haproxy and nginx in that round; 'backend conns' = connections the backends accepted during the measured window (for direct: h2load's own $CLIENTS)"
+  echo "- CPU us/req = proxy utime+stime (/proc, whole process tree, all threads) over the measured window / requests completed; medians over rounds; 'vs best peer' = median of per-round ratios to the lower of haproxy and nginx in that round; 'upstream conns' = connections into the backends open at the end of the measured window / accepted during it (for direct: h2load's own $CLIENTS); syscalls/req counted over the warm-up runs (perf stat), never in the measured window"
   echo
   awk -F'\t' -v to="$TARGETS" -v sc="${SCENARIOS[*]}" '
     function med(s,   a, n, i, j, x) { n = split(s, a, " "); if (n == 0) return "-"
@@ -516,15 +576,15 @@ report() {
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
     function add(k, c, x) { if (x != "-" && x != "") v[k, c] = v[k, c] " " x }
     $4 != "ok" { bad[$1, $3] = bad[$1, $3] " r" $2 ":" $4; next }
-    { k = $1 SUBSEP $3; for (c = 5; c <= 17; c++) add(k, c, $c); cpu[$1, $2, $3] = $11; rounds[$1] = rounds[$1] " " $2
+    { k = $1 SUBSEP $3; for (c = 5; c <= 22; c++) add(k, c, $c); cpu[$1, $2, $3] = $11; rounds[$1] = rounds[$1] " " $2
       tot[k, 6] += $6; tot[k, 7] += $7; tot[k, 8] += $8 }
     END {
       nt = split(to, T, ","); ns = split(sc, S, " ")
-      print "| scenario | target | req/s | p50 ms | p99 ms | requests | failed | not 200 | proxy CPU us/req | vs best peer | proxy core % | backend conns | backends us/req | peak RSS MiB | CPU us/req per round |"
-      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+      print "| scenario | target | req/s | p50 ms | p99 ms | requests | failed | not 200 | proxy CPU us/req | vs best peer | proxy core % | upstream conns open / opened | backends us/req | peak RSS MiB | proxy syscalls/req (writes, reads, polls) | CPU us/req per round |"
+      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
       for (a = 1; a <= ns; a++) for (c = 1; c <= nt; c++) {
         s = S[a]; t = T[c]; k = s SUBSEP t
-        if (!((k, 5) in v)) { if ((s, t) in bad) printf "| %s | %s | FAILED:%s |||||||||||||\n", s, t, bad[s, t]; continue }
+        if (!((k, 5) in v)) { if ((s, t) in bad) printf "| %s | %s | FAILED:%s ||||||||||||||\n", s, t, bad[s, t]; continue }
         rr = ""; n = split(rounds[s], RD, " "); delete seen
         for (i = 1; i <= n; i++) { r = RD[i]; if (seen[r]++) continue
           x = cpu[s, r, t]; h = cpu[s, r, "haproxy"]; g = cpu[s, r, "nginx"]; best = ""
@@ -532,12 +592,14 @@ report() {
           if (x != "" && x != "-" && best != "" && best > 0) rr = rr " " x / best }
         pr = v[k, 11]; gsub(/^ /, "", pr); gsub(/ /, " / ", pr)
         rss = med(v[k, 17])
-        printf "| %s | %s | %.0f | %.2f | %.2f | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", s, t,
+        printf "| %s | %s | %.0f | %.2f | %.2f | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, t,
           med(v[k, 5]), med(v[k, 9]) / 1000, med(v[k, 10]) / 1000, tot[k, 6], tot[k, 7], tot[k, 8],
           (t == "direct" ? "-" : med(v[k, 11])), (t == "direct" || rr == "" ? "-" : sprintf("%.2f", med(rr))),
-          (t == "direct" ? "-" : med(v[k, 12])), med(v[k, 16]), med(v[k, 13]),
-          (rss == "-" ? "-" : sprintf("%.1f", rss / 1024)), (t == "direct" ? "-" : pr)
-        if ((s, t) in bad) printf "| %s | %s | also failed:%s |||||||||||||\n", s, t, bad[s, t]
+          (t == "direct" ? "-" : med(v[k, 12])), med(v[k, 18]) " / " med(v[k, 16]), med(v[k, 13]),
+          (rss == "-" ? "-" : sprintf("%.1f", rss / 1024)),
+          (t == "direct" || med(v[k, 19]) == "-" ? "-" : sprintf("%.1f (%.1f, %.1f, %.1f)", med(v[k, 19]), med(v[k, 20]), med(v[k, 21]), med(v[k, 22]))),
+          (t == "direct" ? "-" : pr)
+        if ((s, t) in bad) printf "| %s | %s | also failed:%s ||||||||||||||\n", s, t, bad[s, t]
       }
     }' "$RESULTS"
   echo
@@ -548,7 +610,7 @@ report() {
   awk -F'\t' '{ printf "| %s | %d / %d | %d | %s | %s | %s |\n", $1, $3, $2, $4, $5, $6, $7 }' "$W/verify/hash.tsv"
   if [ -s "$W/perf.top.txt" ]; then
     echo
-    echo "ringway profile (perf record -g, one fixed-rate run; self time by shared object, then by symbol):"
+    echo "ringway profile (perf record, DWARF call graphs, one more fixed-rate run; self time by shared object, then by symbol; perf.data in the work dir):"
     echo
     echo '```'
     cat "$W/perf.dso.txt"
