@@ -152,15 +152,15 @@ tree_pids() {                # root and all its descendants, one per line (nothi
           for (p in in_t) print p }'
 }
 
-cpu_ticks() {                # utime+stime in clock ticks, summed over the tree (all threads)
-  local t=0 p s f pids
+cpu_ticks() {                # pid [sys]: utime+stime (or stime) in clock ticks, summed over the tree
+  local t=0 p s f pids only_sys=${2:-}
   pids=$(tree_pids "${1:-}")
   [ -n "$pids" ] || { echo "-"; return; }
   for p in $pids; do
     { s=$(</proc/"$p"/stat); } 2>/dev/null || continue
     s=${s##*) }
     read -r -a f <<<"$s"
-    t=$(( t + f[11] + f[12] ))
+    if [ "$only_sys" = sys ]; then t=$(( t + f[12] )); else t=$(( t + f[11] + f[12] )); fi
   done
   echo "$t"
 }
@@ -448,7 +448,7 @@ cpu_busy() {                 # two /proc/stat snapshots -> "cpu0busy% cpu1busy%"
 }
 
 measure() {                  # scenario round target verify(0/1)
-  local sc=$1 round=$2 t=$3 verify=$4 rated=1 port out p0 p1 b0 b1 a0 a1 s0 s1 t0 t1 rss parsed open sysc
+  local sc=$1 round=$2 t=$3 verify=$4 rated=1 port out p0 p1 b0 b1 a0 a1 s0 s1 t0 t1 rss parsed open sysc k0 k1 kus
   [ "$sc" = saturation ] && rated=0
   [ "$RPS" -gt 0 ] || rated=0
   port=${PORT[$t]}
@@ -462,9 +462,10 @@ measure() {                  # scenario round target verify(0/1)
   syscalls_stop
   sysc=$(syscalls_per_req "$W/logs/$sc.r$round.$t.syscalls.txt" \
     "$(awk '/^requests:/ { d += $6 } END { print d + 0 }' "$W/logs/$sc.r$round.$t.warmup.txt")")
-  a0=$(backend_accepts); p0=$(cpu_ticks "$PROXY_PID"); b0=$(cpu_ticks "$BACKEND_PID"); s0=$(cpu_stat); t0=$(date +%s%N)
+  a0=$(backend_accepts); k0=$(cpu_ticks "$PROXY_PID" sys); p0=$(cpu_ticks "$PROXY_PID"); b0=$(cpu_ticks "$BACKEND_PID"); s0=$(cpu_stat); t0=$(date +%s%N)
   run_load "$port" "$DURATION" "$rated" "$out" 1
-  t1=$(date +%s%N); s1=$(cpu_stat); b1=$(cpu_ticks "$BACKEND_PID"); p1=$(cpu_ticks "$PROXY_PID"); a1=$(backend_accepts)
+  t1=$(date +%s%N); s1=$(cpu_stat); b1=$(cpu_ticks "$BACKEND_PID"); p1=$(cpu_ticks "$PROXY_PID"); k1=$(cpu_ticks "$PROXY_PID" sys)
+  a1=$(backend_accepts)
   open=$(backend_conns_open)
   rss=$(peak_rss_kib "$PROXY_PID")
   parsed=$(parse_load "$out")
@@ -479,19 +480,20 @@ measure() {                  # scenario round target verify(0/1)
     win=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
     if [ -n "$PROXY_PID" ] && [ "$p0" != - ] && [ "$p1" != - ]; then
       pus=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN { printf "%.2f", d / hz * 1e6 / r }')
+      kus=$(awk -v d=$((k1 - k0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN { printf "%.2f", d / hz * 1e6 / r }')
       putil=$(awk -v d=$((p1 - p0)) -v hz="$CLK_TCK" -v w="$win" 'BEGIN { printf "%.0f", 100 * d / hz / w }')
-    else pus=-; putil=-; rss=-; fi
+    else pus=-; putil=-; rss=-; kus=-; fi
     bus=$(awk -v d=$((b1 - b0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN { printf "%.2f", d / hz * 1e6 / r }')
     conns=$(( ${a1:-0} - ${a0:-0} - 1 ))   # minus the status probe's own connection
     # one row: scenario round target ok rps requests failed non200 p50 p99 proxy_us/req
     # proxy_core% backends_us/req cpuL% cpuP% conns_opened rss_kib conns_open
-    # syscalls/req writes/req reads/req polls/req
+    # syscalls/req writes/req reads/req polls/req proxy_sys_us/req
     # shellcheck disable=SC2206
     local row=("$sc" "$round" "$t" ok "$rps" "$req" "$failed" "$non200" "$p50" "$p99" "$pus" "$putil" "$bus"
-               "$c0" "$c1" "$conns" "$rss" "$open" $sysc)
+               "$c0" "$c1" "$conns" "$rss" "$open" $sysc "$kus")
     (IFS=$'\t'; echo "${row[*]}") >>"$RESULTS"
     log "  $(printf '%.0f' "$rps") req/s, $req done, $failed failed, $non200 not 200, p50 ${p50}us p99 ${p99}us," \
-      "proxy $pus us/req ($putil% of a core), backends $bus us/req, cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, backend conns opened $conns, open at the end $open; warm-up syscalls/req (all writes reads polls) $sysc"
+      "proxy $pus us/req ($kus in the kernel; $putil% of a core), backends $bus us/req, cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, backend conns opened $conns, open at the end $open; warm-up syscalls/req (all writes reads polls) $sysc"
     { [ "$failed" = 0 ] && [ "$non200" = 0 ]; } || ok=0
   fi
   [ "$verify" = 1 ] && { verify_hash "$t" || ok=0; }
@@ -576,15 +578,15 @@ report() {
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
     function add(k, c, x) { if (x != "-" && x != "") v[k, c] = v[k, c] " " x }
     $4 != "ok" { bad[$1, $3] = bad[$1, $3] " r" $2 ":" $4; next }
-    { k = $1 SUBSEP $3; for (c = 5; c <= 22; c++) add(k, c, $c); cpu[$1, $2, $3] = $11; rounds[$1] = rounds[$1] " " $2
+    { k = $1 SUBSEP $3; for (c = 5; c <= 23; c++) add(k, c, $c); cpu[$1, $2, $3] = $11; rounds[$1] = rounds[$1] " " $2
       tot[k, 6] += $6; tot[k, 7] += $7; tot[k, 8] += $8 }
     END {
       nt = split(to, T, ","); ns = split(sc, S, " ")
-      print "| scenario | target | req/s | p50 ms | p99 ms | requests | failed | not 200 | proxy CPU us/req | vs best peer | proxy core % | upstream conns open / opened | backends us/req | peak RSS MiB | proxy syscalls/req (writes, reads, polls) | CPU us/req per round |"
-      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+      print "| scenario | target | req/s | p50 ms | p99 ms | requests | failed | not 200 | proxy CPU us/req | of it kernel | vs best peer | proxy core % | upstream conns open / opened | backends us/req | peak RSS MiB | proxy syscalls/req (writes, reads, polls) | CPU us/req per round |"
+      print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
       for (a = 1; a <= ns; a++) for (c = 1; c <= nt; c++) {
         s = S[a]; t = T[c]; k = s SUBSEP t
-        if (!((k, 5) in v)) { if ((s, t) in bad) printf "| %s | %s | FAILED:%s ||||||||||||||\n", s, t, bad[s, t]; continue }
+        if (!((k, 5) in v)) { if ((s, t) in bad) printf "| %s | %s | FAILED:%s |||||||||||||||\n", s, t, bad[s, t]; continue }
         rr = ""; n = split(rounds[s], RD, " "); delete seen
         for (i = 1; i <= n; i++) { r = RD[i]; if (seen[r]++) continue
           x = cpu[s, r, t]; h = cpu[s, r, "haproxy"]; g = cpu[s, r, "nginx"]; best = ""
@@ -592,14 +594,14 @@ report() {
           if (x != "" && x != "-" && best != "" && best > 0) rr = rr " " x / best }
         pr = v[k, 11]; gsub(/^ /, "", pr); gsub(/ /, " / ", pr)
         rss = med(v[k, 17])
-        printf "| %s | %s | %.0f | %.2f | %.2f | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, t,
+        printf "| %s | %s | %.0f | %.2f | %.2f | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, t,
           med(v[k, 5]), med(v[k, 9]) / 1000, med(v[k, 10]) / 1000, tot[k, 6], tot[k, 7], tot[k, 8],
-          (t == "direct" ? "-" : med(v[k, 11])), (t == "direct" || rr == "" ? "-" : sprintf("%.2f", med(rr))),
+          (t == "direct" ? "-" : med(v[k, 11])), (t == "direct" ? "-" : med(v[k, 23])), (t == "direct" || rr == "" ? "-" : sprintf("%.2f", med(rr))),
           (t == "direct" ? "-" : med(v[k, 12])), med(v[k, 18]) " / " med(v[k, 16]), med(v[k, 13]),
           (rss == "-" ? "-" : sprintf("%.1f", rss / 1024)),
           (t == "direct" || med(v[k, 19]) == "-" ? "-" : sprintf("%.1f (%.1f, %.1f, %.1f)", med(v[k, 19]), med(v[k, 20]), med(v[k, 21]), med(v[k, 22]))),
           (t == "direct" ? "-" : pr)
-        if ((s, t) in bad) printf "| %s | %s | also failed:%s ||||||||||||||\n", s, t, bad[s, t]
+        if ((s, t) in bad) printf "| %s | %s | also failed:%s |||||||||||||||\n", s, t, bad[s, t]
       }
     }' "$RESULTS"
   echo
