@@ -542,7 +542,7 @@ perf_profile() {
   start_target ringway || return 1
   run_load "${PORT[ringway]}" "$WARMUP" 1 "$W/logs/perf.warmup.txt"
   # DWARF unwinding: the release build keeps line tables but no frame pointers.
-  perf record -q --call-graph dwarf,16384 -F 499 -p "$PROXY_PID" -o "$W/perf.data" -- sleep "$DURATION" \
+  perf record -q --call-graph dwarf,16384 -F 999 -p "$PROXY_PID" -o "$W/perf.data" -- sleep "$DURATION" \
     >"$W/logs/perf-record.out" 2>&1 &
   local perf_pid=$!
   run_load "${PORT[ringway]}" "$DURATION" 1 "$out"
@@ -550,6 +550,34 @@ perf_profile() {
   stop_tree "$PROXY_PID"; PROXY_PID=""
   perf_table dso >"$W/perf.dso.txt"
   perf_table dso,symbol | head -30 >"$W/perf.top.txt"
+  perf script -i "$W/perf.data" -F ip,sym 2>/dev/null | perf_components >"$W/perf.components.txt"
+}
+
+perf_components() {          # perf script call chains -> share of samples per part of ringway
+  # Each sample goes to the innermost marked frame of its chain: the request path's own
+  # code, hyper/h2 on the client side (connection, stream tasks) or on the upstream side
+  # (connection and hyper's per-request client tasks); user and kernel counted apart.
+  # Then, across parts: HPACK, malloc/free and hyper's per-request upstream task.
+  awk 'BEGIN { RS = ""; FS = "\n" }
+    function frame(i,   s) { s = $i; sub(/^[ \t]*[0-9a-f]+ /, "", s); return s }
+    { tot++; leaf = $1; sub(/^[ \t]*/, "", leaf); kern = (leaf ~ /^ffffffff/); part = "other: runtime, timers, accept"
+      for (i = 1; i <= NF; i++) { s = frame(i)
+        if (s ~ /^ringway::proxy::Proxy::|^ringway::proxy::send|HttpService<B1>>::call/) { part = "ringway request handling (routing, hashing, headers, send)"; break }
+        if (s ~ /H2Stream<F,B,Ex> as core::future::future::Future>::poll/) { part = "client side: hyper server stream tasks"; break }
+        if (s ~ /h2::server::Connection<T,B>::poll_accept|hyper::proto::h2::server/) { part = "client side: h2 connection (frames, HPACK, flow control)"; break }
+        if (s ~ /H2ClientFuture|hyper::proto::h2::client|handshake_h2/) { part = "upstream side: h2 connection and per-request client tasks"; break }
+        if (s ~ /ProxyBody as http_body::Body/) { part = "response body relay"; break } }
+      n[part]++; if (kern) k[part]++
+      if (kern) next
+      for (i = 1; i <= NF; i++) { s = frame(i)
+        if (s ~ /malloc|free|realloc/) { x["malloc/free (user)"]++; break }
+        if (s ~ /hpack::encoder|into_encoding/) { x["HPACK encode (user)"]++; break }
+        if (s ~ /hpack::decoder|HeaderBlock::load/) { x["HPACK decode (user)"]++; break }
+        if (s ~ /execute_h2_future|SendWhen/) { x["hyper: a task spawned per upstream request (user)"]++; break } } }
+    END { if (!tot) exit
+      for (p in n) printf "%5.1f%% (kernel %4.1f%%)  %s\n", 100 * n[p] / tot, 100 * k[p] / tot, p
+      for (p in x) printf "%5.1f%%  across parts: %s\n", 100 * x[p] / tot, p
+      printf "samples: %d\n", tot }' | sort -rn
 }
 
 perf_table() {               # sort keys -> "share  key..." lines of self time, no call chains
@@ -597,7 +625,7 @@ report() {
         printf "| %s | %s | %.0f | %.2f | %.2f | %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, t,
           med(v[k, 5]), med(v[k, 9]) / 1000, med(v[k, 10]) / 1000, tot[k, 6], tot[k, 7], tot[k, 8],
           (t == "direct" ? "-" : med(v[k, 11])), (t == "direct" ? "-" : med(v[k, 23])), (t == "direct" || rr == "" ? "-" : sprintf("%.2f", med(rr))),
-          (t == "direct" ? "-" : med(v[k, 12])), med(v[k, 18]) " / " med(v[k, 16]), med(v[k, 13]),
+          (t == "direct" ? "-" : med(v[k, 12])), med(v[k, 18]) " / " med(v[k, 16]), sprintf("%.2f", med(v[k, 13])),
           (rss == "-" ? "-" : sprintf("%.1f", rss / 1024)),
           (t == "direct" || med(v[k, 19]) == "-" ? "-" : sprintf("%.1f (%.1f, %.1f, %.1f)", med(v[k, 19]), med(v[k, 20]), med(v[k, 21]), med(v[k, 22]))),
           (t == "direct" ? "-" : pr)
@@ -618,6 +646,8 @@ report() {
     cat "$W/perf.dso.txt"
     echo
     cat "$W/perf.top.txt"
+    echo
+    cat "$W/perf.components.txt"
     echo '```'
   fi
 }
