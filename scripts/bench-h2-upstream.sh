@@ -40,7 +40,10 @@ Usage: scripts/bench-h2-upstream.sh [options]
   --clients N         h2load processes, one connection each (10)
   --streams N         concurrent streams per client connection, h2load -m (5)
   --saturation        add a closed-loop run (no rate limit) per target and round
-  --targets LIST      from direct,ringway,haproxy,nginx (all four)
+  --targets LIST      from direct,ringway,haproxy,nginx (those four, the default)
+                      and ringway-h1up: ringway speaking HTTP/1.1 to the same
+                      backends (their HTTP/1.1 ports), to set the HTTP/2 upstream
+                      side against ringway's HTTP/1.1 one
   --uris N            distinct paths /item/1..N (10000)
   --verify-paths N    paths in the hashing check, each sent twice (2000)
   --headers MODE      minimal: the proxies only proxy (default); forwarded: all three
@@ -51,8 +54,9 @@ Usage: scripts/bench-h2-upstream.sh [options]
   --bin PATH          ringway binary (target/release/ringway)
   --proxy-cpu N       CPU of the proxy (1)
   --load-cpu N        CPU of h2load and the backends (0)
-  --port-base N       ports: backends N+91..N+94, nginx N+81, haproxy N+82,
-                      ringway N+83, backend status N+90 (18400)
+  --port-base N       ports: backends N+91..N+94 (h2c) and N+101..N+104
+                      (HTTP/1.1), nginx N+81, haproxy N+82, ringway N+83,
+                      ringway-h1up N+84, backend status N+90 (18400)
   --no-syscalls       do not count the proxy's system calls during the warm-ups
                       (counted with perf stat when perf is present; the measured
                       windows are never traced)
@@ -110,7 +114,8 @@ done
 case $HEADERS in minimal|forwarded) ;; *) die "--headers must be minimal or forwarded" ;; esac
 IFS=, read -r -a T_LIST <<<"$TARGETS"
 for t in "${T_LIST[@]}"; do
-  case $t in direct|ringway|haproxy|nginx) ;; *) die "unknown target '$t' (direct,ringway,haproxy,nginx)" ;; esac
+  case $t in direct|ringway|ringway-h1up|haproxy|nginx) ;;
+    *) die "unknown target '$t' (direct,ringway,haproxy,nginx,ringway-h1up)" ;; esac
 done
 NT=${#T_LIST[@]}
 for c in h2load nghttp nginx haproxy taskset curl ps ss awk; do
@@ -119,12 +124,13 @@ done
 [ "$PERF" = 0 ] || command -v perf >/dev/null || die "--perf needs perf"
 command -v perf >/dev/null || SYSCALLS=0
 [ "$(nproc)" -gt "$PROXY_CPU" ] && [ "$(nproc)" -gt "$LOAD_CPU" ] || die "need CPUs $LOAD_CPU and $PROXY_CPU"
-case " ${T_LIST[*]} " in *" ringway "*) [ -x "$BIN" ] || die "no ringway binary at $BIN (cargo build --release)" ;; esac
+case " ${T_LIST[*]} " in *" ringway "*|*" ringway-h1up "*) [ -x "$BIN" ] || die "no ringway binary at $BIN (cargo build --release)" ;; esac
 
 BACKEND_PORTS=($((PORT_BASE + 91)) $((PORT_BASE + 92)) $((PORT_BASE + 93)) $((PORT_BASE + 94)))
+H1_BACKEND_PORTS=($((PORT_BASE + 101)) $((PORT_BASE + 102)) $((PORT_BASE + 103)) $((PORT_BASE + 104)))
 STATUS_PORT=$((PORT_BASE + 90))
 declare -A PORT=([direct]=${BACKEND_PORTS[0]} [nginx]=$((PORT_BASE + 81)) [haproxy]=$((PORT_BASE + 82))
-                 [ringway]=$((PORT_BASE + 83)))
+                 [ringway]=$((PORT_BASE + 83)) [ringway-h1up]=$((PORT_BASE + 84)))
 RATE_OPT=()
 [ "$RPS" -gt 0 ] && RATE_OPT=(--rps="$(( (RPS + CLIENTS - 1) / CLIENTS ))")
 SCEN_FIXED="fixed@${RPS}rps"
@@ -247,6 +253,7 @@ write_backends_conf() {      # one nginx worker, four h2c (prior knowledge) serv
     for i in 1 2 3 4; do
       p=${BACKEND_PORTS[$((i - 1))]}
       printf '  server {\n    listen 127.0.0.1:%s http2 backlog=4096;\n' "$p"
+      printf '    listen 127.0.0.1:%s backlog=4096;\n' "${H1_BACKEND_PORTS[$((i - 1))]}"
       printf '    location / { add_header X-Upstream b%s always; return 200 "b%s %s\\n"; }\n  }\n' "$i" "$i" "$p"
     done
     printf '  server {\n    listen 127.0.0.1:%s;\n    location / { stub_status; }\n  }\n}\n' "$STATUS_PORT"
@@ -299,18 +306,19 @@ write_haproxy_conf() {       # the HAProxy peer: h2 to the servers, connections 
   } >"$d/haproxy.cfg"
 }
 
-write_ringway_conf() {       # ringway: one pool over the four backends, h2c, hash on the URI
-  local d=$1 p
+write_ringway_conf() {       # dir listen protocol backend-ports...: one pool, hash on the URI
+  local d=$1 listen=$2 proto=$3 p
+  shift 3
   mkdir -p "$d"
   {
     printf 'node: {id: h2bench, data_dir: %s/data}\n' "$d"
-    printf 'listeners:\n  - address: 127.0.0.1:%s\n' "${PORT[ringway]}"
+    printf 'listeners:\n  - address: 127.0.0.1:%s\n' "$listen"
     case $HEADERS in
       minimal) printf '    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n' ;;
       forwarded) printf '    headers: {traceparent: false}\n' ;;
     esac
-    printf 'pools:\n  - name: bench\n    hash_key: uri\n    protocol: h2c\n    upstreams:\n'
-    for p in "${BACKEND_PORTS[@]}"; do printf '      - address: 127.0.0.1:%s\n' "$p"; done
+    printf 'pools:\n  - name: bench\n    hash_key: uri\n    protocol: %s\n    upstreams:\n' "$proto"
+    for p in "$@"; do printf '      - address: 127.0.0.1:%s\n' "$p"; done
   } >"$d/ringway.yaml"
 }
 
@@ -337,7 +345,9 @@ start_target() {             # target -> PROXY_PID (empty for direct)
       launch "$t" "$PROXY_CPU" nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' ;;
     haproxy) write_haproxy_conf "$d"
       launch "$t" "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg" ;;
-    ringway) write_ringway_conf "$d"
+    ringway|ringway-h1up)
+      if [ "$t" = ringway ]; then write_ringway_conf "$d" "${PORT[$t]}" h2c "${BACKEND_PORTS[@]}"
+      else write_ringway_conf "$d" "${PORT[$t]}" http1 "${H1_BACKEND_PORTS[@]}"; fi
       RUST_LOG=warn launch "$t" "$PROXY_CPU" "$BIN" run --config "$d/ringway.yaml" --threads 1 ;;
   esac
   PROXY_PID=$LAUNCHED
@@ -399,7 +409,7 @@ backend_accepts() {          # connections the backends have accepted so far (st
 
 backend_conns_open() {       # established connections into the backends now
   local f="" p
-  for p in "${BACKEND_PORTS[@]}"; do f+="${f:+ or }sport = :$p"; done
+  for p in "${BACKEND_PORTS[@]}" "${H1_BACKEND_PORTS[@]}"; do f+="${f:+ or }sport = :$p"; done
   ss -Htn state established "( $f )" | wc -l
 }
 
@@ -597,6 +607,8 @@ report() {
   echo "- proxies: 1 worker / 1 thread on CPU $PROXY_CPU; h2load and the backends (one nginx worker, 4 h2c ports) on CPU $LOAD_CPU; hash on the URI, consistent; header work: $HEADERS"
   echo "  - ringway: \`protocol: h2c\`, \`hash_key: uri\`, http2 defaults (4 connections x 100 streams per upstream), \`run --threads 1\`"
   echo "  - haproxy: \`balance uri\`, \`hash-type consistent\`, \`server ... proto h2\`, \`http-reuse always\`, \`nbthread 1\`"
+  case " ${T_LIST[*]} " in *" ringway-h1up "*)
+    echo "  - ringway-h1up: ringway with \`protocol: http1\` to the same backends' HTTP/1.1 ports (pooled keep-alive connections), otherwise as ringway" ;; esac
   echo "  - nginx: \`grpc_pass\` to \`upstream { hash \$request_uri consistent; keepalive 256; }\`, \`worker_processes 1\`"
   echo "- CPU us/req = proxy utime+stime (/proc, whole process tree, all threads) over the measured window / requests completed; medians over rounds; 'vs best peer' = median of per-round ratios to the lower of haproxy and nginx in that round; 'upstream conns' = connections into the backends open at the end of the measured window / accepted during it (for direct: h2load's own $CLIENTS); syscalls/req counted over the warm-up runs (perf stat), never in the measured window"
   echo
@@ -653,7 +665,7 @@ report() {
 }
 
 # ------------------------------------------------------------------- main
-for p in "${BACKEND_PORTS[@]}" "$STATUS_PORT" "${PORT[nginx]}" "${PORT[haproxy]}" "${PORT[ringway]}"; do
+for p in "${BACKEND_PORTS[@]}" "${H1_BACKEND_PORTS[@]}" "$STATUS_PORT" "${PORT[@]}"; do
   port_busy "$p" && die "port $p is already in use (not ours); pick another --port-base"
 done
 OTHER_LOAD="$(pgrep -f raft_sim | wc -l) raft_sim processes at the start"
@@ -671,7 +683,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
   done
 done
-if [ "$PERF" = 1 ] && [ -n "${PORT[ringway]:-}" ]; then perf_profile || FAILED=1; fi
+if [ "$PERF" = 1 ] && [[ " ${T_LIST[*]} " == *" ringway "* ]]; then perf_profile || FAILED=1; fi
 OTHER_LOAD="$OTHER_LOAD, $(pgrep -f raft_sim | wc -l) at the end"
 report >"$W/report.md"
 [ -n "$OUT" ] && cp "$W/report.md" "$OUT"
