@@ -60,6 +60,11 @@ Usage: scripts/bench-h2-upstream.sh [options]
   --no-syscalls       do not count the proxy's system calls during the warm-ups
                       (counted with perf stat when perf is present; the measured
                       windows are never traced)
+  --instructions N1,N2  also count each proxy's user-space instructions per request
+                      under callgrind (valgrind): two runs of N1 and N2 requests,
+                      one stream at a time over one h2c connection; the difference
+                      cancels start-up and shutdown. Deterministic where the
+                      timings are noisy. --rounds 0 runs only this
   --perf              after the rounds, one more fixed-rate ringway run under
                       `perf record -g`; the report names the top symbols
   --out FILE          also write the markdown report to FILE
@@ -71,7 +76,7 @@ EOF
 
 ROUNDS=3 DURATION=5 WARMUP=2 RPS=10000 CLIENTS=10 STREAMS=5 SATURATION=0
 TARGETS=direct,ringway,haproxy,nginx NURIS=10000 VERIFY_PATHS=2000 HEADERS=minimal
-GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 SYSCALLS=1 OUT=""
+GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 SYSCALLS=1 OUT="" INSTR="" UNDER_VALGRIND=""
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$HERE/target}/release/ringway
 
@@ -94,6 +99,7 @@ while [ $# -gt 0 ]; do
     --load-cpu) LOAD_CPU=$2; shift 2 ;;
     --port-base) PORT_BASE=$2; shift 2 ;;
     --perf) PERF=1; shift ;;
+    --instructions) INSTR=$2; shift 2 ;;
     --no-syscalls) SYSCALLS=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --quick) ROUNDS=1; DURATION=2; WARMUP=1; VERIFY_PATHS=200; SATURATION=0; shift ;;
@@ -108,7 +114,7 @@ die() { log "ERROR: $*"; exit 2; }
 for v in ROUNDS DURATION WARMUP RPS CLIENTS STREAMS NURIS VERIFY_PATHS PROXY_CPU LOAD_CPU PORT_BASE; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v,,} must be a non-negative integer (got '${!v}')"
 done
-[ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$STREAMS" -ge 1 ] ||
+{ [ "$ROUNDS" -ge 1 ] || [ -n "$INSTR" ]; } && [ "$DURATION" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$STREAMS" -ge 1 ] ||
   die "rounds, duration, clients and streams must be at least 1"
 [ "$VERIFY_PATHS" -ge 4 ] && [ "$VERIFY_PATHS" -le "$NURIS" ] || die "--verify-paths must be 4..--uris"
 case $HEADERS in minimal|forwarded) ;; *) die "--headers must be minimal or forwarded" ;; esac
@@ -122,6 +128,11 @@ for c in h2load nghttp nginx haproxy taskset curl ps ss awk; do
   command -v "$c" >/dev/null 2>&1 || die "$c is needed and not on the PATH (this script installs nothing)"
 done
 [ "$PERF" = 0 ] || command -v perf >/dev/null || die "--perf needs perf"
+if [ -n "$INSTR" ]; then
+  [[ $INSTR =~ ^([0-9]+),([0-9]+)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] ||
+    die "--instructions takes N1,N2 with N1 < N2 (got '$INSTR')"
+  command -v valgrind >/dev/null || die "--instructions needs valgrind"
+fi
 command -v perf >/dev/null || SYSCALLS=0
 [ "$(nproc)" -gt "$PROXY_CPU" ] && [ "$(nproc)" -gt "$LOAD_CPU" ] || die "need CPUs $LOAD_CPU and $PROXY_CPU"
 case " ${T_LIST[*]} " in *" ringway "*|*" ringway-h1up "*) [ -x "$BIN" ] || die "no ringway binary at $BIN (cargo build --release)" ;; esac
@@ -265,6 +276,8 @@ write_nginx_conf() {         # the nginx peer: grpc_pass to a hashed upstream wi
   mkdir -p "$d/tmp"
   {
     printf 'worker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log warn;\n' "$d" "$d"
+    # under callgrind: the worker's work in the one process
+    [ -n "$UNDER_VALGRIND" ] && printf 'master_process off;\n'
     printf 'events { worker_connections 8192; }\nhttp {\n  access_log off;\n'
     printf '  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n'
     nginx_temp_paths "$d"
@@ -335,23 +348,26 @@ start_backends() {
   log "backends up: nginx pid $BACKEND_PID, h2c ports ${BACKEND_PORTS[*]}"
 }
 
-start_target() {             # target -> PROXY_PID (empty for direct)
-  local t=$1 d=$W/$1
+start_target() {             # target -> PROXY_PID (empty for direct); UNDER_VALGRIND=out-file
+  local t=$1 d=$W/$1 vg=() tmo=20
   PROXY_PID=""
+  if [ -n "$UNDER_VALGRIND" ]; then
+    vg=(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$UNDER_VALGRIND"); tmo=120
+  fi
   [ "$t" = direct ] && return 0
   port_busy "${PORT[$t]}" && { log "port ${PORT[$t]} is in use"; return 1; }
   case $t in
     nginx) write_nginx_conf "$d"
-      launch "$t" "$PROXY_CPU" nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' ;;
+      launch "$t" "$PROXY_CPU" "${vg[@]}" nginx -p "$d/" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' ;;
     haproxy) write_haproxy_conf "$d"
-      launch "$t" "$PROXY_CPU" haproxy -db -f "$d/haproxy.cfg" ;;
+      launch "$t" "$PROXY_CPU" "${vg[@]}" haproxy -db -f "$d/haproxy.cfg" ;;
     ringway|ringway-h1up)
       if [ "$t" = ringway ]; then write_ringway_conf "$d" "${PORT[$t]}" h2c "${BACKEND_PORTS[@]}"
       else write_ringway_conf "$d" "${PORT[$t]}" http1 "${H1_BACKEND_PORTS[@]}"; fi
-      RUST_LOG=warn launch "$t" "$PROXY_CPU" "$BIN" run --config "$d/ringway.yaml" --threads 1 ;;
+      RUST_LOG=warn launch "$t" "$PROXY_CPU" "${vg[@]}" "$BIN" run --config "$d/ringway.yaml" --threads 1 ;;
   esac
   PROXY_PID=$LAUNCHED
-  if ! wait_ready "${PORT[$t]}" "$PROXY_PID" 20; then
+  if ! wait_ready "${PORT[$t]}" "$PROXY_PID" "$tmo"; then
     log "$t failed to start; its output:"; tail -20 "$W/logs/$t.out" >&2
     stop_tree "$PROXY_PID"; PROXY_PID=""; return 1
   fi
@@ -545,6 +561,37 @@ verify_hash() {              # target: /item/1..V, then /item/V..1 on a second c
   [ "$(echo "$res" | cut -f6)" = OK ]
 }
 
+# ---------------------------------------------------- instructions (--instructions)
+instructions_run() {         # target n -> CG_IR: main-thread instructions of a run of n requests
+  local t=$1 n=$2 out=$W/cg/$1-$2 ok i
+  CG_IR=""
+  mkdir -p "$W/cg"
+  UNDER_VALGRIND=$out start_target "$t" || return 1
+  ok=$(taskset -c "$LOAD_CPU" timeout -k 5 600 h2load -n "$n" -c 1 -m 1 "${REQ_HDRS[@]}" \
+    -i "$(uri_file "${PORT[$t]}" 0)" 2>&1 | tee "$W/logs/cg-$t-$n.txt" | awk '/^status codes:/ { print $3 }')
+  kill -TERM "$PROXY_PID" 2>/dev/null           # callgrind writes its files on exit
+  for ((i = 0; i < 600 && $(tree_pids "$PROXY_PID" | wc -l) > 0; i++)); do sleep 0.1; done
+  stop_tree "$PROXY_PID"; PROXY_PID=""
+  [ "${ok:-0}" = "$n" ] || { log "  $t under callgrind: only ${ok:-0} of $n requests got 2xx"; return 1; }
+  # thread 1 is the main thread: ringway's one runtime thread, HAProxy's and nginx's loop
+  CG_IR=$(awk '/^summary:/ { print $2 }' "$out-01" 2>/dev/null)
+  [ -n "$CG_IR" ]
+}
+
+instructions() {             # -> $W/instructions.tsv: target n1 i1 n2 i2 per-request
+  local n1=${INSTR%,*} n2=${INSTR#*,} t i1 i2
+  for t in "${T_LIST[@]}"; do
+    [ "$t" = direct ] && continue
+    log "[instructions] $t under callgrind: $n1 then $n2 requests"
+    if instructions_run "$t" "$n1"; then i1=$CG_IR; else i1=""; fi
+    if [ -n "$i1" ] && instructions_run "$t" "$n2"; then i2=$CG_IR; else i2=""; fi
+    if [ -z "$i1" ] || [ -z "$i2" ]; then printf '%s\tFAILED\n' "$t" >>"$W/instructions.tsv"; return 1; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%.0f\n' "$t" "$n1" "$i1" "$n2" "$i2" "$(awk -v a="$i1" -v b="$i2" -v n="$n1" -v m="$n2" 'BEGIN { print (b - a) / (m - n) }')" \
+      >>"$W/instructions.tsv"
+    log "  $(tail -1 "$W/instructions.tsv" | cut -f6) instructions per request"
+  done
+}
+
 # ------------------------------------------------------------ profile (--perf)
 perf_profile() {
   local out=$W/logs/perf.fixed.ringway.txt
@@ -612,6 +659,7 @@ report() {
   echo "  - nginx: \`grpc_pass\` to \`upstream { hash \$request_uri consistent; keepalive 256; }\`, \`worker_processes 1\`"
   echo "- CPU us/req = proxy utime+stime (/proc, whole process tree, all threads) over the measured window / requests completed; medians over rounds; 'vs best peer' = median of per-round ratios to the lower of haproxy and nginx in that round; 'upstream conns' = connections into the backends open at the end of the measured window / accepted during it (for direct: h2load's own $CLIENTS); syscalls/req counted over the warm-up runs (perf stat), never in the measured window"
   echo
+  if [ -s "$RESULTS" ]; then   # timing rounds ran (not only --instructions)
   awk -F'\t' -v to="$TARGETS" -v sc="${SCENARIOS[*]}" '
     function med(s,   a, n, i, j, x) { n = split(s, a, " "); if (n == 0) return "-"
       for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
@@ -650,6 +698,16 @@ report() {
   echo "| target | same backend both times | not 200 | paths per backend (first pass) | busiest / mean | verdict |"
   echo "|---|--:|--:|---|--:|---|"
   awk -F'\t' '{ printf "| %s | %d / %d | %d | %s | %s | %s |\n", $1, $3, $2, $4, $5, $6, $7 }' "$W/verify/hash.tsv"
+  fi
+  if [ -s "$W/instructions.tsv" ]; then
+    echo
+    echo "User-space instructions per request under callgrind (main thread; one h2c connection, one stream at a time, (I2 - I1) / (N2 - N1)):"
+    echo
+    echo "| target | instructions per request | N1 / N2 requests |"
+    echo "|---|--:|--:|"
+    awk -F'\t' '$2 == "FAILED" { printf "| %s | FAILED | |\n", $1; next }
+      { printf "| %s | %d | %d / %d |\n", $1, $6, $2, $4 }' "$W/instructions.tsv"
+  fi
   if [ -s "$W/perf.top.txt" ]; then
     echo
     echo "ringway profile (perf record, DWARF call graphs, one more fixed-rate run; self time by shared object, then by symbol; perf.data in the work dir):"
@@ -683,6 +741,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
   done
 done
+if [ -n "$INSTR" ]; then instructions || FAILED=1; fi
 if [ "$PERF" = 1 ] && [[ " ${T_LIST[*]} " == *" ringway "* ]]; then perf_profile || FAILED=1; fi
 OTHER_LOAD="$OTHER_LOAD, $(pgrep -f raft_sim | wc -l) at the end"
 report >"$W/report.md"
