@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # HTTP/2 to the upstreams: h2c clients -> proxy -> four h2c backends, for ringway
 # (`protocol: h2c`), HAProxy (`server ... proto h2`) and nginx (`grpc_pass`), beside
-# `direct` (the load generator straight to one backend: the upper bound).
+# `direct` (the load generator straight to one backend: the upper bound). Also per
+# request: the proxy's kernel time, system calls (perf stat, warm-ups only) and
+# upstream connections; optionally a perf profile of ringway (--perf) and user-space
+# instruction counts under callgrind (--instructions).
 #
 #   scripts/bench-h2-upstream.sh [options]       (--help lists them; README "Benchmarks")
 #
@@ -22,9 +25,10 @@
 #
 # Everything it starts is started by PID and stopped by PID at exit; configs, logs and
 # raw rows go to a fresh /tmp/ringway-h2bench-XXXXXX/. It installs nothing: h2load and
-# nghttp (nghttp2-client), nginx, haproxy, taskset and curl must be on the PATH. Exit status: 0 all passed, 1 a
-# run, a status check or the hashing check failed (the report is still printed), 2 bad
-# usage, a missing tool or a port in use.
+# nghttp (nghttp2-client), nginx, haproxy, taskset and curl must be on the PATH (perf
+# and valgrind for the options that use them). Exit status: 0 all passed, 1 a run, a
+# status check or the hashing check failed (the report is still printed), 2 bad usage,
+# a missing tool or a port in use.
 set -uo pipefail
 export LC_ALL=C
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -66,7 +70,9 @@ Usage: scripts/bench-h2-upstream.sh [options]
                       cancels start-up and shutdown. Deterministic where the
                       timings are noisy. --rounds 0 runs only this
   --perf              after the rounds, one more fixed-rate ringway run under
-                      `perf record -g`; the report names the top symbols
+                      `perf record` (DWARF call graphs); the report gives self time
+                      by object and symbol and splits the samples by part of the
+                      request path
   --out FILE          also write the markdown report to FILE
   --quick             smoke run, under 30 s: 1 round, 2 s after 1 s warm-up,
                       200 verify paths, no saturation
@@ -76,7 +82,8 @@ EOF
 
 ROUNDS=3 DURATION=5 WARMUP=2 RPS=10000 CLIENTS=10 STREAMS=5 SATURATION=0
 TARGETS=direct,ringway,haproxy,nginx NURIS=10000 VERIFY_PATHS=2000 HEADERS=minimal
-GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 SYSCALLS=1 OUT="" INSTR="" UNDER_VALGRIND=""
+GRPC=0 PROXY_CPU=1 LOAD_CPU=0 PORT_BASE=18400 PERF=0 SYSCALLS=1 OUT="" INSTR=""
+UNDER_VALGRIND=""            # set to a callgrind out-file while a proxy runs under it
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$HERE/target}/release/ringway
 
@@ -519,7 +526,9 @@ measure() {                  # scenario round target verify(0/1)
                "$c0" "$c1" "$conns" "$rss" "$open" $sysc "$kus")
     (IFS=$'\t'; echo "${row[*]}") >>"$RESULTS"
     log "  $(printf '%.0f' "$rps") req/s, $req done, $failed failed, $non200 not 200, p50 ${p50}us p99 ${p99}us," \
-      "proxy $pus us/req ($kus in the kernel; $putil% of a core), backends $bus us/req, cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, backend conns opened $conns, open at the end $open; warm-up syscalls/req (all writes reads polls) $sysc"
+      "proxy $pus us/req ($kus in the kernel; $putil% of a core), backends $bus us/req," \
+      "cpu$LOAD_CPU $c0% cpu$PROXY_CPU $c1%, upstream conns opened $conns, open at the end $open;" \
+      "warm-up syscalls/req (all writes reads polls) $sysc"
     { [ "$failed" = 0 ] && [ "$non200" = 0 ]; } || ok=0
   fi
   [ "$verify" = 1 ] && { verify_hash "$t" || ok=0; }
@@ -595,7 +604,7 @@ instructions() {             # -> $W/instructions.tsv: target n1 i1 n2 i2 per-re
 # ------------------------------------------------------------ profile (--perf)
 perf_profile() {
   local out=$W/logs/perf.fixed.ringway.txt
-  log "[perf] one more fixed-rate ringway run under perf record -g"
+  log "[perf] one more fixed-rate ringway run under perf record"
   start_target ringway || return 1
   run_load "${PORT[ringway]}" "$WARMUP" 1 "$W/logs/perf.warmup.txt"
   # DWARF unwinding: the release build keeps line tables but no frame pointers.
