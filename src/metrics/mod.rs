@@ -467,7 +467,9 @@ impl Metrics {
             let _ = self.request_bytes.remove_label_values(&[pool]);
             let _ = self.retry_budget_exhausted.remove_label_values(&[pool]);
             for reason in RETRY_REASONS {
-                let _ = self.retry_reasons.remove_label_values(&[pool, reason]);
+                let _ = self
+                    .retry_reasons
+                    .remove_label_values(&[pool.as_str(), reason]);
             }
             for code in ALL_CODES {
                 let _ = self
