@@ -370,6 +370,23 @@ pub fn config_yaml(pools: &[PoolSpec], limits: &[&str]) -> String {
     y
 }
 
+/// Each `(pool lines, expected text)`: a one-pool config (upstream at `addr`) with
+/// those lines is refused with an error containing the text.
+pub fn refused_pool_settings(addr: SocketAddr, cases: &[(Vec<&str>, &str)]) {
+    for (lines, want) in cases {
+        let mut pool = PoolSpec::new("p");
+        for l in lines {
+            pool = pool.opt(l);
+        }
+        let yaml = config_yaml(&[pool.address("a", addr, 1)], &[]);
+        let err = Config::parse(&yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{lines:?} was accepted"))
+            .to_string();
+        assert!(err.contains(want), "{lines:?}: {err}");
+    }
+}
+
 pub fn parse_config(yaml: &str) -> Config {
     Config::parse(yaml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"))
 }

@@ -254,16 +254,5 @@ async fn h2_settings_are_checked_by_name() {
             "pools[0].http2.pings",
         ),
     ];
-    for (lines, want) in bad {
-        let mut pool = PoolSpec::new("p");
-        for l in &lines {
-            pool = pool.opt(l);
-        }
-        let yaml = config_yaml(&[pool.address("a", addr, 1)], &[]);
-        let err = ringway::config::Config::parse(&yaml)
-            .err()
-            .unwrap_or_else(|| panic!("{lines:?} was accepted"))
-            .to_string();
-        assert!(err.contains(want), "{lines:?}: {err}");
-    }
+    refused_pool_settings(addr, &bad);
 }
