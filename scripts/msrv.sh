@@ -7,11 +7,12 @@
 #   scripts/msrv.sh            the check (scripts/test.sh runs it)
 #   scripts/msrv.sh --build    also `cargo check`s the library and the binary with that
 #                              very toolchain (installed with rustup when missing;
-#                              target dir target/msrv). CI runs this: our own code can
-#                              need a newer compiler than any dependency does.
-#
-# --build leaves out the tests and benches: their dev-dependencies are not what a user
-# builds, and checking them too would double the time CI spends here.
+#                              target dir target/msrv): our own code can need a newer
+#                              compiler than any dependency does.
+#   scripts/msrv.sh --lint     instead runs that toolchain's clippy over every target
+#                              (tests and benches too) with warnings as errors: one
+#                              pass that both lints and proves the declared version
+#                              builds everything. CI runs this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,10 +54,18 @@ done <<<"$needs" || true)
 printf 'msrv: rust-version %s covers every locked dependency (the highest, %s, is %s)\n' \
   "$declared" "${highest%.0}" "$top"
 
-if [ "${1:-}" = "--build" ]; then
-  toolchain="$declared"
+toolchain="$declared"
+case "${1:-}" in
+--build)
   rustup run "$toolchain" rustc --version >/dev/null 2>&1 ||
     rustup toolchain install "$toolchain" --profile minimal
   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/msrv cargo "+$toolchain" check --locked --lib --bins
   printf 'msrv: the library and the binary build with Rust %s\n' "$toolchain"
-fi
+  ;;
+--lint)
+  rustup run "$toolchain" cargo clippy --version >/dev/null 2>&1 ||
+    rustup toolchain install "$toolchain" --profile minimal --component clippy
+  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/msrv cargo "+$toolchain" clippy --locked --all-targets -- -D warnings
+  printf 'msrv: every target builds with Rust %s, and its clippy finds nothing\n' "$toolchain"
+  ;;
+esac

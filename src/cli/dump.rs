@@ -300,17 +300,20 @@ fn pool_map(pool: &Pool) -> Mapping {
         (
             "upstream_limits",
             upstream_limits
-                .max_inflight
-                .and_then(|max| mapping(upstream_limits_map(max, upstream_limits))),
+                .any()
+                .then(|| upstream_limits_map(upstream_limits))
+                .and_then(mapping),
         ),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
     ])
 }
 
-fn upstream_limits_map(max_inflight: usize, limits: &UpstreamLimits) -> Mapping {
+fn upstream_limits_map(limits: &UpstreamLimits) -> Mapping {
     let UpstreamLimits {
-        max_inflight: _,
+        max_inflight,
+        cluster_max_inflight,
+        max_connections,
         at_limit,
         queue_timeout,
     } = limits;
@@ -319,7 +322,9 @@ fn upstream_limits_map(max_inflight: usize, limits: &UpstreamLimits) -> Mapping 
         AtLimit::Queue => "queue",
     };
     map([
-        ("max_inflight", size(max_inflight)),
+        ("max_inflight", max_inflight.and_then(size)),
+        ("cluster_max_inflight", cluster_max_inflight.and_then(size)),
+        ("max_connections", max_connections.and_then(size)),
         ("at_limit", Some(Value::from(at_limit))),
         ("queue_timeout_ms", ms(*queue_timeout)),
     ])

@@ -175,6 +175,8 @@ pub struct RawPassive {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawUpstreamLimits {
     pub max_inflight: Option<Value>,
+    pub cluster_max_inflight: Option<Value>,
+    pub max_connections: Option<Value>,
     pub at_limit: Option<Value>,
     pub queue_timeout_ms: Option<Value>,
     #[serde(flatten)]

@@ -183,6 +183,39 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct UpstreamLimits {
     /// Requests in flight to one upstream from this instance; `None`: no cap.
     pub max_inflight: Option<usize>,
+    /// Requests in flight to one upstream from the whole cluster, shared evenly by
+    /// the members of the replicated configuration: each instance takes
+    /// `ceil(cluster_max_inflight / members)` (and the smaller of that and
+    /// `max_inflight` when both are set). See [`UpstreamLimits::inflight_cap`].
+    pub cluster_max_inflight: Option<usize>,
+    /// Connections open to one upstream from this instance, idle ones included;
+    /// `None`: no cap beyond the pool's own (`max_idle_per_upstream` idle, and
+    /// `http2.max_connections_per_upstream`).
+    pub max_connections: Option<usize>,
     pub at_limit: AtLimit,
     pub queue_timeout: Duration,
+}
+
+impl UpstreamLimits {
+    /// The cap on requests in flight to one upstream from this instance, in a cluster
+    /// of `members` instances (voters and learners of the replicated configuration;
+    /// at least one). A member that is down keeps its share: the cluster's total stays
+    /// within `cluster_max_inflight`, and the share returns to the others only when the
+    /// member is removed from the cluster.
+    pub fn inflight_cap(&self, members: usize) -> Option<usize> {
+        let shared = self
+            .cluster_max_inflight
+            .map(|total| total.div_ceil(members.max(1)));
+        match (self.max_inflight, shared) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// True when some cap applies (what `at_limit` and `queue_timeout_ms` act on).
+    pub fn any(&self) -> bool {
+        self.max_inflight.is_some()
+            || self.cluster_max_inflight.is_some()
+            || self.max_connections.is_some()
+    }
 }

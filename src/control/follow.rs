@@ -47,6 +47,14 @@ impl Memberships for Committed<'_> {
     fn file_fallback(&self) -> bool {
         !self.joining || self.state.is_bootstrapped()
     }
+
+    /// The members whose peer addresses the replicated state records: the founders
+    /// (from the bootstrap) and every member added since, until removed. Recorded at
+    /// the same log index everywhere, so every instance takes the same share of a
+    /// `cluster_max_inflight` at the same point.
+    fn instances(&self) -> usize {
+        self.state.peers().len().max(1)
+    }
 }
 
 /// Keeps `proxy`'s routing snapshot built from the latest committed state and the

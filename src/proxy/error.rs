@@ -25,6 +25,9 @@ pub enum ConnectError {
     /// Every HTTP/2 connection to the upstream carried its most streams, and no slot
     /// freed up within the connect timeout (a local bound, not the upstream's fault).
     Busy(String),
+    /// The upstream already had `upstream_limits.max_connections` connections open
+    /// from this instance, none of them idle (a local bound).
+    AtConnections(usize),
     /// An HTTP/2 upstream refused the stream before processing it (draining after a
     /// `GOAWAY`, or shedding load with `REFUSED_STREAM`): not a failure of its health.
     StreamRefused(String),
@@ -37,6 +40,12 @@ impl fmt::Display for ConnectError {
             ConnectError::TimedOut => f.write_str("connect timed out"),
             ConnectError::Other(why) => f.write_str(why),
             ConnectError::Busy(why) => write!(f, "busy: {why}"),
+            ConnectError::AtConnections(max) => {
+                write!(
+                    f,
+                    "at its limit of {max} connections (upstream_limits.max_connections)"
+                )
+            }
             ConnectError::StreamRefused(why) => {
                 write!(f, "stream refused before processing: {why}")
             }
@@ -165,9 +174,15 @@ pub enum ProxyError {
     ClientBody(BodyFault),
     /// A gRPC call's own deadline (`grpc-timeout`) passed before a response head.
     DeadlineExceeded { timeout: Duration },
-    /// Every upstream tried was at the pool's `upstream_limits.max_inflight` (or the
-    /// key's upstream stayed there for the whole queue timeout).
-    AtLimit { pool: String, max_inflight: usize },
+    /// Every upstream tried was at one of the pool's `upstream_limits` (or the key's
+    /// upstream stayed there for the whole queue timeout): `limit` names the cap
+    /// (`max_inflight`, with a cluster-wide figure already shared out, or
+    /// `max_connections`) and `max` its value on this instance.
+    AtLimit {
+        pool: String,
+        limit: &'static str,
+        max: usize,
+    },
 }
 
 impl ProxyError {
@@ -309,9 +324,9 @@ impl fmt::Display for ProxyError {
                 "no response within the call's grpc-timeout ({}ms)",
                 timeout.as_millis()
             ),
-            ProxyError::AtLimit { pool, max_inflight } => write!(
+            ProxyError::AtLimit { pool, limit, max } => write!(
                 f,
-                "every upstream of pool {pool} tried has {max_inflight} requests in flight (upstream_limits.max_inflight)"
+                "every upstream of pool {pool} tried is at its limit of {max} (upstream_limits.{limit} on this instance)"
             ),
         }
     }

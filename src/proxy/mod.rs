@@ -307,8 +307,9 @@ async fn forward(
     let mut attempts = 0;
     let mut timeouts = 0;
     let mut backoffs = 0;
-    // Upstreams passed over at their `max_inflight`.
+    // Upstreams passed over at one of their `upstream_limits`, and the last such cap.
     let mut at_limit = 0;
+    let mut limit_met = ("max_inflight", 0);
     let mut last = String::new();
     // Held while a retry that costs the upstreams is in flight.
     let mut _permit: Option<retry::RetryPermit> = None;
@@ -320,7 +321,7 @@ async fn forward(
     while let Some(index) = candidates.next() {
         let upstream = &pool.upstreams[index];
         let counted = metrics.and_then(|m| m.upstream(index));
-        let inflight = match pool.limits.max_inflight {
+        let inflight = match pool.inflight_cap {
             None => pool.health.begin(index),
             Some(max) => match pool.health.try_begin(index, max) {
                 Some(f) => Some(f),
@@ -329,6 +330,7 @@ async fn forward(
                         m.spilled();
                     }
                     at_limit += 1;
+                    limit_met = ("max_inflight", max);
                     continue;
                 }
                 None => {
@@ -344,13 +346,39 @@ async fn forward(
                             }
                             return Err(ProxyError::AtLimit {
                                 pool: pool.name.to_string(),
-                                max_inflight: max,
+                                limit: "max_inflight",
+                                max,
                             });
                         }
                     }
                 }
             },
         };
+        // `max_connections` (HTTP/1.1): every connection open to the upstream is busy.
+        if !upstream.has_room() {
+            let max = pool.limits.max_connections.unwrap_or_default();
+            if pool.limits.at_limit == AtLimit::Spill {
+                if let Some(m) = counted {
+                    m.spilled();
+                }
+                at_limit += 1;
+                limit_met = ("max_connections", max);
+                continue;
+            }
+            if let Some(m) = counted {
+                m.queued();
+            }
+            if !upstream.wait_for_room(pool.limits.queue_timeout).await {
+                if let Some(m) = counted {
+                    m.rejected();
+                }
+                return Err(ProxyError::AtLimit {
+                    pool: pool.name.to_string(),
+                    limit: "max_connections",
+                    max,
+                });
+            }
+        }
         if let (true, Some(m)) = (attempts > 0, counted) {
             m.retried();
         }
@@ -484,6 +512,18 @@ async fn forward(
                     }
                 }
             }
+            // Another request took the last connection under `max_connections` first:
+            // the request passes to the next upstream, as a spill.
+            Err(Attempt::Retry(back, ConnectError::AtConnections(max))) => {
+                if let Some(m) = counted {
+                    m.spilled();
+                }
+                attempts -= 1;
+                at_limit += 1;
+                limit_met = ("max_connections", max);
+                req = *back;
+                continue;
+            }
             Err(Attempt::Retry(back, why)) => {
                 let timed_out = matches!(why, ConnectError::TimedOut);
                 if let Some(m) = counted {
@@ -513,7 +553,8 @@ async fn forward(
     if attempts == 0 && at_limit > 0 {
         return Err(ProxyError::AtLimit {
             pool: pool.name.to_string(),
-            max_inflight: pool.limits.max_inflight.unwrap_or_default(),
+            limit: limit_met.0,
+            max: limit_met.1,
         });
     }
     if timeouts == attempts {
@@ -557,9 +598,10 @@ fn outcome(result: &Result<Exchange, Attempt>, grpc_call: bool) -> Option<Outcom
         Ok((response, _)) => Outcome::Response(response.status().as_u16()),
         // A local bound, or an upstream shedding or draining streams: neither says
         // the upstream is unwell.
-        Err(Attempt::Retry(_, ConnectError::Busy(_) | ConnectError::StreamRefused(_))) => {
-            return None
-        }
+        Err(Attempt::Retry(
+            _,
+            ConnectError::Busy(_) | ConnectError::StreamRefused(_) | ConnectError::AtConnections(_),
+        )) => return None,
         Err(Attempt::Retry(_, why)) => Outcome::Connect {
             suspect: matches!(why, ConnectError::Refused | ConnectError::TimedOut),
         },

@@ -32,6 +32,9 @@ pub struct PoolState {
     pub retry_budget: Arc<super::retry::RetryBudget>,
     /// Caps per upstream on this instance.
     pub limits: crate::config::UpstreamLimits,
+    /// Requests in flight to one upstream from this instance: `max_inflight`, or this
+    /// instance's share of `cluster_max_inflight`, whichever is smaller.
+    pub inflight_cap: Option<usize>,
     /// Requests to this pool keep the start of their bodies so that a stream an
     /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
     pub keep_bodies: bool,
@@ -56,6 +59,11 @@ pub trait Memberships {
     /// when it gets none (an instance that has not joined its cluster yet).
     fn file_fallback(&self) -> bool {
         true
+    }
+    /// How many instances share a pool's `cluster_max_inflight`: the members of the
+    /// replicated configuration, at least one.
+    fn instances(&self) -> usize {
+        1
     }
 }
 
@@ -116,7 +124,8 @@ impl Snapshot {
                     Some((None, false)) => Vec::new(),
                     Some((None, true)) | None => p.upstreams.clone(),
                 };
-                let mut state = build_pool(p, &members, &reuse);
+                let instances = cluster.map_or(1, |c| c.instances());
+                let mut state = build_pool(p, &members, &reuse, instances);
                 if let Some(old) = previous.and_then(|s| s.pool(&p.name)) {
                     state.retry_budget = old.retry_budget.clone();
                 }
@@ -154,6 +163,7 @@ fn build_pool(
     pool: &config::Pool,
     members: &[config::Upstream],
     reuse: &HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>>,
+    instances: usize,
 ) -> PoolState {
     let settings = ClientSettings {
         connect_timeout: pool.timeouts.connect,
@@ -165,6 +175,7 @@ fn build_pool(
             .map(|t| crate::tls::UpstreamTls::new(t, pool.protocol)),
         protocol: pool.protocol,
         http2: pool.http2,
+        max_connections: pool.upstream_limits.max_connections,
     };
     let upstreams = members
         .iter()
@@ -191,6 +202,7 @@ fn build_pool(
         retry: pool.retry.clone(),
         retry_budget: Arc::default(),
         limits: pool.upstream_limits,
+        inflight_cap: pool.upstream_limits.inflight_cap(instances),
         keep_bodies: match pool.protocol {
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => pool.tls.is_some(),

@@ -25,7 +25,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
 use crate::common::{loopback, within};
-use crate::echo::EchoServer;
+use crate::grpc::echo::EchoServer;
 use crate::tlsutil::Leaf;
 
 /// Accepted connections handed to tonic but not yet taken: a short queue, since

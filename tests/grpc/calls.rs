@@ -5,10 +5,10 @@
 
 use tonic::Code;
 
-use crate::backend::{refused_addr, Backend};
-use crate::check;
 use crate::common::*;
-use crate::echo::EchoClient;
+use crate::grpc::backend::{refused_addr, Backend};
+use crate::grpc::check;
+use crate::grpc::echo::EchoClient;
 use crate::tlsutil::{yaml_path, Ca, Dir};
 
 /// The pool every test here routes to.

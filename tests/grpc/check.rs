@@ -7,7 +7,7 @@ use tonic::metadata::MetadataMap;
 use tonic::Code;
 
 use crate::common::within;
-use crate::echo::{ChatMessage, CountRequest, EchoClient, Number};
+use crate::grpc::echo::{ChatMessage, CountRequest, EchoClient, Number};
 
 /// `Say` with `x-user: user` in the metadata: the backend saw it, and `te: trailers`.
 pub async fn unary(client: &mut EchoClient, user: &str) -> String {

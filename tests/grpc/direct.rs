@@ -4,10 +4,10 @@
 
 use tonic::Code;
 
-use crate::backend::Backend;
-use crate::check;
 use crate::common::within;
-use crate::echo::EchoClient;
+use crate::grpc::backend::Backend;
+use crate::grpc::check;
+use crate::grpc::echo::EchoClient;
 
 #[tokio::test]
 async fn every_call_pattern_direct() {

@@ -13,11 +13,11 @@ use ringway::config::{Config, UpstreamAddr};
 use ringway::health::probe::{probe, ProbeTls};
 use ringway::tls::UpstreamTls;
 
-use crate::backend::Backend;
-use crate::calls::{pool, proxy, POOL};
-use crate::check;
 use crate::common::*;
-use crate::echo::{EchoClient, SERVICE};
+use crate::grpc::backend::Backend;
+use crate::grpc::calls::{pool, proxy, POOL};
+use crate::grpc::check;
+use crate::grpc::echo::{EchoClient, SERVICE};
 use crate::tlsutil::{yaml_path, Ca, Dir};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ async fn the_probe_fails_on_what_is_not_a_grpc_health_server() {
         .opt(&grpc_check(""));
     let config = parse_config(&config_yaml(&[spec], &[]));
     assert!(!passes(&config).await, "an HTTP/1.1 server");
-    let dead = crate::backend::refused_addr().await;
+    let dead = crate::grpc::backend::refused_addr().await;
     let spec = PoolSpec::new(POOL)
         .address("dead", dead, 1)
         .opt("protocol: h2c")

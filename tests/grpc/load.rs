@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::backend::Backend;
-use crate::calls::{pool, proxy, POOL};
-use crate::check;
 use crate::common::{predict, within};
-use crate::echo::EchoClient;
+use crate::grpc::backend::Backend;
+use crate::grpc::calls::{pool, proxy, POOL};
+use crate::grpc::check;
+use crate::grpc::echo::EchoClient;
 
 /// Calls in the GOAWAY test, and how many run at once.
 const CALLS: usize = 2_000;

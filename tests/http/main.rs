@@ -1,5 +1,5 @@
-//! The data-plane, TLS, metrics, access-log, config-path, command-line, deployment-file
-//! and in-process instance tests, as one test binary: they share the harness in
+//! The data-plane, TLS, metrics, access-log, config-path, command-line, deployment-file,
+//! gRPC and in-process instance tests, as one test binary: they share the harness in
 //! `tests/common` (and `tests/procs` for whole clusters), and one binary compiles and
 //! links the HTTP stack once rather than once per file. Each file is a module; run one
 //! with `cargo test --test http proxy::` (or `tls::`, `attack::`, ...).
@@ -18,6 +18,8 @@ mod config_paths;
 mod config_tls;
 mod control;
 mod deploy;
+#[path = "../grpc/mod.rs"]
+mod grpc;
 mod grpc_errors;
 mod h2_upstream;
 mod metrics;

@@ -290,6 +290,18 @@ async fn retry_settings_are_checked_by_name() {
             "pools[0].retry.max_body_bytes",
         ),
         (vec!["retry:", "  tries: 3"], "pools[0].retry.tries"),
+        (
+            vec!["upstream_limits: {at_limit: queue}"],
+            "needs max_inflight, cluster_max_inflight or max_connections",
+        ),
+        (
+            vec!["upstream_limits: {max_connections: 0}"],
+            "pools[0].upstream_limits.max_connections",
+        ),
+        (
+            vec!["upstream_limits: {cluster_max_inflight: -1}"],
+            "pools[0].upstream_limits.cluster_max_inflight",
+        ),
     ];
     refused_pool_settings(addr, &bad);
 }
@@ -403,4 +415,154 @@ async fn at_max_inflight_a_queued_request_waits_then_gets_in_or_a_503() {
         )
     };
     assert_eq!((m("queued"), m("rejected"), m("spilled")), (2, 1, 0));
+}
+
+/// `ringway_upstream_limited_total` of upstream `a` for one action, from `/metrics`.
+fn limited(proxy: &TestProxy, action: &str) -> u64 {
+    metric(
+        proxy,
+        &format!(r#"ringway_upstream_limited_total{{action="{action}",pool="web",upstream="a"}}"#),
+    )
+}
+
+/// Starts `n` GETs of `path` through the proxy at once.
+fn spawn_gets(proxy: &TestProxy, path: &str, n: usize) -> Vec<tokio::task::JoinHandle<Resp>> {
+    (0..n)
+        .map(|_| {
+            let (addr, path) = (proxy.addr, path.to_owned());
+            tokio::spawn(async move { get(addr, &path).await })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn at_max_connections_a_hot_key_spills_and_the_idle_connection_counts() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(&a, &b, &["upstream_limits: {max_connections: 1}"]);
+    let proxy = TestProxy::start(&yaml).await;
+    let held = spawn_gets(&proxy, &path, 1);
+    until("one request at a", || arrived.load(Ordering::SeqCst) == 1).await;
+    for _ in 0..3 {
+        let r = proxy.get(&path).await;
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "b".to_owned()));
+    }
+    gate.add_permits(10);
+    for h in held {
+        assert_eq!(h.await.unwrap().upstream(), "a");
+    }
+    // The one connection, idle now, serves the key again.
+    for _ in 0..3 {
+        assert_eq!(proxy.get(&path).await.upstream(), "a");
+    }
+    assert_eq!(a.accepted(), 1, "a never had more than its one connection");
+    assert_eq!(limited(&proxy, "spilled"), 3);
+}
+
+#[tokio::test]
+async fn at_max_connections_queued_requests_share_the_open_connections() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(
+        &a,
+        &b,
+        &["upstream_limits: {max_connections: 2, at_limit: queue, queue_timeout_ms: 10000}"],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let held = spawn_gets(&proxy, &path, 5);
+    until("two requests at a", || arrived.load(Ordering::SeqCst) == 2).await;
+    until("three requests queued", || limited(&proxy, "queued") == 3).await;
+    assert_eq!(arrived.load(Ordering::SeqCst), 2, "the queued ones wait");
+    gate.add_permits(5);
+    for h in held {
+        let r = h.await.unwrap();
+        assert_eq!((r.status.as_u16(), r.upstream()), (200, "a".to_owned()));
+    }
+    assert_eq!(a.accepted(), 2, "five requests over two connections");
+    assert_eq!(b.accepted(), 0);
+    assert_eq!(
+        (limited(&proxy, "rejected"), limited(&proxy, "spilled")),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn at_max_connections_a_queue_that_times_out_gets_a_503_naming_the_cap() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(
+        &a,
+        &b,
+        &["upstream_limits: {max_connections: 1, at_limit: queue, queue_timeout_ms: 200}"],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let held = spawn_gets(&proxy, &path, 1);
+    until("one request at a", || arrived.load(Ordering::SeqCst) == 1).await;
+    let r = proxy.get(&path).await;
+    assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+    assert!(
+        r.text().contains("upstream_limits.max_connections"),
+        "{}",
+        r.text()
+    );
+    gate.add_permits(1);
+    assert_eq!(
+        held.into_iter().next().unwrap().await.unwrap().upstream(),
+        "a"
+    );
+    assert_eq!(
+        (limited(&proxy, "queued"), limited(&proxy, "rejected")),
+        (1, 1)
+    );
+    assert_eq!(b.accepted(), 0);
+}
+
+#[tokio::test]
+async fn a_cluster_wide_cap_on_one_instance_is_the_whole_figure() {
+    let (a, arrived, gate) = gated("a").await;
+    let b = Upstream::echo("b").await;
+    let (yaml, path) = limits_pool(&a, &b, &["upstream_limits: {cluster_max_inflight: 2}"]);
+    let proxy = TestProxy::start(&yaml).await;
+    let held = spawn_gets(&proxy, &path, 2);
+    until("two requests at a", || arrived.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(proxy.get(&path).await.upstream(), "b");
+    gate.add_permits(2);
+    for h in held {
+        assert_eq!(h.await.unwrap().upstream(), "a");
+    }
+    assert_eq!(limited(&proxy, "spilled"), 1);
+}
+
+#[test]
+fn a_cluster_wide_cap_is_shared_by_the_members() {
+    use ringway::proxy::snapshot::Memberships;
+    struct Members(usize);
+    impl Memberships for Members {
+        fn members(&self, _: &str) -> Option<Vec<ringway::config::Upstream>> {
+            None
+        }
+        fn breakers(&self, _: &str) -> Option<&ringway::health::breaker::PoolBreakers> {
+            None
+        }
+        fn instances(&self) -> usize {
+            self.0
+        }
+    }
+    let cap = |limits: &str, members: usize| {
+        let pool = PoolSpec::new("web")
+            .address("a", "127.0.0.1:9".parse().unwrap(), 1)
+            .opt(limits);
+        let config = parse_config(&config_yaml(&[pool], &[]));
+        let snapshot = ringway::proxy::Snapshot::build_with(&config, Some(&Members(members)), None);
+        snapshot.pool("web").unwrap().inflight_cap
+    };
+    let shared = "upstream_limits: {cluster_max_inflight: 10}";
+    assert_eq!(cap(shared, 1), Some(10));
+    assert_eq!(cap(shared, 3), Some(4), "rounded up: 3 x 4 >= 10");
+    assert_eq!(cap(shared, 5), Some(2));
+    assert_eq!(cap(shared, 20), Some(1), "never below one");
+    let both = "upstream_limits: {cluster_max_inflight: 10, max_inflight: 3}";
+    assert_eq!(cap(both, 2), Some(3), "the smaller of the two");
+    assert_eq!(cap(both, 5), Some(2));
+    assert_eq!(cap("upstream_limits: {max_connections: 4}", 3), None);
 }

@@ -188,6 +188,30 @@ impl Checker {
             );
             out.max_inflight = Some(v as usize);
         }
+        // A cluster-wide figure is shared by up to MAX_MEMBERS instances; a billion is
+        // no limit.
+        const CLUSTER_MAX_INFLIGHT_LIMIT: u64 = 1_000_000_000;
+        if raw.cluster_max_inflight.is_some() {
+            let v = self.opt_int(
+                &join(&p, "cluster_max_inflight"),
+                &raw.cluster_max_inflight,
+                1,
+                CLUSTER_MAX_INFLIGHT_LIMIT,
+                1,
+            );
+            out.cluster_max_inflight = Some(v as usize);
+        }
+        // As many connections as requests in flight are allowed at most.
+        if raw.max_connections.is_some() {
+            let v = self.opt_int(
+                &join(&p, "max_connections"),
+                &raw.max_connections,
+                1,
+                MAX_INFLIGHT_LIMIT,
+                1,
+            );
+            out.max_connections = Some(v as usize);
+        }
         if let Some(v) = &raw.at_limit {
             let at = join(&p, "at_limit");
             out.at_limit = match self.string(&at, v).as_deref() {
@@ -210,8 +234,11 @@ impl Checker {
             DEFAULT_QUEUE_TIMEOUT.as_millis() as u64,
         );
         out.queue_timeout = std::time::Duration::from_millis(ms);
-        if out.max_inflight.is_none() {
-            self.error(&p, "needs max_inflight (the cap the other fields apply to)");
+        if !out.any() {
+            self.error(
+                &p,
+                "needs max_inflight, cluster_max_inflight or max_connections (the caps the other fields apply to)",
+            );
         }
         out
     }

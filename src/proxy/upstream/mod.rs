@@ -49,6 +49,9 @@ pub struct ClientSettings {
     pub protocol: UpstreamProtocol,
     /// Bounds of HTTP/2 connections (used when the protocol may be HTTP/2).
     pub http2: Http2Settings,
+    /// Connections open at once, idle ones included (`upstream_limits.max_connections`);
+    /// `None`: only the idle and HTTP/2 bounds.
+    pub max_connections: Option<usize>,
 }
 
 /// The client side of one upstream.
@@ -59,6 +62,39 @@ pub struct UpstreamClient {
     settings: ClientSettings,
     idle: Mutex<Vec<Idle>>,
     h2: Arc<H2Pool>,
+    /// HTTP/1.1 connections open or being opened, for `max_connections`.
+    open: Arc<OpenCount>,
+}
+
+/// HTTP/1.1 connections open to one upstream, and who waits for one to close or to
+/// come back to the pool.
+#[derive(Debug, Default)]
+struct OpenCount {
+    n: std::sync::atomic::AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+/// One counted HTTP/1.1 connection: held by the task that drives it, so the count
+/// drops when the connection has closed (or failed to open).
+#[derive(Debug)]
+struct OpenSlot(Arc<OpenCount>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.n.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.room.notify_one();
+    }
+}
+
+impl OpenCount {
+    /// A place for one more connection under `max`, if there is one.
+    fn try_take(self: &Arc<Self>, max: usize) -> Option<OpenSlot> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.n
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| OpenSlot(self.clone()))
+    }
 }
 
 #[derive(Debug)]
@@ -120,13 +156,18 @@ enum Connected {
 
 impl UpstreamClient {
     pub fn new(id: Arc<str>, addr: UpstreamAddr, settings: ClientSettings) -> Self {
-        let h2 = H2Pool::new(settings.http2);
+        let mut http2 = settings.http2;
+        if let Some(max) = settings.max_connections {
+            http2.max_connections = http2.max_connections.min(max);
+        }
+        let h2 = H2Pool::new(http2);
         UpstreamClient {
             id,
             addr,
             settings,
             idle: Mutex::new(Vec::new()),
             h2,
+            open: Arc::default(),
         }
     }
 
@@ -169,11 +210,54 @@ impl UpstreamClient {
         None
     }
 
+    /// True when an HTTP/1.1 request can have a connection now: an idle one is pooled,
+    /// or fewer than `max_connections` are open. Always true for HTTP/2 pools, whose
+    /// streams wait for a place themselves.
+    pub fn has_room(&self) -> bool {
+        let Some(max) = self.settings.max_connections else {
+            return true;
+        };
+        self.prefers_h2()
+            || self.open.n.load(std::sync::atomic::Ordering::Relaxed) < max
+            || !self
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
+    /// Waits up to `wait` for room under `max_connections` (see [`Self::has_room`]):
+    /// a connection handed back to the pool, or one closing. False when the wait ran
+    /// out. Another request may take the room first: connecting then answers
+    /// [`ConnectError::AtConnections`].
+    pub async fn wait_for_room(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let room = self.open.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.has_room() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// A connection for one request: for HTTP/1.1 a new one, for HTTP/2 a stream on a
     /// shared one (opened if needed), all within the connect timeout.
     pub async fn connect(self: &Arc<Self>) -> Result<Sender, ConnectError> {
         if !self.prefers_h2() {
-            return match Box::pin(self.open()).await? {
+            let slot = match self.settings.max_connections {
+                Some(max) => Some(
+                    self.open
+                        .try_take(max)
+                        .ok_or(ConnectError::AtConnections(max))?,
+                ),
+                None => None,
+            };
+            return match Box::pin(self.open(slot)).await? {
                 Connected::H1(s) => Ok(Sender::H1(s)),
                 Connected::H2(_) => Err(ConnectError::Other(
                     "upstream chose HTTP/2 where HTTP/1.1 was offered".into(),
@@ -192,7 +276,7 @@ impl UpstreamClient {
                 )));
             }
         };
-        match Box::pin(self.open()).await? {
+        match Box::pin(self.open(None)).await? {
             Connected::H2(sender) => Ok(Sender::H2(opening.opened(sender))),
             // `auto` over TLS where the upstream chose HTTP/1.1.
             Connected::H1(sender) => Ok(Sender::H1(sender)),
@@ -202,7 +286,9 @@ impl UpstreamClient {
     /// Opens a new connection within the connect timeout. Callers box this future: its
     /// state (TLS and HTTP/2 handshakes) is large, and would otherwise be part of every
     /// request's future, copied with it, though most requests find a pooled connection.
-    async fn open(&self) -> Result<Connected, ConnectError> {
+    /// `slot` counts an HTTP/1.1 connection under `max_connections` for as long as it
+    /// stays open.
+    async fn open(&self, slot: Option<OpenSlot>) -> Result<Connected, ConnectError> {
         let connect = async {
             match self.addr.ip {
                 Some(ip) => TcpStream::connect((ip, self.addr.port)).await,
@@ -222,7 +308,7 @@ impl UpstreamClient {
             None if self.settings.protocol == UpstreamProtocol::H2c => {
                 self.handshake_h2(stream).await.map(Connected::H2)
             }
-            None => self.handshake_h1(stream).await.map(Connected::H1),
+            None => self.handshake_h1(stream, slot).await.map(Connected::H1),
             Some(tls) => {
                 let connect = tls.connect(&self.addr.host, stream);
                 let stream =
@@ -239,14 +325,18 @@ impl UpstreamClient {
                     (UpstreamProtocol::H2 | UpstreamProtocol::Auto, true) => {
                         self.handshake_h2(stream).await.map(Connected::H2)
                     }
-                    _ => self.handshake_h1(stream).await.map(Connected::H1),
+                    _ => self.handshake_h1(stream, slot).await.map(Connected::H1),
                 }
             }
         }
     }
 
     /// Starts HTTP/1.1 on a connected stream, its connection driven by a task of its own.
-    async fn handshake_h1<S>(&self, stream: S) -> Result<H1Sender, ConnectError>
+    async fn handshake_h1<S>(
+        &self,
+        stream: S,
+        slot: Option<OpenSlot>,
+    ) -> Result<H1Sender, ConnectError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -256,6 +346,9 @@ impl UpstreamClient {
             .map_err(|e| ConnectError::Other(e.to_string()))?;
         let id = self.id.clone();
         tokio::spawn(async move {
+            // Counted until the connection ends (for an upgrade: until it is handed
+            // over; the tunnel itself is bounded by the listener's connection cap).
+            let _slot = slot;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(upstream = %id, error = %e, "upstream connection ended");
             }
@@ -409,6 +502,9 @@ impl UpstreamClient {
                 since: Instant::now(),
             });
         }
+        drop(idle);
+        // A request waiting at `max_connections` may take it.
+        self.open.room.notify_one();
     }
 
     /// Idle HTTP/1.1 connections now pooled (for tests and the admin view).
