@@ -986,6 +986,9 @@ fn propose_failure(e: ProposeError) -> ProposeFailure {
         ProposeError::ConfChangePending { index } => ProposeFailure::NotYet(format!(
             "another membership change (index {index}) is not committed yet"
         )),
+        ProposeError::TooManyLearners { max } => ProposeFailure::Refused(Refused::Invalid(
+            format!("the group already has {max} learners, the most a leader feeds (MAX_LEARNERS); remove one or promote one first"),
+        )),
         ProposeError::LearnerBehind { lag } => {
             ProposeFailure::NotYet(format!("the new member is {lag} entries behind"))
         }
@@ -996,6 +999,7 @@ fn propose_failure(e: ProposeError) -> ProposeFailure {
                 C::NotALearner => "that node is not a learner",
                 C::NotAMember => "that node is not a member",
                 C::LastVoter => "the last voter cannot be removed",
+                C::NotAVoter => "that node is not a voter",
             }
             .into(),
         )),
