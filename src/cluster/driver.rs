@@ -142,6 +142,11 @@ pub struct ClusterView {
     pub removed: bool,
     /// Whether this node can write its Raft log.
     pub storage: StorageHealth,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// Vote and pre-vote requests this node granted since it started (a learner
+    /// grants none unless a candidate holds its promotion; see `docs/raft.md`).
+    pub votes_granted: u64,
 }
 
 /// Whether a node can write its Raft log.
@@ -947,7 +952,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 || old.learners != view.learners
                 || old.lost_data != view.lost_data
                 || old.removed != view.removed
-                || old.storage != view.storage;
+                || old.storage != view.storage
+                || old.vote != view.vote
+                || old.votes_granted != view.votes_granted;
             if view.leader.is_some() && old.leader != view.leader {
                 self.stats.leader_changes.fetch_add(1, Relaxed);
             }
@@ -1034,6 +1041,8 @@ fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
         // A joining node holds no configuration yet: it is not "removed".
         removed: !conf.voters.is_empty() && !conf.contains(node.id()),
         storage: StorageHealth::Writable,
+        vote: Some(node.status().vote).filter(|&v| v != crate::raft::NO_NODE),
+        votes_granted: node.stats().votes_granted,
     }
 }
 
