@@ -195,8 +195,10 @@ enum ClusterAction {
     },
     /// Add a member: it must be running with `cluster.join: true`. Answers once it is
     /// a voter, or with `--learner` once it is a learner.
-    #[command(after_help = "Examples:\n  ringway cluster add-node -c n1.yaml n4 10.0.0.4:7946\n  \
-                            ringway cluster add-node -c n1.yaml --learner edge7 10.0.1.7:7946")]
+    #[command(
+        after_help = "Examples:\n  ringway cluster add-node -c n1.yaml n4 10.0.0.4:7946\n  \
+                            ringway cluster add-node -c n1.yaml --learner edge7 10.0.1.7:7946"
+    )]
     AddNode {
         /// Add it as a learner: it receives the log and serves from it, but never
         /// votes or campaigns (a fleet past five instances).

@@ -77,14 +77,26 @@ fn fleet(dir: &Path, upstreams: &[SocketAddr], extra: &str, learners: usize) -> 
         if i == 0 {
             let config = via.config.to_str().unwrap();
             let addr = l.raft.to_string();
-            let args = ["cluster", "-c", config, "add-node", "--learner", &l.name, &addr];
+            let args = [
+                "cluster",
+                "-c",
+                config,
+                "add-node",
+                "--learner",
+                &l.name,
+                &addr,
+            ];
             let (ok, out, err) = Instance::cli(&args);
             assert!(ok, "add-node --learner failed: {err}");
             assert!(out.contains("\"learner\""), "{out}");
         } else {
-            let body = format!("{{\"peer_address\": \"{}\", \"role\": \"learner\"}}", l.raft);
+            let body = format!(
+                "{{\"peer_address\": \"{}\", \"role\": \"learner\"}}",
+                l.raft
+            );
             let path = format!("/api/cluster/nodes/{}", l.name);
-            let (status, answer) = eventually("the learner added", || via.change("PUT", &path, &body));
+            let (status, answer) =
+                eventually("the learner added", || via.change("PUT", &path, &body));
             assert_eq!(status, 200, "{answer}");
         }
     }
@@ -141,16 +153,29 @@ fn three_voters_and_twelve_learners() {
         assert_eq!(v["membership"], "learner", "{v}");
     }
     let metrics = http_get(fleet.learners[2].admin, "/metrics").unwrap();
-    assert!(metrics.contains("ringway_raft_membership{role=\"learner\"} 1"), "{metrics}");
-    assert!(metrics.contains("ringway_raft_members{role=\"learner\"} 12"), "{metrics}");
-    let (ok, out, err) = Instance::cli(&["cluster", "-c", fleet.learners[2].config.to_str().unwrap(), "status"]);
+    assert!(
+        metrics.contains("ringway_raft_membership{role=\"learner\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringway_raft_members{role=\"learner\"} 12"),
+        "{metrics}"
+    );
+    let (ok, out, err) = Instance::cli(&[
+        "cluster",
+        "-c",
+        fleet.learners[2].config.to_str().unwrap(),
+        "status",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("follower (learner)"), "{out}");
 
     // A change sent to a learner reaches all fifteen rings.
     let before = same_digest(&all, None).unwrap();
     put_weight(&fleet.learners[0], upstreams[0], 3);
-    let digest = eventually("the change on all fifteen", || same_digest(&all, Some(&before)));
+    let digest = eventually("the change on all fifteen", || {
+        same_digest(&all, Some(&before))
+    });
     // A learner routes from the same state.
     for l in &fleet.learners {
         let up = eventually("a learner serves", || l.served_by("/some/key"));
@@ -159,7 +184,9 @@ fn three_voters_and_twelve_learners() {
 
     // A learner killed during fifty changes restarts and catches up by snapshot.
     let k = 5;
-    let applied_before = cluster_view(&fleet.learners[k])["applied"].as_u64().unwrap();
+    let applied_before = cluster_view(&fleet.learners[k])["applied"]
+        .as_u64()
+        .unwrap();
     fleet.learners[k].kill9();
     for w in 0..50 {
         put_weight(&fleet.learners[(w % 4) as usize], upstreams[0], 1 + w % 3);
@@ -176,7 +203,10 @@ fn three_voters_and_twelve_learners() {
         d.windows(2).all(|w| w[0] == w[1]).then_some(())
     });
     let v = cluster_view(&fleet.learners[k]);
-    assert!(v["snapshot_index"].as_u64().unwrap() >= snap, "caught up without the snapshot? {v}");
+    assert!(
+        v["snapshot_index"].as_u64().unwrap() >= snap,
+        "caught up without the snapshot? {v}"
+    );
     assert_eq!(v["membership"], "learner", "{v}");
     // The fifty changes end at weight 2 (it was 3).
     let digest = same_digest(&all, Some(&digest)).expect("the fifty changes moved the ring");
@@ -199,7 +229,11 @@ fn three_voters_and_twelve_learners() {
     });
     // An unknown field, or a role for a node that is not a member, is refused.
     let (status, answer) = fleet.voters[0]
-        .change("PUT", "/api/cluster/nodes/l2", "{\"role\": \"voter\", \"bogus\": 1}")
+        .change(
+            "PUT",
+            "/api/cluster/nodes/l2",
+            "{\"role\": \"voter\", \"bogus\": 1}",
+        )
         .unwrap();
     assert_eq!(status, 400, "{answer}");
     let (status, answer) = fleet.voters[0]
@@ -226,12 +260,24 @@ fn three_voters_and_twelve_learners() {
         let l = agreed_leader(&alive)?;
         (l != leader).then_some(l)
     });
-    assert!(["n1", "n2", "n3"].contains(&new_leader.as_str()), "{new_leader}");
+    assert!(
+        ["n1", "n2", "n3"].contains(&new_leader.as_str()),
+        "{new_leader}"
+    );
     for (l, before) in fleet.learners.iter().zip(&granted_before) {
         let v = cluster_view(l);
-        assert_eq!(v["votes_granted"].as_u64(), Some(*before), "{} voted: {v}", l.name);
+        assert_eq!(
+            v["votes_granted"].as_u64(),
+            Some(*before),
+            "{} voted: {v}",
+            l.name
+        );
         assert!(v["vote"].is_null(), "{} voted: {v}", l.name);
-        assert!(v["term"].as_u64().unwrap() > old_term, "{} follows the new term: {v}", l.name);
+        assert!(
+            v["term"].as_u64().unwrap() > old_term,
+            "{} follows the new term: {v}",
+            l.name
+        );
     }
     let voters_granted: u64 = fleet
         .voters
@@ -239,11 +285,16 @@ fn three_voters_and_twelve_learners() {
         .filter(|n| n.child.is_some())
         .map(|n| cluster_view(n)["votes_granted"].as_u64().unwrap())
         .sum();
-    assert!(voters_granted > voters_granted_before, "the surviving voter granted the new leader its vote");
+    assert!(
+        voters_granted > voters_granted_before,
+        "the surviving voter granted the new leader its vote"
+    );
     // The group still commits, and every learner follows.
     let alive = fleet.running();
     put_weight(&fleet.learners[7], upstreams[0], 1);
-    eventually("a change after the failover on all fourteen", || same_digest(&alive, Some(&digest)));
+    eventually("a change after the failover on all fourteen", || {
+        same_digest(&alive, Some(&digest))
+    });
     drop(fleet);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -278,22 +329,61 @@ fn bytes_sent(i: &Instance, voters: &[&str]) -> (u64, u64) {
     (to_voters, to_learners)
 }
 
-/// Milliseconds from sending each change to a learner until every instance applied it.
-fn changes_until_everywhere(fleet: &Fleet, via: &[&Instance], upstream: SocketAddr, n: u64) -> Vec<f64> {
+/// How often each instance is asked whether it applied a change: fifteen debug-built
+/// admin APIs asked every millisecond take a good part of two cores themselves.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Milliseconds from sending each change until every instance applied it: one thread
+/// per instance polls its admin API, so fifteen instances cost no more to watch than one.
+/// Also when the instance it was sent to answered (it had applied the change).
+fn changes_until_everywhere(
+    fleet: &Fleet,
+    via: &[&Instance],
+    upstream: SocketAddr,
+    n: u64,
+) -> Vec<(f64, f64)> {
     let all = fleet.all();
     (0..n)
         .map(|w| {
             let start = Instant::now();
             let index = put_weight(via[(w as usize) % via.len()], upstream, 1 + w % 3);
-            for i in &all {
-                eventually_every("the change everywhere", Duration::from_millis(1), PATIENCE, || {
-                    let applied = i.get("/api/cluster")?["applied"].as_u64()?;
-                    (applied >= index).then_some(())
-                });
-            }
-            start.elapsed().as_secs_f64() * 1000.0
+            let answered = start.elapsed().as_secs_f64() * 1000.0;
+            std::thread::scope(|s| {
+                for i in &all {
+                    s.spawn(move || {
+                        eventually_every("the change everywhere", POLL, PATIENCE, || {
+                            let applied = i.get("/api/cluster")?["applied"].as_u64()?;
+                            (applied >= index).then_some(())
+                        })
+                    });
+                }
+            });
+            (answered, start.elapsed().as_secs_f64() * 1000.0)
         })
         .collect()
+}
+
+/// p50 and p99 of the answers and of the whole way, in that order.
+fn latencies(samples: &[(f64, f64)]) -> [f64; 4] {
+    let mut answered: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    let mut everywhere: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    answered.sort_by(f64::total_cmp);
+    everywhere.sort_by(f64::total_cmp);
+    [
+        percentile(&answered, 0.5),
+        percentile(&answered, 0.99),
+        percentile(&everywhere, 0.5),
+        percentile(&everywhere, 0.99),
+    ]
+}
+
+/// The leader's CPU seconds and bytes sent (to voters, to learners) while idle for
+/// `d`: heartbeats only.
+fn idle(leader: &Instance, voters: &[&str], d: Duration) -> (f64, u64, u64) {
+    let (cpu0, (v0, l0)) = (cpu_seconds(leader), bytes_sent(leader, voters));
+    std::thread::sleep(d);
+    let (cpu1, (v1, l1)) = (cpu_seconds(leader), bytes_sent(leader, voters));
+    (cpu1 - cpu0, v1 - v0, l1 - l0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -306,6 +396,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[ignore]
 fn fleet_bench() {
     const CHANGES: u64 = 200;
+    // Long enough for a few hundred heartbeats and several CPU clock ticks.
+    const IDLE: Duration = Duration::from_secs(3);
     let dir = test_dir("learnersbench");
     let (_rt, upstreams) = echo_upstreams(3);
     let voter_names = ["n1", "n2", "n3"];
@@ -316,11 +408,14 @@ fn fleet_bench() {
     let leader = eventually("a leader", || agreed_leader(&all));
     let follower: Vec<&Instance> = base.voters.iter().filter(|n| n.name != leader).collect();
     let li = base.by_name(&leader);
+    let (idle_cpu, idle_v, _) = idle(li, &voter_names, IDLE);
     let (cpu0, (bv0, _)) = (cpu_seconds(li), bytes_sent(li, &voter_names));
+    let started = Instant::now();
     let base_lat = changes_until_everywhere(&base, &follower, upstreams[0], CHANGES);
+    let share = started.elapsed().as_secs_f64() / IDLE.as_secs_f64();
     let (cpu1, (bv1, _)) = (cpu_seconds(li), bytes_sent(li, &voter_names));
-    let base_cpu_ms = (cpu1 - cpu0) * 1000.0 / CHANGES as f64;
-    let base_bytes = (bv1 - bv0) as f64 / CHANGES as f64 / 2.0;
+    let base_cpu_ms = (cpu1 - cpu0 - idle_cpu * share) * 1000.0 / CHANGES as f64;
+    let base_bytes = ((bv1 - bv0) as f64 - idle_v as f64 * share) / CHANGES as f64 / 2.0;
     base.voters.iter_mut().for_each(Instance::kill9);
     drop(base);
 
@@ -331,30 +426,35 @@ fn fleet_bench() {
     let leader = eventually("a leader", || agreed_leader(&all));
     let li = fleet.by_name(&leader);
     let via: Vec<&Instance> = fleet.learners.iter().collect();
+    let (idle_cpu, idle_v, idle_l) = idle(li, &voter_names, IDLE);
     let (cpu0, (bv0, bl0)) = (cpu_seconds(li), bytes_sent(li, &voter_names));
     let started = Instant::now();
-    let mut lat = changes_until_everywhere(&fleet, &via, upstreams[0], CHANGES);
+    let lat = changes_until_everywhere(&fleet, &via, upstreams[0], CHANGES);
     let wall = started.elapsed().as_secs_f64();
+    let share = wall / IDLE.as_secs_f64();
     let (cpu1, (bv1, bl1)) = (cpu_seconds(li), bytes_sent(li, &voter_names));
-    let cpu_ms = (cpu1 - cpu0) * 1000.0 / CHANGES as f64;
-    let per_learner_bytes = (bl1 - bl0) as f64 / CHANGES as f64 / LEARNERS as f64;
-    let per_voter_bytes = (bv1 - bv0) as f64 / CHANGES as f64 / 2.0;
-    lat.sort_by(f64::total_cmp);
-    let mut base_lat = base_lat;
-    base_lat.sort_by(f64::total_cmp);
-    println!("| setup | changes | p50 ms | p99 ms | leader CPU ms/change | bytes/change to each voter | bytes/change to each learner |");
-    println!("|---|---|---|---|---|---|---|");
+    let cpu_ms = (cpu1 - cpu0 - idle_cpu * share) * 1000.0 / CHANGES as f64;
+    let per_learner_bytes =
+        ((bl1 - bl0) as f64 - idle_l as f64 * share) / CHANGES as f64 / LEARNERS as f64;
+    let per_voter_bytes = ((bv1 - bv0) as f64 - idle_v as f64 * share) / CHANGES as f64 / 2.0;
     println!(
-        "| 3 voters, sent to a follower | {CHANGES} | {:.1} | {:.1} | {:.2} | {:.0} | - |",
-        percentile(&base_lat, 0.5),
-        percentile(&base_lat, 0.99),
+        "idle leader (heartbeats only), per second: {:.1} ms CPU, {:.0} bytes to each voter, {:.0} bytes to each learner",
+        idle_cpu * 1000.0 / IDLE.as_secs_f64(),
+        idle_v as f64 / IDLE.as_secs_f64() / 2.0,
+        idle_l as f64 / IDLE.as_secs_f64() / LEARNERS as f64
+    );
+    let [b_a50, b_a99, b50, b99] = latencies(&base_lat);
+    let [a50, a99, e50, e99] = latencies(&lat);
+    println!("| setup | changes | answered p50 / p99 ms | on every instance p50 / p99 ms | leader CPU ms/change | bytes/change to each voter | bytes/change to each learner |");
+    println!("|---|---|---|---|---|---|---|");
+    // CPU and bytes below have the idle (heartbeat) rate over the same time subtracted.
+    println!(
+        "| 3 voters, sent to a follower | {CHANGES} | {b_a50:.1} / {b_a99:.1} | {b50:.1} / {b99:.1} | {:.2} | {:.0} | - |",
         base_cpu_ms,
         base_bytes
     );
     println!(
-        "| 3 voters + {LEARNERS} learners, sent to a learner | {CHANGES} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} |",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        "| 3 voters + {LEARNERS} learners, sent to a learner | {CHANGES} | {a50:.1} / {a99:.1} | {e50:.1} / {e99:.1} | {:.2} | {:.0} | {:.0} |",
         cpu_ms,
         per_voter_bytes,
         per_learner_bytes

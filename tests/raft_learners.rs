@@ -4,9 +4,9 @@
 
 use ringway::raft::sim::cluster::Cluster;
 use ringway::raft::{
-    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Config, Entry, EntryPayload,
-    HardState, Index, MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError,
-    Role, Storage, Term, VoteKind, MAX_LEARNERS,
+    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Config, Entry, EntryPayload, HardState,
+    Index, MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError, Role,
+    Storage, Term, VoteKind, MAX_LEARNERS,
 };
 
 /// A node driven by hand, with its storage.
@@ -359,7 +359,10 @@ fn a_voter_that_lacks_its_committed_demotion_cannot_win() {
     c.settle();
     let demoted_at = c.node(1).last_index();
     assert!(c.node(2).commit_index() >= demoted_at);
-    assert!(c.node(4).conf().is_voter(4), "4 has not received its demotion");
+    assert!(
+        c.node(4).conf().is_voter(4),
+        "4 has not received its demotion"
+    );
     c.isolated.clear();
     c.isolated.insert(1);
     let new_leader = |c: &mut Cluster| (2..=4).find(|&i| c.node(i).role() == Role::Leader);
@@ -413,17 +416,11 @@ fn the_leader_feeds_at_most_max_learners() {
     let r = c
         .node(1)
         .propose_conf_change(cc(ConfChangeKind::AddLearner, over));
-    assert_eq!(
-        r,
-        Err(ProposeError::TooManyLearners { max: MAX_LEARNERS })
-    );
+    assert_eq!(r, Err(ProposeError::TooManyLearners { max: MAX_LEARNERS }));
     let r = c
         .node(1)
         .propose_conf_change(cc(ConfChangeKind::DemoteVoter, 3));
-    assert_eq!(
-        r,
-        Err(ProposeError::TooManyLearners { max: MAX_LEARNERS })
-    );
+    assert_eq!(r, Err(ProposeError::TooManyLearners { max: MAX_LEARNERS }));
     // Below the bound again, the same change goes through; removing a learner is
     // always allowed.
     c.node(1)

@@ -34,11 +34,14 @@ impl Admin {
         let id = raft_id(name);
         let view = self.proposer.cluster().view();
         let (voter, learner) = (view.voters.contains(&id), view.learners.contains(&id));
-        let done = |index| Outcome::Done(json!({"node": name, "role": role.as_str(), "applied": index}));
+        let done =
+            |index| Outcome::Done(json!({"node": name, "role": role.as_str(), "applied": index}));
         match role {
             MemberRole::Voter if voter => done(view.applied),
             MemberRole::Learner if learner => done(view.applied),
-            MemberRole::Learner if voter => self.step(ConfChangeKind::DemoteVoter, id, name, role).await,
+            MemberRole::Learner if voter => {
+                self.step(ConfChangeKind::DemoteVoter, id, name, role).await
+            }
             _ if address.is_none() && !learner => Outcome::Stuck(
                 StatusCode::BAD_REQUEST,
                 format!("{name} is not a member: give its peer address (\"address\") to add it"),
@@ -49,9 +52,20 @@ impl Admin {
     }
 
     /// One membership change, answered with the role it gave.
-    async fn step(&self, kind: ConfChangeKind, node: NodeId, name: &str, role: MemberRole) -> Outcome {
-        match self.membership(ConfChange { kind, node }, PROPOSE_TIMEOUT).await {
-            Ok(index) => Outcome::Done(json!({"node": name, "role": role.as_str(), "applied": index})),
+    async fn step(
+        &self,
+        kind: ConfChangeKind,
+        node: NodeId,
+        name: &str,
+        role: MemberRole,
+    ) -> Outcome {
+        match self
+            .membership(ConfChange { kind, node }, PROPOSE_TIMEOUT)
+            .await
+        {
+            Ok(index) => {
+                Outcome::Done(json!({"node": name, "role": role.as_str(), "applied": index}))
+            }
             Err(outcome) => outcome,
         }
     }
@@ -59,7 +73,13 @@ impl Admin {
     /// Adds the node as a learner unless it is one, then promotes it once it caught up.
     /// A node that was added here and cannot catch up within [`JOIN_TIMEOUT`] is
     /// removed again; a learner that was already there stays one.
-    async fn add_voter(&self, id: NodeId, name: &str, learner: bool, address: Option<&str>) -> Outcome {
+    async fn add_voter(
+        &self,
+        id: NodeId,
+        name: &str,
+        learner: bool,
+        address: Option<&str>,
+    ) -> Outcome {
         if !learner {
             let add = ConfChange {
                 kind: ConfChangeKind::AddLearner,
@@ -84,7 +104,8 @@ impl Admin {
                         _ => format!("removing the learner failed too: remove it with `ringway cluster remove-node {name}`"),
                     }
                 };
-                let reach = address.map_or(String::new(), |a| format!(" and that {a} is reachable"));
+                let reach =
+                    address.map_or(String::new(), |a| format!(" and that {a} is reachable"));
                 Outcome::Stuck(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
