@@ -190,4 +190,38 @@ mod tests {
         assert!(decode_segment("up%FE").is_err());
         assert!(decode("%C3").is_err());
     }
+
+    #[test]
+    fn member_changes_take_an_address_and_a_role() {
+        let put = |body: &str| node_change(&Method::PUT, "edge7", body.as_bytes());
+        assert_eq!(
+            put(r#"{"peer_address": "10.0.1.7:7946", "role": "learner"}"#),
+            Ok(NodeChange::Put {
+                address: Some("10.0.1.7:7946".into()),
+                role: MemberRole::Learner,
+            })
+        );
+        assert_eq!(
+            put(r#"{"address": "10.0.1.7:7946"}"#),
+            Ok(NodeChange::Put {
+                address: Some("10.0.1.7:7946".into()),
+                role: MemberRole::Voter,
+            })
+        );
+        assert_eq!(
+            put(r#"{"role": "voter"}"#),
+            Ok(NodeChange::Put {
+                address: None,
+                role: MemberRole::Voter,
+            })
+        );
+        for bad in [
+            r#"{"role": "observer"}"#,
+            r#"{"address": "nowhere"}"#,
+            r#"{"address": "10.0.1.7:1", "peer_address": "10.0.1.7:1"}"#,
+            r#"{"role": "learner", "extra": 1}"#,
+        ] {
+            assert!(put(bad).is_err(), "{bad}");
+        }
+    }
 }

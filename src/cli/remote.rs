@@ -415,6 +415,14 @@ mod tests {
     }
 
     #[test]
+    fn a_learner_says_so_beside_its_raft_role() {
+        let v = serde_json::json!({"id": "edge7", "role": "follower", "membership": "learner"});
+        assert!(status_table(&v).contains("role      follower (learner)\n"));
+        let v = serde_json::json!({"id": "n2", "role": "follower", "membership": "voter"});
+        assert!(status_table(&v).contains("role      follower\n"));
+    }
+
+    #[test]
     fn a_status_without_members_or_fields_still_prints() {
         let t = status_table(&serde_json::json!({"id": "n4", "removed": true}));
         assert!(t.contains("term      -"), "{t}");
