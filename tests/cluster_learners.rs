@@ -1,5 +1,6 @@
 //! Learner instances as real `ringway run` processes: three voters and twelve
-//! learners. A change sent to a learner reaches all fifteen rings; a learner killed
+//! learners. A change sent to a learner reaches all fifteen rings; learners route like
+//! the voters, and a learner's breaker reports eject an upstream everywhere; a learner killed
 //! during fifty changes catches up from a snapshot; a learner is promoted to voter and
 //! demoted back; killing the leader elects a new one from the voters and no learner
 //! votes.
@@ -181,6 +182,47 @@ fn three_voters_and_twelve_learners() {
         let up = eventually("a learner serves", || l.served_by("/some/key"));
         assert_eq!(up, fleet.voters[0].served_by("/some/key").unwrap());
     }
+
+    // A learner's breaker reports reach the leader: an upstream nobody listens on,
+    // reached only through learner l9, is ejected on every instance on l9's word.
+    let dead = local(free_port());
+    let body = format!("{{\"address\": \"{dead}\"}}");
+    let (status, answer) = fleet.learners[8]
+        .change("PUT", "/api/pools/web/upstreams/dead", &body)
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let breaker = |i: &Instance| -> Option<Value> {
+        let pools = i.get("/api/pools")?;
+        let ups = pools["pools"][0]["upstreams"].as_array()?.clone();
+        ups.into_iter()
+            .find(|u| u["id"] == "dead")
+            .map(|u| u["breaker"].clone())
+    };
+    let ejected = eventually("the dead upstream ejected on l9's reports", || {
+        for k in 0..40 {
+            let _ = http_get(fleet.learners[8].listener, &format!("/probe/{k}"));
+        }
+        let b = breaker(&fleet.voters[0])?;
+        (b["state"] != "closed").then_some(b)
+    });
+    // Only l9 had traffic (no active checks), so the evidence is its own.
+    assert_eq!(
+        ejected["evidence"]["signal"], "consecutive_failures",
+        "{ejected}"
+    );
+    for i in fleet.all() {
+        let b = eventually("the ejection everywhere", || breaker(i));
+        assert_eq!(b["ejections"], 1, "{}: {b}", i.name);
+    }
+    let (status, answer) = fleet.voters[0]
+        .change("DELETE", "/api/pools/web/upstreams/dead", "")
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let digest = eventually("the dead upstream gone everywhere", || {
+        let d = same_digest(&all, None)?;
+        let gone = all.iter().all(|i| breaker(i).is_none());
+        gone.then_some(d)
+    });
 
     // A learner killed during fifty changes restarts and catches up by snapshot.
     let k = 5;
