@@ -174,7 +174,7 @@ fn three_voters_and_twelve_learners() {
     // A change sent to a learner reaches all fifteen rings.
     let before = same_digest(&all, None).unwrap();
     put_weight(&fleet.learners[0], upstreams[0], 3);
-    let digest = eventually("the change on all fifteen", || {
+    eventually("the change on all fifteen", || {
         same_digest(&all, Some(&before))
     });
     // A learner routes from the same state.
