@@ -194,13 +194,32 @@ enum ClusterAction {
         json: bool,
     },
     /// Add a member: it must be running with `cluster.join: true`. Answers once it is
-    /// a voter.
-    #[command(after_help = "Example:\n  ringway cluster add-node -c n1.yaml n4 10.0.0.4:7946")]
+    /// a voter, or with `--learner` once it is a learner.
+    #[command(
+        after_help = "Examples:\n  ringway cluster add-node -c n1.yaml n4 10.0.0.4:7946\n  \
+                            ringway cluster add-node -c n1.yaml --learner edge7 10.0.1.7:7946"
+    )]
     AddNode {
+        /// Add it as a learner: it receives the log and serves from it, but never
+        /// votes or campaigns (a fleet past five instances).
+        #[arg(long)]
+        learner: bool,
         /// Its node.id.
         name: String,
         /// Its cluster.address, as the other members reach it.
         peer_address: SocketAddr,
+    },
+    /// Make a learner a voter, once it has caught up.
+    #[command(after_help = "Example:\n  ringway cluster promote-node -c n1.yaml edge7")]
+    PromoteNode {
+        /// Its node.id.
+        name: String,
+    },
+    /// Make a voter a learner (one at a time; a leader demoted hands over first).
+    #[command(after_help = "Example:\n  ringway cluster demote-node -c n1.yaml n4")]
+    DemoteNode {
+        /// Its node.id.
+        name: String,
     },
     /// Remove a member from the Raft group.
     #[command(after_help = "Example:\n  ringway cluster remove-node -c n1.yaml n3")]
@@ -408,9 +427,17 @@ fn cluster(g: &Global, action: ClusterAction) -> ExitCode {
                     .status()
                     .await
                     .map(|v| ringway::cli::remote::status_table(&v)),
-                ClusterAction::AddNode { name, peer_address } => {
-                    remote.add_node(&name, &peer_address.to_string()).await
+                ClusterAction::AddNode {
+                    learner,
+                    name,
+                    peer_address,
+                } => {
+                    remote
+                        .add_node(&name, &peer_address.to_string(), learner)
+                        .await
                 }
+                ClusterAction::PromoteNode { name } => remote.set_role(&name, "voter").await,
+                ClusterAction::DemoteNode { name } => remote.set_role(&name, "learner").await,
                 ClusterAction::RemoveNode { name } => remote.remove_node(&name).await,
             }
         })

@@ -13,6 +13,8 @@ use ringway::raft::sim::{run, SimConfig, Violation};
 
 /// Seeds covered by a default `cargo test` run.
 const DEFAULT_SEEDS: u64 = 1000;
+/// Seeds of the run with demotions: fewer than the default run, which it adds to.
+const DEMOTION_SEEDS: u64 = 400;
 /// Worker threads by default: the target machine has two cores.
 /// `RINGWAY_SIM_THREADS` overrides it (`scripts/sim-soak.sh` runs one per process).
 const THREADS: u64 = 2;
@@ -24,6 +26,24 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Runs seeds `first..first + count` on `THREADS` threads; returns every failing seed's
 /// violation, lowest first (only the lowest unless `keep_going`: the run stops there).
 fn run_seeds(first: u64, count: u64, keep_going: bool) -> Result<u64, Vec<Violation>> {
+    run_seeds_of(first, count, keep_going, SimConfig::for_seed)
+}
+
+/// The default run of a seed with voters also demoted to learners (the leader too).
+fn with_demotions(seed: u64) -> SimConfig {
+    SimConfig {
+        demotions: true,
+        ..SimConfig::for_seed(seed)
+    }
+}
+
+/// [`run_seeds`] with the runs `make` describes.
+fn run_seeds_of(
+    first: u64,
+    count: u64,
+    keep_going: bool,
+    make: fn(u64) -> SimConfig,
+) -> Result<u64, Vec<Violation>> {
     let next = AtomicU64::new(first);
     let failures = std::sync::Mutex::new(Vec::new());
     let threads = env_u64("RINGWAY_SIM_THREADS").unwrap_or(THREADS).max(1);
@@ -34,7 +54,7 @@ fn run_seeds(first: u64, count: u64, keep_going: bool) -> Result<u64, Vec<Violat
                 if seed >= first + count {
                     break;
                 }
-                if let Err(v) = run(&SimConfig::for_seed(seed)) {
+                if let Err(v) = run(&make(seed)) {
                     failures.lock().unwrap().push(v);
                     if !keep_going {
                         next.store(first + count, Ordering::Relaxed);
@@ -74,10 +94,28 @@ fn seeds() {
     }
 }
 
+/// Seeds with demotions in the membership chaos: a demoted voter (a leader among
+/// them) must never campaign or count, and every safety invariant still holds.
+#[test]
+fn seeds_with_demotions() {
+    let count = env_u64("RINGWAY_SIM_DEMOTION_SEEDS").unwrap_or(DEMOTION_SEEDS);
+    let first = env_u64("RINGWAY_SIM_FIRST_SEED").unwrap_or(0);
+    if let Err(failures) = run_seeds_of(first, count, false, with_demotions) {
+        let all: Vec<String> = failures.iter().map(|v| v.to_string()).collect();
+        panic!(
+            "simulation with demotions failed (replay with RINGWAY_SIM_DEMOTIONS=1):\n{}",
+            all.join("\n")
+        );
+    }
+    let r = run(&with_demotions(first)).expect("seed passes");
+    assert!(r.conf_changes > 0, "{}", summary(&r));
+}
+
 #[test]
 fn replay() {
     let seed = env_u64("RINGWAY_SIM_SEED").unwrap_or(1);
     let mut cfg = SimConfig::for_seed(seed);
+    cfg.demotions = env_u64("RINGWAY_SIM_DEMOTIONS").is_some_and(|v| v != 0);
     cfg.trace = true;
     match run(&cfg) {
         Ok(r) => {

@@ -28,13 +28,15 @@
 //!   forwarding.
 //! - `GET /api/config`: the config file, its reloads, the last error and what needs
 //!   a restart.
-//! - `PUT /api/cluster/nodes/NAME` (JSON body: `address`, the new member's peer
-//!   address) and `DELETE /api/cluster/nodes/NAME`: add or remove a cluster member,
-//!   one voter at a time (a new member joins as a learner, catches up, then is
-//!   promoted; one that cannot catch up within `JOIN_TIMEOUT` is removed again).
-//!   Same token and forwarding as upstream changes.
+//! - `PUT /api/cluster/nodes/NAME` (JSON body: `address`, the member's peer address,
+//!   and `role`, `voter` by default or `learner`) and `DELETE /api/cluster/nodes/NAME`:
+//!   add, promote, demote or remove a cluster member, one change at a time (a new
+//!   voter joins as a learner, catches up, then is promoted; one that cannot catch up
+//!   within `JOIN_TIMEOUT` is removed again; see [`members`]). Same token and
+//!   forwarding as upstream changes.
 
 pub mod client;
+mod members;
 pub mod parse;
 pub mod status;
 
@@ -273,7 +275,9 @@ impl Admin {
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Node(name) => match node_change(&method, &name, &body) {
-                Ok(NodeChange::Add(address)) => self.add_node(&name, &address).await,
+                Ok(NodeChange::Put { address, role }) => {
+                    self.put_node(&name, address.as_deref(), role).await
+                }
                 Ok(NodeChange::Remove) => self.remove_node(&name).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
@@ -296,56 +300,6 @@ impl Admin {
             Err(_) => Outcome::TimedOut,
             Ok(Ok(index)) => Outcome::Done(json!({"applied": index})),
             Ok(Err(e)) => Outcome::Failed(e),
-        }
-    }
-
-    /// Adds `name` at `address`: its address into the replicated state, then the node
-    /// as a learner, then, once it has caught up, its promotion to voter. Each step
-    /// is idempotent, so a caller that timed out can run the same request again.
-    async fn add_node(&self, name: &str, address: &str) -> Outcome {
-        let set_peer = Command::SetPeer {
-            node: name.to_owned(),
-            address: address.to_owned(),
-        };
-        match tokio::time::timeout(PROPOSE_TIMEOUT, self.proposer.propose(set_peer)).await {
-            Err(_) => return Outcome::TimedOut,
-            Ok(Err(e)) => return Outcome::Failed(e),
-            Ok(Ok(_)) => {}
-        }
-        let id = raft_id(name);
-        let view = self.proposer.cluster().view();
-        if view.voters.contains(&id) {
-            return Outcome::Done(json!({"node": name, "role": "voter", "applied": view.applied}));
-        }
-        if !view.learners.contains(&id) {
-            let add = ConfChange {
-                kind: ConfChangeKind::AddLearner,
-                node: id,
-            };
-            if let Err(outcome) = self.membership(add, PROPOSE_TIMEOUT).await {
-                return outcome;
-            }
-        }
-        let promote = ConfChange {
-            kind: ConfChangeKind::PromoteLearner,
-            node: id,
-        };
-        match self.membership(promote, JOIN_TIMEOUT).await {
-            Ok(index) => Outcome::Done(json!({"node": name, "role": "voter", "applied": index})),
-            Err(Outcome::TimedOut) => {
-                let undone = match self.remove_node(name).await {
-                    Outcome::Done(_) => "it was removed again".to_owned(),
-                    _ => format!("removing the learner failed too: remove it with `ringway cluster remove-node {name}`"),
-                };
-                Outcome::Stuck(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "{name} was added as a learner but did not catch up within {} s, so {undone}; check that it runs with cluster.join: true and that {address} is reachable, then repeat this request",
-                        JOIN_TIMEOUT.as_secs()
-                    ),
-                )
-            }
-            Err(other) => other,
         }
     }
 
@@ -449,6 +403,9 @@ impl Admin {
         json!({
             "id": self.name(v.id),
             "role": role,
+            "membership": membership(&v),
+            "vote": v.vote.map(|n| self.name(n)),
+            "votes_granted": v.votes_granted,
             "removed": removed,
             "lost_data": v.lost_data,
             "term": v.term,
@@ -620,6 +577,17 @@ fn storage_json(s: &StorageHealth) -> Value {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// This node's kind of membership in its own configuration.
+fn membership(v: &crate::cluster::driver::ClusterView) -> &'static str {
+    if v.voters.contains(&v.id) {
+        "voter"
+    } else if v.learners.contains(&v.id) {
+        "learner"
+    } else {
+        "none"
+    }
 }
 
 fn role_name(role: Role) -> &'static str {

@@ -32,16 +32,45 @@ pub fn batch_command(body: &[u8]) -> Result<Command, String> {
 /// What a member change asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeChange {
-    /// Add the member, whose peer address this is.
-    Add(String),
+    /// Make the node a member with this role: added if it is not one (its peer
+    /// address is then required), promoted or demoted if it is. A given address is
+    /// recorded first.
+    Put {
+        address: Option<String>,
+        role: MemberRole,
+    },
     Remove,
 }
 
-/// The body of a node addition.
+/// The role a member is asked to have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Votes and may lead.
+    Voter,
+    /// Receives the log and serves from it, but never votes or campaigns.
+    Learner,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+        }
+    }
+}
+
+/// The body of a member change.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
-    pub address: String,
+    /// The member's peer address (`cluster.address`); `peer_address` is accepted too.
+    #[serde(default, alias = "peer_address")]
+    pub address: Option<String>,
+    /// `voter` (the default) or `learner`.
+    #[serde(default)]
+    pub role: Option<MemberRole>,
 }
 
 /// `PUT` or `DELETE /api/cluster/nodes/NAME`.
@@ -51,12 +80,17 @@ pub fn node_change(method: &Method, name: &str, body: &[u8]) -> Result<NodeChang
         return Ok(NodeChange::Remove);
     }
     let b: NodeBody = serde_json::from_slice(body).map_err(|e| {
-        format!("body must be JSON like {{\"address\": \"10.0.0.4:7000\"}} (the new member's peer address): {e}")
+        format!("body must be JSON like {{\"address\": \"10.0.0.4:7000\", \"role\": \"learner\"}} (the member's peer address, and voter or learner): {e}")
     })?;
-    b.address
-        .parse::<std::net::SocketAddr>()
-        .map_err(|_| format!("address must be IP:port, got {:?}", b.address))?;
-    Ok(NodeChange::Add(b.address))
+    if let Some(address) = &b.address {
+        address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| format!("address must be IP:port, got {address:?}"))?;
+    }
+    Ok(NodeChange::Put {
+        address: b.address,
+        role: b.role.unwrap_or(MemberRole::Voter),
+    })
 }
 
 /// The body of an upstream change.
@@ -155,5 +189,39 @@ mod tests {
         assert!(ff.contains("up%FF"), "{ff}");
         assert!(decode_segment("up%FE").is_err());
         assert!(decode("%C3").is_err());
+    }
+
+    #[test]
+    fn member_changes_take_an_address_and_a_role() {
+        let put = |body: &str| node_change(&Method::PUT, "edge7", body.as_bytes());
+        assert_eq!(
+            put(r#"{"peer_address": "10.0.1.7:7946", "role": "learner"}"#),
+            Ok(NodeChange::Put {
+                address: Some("10.0.1.7:7946".into()),
+                role: MemberRole::Learner,
+            })
+        );
+        assert_eq!(
+            put(r#"{"address": "10.0.1.7:7946"}"#),
+            Ok(NodeChange::Put {
+                address: Some("10.0.1.7:7946".into()),
+                role: MemberRole::Voter,
+            })
+        );
+        assert_eq!(
+            put(r#"{"role": "voter"}"#),
+            Ok(NodeChange::Put {
+                address: None,
+                role: MemberRole::Voter,
+            })
+        );
+        for bad in [
+            r#"{"role": "observer"}"#,
+            r#"{"address": "nowhere"}"#,
+            r#"{"address": "10.0.1.7:1", "peer_address": "10.0.1.7:1"}"#,
+            r#"{"role": "learner", "extra": 1}"#,
+        ] {
+            assert!(put(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -162,9 +162,23 @@ impl Remote {
             .await
     }
 
-    /// Adds a member; answers once it is a voter.
-    pub async fn add_node(&self, name: &str, peer_address: &str) -> Result<String, String> {
-        let body = serde_json::json!({ "address": peer_address }).to_string();
+    /// Adds a member; answers once it is a voter (a learner with `learner`).
+    pub async fn add_node(
+        &self,
+        name: &str,
+        peer_address: &str,
+        learner: bool,
+    ) -> Result<String, String> {
+        let role = if learner { "learner" } else { "voter" };
+        let body = serde_json::json!({ "address": peer_address, "role": role }).to_string();
+        let path = format!("/api/cluster/nodes/{}", encode(name));
+        let v = self.one(http::Method::PUT, &path, body).await?;
+        Ok(format!("{v:#}\n"))
+    }
+
+    /// Promotes a member to `voter` or demotes it to `learner`.
+    pub async fn set_role(&self, name: &str, role: &str) -> Result<String, String> {
+        let body = serde_json::json!({ "role": role }).to_string();
         let path = format!("/api/cluster/nodes/{}", encode(name));
         let v = self.one(http::Method::PUT, &path, body).await?;
         Ok(format!("{v:#}\n"))
@@ -234,7 +248,7 @@ pub fn status_table(v: &Value) -> String {
     let leader = v["leader"].as_str();
     let rows = [
         ("node", cell(&v["id"])),
-        ("role", cell(&v["role"])),
+        ("role", role(v)),
         ("leader", cell(&v["leader"])),
         ("term", cell(&v["term"])),
         ("commit", cell(&v["commit"])),
@@ -283,6 +297,14 @@ pub fn status_table(v: &Value) -> String {
     }
     write_table(&mut out, &table);
     out
+}
+
+/// The Raft role, with the member's kind when it is a learner (`follower (learner)`).
+fn role(v: &Value) -> String {
+    match v["membership"].as_str() {
+        Some("learner") => format!("{} (learner)", cell(&v["role"])),
+        _ => cell(&v["role"]),
+    }
 }
 
 /// `applied`, with how far it trails this node's commit index.
@@ -390,6 +412,14 @@ mod tests {
         assert_eq!(row(10), ["n2", "voter", "117", "3"]);
         assert_eq!(row(11), ["n3\\u{1b}[31m", "learner", "-", "-"]);
         assert!(!t.contains('\u{1b}'), "escape bytes from the network: {t}");
+    }
+
+    #[test]
+    fn a_learner_says_so_beside_its_raft_role() {
+        let v = serde_json::json!({"id": "edge7", "role": "follower", "membership": "learner"});
+        assert!(status_table(&v).contains("role      follower (learner)\n"));
+        let v = serde_json::json!({"id": "n2", "role": "follower", "membership": "voter"});
+        assert!(status_table(&v).contains("role      follower\n"));
     }
 
     #[test]

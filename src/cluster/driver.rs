@@ -142,6 +142,11 @@ pub struct ClusterView {
     pub removed: bool,
     /// Whether this node can write its Raft log.
     pub storage: StorageHealth,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// Vote and pre-vote requests this node granted since it started (a learner
+    /// grants none unless a candidate holds its promotion; see `docs/raft.md`).
+    pub votes_granted: u64,
 }
 
 /// Whether a node can write its Raft log.
@@ -947,7 +952,9 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 || old.learners != view.learners
                 || old.lost_data != view.lost_data
                 || old.removed != view.removed
-                || old.storage != view.storage;
+                || old.storage != view.storage
+                || old.vote != view.vote
+                || old.votes_granted != view.votes_granted;
             if view.leader.is_some() && old.leader != view.leader {
                 self.stats.leader_changes.fetch_add(1, Relaxed);
             }
@@ -986,6 +993,9 @@ fn propose_failure(e: ProposeError) -> ProposeFailure {
         ProposeError::ConfChangePending { index } => ProposeFailure::NotYet(format!(
             "another membership change (index {index}) is not committed yet"
         )),
+        ProposeError::TooManyLearners { max } => ProposeFailure::Refused(Refused::Invalid(
+            format!("the group already has {max} learners, the most a leader feeds (MAX_LEARNERS); remove one or promote one first"),
+        )),
         ProposeError::LearnerBehind { lag } => {
             ProposeFailure::NotYet(format!("the new member is {lag} entries behind"))
         }
@@ -996,6 +1006,7 @@ fn propose_failure(e: ProposeError) -> ProposeFailure {
                 C::NotALearner => "that node is not a learner",
                 C::NotAMember => "that node is not a member",
                 C::LastVoter => "the last voter cannot be removed",
+                C::NotAVoter => "that node is not a voter",
             }
             .into(),
         )),
@@ -1030,6 +1041,8 @@ fn view_of(node: &Node, state: &Arc<ClusterState>) -> ClusterView {
         // A joining node holds no configuration yet: it is not "removed".
         removed: !conf.voters.is_empty() && !conf.contains(node.id()),
         storage: StorageHealth::Writable,
+        vote: Some(node.status().vote).filter(|&v| v != crate::raft::NO_NODE),
+        votes_granted: node.stats().votes_granted,
     }
 }
 

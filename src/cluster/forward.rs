@@ -58,6 +58,7 @@ pub enum MembershipStep {
     AddLearner,
     Promote,
     Remove,
+    Demote,
 }
 
 /// The leader's answer.
@@ -112,6 +113,7 @@ fn step_of(kind: ConfChangeKind) -> MembershipStep {
         ConfChangeKind::AddLearner => MembershipStep::AddLearner,
         ConfChangeKind::PromoteLearner => MembershipStep::Promote,
         ConfChangeKind::RemoveNode => MembershipStep::Remove,
+        ConfChangeKind::DemoteVoter => MembershipStep::Demote,
     }
 }
 
@@ -120,6 +122,7 @@ fn kind_of(step: MembershipStep) -> ConfChangeKind {
         MembershipStep::AddLearner => ConfChangeKind::AddLearner,
         MembershipStep::Promote => ConfChangeKind::PromoteLearner,
         MembershipStep::Remove => ConfChangeKind::RemoveNode,
+        MembershipStep::Demote => ConfChangeKind::DemoteVoter,
     }
 }
 

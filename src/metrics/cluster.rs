@@ -14,6 +14,9 @@
 //! | `ringway_raft_proposals_committed_total` | counter | |
 //! | `ringway_raft_proposals_failed_total` | counter | `reason` (`refused`, `lost`, `busy`, `not_leader`, `invalid`, `stopped`) |
 //! | `ringway_raft_messages_sent_total` | counter | `peer` |
+//! | `ringway_raft_bytes_sent_total` | counter | `peer` |
+//! | `ringway_raft_members` | gauge (members of this node's configuration) | `role` (`voter`, `learner`) |
+//! | `ringway_raft_membership` | gauge (1 for this node's own kind of membership) | `role` (`voter`, `learner`, `none`) |
 //! | `ringway_raft_messages_dropped_total` | counter | `peer`, `reason` (`queue_full`, `io`, `oversize`, `fault`) |
 //! | `ringway_raft_messages_received_total` | counter | |
 //! | `ringway_raft_peer_connected` | gauge (0 or 1) | `peer` |
@@ -86,6 +89,9 @@ struct Families {
     committed: IntCounter,
     failed: IntCounterVec,
     sent: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    members: IntGaugeVec,
+    membership: IntGaugeVec,
     dropped: IntCounterVec,
     received: IntCounter,
     connected: IntGaugeVec,
@@ -148,6 +154,22 @@ impl Families {
                 "Raft messages written to a peer's connection.",
                 &["peer"],
             ),
+            bytes_sent: counters(
+                "ringway_raft_bytes_sent_total",
+                "Bytes of Raft messages written to a peer's connection.",
+                &["peer"],
+            ),
+            members: gauges(
+                "ringway_raft_members",
+                "Members of the configuration this node holds, by role.",
+                &["role"],
+            ),
+            membership: gauges(
+                "ringway_raft_membership",
+                "1 for this node's own membership: voter, learner (receives the log, never \
+                 votes) or none (joining, or removed).",
+                &["role"],
+            ),
             dropped: counters(
                 "ringway_raft_messages_dropped_total",
                 "Raft messages to a peer that were dropped, by reason.",
@@ -180,7 +202,7 @@ impl Families {
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 16] {
+    fn all(&self) -> [&dyn Collector; 19] {
         [
             &self.term,
             &self.is_leader,
@@ -192,6 +214,9 @@ impl Families {
             &self.committed,
             &self.failed,
             &self.sent,
+            &self.bytes_sent,
+            &self.members,
+            &self.membership,
             &self.dropped,
             &self.received,
             &self.connected,
@@ -241,6 +266,24 @@ impl RaftCollector {
                     .inc_by(b.map_or(0, |b| b.ejected_total));
             }
         }
+        f.members
+            .with_label_values(&["voter"])
+            .set(view.voters.len() as i64);
+        f.members
+            .with_label_values(&["learner"])
+            .set(view.learners.len() as i64);
+        let own = if view.voters.contains(&view.id) {
+            "voter"
+        } else if view.learners.contains(&view.id) {
+            "learner"
+        } else {
+            "none"
+        };
+        for role in ["voter", "learner", "none"] {
+            f.membership
+                .with_label_values(&[role])
+                .set(i64::from(role == own));
+        }
         f.commit.set(clamp(view.commit));
         f.applied.set(clamp(view.applied));
         for (state, on) in [
@@ -278,6 +321,9 @@ impl RaftCollector {
         for (id, p) in &stats.peers {
             let peer = self.peer_name(*id);
             f.sent.with_label_values(&[&peer]).inc_by(p.sent);
+            f.bytes_sent
+                .with_label_values(&[&peer])
+                .inc_by(p.bytes_sent);
             f.connected
                 .with_label_values(&[&peer])
                 .set(i64::from(p.connected));

@@ -337,6 +337,7 @@ impl Reader<'_> {
             0 => ConfChangeKind::AddLearner,
             1 => ConfChangeKind::PromoteLearner,
             2 => ConfChangeKind::RemoveNode,
+            3 => ConfChangeKind::DemoteVoter,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     field: "conf change",

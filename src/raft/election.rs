@@ -8,6 +8,15 @@ use super::types::{EntryPayload, Index, NodeId, Term, NO_NODE};
 impl Raft {
     /// Starts a PreVote or Vote round. `transfer` marks an election asked for by the leader.
     pub(crate) fn campaign(&mut self, kind: VoteKind, transfer: bool) {
+        // Every caller checks first; this keeps a learner from ever standing, whatever
+        // path a later change adds.
+        if !self.promotable() {
+            self.stats.refused_campaigns_as_learner += 1;
+            if self.role != Role::Follower {
+                self.become_follower(self.term, NO_NODE);
+            }
+            return;
+        }
         let term = match kind {
             VoteKind::PreVote => {
                 self.role = Role::PreCandidate;
@@ -108,6 +117,15 @@ impl Raft {
         };
         let up_to_date =
             self.log.is_up_to_date(last_index, last_term) || bugs.vote_for_shorter_log();
+        if !self.learner_may_vote(last_index, last_term) {
+            self.stats.refused_votes_as_learner += 1;
+            let body = MessageBody::VoteResponse {
+                kind,
+                granted: false,
+            };
+            self.send(from, body);
+            return;
+        }
         if !(can_vote && up_to_date && self.may_grant(last_index)) {
             self.send(
                 from,
@@ -122,11 +140,28 @@ impl Raft {
             self.vote = from;
             self.election_elapsed = 0;
         }
+        self.stats.votes_granted += 1;
         let body = MessageBody::VoteResponse {
             kind,
             granted: true,
         };
         self.send_with_term(from, msg_term, body);
+    }
+
+    /// A node that is not a voter of its own configuration (a learner, or a member
+    /// demoted by an entry it already holds) answers a vote request only when the
+    /// candidate's log is strictly ahead of its own: only such a candidate can hold a
+    /// configuration naming this node a voter that this node has not received yet (its
+    /// promotion), and in that case the vote is needed for the group to elect anyone.
+    /// A candidate with the same last entry holds the same configuration, which makes
+    /// this node a learner, so its request is stray and refused. See `docs/raft.md`,
+    /// "Learners".
+    fn learner_may_vote(&self, last_index: Index, last_term: Term) -> bool {
+        if self.conf.is_voter(self.id) {
+            return true;
+        }
+        let ours = (self.log.last_term(), self.log.last_index());
+        (last_term, last_index) > ours
     }
 
     pub(crate) fn handle_vote_response(

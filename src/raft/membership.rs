@@ -12,6 +12,14 @@ use super::types::{
 /// a voter that far behind would stall commits while it catches up.
 pub const PROMOTION_MAX_LAG: Index = 32;
 
+/// Most learners a leader feeds. The leader sends every entry and every heartbeat to
+/// each learner itself (no relaying), so each one adds a connection, a send queue, an
+/// in-flight window and its share of the leader's CPU and bandwidth per change (see
+/// "Learners" in ARCHITECTURE.md for the measured cost). 64 learners plus 5 voters keep
+/// a change's fan-out under 70 messages, which one leader core sends in well under a
+/// heartbeat interval; a fleet past that needs learners that follow a voter instead.
+pub const MAX_LEARNERS: usize = 64;
+
 /// A proposal accepted by the leader: it will commit at `index` unless `term` is lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Proposed {
@@ -36,6 +44,8 @@ pub enum ProposeError {
     InvalidConfChange(ConfChangeError),
     /// The learner is `lag` entries behind; promote it once it caught up.
     LearnerBehind { lag: Index },
+    /// Adding (or demoting to) one more learner would exceed `max` ([`MAX_LEARNERS`]).
+    TooManyLearners { max: usize },
 }
 
 /// Why a leader transfer was refused.
@@ -108,6 +118,11 @@ impl Raft {
             .map_err(ProposeError::InvalidConfChange)?;
         if cc.kind == ConfChangeKind::PromoteLearner {
             self.check_learner_caught_up(cc.node)?;
+        }
+        // Checked by the proposing leader only: replicas apply whatever committed, so a
+        // different bound on another version never makes two nodes disagree.
+        if next.learners.len() > MAX_LEARNERS && next.learners.len() > self.conf.learners.len() {
+            return Err(ProposeError::TooManyLearners { max: MAX_LEARNERS });
         }
         // The new configuration is in effect from the moment it is in the log.
         let index = self.append_entry(EntryPayload::ConfChange(cc));

@@ -34,7 +34,9 @@ pub use self::config::{
 };
 pub use self::core::{Role, MAX_WIRE_VALUE, SNAPSHOT_RETRY_TICKS};
 pub use self::lost::{Event, LostState, MAX_PENDING_EVENTS};
-pub use self::membership::{ProposeError, Proposed, TransferError, PROMOTION_MAX_LAG};
+pub use self::membership::{
+    ProposeError, Proposed, TransferError, MAX_LEARNERS, PROMOTION_MAX_LAG,
+};
 pub use self::message::{Message, MessageBody, VoteKind};
 pub use self::node::{AdvanceError, CompactError, Node, NodeError, Persisted, Ready, Status};
 pub use self::progress::{Progress, ProgressState};

@@ -23,4 +23,12 @@ pub struct Stats {
     pub refused_committed_truncation: u64,
     /// Events dropped because the driver did not take them (see `MAX_PENDING_EVENTS`).
     pub dropped_events: u64,
+    /// Vote and pre-vote requests granted (this node's own vote for itself not counted).
+    pub votes_granted: u64,
+    /// Vote and pre-vote requests refused because this node is not a voter of its own
+    /// configuration and the candidate's log is not ahead of its own (see
+    /// `docs/raft.md`, "Learners").
+    pub refused_votes_as_learner: u64,
+    /// Campaigns not started because this node is not a voter of its own configuration.
+    pub refused_campaigns_as_learner: u64,
 }

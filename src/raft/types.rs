@@ -53,6 +53,9 @@ pub enum ConfChangeKind {
     PromoteLearner,
     /// Remove a voter or a learner.
     RemoveNode,
+    /// Turn a voter into a learner: it keeps receiving the log but no longer votes.
+    /// For quorums this is a voter's removal, so one at a time is safe.
+    DemoteVoter,
 }
 
 /// A single-step membership change: one node added, promoted or removed.
@@ -75,6 +78,8 @@ pub enum ConfChangeError {
     NotAMember,
     /// Removing the only voter would leave a group that can never elect a leader.
     LastVoter,
+    /// Only voters can be demoted.
+    NotAVoter,
 }
 
 /// A membership configuration: sorted voters and sorted learners, disjoint.
@@ -140,6 +145,13 @@ impl ConfState {
                 insert_sorted(&mut next.voters, cc.node);
             }
             ConfChangeKind::RemoveNode => next.remove(cc.node)?,
+            ConfChangeKind::DemoteVoter => {
+                if !self.is_voter(cc.node) {
+                    return Err(ConfChangeError::NotAVoter);
+                }
+                next.remove(cc.node)?;
+                insert_sorted(&mut next.learners, cc.node);
+            }
         }
         Ok(next)
     }

@@ -325,8 +325,15 @@ fn cluster_config_and_process_metrics_are_exported() {
     assert!(s.get("process_open_fds", &[]) > 0.0);
     assert!(s.get("process_resident_memory_bytes", &[]) > 0.0);
     assert!(s.has("process_cpu_seconds_total"));
-    // A group of one has no peers.
+    // A group of one has no peers; its one member is this voter.
     assert!(!s.has("ringway_raft_messages_sent_total"));
+    assert_eq!(s.get("ringway_raft_members", &[("role", "voter")]), 1.0);
+    assert_eq!(s.get("ringway_raft_members", &[("role", "learner")]), 0.0);
+    assert_eq!(s.get("ringway_raft_membership", &[("role", "voter")]), 1.0);
+    assert_eq!(
+        s.get("ringway_raft_membership", &[("role", "learner")]),
+        0.0
+    );
 }
 
 /// The path of `name` on the PATH; a test that needs a missing tool fails and says

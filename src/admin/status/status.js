@@ -228,8 +228,10 @@
     const c = state.cluster;
     byId("instance-id").textContent = c.id;
     const role = byId("instance-role");
-    role.textContent = c.role;
+    // A learner follows and serves but never votes: say so next to its Raft role.
+    role.textContent = c.membership === "learner" ? `${c.role} (learner)` : c.role;
     role.dataset.kind = c.role;
+    role.dataset.membership = c.membership || "";
     const leader = byId("cluster-leader");
     leader.textContent = c.leader || "none";
     leader.dataset.leader = c.leader || "";
@@ -252,6 +254,10 @@
         el("td", {}, lagCell(m.lag, worst)));
     }));
     const notes = [];
+    const learners = c.members.filter((m) => m.role === "learner").length;
+    if (learners > 0) {
+      notes.push(`${learners} learner${learners === 1 ? "" : "s"}: they receive the log and route from it but never vote.`);
+    }
     if (c.role !== "leader") {
       notes.push(`Replication progress is known on the leader${c.leader ? ` (${c.leader})` : ""}: open its admin page to see each member's lag.`);
     } else {

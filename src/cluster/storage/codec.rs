@@ -175,6 +175,7 @@ fn conf_kind_tag(kind: ConfChangeKind) -> u8 {
         ConfChangeKind::AddLearner => 0,
         ConfChangeKind::PromoteLearner => 1,
         ConfChangeKind::RemoveNode => 2,
+        ConfChangeKind::DemoteVoter => 3,
     }
 }
 
@@ -289,6 +290,7 @@ impl Reader<'_> {
             0 => ConfChangeKind::AddLearner,
             1 => ConfChangeKind::PromoteLearner,
             2 => ConfChangeKind::RemoveNode,
+            3 => ConfChangeKind::DemoteVoter,
             tag => return Err(format!("unknown membership change kind {tag}")),
         };
         Ok(ConfChange {

@@ -460,6 +460,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         return Ok(());
     }
     let mut framed = 0;
+    let mut bytes = 0;
     let res = timeout(WRITE_TIMEOUT, async {
         buf.clear();
         for msg in batch.drain(..) {
@@ -474,10 +475,12 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             }
             framed += 1;
             if buf.len() >= WRITE_CHUNK_BYTES {
+                bytes += buf.len();
                 wr.write_all(buf).await?;
                 buf.clear();
             }
         }
+        bytes += buf.len();
         wr.write_all(buf).await?;
         wr.flush().await
     })
@@ -489,6 +492,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     match res {
         Ok(Ok(())) => {
             add(&counters.sent, framed);
+            add(&counters.bytes_sent, bytes);
             Ok(())
         }
         Ok(Err(e)) => {

@@ -11,6 +11,7 @@ use crate::raft::NodeId;
 #[derive(Debug, Default)]
 pub(crate) struct PeerCounters {
     pub sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
     pub dropped_full: AtomicU64,
     pub dropped_io: AtomicU64,
     pub dropped_fault: AtomicU64,
@@ -57,6 +58,8 @@ pub struct PeerStats {
     pub queued: usize,
     /// Messages written and flushed to a connection.
     pub sent: u64,
+    /// Bytes of those messages as written (frames, with any session overhead).
+    pub bytes_sent: u64,
     /// Messages evicted because the queue was full (the oldest go first).
     pub dropped_full: u64,
     /// Messages lost with a connection that failed while writing them.
@@ -123,6 +126,7 @@ impl PeerCounters {
             connected: self.connected.load(Relaxed),
             queued,
             sent: self.sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
             dropped_full: self.dropped_full.load(Relaxed),
             dropped_io: self.dropped_io.load(Relaxed),
             dropped_fault: self.dropped_fault.load(Relaxed),

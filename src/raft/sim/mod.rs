@@ -38,6 +38,10 @@ pub struct SimConfig {
     /// leaves only the symptom checks (e.g. two leaders in one term), to show that they
     /// too catch vote bugs.
     pub durable_vote_check: bool,
+    /// Membership chaos also demotes voters to learners (the leader included). Off in
+    /// the default run, so the seeds of the default run, the soak and the planted-bug
+    /// tests keep their runs; `tests/raft_sim.rs` runs its own seeds with it on.
+    pub demotions: bool,
 }
 
 impl SimConfig {
@@ -51,6 +55,7 @@ impl SimConfig {
             bugs: BugInjection::default(),
             trace: false,
             durable_vote_check: true,
+            demotions: false,
         }
     }
 }

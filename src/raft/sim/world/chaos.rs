@@ -258,6 +258,12 @@ impl World {
                     kind: ConfChangeKind::RemoveNode,
                     node: n,
                 });
+                if self.cfg.demotions {
+                    options.push(ConfChange {
+                        kind: ConfChangeKind::DemoteVoter,
+                        node: n,
+                    });
+                }
             }
         }
         self.rng.pick(&options)
