@@ -9,6 +9,8 @@
 #   forwarded  what compare.sh --peer-headers forwarded asks of nginx and HAProxy:
 #              X-Forwarded-*, Via and X-Request-Id; no traceparent
 #   minimal    none of it, as compare.sh --peer-headers minimal runs the peers
+# RINGWAY_POOL_EXTRA adds one line to the pool's settings, e.g.
+#   RINGWAY_POOL_EXTRA="retry: {on: [connect]}"   (nothing kept to send again)
 #   ../shared/bench/compare.sh --candidate-cmd "$PWD/scripts/bench-candidate.sh" \
 #       --candidate-port 18083 --candidate-name ringway
 set -euo pipefail
@@ -26,7 +28,9 @@ cfg=$dir/ringway.yaml
     minimal) printf '    headers: {forwarded: false, via: false, request_id: false, traceparent: false}\n' ;;
     *) echo "RINGWAY_HEADERS must be all, forwarded or minimal" >&2; exit 2 ;;
   esac
-  printf 'pools:\n  - name: bench\n    hash_key: uri\n    upstreams:\n'
+  printf 'pools:\n  - name: bench\n    hash_key: uri\n'
+  if [ -n "${RINGWAY_POOL_EXTRA:-}" ]; then printf '    %s\n' "$RINGWAY_POOL_EXTRA"; fi
+  printf '    upstreams:\n'
   for b in ${BENCH_BACKENDS//,/ }; do printf '      - address: %s\n' "$b"; done
 } >"$cfg"
 RUST_LOG=${RUST_LOG:-warn} exec "$bin" run --config "$cfg" --threads "${RINGWAY_THREADS:-1}"
