@@ -198,7 +198,7 @@ fn the_entry_that_adds_an_upstream_starts_its_ramp() {
         })
     );
     assert_eq!(ramp(&s, "a"), None);
-    assert_eq!(s.ramp("web", "c").unwrap().next_due_ms(), 1500);
+    assert_eq!(s.ramp("web", "c").unwrap().next_due_ms(), 1600, "3000 ms over 5 waits");
     // An update of an upstream already in service keeps its ramp as it is.
     let mut heavier = up("c", 3);
     heavier.weight = 2;

@@ -13,7 +13,7 @@
 //!   applied the same state show the same digests. Also where the file and the cluster
 //!   differ (drift), and this instance's wall clock (`now_ms`) to read breakers against.
 //!   An upstream in slow start shows its step (`slow_start: {step, steps}`) on the
-//!   ring the digest is of.
+//!   ring the digest is of, and `ejected` as that same routing snapshot skips it.
 //! - `GET /api/pools/NAME/ring`: the pool's ring as arcs of the hash space and each
 //!   upstream's share of it (see [`status::ring_json`]).
 //! - `GET /api/route?pool=NAME&key=KEY`: the upstream that key goes to on this instance
@@ -501,6 +501,9 @@ impl Admin {
                             "address": u.addr.to_string(),
                             "breaker": breaker_json(breaker),
                             "slow_start": slow_start,
+                            // Skipped by the routing in force (the same snapshot as
+                            // the ring), where `breaker` is the latest applied state.
+                            "ejected": p.health.ejected.get(i).copied().unwrap_or(false),
                             "local": {"suspect": slot.is_suspect(now), "inflight": slot.inflight()},
                         })
                     })

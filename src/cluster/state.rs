@@ -198,7 +198,8 @@ pub struct ClusterState {
 
 /// One upstream's slow start: it owns `step` of `steps` parts of its ring points
 /// (see [`crate::ring::Share`]); `at_ms` is when that step was proposed (the
-/// proposer's clock). The next step is due `duration_ms / steps` later.
+/// proposer's clock). The next step is due `duration_ms / (steps - 1)` later, so
+/// the last (the full share) comes `duration_ms` after the first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ramp {

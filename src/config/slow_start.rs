@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 /// The longest ramp: an hour. A longer one keeps a recovered upstream underused for
 /// longer than any warm-up (caches, JIT, connection pools) takes.
 pub const MAX_SLOW_START_MS: u64 = 3_600_000;
-/// Steps by default: ten, a tenth of the share more at each step.
+/// Steps by default: ten, a tenth of the share more at each step (the first on
+/// joining, the last `slow_start_ms` later).
 pub const DEFAULT_SLOW_START_STEPS: u32 = 10;
 /// Most steps of one ramp. Each step is a replicated log entry per ramping upstream;
 /// past 100 (1 % of the share each) a step moves too few keys to matter.
@@ -43,9 +44,10 @@ impl SlowStart {
         self.duration_ms > 0
     }
 
-    /// The time between two steps.
+    /// The time between two steps. The first step is taken on joining and the
+    /// last (the full share) `duration_ms` later, so there are `steps - 1` waits.
     pub fn step_ms(&self) -> u64 {
-        self.duration_ms / u64::from(self.steps.max(1))
+        self.duration_ms / u64::from(self.steps.saturating_sub(1).max(1))
     }
 
     /// Checks the bounds: the same rule for the file, commands and snapshots.
@@ -64,9 +66,9 @@ impl SlowStart {
         }
         if self.is_on() && self.step_ms() < MIN_SLOW_START_STEP_MS {
             return Err(format!(
-                "slow_start_ms / slow_start_steps must be at least {MIN_SLOW_START_STEP_MS} ms, got {} / {} = {} ms",
+                "slow_start_ms / (slow_start_steps - 1) must be at least {MIN_SLOW_START_STEP_MS} ms, got {} / {} = {} ms",
                 self.duration_ms,
-                self.steps,
+                self.steps.saturating_sub(1),
                 self.step_ms()
             ));
         }

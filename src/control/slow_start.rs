@@ -4,7 +4,8 @@
 //! the same ring at every step; no instance ramps by its own clock.
 //!
 //! A step is due when the leader's clock passed the ramp's `at_ms` plus one step
-//! (`slow_start_ms / slow_start_steps`), or when this leader has seen the ramp at
+//! (`slow_start_ms / (slow_start_steps - 1)`: the first step is taken on joining,
+//! the last `slow_start_ms` later), or when this leader has seen the ramp at
 //! its current step for one step's time, whichever comes first: the second bounds
 //! the wait when `at_ms` came from a proposer whose clock runs ahead. A new leader
 //! continues every ramp from the replicated state; apply refuses a step that is not
