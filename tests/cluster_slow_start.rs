@@ -232,14 +232,21 @@ fn check_ramp(seen: &[Vec<Seen>], watched: &str, before: &[String]) -> Vec<(u32,
                 a == b || b == watched,
                 "step {step}: key {k} moved from {a} to {b}"
             );
-            assert!(a != watched || b == watched, "step {step}: key {k} left {watched}");
+            assert!(
+                a != watched || b == watched,
+                "step {step}: key {k} left {watched}"
+            );
         }
         shares.push((step, now.iter().filter(|o| *o == watched).count()));
         previous = now;
     }
     let (full, full_ids) = ring(&ids, watched, Some(Share::FULL));
     let last = seen[0].last().unwrap();
-    assert_eq!(last.digest, digest(&full, &full_ids), "the full share in force");
+    assert_eq!(
+        last.digest,
+        digest(&full, &full_ids),
+        "the full share in force"
+    );
     assert!(seen.iter().all(|l| l.last().unwrap().digest == last.digest));
     eprintln!("{watched}'s keys of {KEYS} by step: {shares:?}");
     let grew = shares.windows(2).all(|w| w[0].1 <= w[1].1);
@@ -328,7 +335,11 @@ fn a_readmitted_upstream_ramps_up_the_same_on_three_instances() {
     let shares = check_ramp(&seen, "up0", &ejected);
     let whole = owners(&full, &full_ids, None);
     let up0_whole = whole.iter().filter(|o| *o == "up0").count();
-    assert_eq!(shares.last().unwrap().1, up0_whole, "back to its full share");
+    assert_eq!(
+        shares.last().unwrap().1,
+        up0_whole,
+        "back to its full share"
+    );
     let back = agreed_breaker(&nodes, "up0").unwrap();
     assert_eq!(back["evidence"]["signal"], "probe", "{back}");
     nodes.iter_mut().for_each(Instance::assert_running);
@@ -385,7 +396,10 @@ fn slow_start_bench() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let took = readmitted.unwrap().elapsed().as_millis();
-            println!("| {ms} | {steps} | {round} | {took} | {} |", steps_seen.len());
+            println!(
+                "| {ms} | {steps} | {round} | {took} | {} |",
+                steps_seen.len()
+            );
         }
         drop(nodes);
         let _ = std::fs::remove_dir_all(&dir);

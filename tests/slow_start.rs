@@ -43,7 +43,11 @@ fn share_points_round_up_and_end_full() {
     assert_eq!(s(7, 7).points(150), 150);
     assert_eq!(s(9, 7).points(150), 150);
     assert_eq!(Share::FULL.points(150), 150);
-    assert_eq!(s(1, 100).points(1), 1, "a ramping member always owns a point");
+    assert_eq!(
+        s(1, 100).points(1),
+        1,
+        "a ramping member always owns a point"
+    );
 }
 
 #[test]
@@ -198,7 +202,11 @@ fn the_entry_that_adds_an_upstream_starts_its_ramp() {
         })
     );
     assert_eq!(ramp(&s, "a"), None);
-    assert_eq!(s.ramp("web", "c").unwrap().next_due_ms(), 1600, "3000 ms over 5 waits");
+    assert_eq!(
+        s.ramp("web", "c").unwrap().next_due_ms(),
+        1600,
+        "3000 ms over 5 waits"
+    );
     // An update of an upstream already in service keeps its ramp as it is.
     let mut heavier = up("c", 3);
     heavier.weight = 2;
@@ -327,7 +335,11 @@ fn removal_and_draining_end_the_ramp_and_a_return_starts_it_again() {
     s.apply(&slow("web", SIX, 3100, put(draining))).unwrap();
     assert_eq!(ramp(&s, "c"), None, "draining takes it off the ring");
     s.apply(&slow("web", SIX, 3200, put(up("c", 3)))).unwrap();
-    assert_eq!(ramp(&s, "c").unwrap().at_ms, 3200, "back on the ring: ramps");
+    assert_eq!(
+        ramp(&s, "c").unwrap().at_ms,
+        3200,
+        "back on the ring: ramps"
+    );
     s.apply(&Command::RemovePool { pool: "web".into() })
         .unwrap();
     assert_eq!(s.ramps().count(), 0);
@@ -356,7 +368,9 @@ fn a_batch_ramps_only_the_pools_with_slow_start() {
     assert_eq!(ramp(&s, "c").unwrap().at_ms, 77);
     assert_eq!(s.ramp("api", "y"), None);
     // Off everywhere: the command is left as it was, readable by older versions.
-    let off = batch.clone().with_slow_start(|_| Some(SlowStart::default()), 77);
+    let off = batch
+        .clone()
+        .with_slow_start(|_| Some(SlowStart::default()), 77);
     assert_eq!(off, batch);
     let text = String::from_utf8(put(up("c", 3)).encode()).unwrap();
     assert!(!text.contains("slow"), "{text}");
@@ -402,7 +416,10 @@ fn ramps_survive_the_snapshot_and_old_snapshots_decode() {
     let corrupt = text.replace("\"step\":1", "\"step\":6");
     assert_ne!(corrupt, text);
     let e = ClusterState::decode(corrupt.as_bytes()).unwrap_err();
-    assert!(e.to_string().contains("slow start of upstream \"c\""), "{e}");
+    assert!(
+        e.to_string().contains("slow start of upstream \"c\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -437,10 +454,22 @@ fn the_file_bounds_slow_start() {
     assert_eq!(c.pools[0].slow_start, SIX);
     assert_eq!(with("").unwrap().pools[0].slow_start, SlowStart::default());
     for (extra, why) in [
-        ("    slow_start_ms: 3600001\n", "pools[0].slow_start_ms: must be at most 3600000"),
-        ("    slow_start_steps: 1\n", "pools[0].slow_start_steps: must be at least 2"),
-        ("    slow_start_steps: 101\n", "pools[0].slow_start_steps: must be at most 100"),
-        ("    slow_start_ms: 500\n", "pools[0].slow_start_ms: slow_start_ms / slow_start_steps must be at least 100 ms"),
+        (
+            "    slow_start_ms: 3600001\n",
+            "pools[0].slow_start_ms: must be at most 3600000",
+        ),
+        (
+            "    slow_start_steps: 1\n",
+            "pools[0].slow_start_steps: must be at least 2",
+        ),
+        (
+            "    slow_start_steps: 101\n",
+            "pools[0].slow_start_steps: must be at most 100",
+        ),
+        (
+            "    slow_start_ms: 500\n",
+            "pools[0].slow_start_ms: slow_start_ms / slow_start_steps must be at least 100 ms",
+        ),
     ] {
         let e = with(extra).unwrap_err().to_string();
         assert!(e.contains(why), "{extra}: {e}");

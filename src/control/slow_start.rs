@@ -29,6 +29,8 @@ pub const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_STEPS_IN_FLIGHT: usize = 32;
 /// The same step of the same upstream is proposed again at most this often.
 pub const STEP_RETRY: Duration = Duration::from_secs(1);
+/// A step this late or less keeps the ramp's schedule: two looks and a commit.
+pub const ABSORBED_LATENESS: Duration = Duration::from_millis(250);
 
 /// (pool, upstream).
 type Key = (String, String);
@@ -92,11 +94,16 @@ fn supervise(proposer: &Proposer, in_flight: &Arc<Semaphore>, seen: &mut HashMap
             break;
         };
         s.proposed = Some(now);
+        // Stamped with the time it was due rather than now, when it is late by
+        // up to `ABSORBED_LATENESS`, so the lateness of each step (a tick, a
+        // commit) does not add up over the ramp; a step later than that (a leader
+        // change) is stamped with its real time, so the ramp does not rush.
+        let absorbed = now_ms.saturating_sub(ABSORBED_LATENESS.as_millis() as u64);
         let cmd = Command::SlowStartStep {
             pool: key.0,
             upstream: key.1,
             step: ramp.step + 1,
-            at_ms: now_ms,
+            at_ms: now_ms.min(ramp.next_due_ms().max(absorbed)),
         };
         let proposer = proposer.clone();
         tokio::spawn(async move {
