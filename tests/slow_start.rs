@@ -468,7 +468,7 @@ fn the_file_bounds_slow_start() {
         ),
         (
             "    slow_start_ms: 500\n",
-            "pools[0].slow_start_ms: slow_start_ms / slow_start_steps must be at least 100 ms",
+            "pools[0].slow_start_ms: slow_start_ms / (slow_start_steps - 1) must be at least 100 ms",
         ),
     ] {
         let e = with(extra).unwrap_err().to_string();
