@@ -405,3 +405,55 @@ fn slow_start_bench() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// One instance with no `cluster` section (a group of one, the same code path): an
+/// upstream its reloaded file adds ramps up too.
+#[test]
+fn a_single_instance_ramps_an_upstream_its_reloaded_file_adds() {
+    let dir = test_dir("slowstart-single");
+    let ups: Vec<Echo> = (0..4).map(|i| Echo::new(&format!("up{i}"))).collect();
+    let (listener, admin) = (free_port(), free_port());
+    let yaml = |n: usize| {
+        let list: Vec<String> = ups[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("{{id: up{i}, address: \"{}\"}}", u.addr))
+            .collect();
+        format!(
+            "node: {{id: solo, data_dir: {data:?}}}\n\
+             listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
+             admin: {{address: \"127.0.0.1:{admin}\"}}\n\
+             pools:\n  - name: web\n    hash_key: path\n    vnodes: {VNODES}\n    slow_start_ms: {SLOW_START_MS}\n    slow_start_steps: {STEPS}\n    upstreams: [{list}]\n",
+            data = dir.join("solo").display().to_string(),
+            list = list.join(", "),
+        )
+    };
+    let config = dir.join("solo.yaml");
+    std::fs::write(&config, yaml(3)).unwrap();
+    let mut node = Instance {
+        name: "solo".into(),
+        config: config.clone(),
+        admin: local(admin),
+        listener: local(listener),
+        raft: local(free_port()),
+        child: None,
+    };
+    node.start();
+    let ids: Vec<String> = (0..3).map(|i| format!("up{i}")).collect();
+    let (three, three_ids) = ring(&ids, "up3", None);
+    eventually("the bootstrap applied", || {
+        procs::same_digest(&[&node], None).filter(|d| *d == digest(&three, &three_ids))
+    });
+    let before = owners(&three, &three_ids, None);
+    // Replaced whole (written beside it, then renamed), so no read sees half a file.
+    let next = dir.join("solo.yaml.next");
+    std::fs::write(&next, yaml(4)).unwrap();
+    std::fs::rename(&next, &config).unwrap();
+    let nodes = [node];
+    let seen = watch_ramp(&nodes, "up3");
+    check_ramp(&seen, "up3", &before);
+    let [mut node] = nodes;
+    node.assert_running();
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
