@@ -5,7 +5,8 @@
 //! snapshot). At every step seen, all three show the same digest; a ring built here
 //! with the same partial points has that digest, so it is the ring in force, and over
 //! 10,000 keys it gives the newcomer a share that only grows, to its full share,
-//! while no other key moves.
+//! while no other key moves. A single instance (no `cluster` section) ramps an
+//! upstream its reloaded file adds the same way.
 //!
 //! `slow_start_bench` (ignored; `cargo test --test cluster_slow_start --
 //! --ignored --nocapture`) measures the time from readmission to the full share on
