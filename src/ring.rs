@@ -8,6 +8,10 @@
 //!   `i in 0..vnodes * w`.
 //! - A key maps to the first point `>= point(key)`, wrapping to the ring's first point.
 //! - When two upstreams hash to the same point, the one listed later keeps it.
+//! - An upstream in slow start at step `k` of `n` (a [`Share`]) owns only the first
+//!   `ceil(points * k / n)` of its points (`i` in `0..m`): a growing share only adds
+//!   points, so no key moves between two other upstreams and its own keys only grow.
+//!   A full share is exactly the scheme above.
 //!
 //! A ring does no I/O and never changes once built; a new membership builds a new ring.
 
@@ -22,6 +26,32 @@ pub struct Member<'a> {
     pub weight: u32,
 }
 
+/// How much of its points a member owns: step `step` of `steps` of a slow start.
+/// [`Share::FULL`] (and any `step >= steps`) is every point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub step: u32,
+    pub steps: u32,
+}
+
+impl Share {
+    /// Every point: a member not in slow start.
+    pub const FULL: Share = Share { step: 1, steps: 1 };
+
+    /// True when the member owns every point.
+    pub fn is_full(self) -> bool {
+        self.steps == 0 || self.step >= self.steps
+    }
+
+    /// How many of `full` points this share owns: `ceil(full * step / steps)`.
+    pub fn points(self, full: u64) -> u64 {
+        if self.is_full() {
+            return full;
+        }
+        (full * u64::from(self.step)).div_ceil(u64::from(self.steps))
+    }
+}
+
 /// A built ring. Upstreams are named by their index in the member list it was built from.
 #[derive(Debug, Clone, Default)]
 pub struct Ring {
@@ -31,6 +61,8 @@ pub struct Ring {
     owners: Box<[u32]>,
     /// Number of members the ring was built from (some may own no point).
     members: usize,
+    /// The share of each member that is not full, by member index (usually empty).
+    partial: Box<[(u32, Share)]>,
 }
 
 /// Hashes a whole key to its ring position.
@@ -47,14 +79,27 @@ pub fn point_of(hasher: Md5) -> u32 {
 impl Ring {
     /// Builds the ring for `members` in pool order, `vnodes` points per unit of weight.
     pub fn build(members: &[Member<'_>], vnodes: u32) -> Ring {
-        let total: usize = members
+        Ring::build_shared(members, vnodes, |_| Share::FULL)
+    }
+
+    /// Builds the ring with member `i` owning `share(i)` of its points (see the
+    /// module docs); a full share for every member is [`Ring::build`].
+    pub fn build_shared(
+        members: &[Member<'_>],
+        vnodes: u32,
+        share: impl Fn(usize) -> Share,
+    ) -> Ring {
+        let shares: Vec<Share> = (0..members.len()).map(&share).collect();
+        let counts: Vec<u64> = members
             .iter()
-            .map(|m| vnodes as usize * m.weight as usize)
-            .sum();
-        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(total);
+            .zip(&shares)
+            .map(|(m, s)| s.points(u64::from(vnodes) * u64::from(m.weight)))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(total as usize);
         let mut label = String::new();
-        for (owner, m) in members.iter().enumerate() {
-            for i in 0..vnodes as u64 * m.weight as u64 {
+        for (owner, (m, &count)) in members.iter().zip(&counts).enumerate() {
+            for i in 0..count {
                 label.clear();
                 let _ = write!(label, "{i}:{}", m.id);
                 pairs.push((point(label.as_bytes()), owner as u32));
@@ -72,11 +117,26 @@ impl Ring {
             points.push(p);
             owners.push(o);
         }
+        let partial = shares
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_full())
+            .map(|(i, &s)| (i as u32, s))
+            .collect();
         Ring {
             points: points.into(),
             owners: owners.into(),
             members: members.len(),
+            partial,
         }
+    }
+
+    /// The share of its points member `i` owns ([`Share::FULL`] unless in slow start).
+    pub fn share(&self, i: usize) -> Share {
+        self.partial
+            .iter()
+            .find(|(m, _)| *m as usize == i)
+            .map_or(Share::FULL, |&(_, s)| s)
     }
 
     /// True when no member owns a point.

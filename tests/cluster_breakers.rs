@@ -9,14 +9,13 @@
 
 mod procs;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, local, test_dir, Instance};
+use procs::{free_port, local, test_dir, Echo, Instance};
 use serde_json::Value;
 
 /// Every wait in this file gives up here.
@@ -30,64 +29,6 @@ fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 /// A GET: (status, body).
 fn http_call(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     procs::http_call(addr, "GET", path, &[], "")
-}
-
-/// A `ringway echo` upstream process on a fixed port, so it can come back there.
-struct Echo {
-    addr: SocketAddr,
-    name: String,
-    child: Option<Child>,
-}
-
-impl Echo {
-    fn new(name: &str) -> Echo {
-        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut e = Echo {
-            addr,
-            name: name.into(),
-            child: None,
-        };
-        e.start();
-        e
-    }
-
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .args([
-                "echo",
-                "--listen",
-                &self.addr.to_string(),
-                "--name",
-                &self.name,
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let addr = self.addr;
-        eventually("the echo upstream listening", || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .ok()
-                .map(|_| ())
-        });
-    }
-
-    /// Kills the process: its listener and every connection go at once.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// Three instances in front of `upstreams`, with `health` as the pool's settings.

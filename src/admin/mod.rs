@@ -12,6 +12,8 @@
 //! - `GET /api/pools`: pools, upstreams and a digest of each pool's ring; instances that
 //!   applied the same state show the same digests. Also where the file and the cluster
 //!   differ (drift), and this instance's wall clock (`now_ms`) to read breakers against.
+//!   An upstream in slow start shows its step (`slow_start: {step, steps}`) on the
+//!   ring the digest is of, and `ejected` as that same routing snapshot skips it.
 //! - `GET /api/pools/NAME/ring`: the pool's ring as arcs of the hash space and each
 //!   upstream's share of it (see [`status::ring_json`]).
 //! - `GET /api/route?pool=NAME&key=KEY`: the upstream that key goes to on this instance
@@ -267,11 +269,11 @@ impl Admin {
         };
         let outcome = match target {
             Target::Upstream { pool, id } => match command(&method, pool, id, &body) {
-                Ok(cmd) => self.propose(cmd).await,
+                Ok(cmd) => self.propose(self.with_slow_start(cmd)).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Batch => match batch_command(&body) {
-                Ok(cmd) => self.propose(cmd).await,
+                Ok(cmd) => self.propose(self.with_slow_start(cmd)).await,
                 Err(why) => return text(StatusCode::BAD_REQUEST, &format!("{why}\n")),
             },
             Target::Node(name) => match node_change(&method, &name, &body) {
@@ -291,6 +293,17 @@ impl Admin {
             Outcome::Failed(e) => failure(&e),
             Outcome::Stuck(status, why) => text(status, &format!("{why}\n")),
         }
+    }
+
+    /// `cmd` with the slow start of the pools it adds upstreams to, as this
+    /// instance's config in force sets it (see [`Command::with_slow_start`]).
+    fn with_slow_start(&self, cmd: Command) -> Command {
+        let config = self.config.borrow().clone();
+        let settings = |pool: &str| {
+            let p = config.pools.iter().find(|p| p.name == pool)?;
+            Some(p.slow_start)
+        };
+        cmd.with_slow_start(settings, crate::control::breakers::wall_ms())
     }
 
     /// Proposes `cmd` (through the leader when this instance follows), waiting at
@@ -432,12 +445,22 @@ impl Admin {
                     .upstreams
                     .iter()
                     .zip(&p.health.slots)
-                    .map(|(u, slot)| {
+                    .enumerate()
+                    .map(|(i, (u, slot))| {
                         let breaker = breakers.and_then(|b| b.upstreams.get(&*u.id));
+                        // The share the ring in force gives it, so it reads
+                        // together with `ring_digest`.
+                        let share = p.ring.share(i);
+                        let slow_start = (!share.is_full())
+                            .then(|| json!({"step": share.step, "steps": share.steps}));
                         json!({
                             "id": &*u.id,
                             "address": u.addr.to_string(),
                             "breaker": breaker_json(breaker),
+                            "slow_start": slow_start,
+                            // Skipped by the routing in force (the same snapshot as
+                            // the ring), where `breaker` is the latest applied state.
+                            "ejected": p.health.ejected.get(i).copied().unwrap_or(false),
                             "local": {"suspect": slot.is_suspect(now), "inflight": slot.inflight()},
                         })
                     })

@@ -261,6 +261,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         upstream_limits,
         health,
         hash_balance_factor,
+        slow_start,
     } = pool;
     let Timeouts {
         connect,
@@ -306,6 +307,8 @@ fn pool_map(pool: &Pool) -> Mapping {
         ),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
+        ("slow_start_ms", n(slow_start.duration_ms)),
+        ("slow_start_steps", n(slow_start.steps)),
     ])
 }
 

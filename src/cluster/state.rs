@@ -6,14 +6,16 @@
 //! rings. A command that does not fit the state (an unknown pool, a bad address) is
 //! refused by apply itself, identically everywhere, and changes nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::bounds;
-use crate::config::{self, parse_upstream_addr};
+use crate::config::slow_start::MAX_SLOW_START_STEPS;
+use crate::config::{self, parse_upstream_addr, SlowStart};
 use crate::health::breaker::{self, Evidence, Member, Policy, PoolBreakers, Probe};
+use crate::ring::Share;
 
 /// The bounds apply checks, shared with the file and the admin API (see
 /// [`crate::config::bounds`]).
@@ -114,6 +116,26 @@ pub enum Command {
         probe: Probe,
         policy: Policy,
     },
+    /// `command` (pool changes, or a breaker probe), and a slow start for every
+    /// upstream it puts into service (on the ring, not draining, not ejected) in a
+    /// pool listed in `pools` that already had another upstream in service: each
+    /// starts at step 1 of its pool's `steps` in this same entry, so it never holds
+    /// its full share. `at_ms` is the proposer's clock; the settings are the
+    /// proposer's, so apply reads no local config.
+    SlowStart {
+        pools: BTreeMap<String, SlowStart>,
+        at_ms: u64,
+        command: Box<Command>,
+    },
+    /// The next step of an upstream's slow start, proposed by the leader once its
+    /// clock passed the previous step's `at_ms` plus one step. Refused unless it is
+    /// exactly the next step; the last step ends the ramp (a full share).
+    SlowStartStep {
+        pool: String,
+        upstream: String,
+        step: u32,
+        at_ms: u64,
+    },
     /// `command`, applied at most once per `id`: a retry of a change that already
     /// applied (its first attempt's answer was lost with a leader) is refused with
     /// [`Refused::Duplicate`] naming the index where it applied.
@@ -164,10 +186,65 @@ pub struct ClusterState {
     /// Circuit breakers of pools where one ever left closed (absent: all closed).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     breakers: BTreeMap<String, PoolBreakers>,
+    /// Slow starts under way: pool to upstream to its ramp. Only upstreams in
+    /// service (not draining, not ejected) have one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    ramps: BTreeMap<String, BTreeMap<String, Ramp>>,
     /// Ids of the latest [`Command::Once`] changes and the index each applied at,
     /// oldest first, at most [`MAX_REMEMBERED_CHANGES`].
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     applied_changes: VecDeque<(ChangeId, u64)>,
+}
+
+/// One upstream's slow start: it owns `step` of `steps` parts of its ring points
+/// (see [`crate::ring::Share`]); `at_ms` is when that step was proposed (the
+/// proposer's clock). The next step is due `duration_ms / (steps - 1)` later, so
+/// the last (the full share) comes `duration_ms` after the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    pub step: u32,
+    pub steps: u32,
+    pub duration_ms: u64,
+    pub at_ms: u64,
+}
+
+impl Ramp {
+    /// The share of its points the upstream owns at this step.
+    pub fn share(&self) -> Share {
+        Share {
+            step: self.step,
+            steps: self.steps,
+        }
+    }
+
+    /// The time between two steps.
+    pub fn step_ms(&self) -> u64 {
+        self.settings().step_ms()
+    }
+
+    /// When the next step is due by the clock of the proposer of this one.
+    pub fn next_due_ms(&self) -> u64 {
+        self.at_ms.saturating_add(self.step_ms())
+    }
+
+    fn settings(&self) -> SlowStart {
+        SlowStart {
+            duration_ms: self.duration_ms,
+            steps: self.steps,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.settings().check()?;
+        if self.duration_ms == 0 || self.step == 0 || self.step >= self.steps {
+            return Err(format!(
+                "step {} of {} over {} ms is not a slow start under way",
+                self.step, self.steps, self.duration_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -279,12 +356,98 @@ impl Command {
                 check_name("upstream id", upstream)?;
                 policy.check().map_err(Refused::Invalid)
             }
+            Command::SlowStart { pools, command, .. } => {
+                bounds::check_pool_count(pools.len()).map_err(Refused::Invalid)?;
+                for (pool, s) in pools {
+                    check_name("pool", pool)?;
+                    s.check()
+                        .map_err(|why| in_pool(pool, Refused::Invalid(why)))?;
+                    if !s.is_on() {
+                        return Err(in_pool(
+                            pool,
+                            Refused::Invalid("a slow start needs slow_start_ms above 0".into()),
+                        ));
+                    }
+                }
+                let fits = command.is_pool_change()
+                    || matches!(
+                        **command,
+                        Command::Batch { .. } | Command::BreakerProbe { .. }
+                    );
+                if !fits {
+                    return Err(Refused::Invalid(
+                        "a slow start wraps only pool changes, batches and breaker probes".into(),
+                    ));
+                }
+                command.validate()
+            }
+            Command::SlowStartStep {
+                pool,
+                upstream,
+                step,
+                ..
+            } => {
+                check_name("pool", pool)?;
+                check_name("upstream id", upstream)?;
+                if !(2..=MAX_SLOW_START_STEPS).contains(step) {
+                    return Err(Refused::Invalid(format!(
+                        "a slow start step is from 2 to {MAX_SLOW_START_STEPS}, got {step}"
+                    )));
+                }
+                Ok(())
+            }
             Command::Once { command, .. } => match **command {
                 Command::Once { .. } => Err(Refused::Invalid(
                     "a once-only change cannot wrap another".into(),
                 )),
                 ref inner => inner.validate(),
             },
+        }
+    }
+
+    /// `self` wrapped in a [`Command::SlowStart`] for the pools it may add upstreams
+    /// to (`SetPool`, `PutUpstream`, in a batch too, or a passed breaker probe)
+    /// whose `settings` have slow start on; unchanged when there is none.
+    pub fn with_slow_start(
+        self,
+        settings: impl Fn(&str) -> Option<SlowStart>,
+        at_ms: u64,
+    ) -> Command {
+        let mut touched = BTreeSet::new();
+        self.pools_joined(&mut touched);
+        let pools: BTreeMap<String, SlowStart> = touched
+            .into_iter()
+            .filter_map(|p| {
+                settings(p)
+                    .filter(SlowStart::is_on)
+                    .map(|s| (p.to_owned(), s))
+            })
+            .collect();
+        if pools.is_empty() {
+            return self;
+        }
+        Command::SlowStart {
+            pools,
+            at_ms,
+            command: Box::new(self),
+        }
+    }
+
+    /// The pools where this command may put an upstream into service.
+    fn pools_joined<'a>(&'a self, out: &mut BTreeSet<&'a str>) {
+        match self {
+            Command::SetPool { pool, .. } | Command::PutUpstream { pool, .. } => {
+                out.insert(pool);
+            }
+            Command::BreakerProbe {
+                pool,
+                probe: Probe::Passed { .. },
+                ..
+            } => {
+                out.insert(pool);
+            }
+            Command::Batch { commands } => commands.iter().for_each(|c| c.pools_joined(out)),
+            _ => {}
         }
     }
 }
@@ -410,6 +573,7 @@ impl ClusterState {
         }
         self.apply_valid(cmd, Weights::Check)?;
         self.settle_breakers();
+        self.settle_ramps();
         Ok(())
     }
 
@@ -515,9 +679,120 @@ impl ClusterState {
             Command::BreakerReport { .. }
             | Command::BreakerHalfOpen { .. }
             | Command::BreakerProbe { .. } => self.apply_breaker(cmd)?,
+            Command::SlowStart {
+                pools,
+                at_ms,
+                command,
+            } => {
+                let before: BTreeMap<&str, BTreeSet<String>> = pools
+                    .keys()
+                    .filter_map(|p| Some((p.as_str(), self.in_service(p)?)))
+                    .collect();
+                self.apply_valid(command, weights)?;
+                self.settle_breakers();
+                self.start_ramps(&before, pools, *at_ms);
+            }
+            Command::SlowStartStep {
+                pool,
+                upstream,
+                step,
+                at_ms,
+            } => self.step_ramp(pool, upstream, *step, *at_ms)?,
             Command::Once { .. } => {}
         }
         Ok(())
+    }
+
+    /// The ids of `pool`'s upstreams in service (not draining, not ejected); `None`
+    /// when there is no such pool.
+    fn in_service(&self, pool: &str) -> Option<BTreeSet<String>> {
+        let breakers = self.breakers.get(pool);
+        let list = self.pools.get(pool)?;
+        let on = list
+            .iter()
+            .filter(|u| !u.draining && !breakers.is_some_and(|b| b.is_ejected(&u.id)))
+            .map(|u| u.id.clone());
+        Some(on.collect())
+    }
+
+    /// Starts a ramp, at step 1, for every upstream in service now that was not in
+    /// `before`, in pools that had another upstream in service then (a new or empty
+    /// pool has no traffic to shift gently).
+    fn start_ramps(
+        &mut self,
+        before: &BTreeMap<&str, BTreeSet<String>>,
+        settings: &BTreeMap<String, SlowStart>,
+        at_ms: u64,
+    ) {
+        for (pool, s) in settings {
+            let Some(was) = before.get(pool.as_str()).filter(|w| !w.is_empty()) else {
+                continue;
+            };
+            let Some(now) = self.in_service(pool) else {
+                continue;
+            };
+            for id in now.difference(was) {
+                let ramp = Ramp {
+                    step: 1,
+                    steps: s.steps,
+                    duration_ms: s.duration_ms,
+                    at_ms,
+                };
+                let ramps = self.ramps.entry(pool.clone()).or_default();
+                ramps.insert(id.clone(), ramp);
+            }
+        }
+    }
+
+    /// Moves a ramp to its next step; the last one ends it.
+    fn step_ramp(&mut self, pool: &str, id: &str, step: u32, at_ms: u64) -> Result<(), Refused> {
+        let ramps = self.ramps.get_mut(pool);
+        let Some(ramp) = ramps.and_then(|r| r.get_mut(id)) else {
+            return Err(Refused::Invalid(format!(
+                "upstream {id:?} of pool {pool:?} is not in slow start"
+            )));
+        };
+        if step != ramp.step + 1 {
+            return Err(Refused::Invalid(format!(
+                "step {step} is not the next of upstream {id:?} of pool {pool:?}: it is at step {} of {}",
+                ramp.step, ramp.steps
+            )));
+        }
+        ramp.step = step;
+        ramp.at_ms = at_ms;
+        if step >= ramp.steps {
+            self.ramps.get_mut(pool).map(|r| r.remove(id));
+            self.ramps.retain(|_, r| !r.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Ends the ramps of upstreams no longer in service: removed, draining or
+    /// ejected (a readmission starts a new one), and of pools that left.
+    fn settle_ramps(&mut self) {
+        if self.ramps.is_empty() {
+            return;
+        }
+        let mut ramps = std::mem::take(&mut self.ramps);
+        ramps.retain(|pool, r| {
+            let on = self.in_service(pool).unwrap_or_default();
+            r.retain(|id, _| on.contains(id));
+            !r.is_empty()
+        });
+        self.ramps = ramps;
+    }
+
+    /// The slow start of `id` in `pool`, while one is under way.
+    pub fn ramp(&self, pool: &str, id: &str) -> Option<&Ramp> {
+        self.ramps.get(pool)?.get(id)
+    }
+
+    /// Every slow start under way: pool, upstream, ramp.
+    pub fn ramps(&self) -> impl Iterator<Item = (&str, &str, &Ramp)> {
+        self.ramps.iter().flat_map(|(p, r)| {
+            r.iter()
+                .map(move |(id, ramp)| (p.as_str(), id.as_str(), ramp))
+        })
     }
 
     /// Refuses a state whose pools weigh more than the bounds allow, alone or together.
@@ -679,6 +954,20 @@ impl ClusterState {
                     state.applied_changes.len()
                 ),
             });
+        }
+        for (pool, id, ramp) in state.ramps() {
+            let known = state
+                .pool(pool)
+                .is_some_and(|l| l.iter().any(|u| u.id == id));
+            let checked = if known {
+                ramp.check()
+            } else {
+                Err("no such upstream".into())
+            };
+            checked.map_err(|why| DecodeError {
+                what: "cluster state",
+                reason: format!("slow start of upstream {id:?} of pool {pool:?}: {why}"),
+            })?;
         }
         for (pool, b) in &state.breakers {
             let bad = |why: String| DecodeError {

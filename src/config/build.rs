@@ -21,6 +21,7 @@ mod access_log;
 mod health;
 mod http2;
 mod retry;
+mod slow_start;
 mod tls;
 
 /// One rule a field broke.
@@ -606,6 +607,7 @@ impl Checker {
             self.error(format!("{path}.health.breaker"), why);
         }
         let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
+        let slow_start = self.slow_start(path, &raw.slow_start_ms, &raw.slow_start_steps);
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -624,6 +626,7 @@ impl Checker {
             upstream_limits,
             health,
             hash_balance_factor,
+            slow_start,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod http2;
 pub mod paths;
 mod raw;
 pub mod retry;
+pub mod slow_start;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +22,7 @@ use std::time::Duration;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 pub use http2::{Http2Settings, UpstreamProtocol};
 pub use retry::{AtLimit, RetryOn, RetryPolicy, UpstreamLimits};
+pub use slow_start::SlowStart;
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
 pub use build::{parse_upstream_addr, FieldError};
@@ -285,6 +287,9 @@ pub struct Pool {
     /// in-flight requests passes a key on to the next upstream on the ring. `None`
     /// (the default) turns it off.
     pub hash_balance_factor: Option<u32>,
+    /// How a joining or readmitted upstream ramps up to its share of the ring
+    /// (`slow_start_ms`, `slow_start_steps`).
+    pub slow_start: SlowStart,
 }
 
 /// One backend server of a pool.

@@ -108,6 +108,8 @@ pub struct RawPool {
     pub upstream_limits: Option<RawUpstreamLimits>,
     pub health: Option<RawHealth>,
     pub hash_balance_factor: Option<Value>,
+    pub slow_start_ms: Option<Value>,
+    pub slow_start_steps: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -269,13 +269,16 @@ impl Loop {
             Probe::Failed
         };
         tracing::info!(pool = %done.key.0, upstream = %done.key.1, ?probe, "half-open probes decided");
+        let at_ms = wall_ms();
         let cmd = Command::BreakerProbe {
             pool: done.key.0.clone(),
             upstream: done.key.1.clone(),
-            at_ms: wall_ms(),
+            at_ms,
             probe,
             policy,
         };
-        self.propose(cmd);
+        // A readmission ramps the upstream up, with this pool's slow start.
+        let slow_start = pool.slow_start;
+        self.propose(cmd.with_slow_start(|_| Some(slow_start), at_ms));
     }
 }

@@ -12,6 +12,7 @@ use crate::config::{self, parse_upstream_addr, Config};
 use crate::health::breaker::PoolBreakers;
 use crate::proxy::snapshot::Memberships;
 use crate::proxy::{Proxy, Snapshot};
+use crate::ring::Share;
 
 /// The cluster's committed state as a snapshot's source of memberships.
 pub struct Committed<'a> {
@@ -42,6 +43,12 @@ impl Memberships for Committed<'_> {
 
     fn breakers(&self, pool: &str) -> Option<&PoolBreakers> {
         self.state.breakers(pool)
+    }
+
+    fn share(&self, pool: &str, upstream: &str) -> Share {
+        self.state
+            .ramp(pool, upstream)
+            .map_or(Share::FULL, |r| r.share())
     }
 
     fn file_fallback(&self) -> bool {

@@ -13,6 +13,7 @@
 //! - [`breakers`]: the breaker controller (trips become reports; the leader's
 //!   half-open probes and readmissions).
 //! - [`active`]: active health checks following the snapshots.
+//! - [`slow_start`]: the leader steps every slow start in the replicated state.
 //! - [`member`]: this instance's cluster member started (data-dir lock, storage,
 //!   transport with mutual TLS or the cluster secret, the driver thread).
 //! - [`load_file`]: a config file read (bounded), parsed and its TLS files checked,
@@ -23,6 +24,7 @@ pub mod breakers;
 pub mod follow;
 pub mod member;
 pub mod reload;
+pub mod slow_start;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -114,6 +116,7 @@ impl Instance {
             proposer: proposer.clone(),
         };
         tokio::spawn(health.run(stop_rx.clone()));
+        tokio::spawn(slow_start::run(proposer.clone(), stop_rx.clone()));
         Ok(Instance {
             config,
             proxy,

@@ -272,7 +272,9 @@ impl Reloader {
         if commands.is_empty() {
             return Ok(None);
         }
-        let batch = Command::Batch { commands };
+        let settings = |pool: &str| Some(new.pools.iter().find(|p| p.name == pool)?.slow_start);
+        let batch =
+            Command::Batch { commands }.with_slow_start(settings, super::breakers::wall_ms());
         let proposed =
             tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.proposer.propose(batch)).await;
         match proposed {

@@ -23,6 +23,7 @@
 //! | `ringway_upstream_breaker_state` | gauge (1 for the current state) | `pool`, `upstream`, `state` (`closed`, `open`, `half_open`) |
 //! | `ringway_upstream_ejections_total` | counter (replicated: the same on every instance) | `pool`, `upstream` |
 //! | `ringway_pool_panic` | gauge (1 while the pool routes to every upstream) | `pool` |
+//! | `ringway_upstream_slow_start_step` | gauge (the step of its slow start, 0 when none is under way: a full share) | `pool`, `upstream` |
 //! | `ringway_raft_storage_sync_seconds` | histogram ([`STORAGE_SYNC_BUCKETS`](super::STORAGE_SYNC_BUCKETS)) | |
 //!
 //! Peers are named as in the configuration. A group of one has no transport, so no
@@ -98,6 +99,7 @@ struct Families {
     breaker: IntGaugeVec,
     ejections: IntCounterVec,
     panic: IntGaugeVec,
+    slow_start: IntGaugeVec,
 }
 
 impl Families {
@@ -199,10 +201,15 @@ impl Families {
                 "1 while too few of the pool's upstreams are healthy and it routes to all of them.",
                 &["pool"],
             ),
+            slow_start: gauges(
+                "ringway_upstream_slow_start_step",
+                "The step of the upstream's slow start the cluster agreed on (0: none under way, a full share of the ring).",
+                &["pool", "upstream"],
+            ),
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 19] {
+    fn all(&self) -> [&dyn Collector; 20] {
         [
             &self.term,
             &self.is_leader,
@@ -223,6 +230,7 @@ impl Families {
             &self.breaker,
             &self.ejections,
             &self.panic,
+            &self.slow_start,
         ]
     }
 }
@@ -264,6 +272,10 @@ impl RaftCollector {
                 f.ejections
                     .with_label_values(&[pool, &u.id])
                     .inc_by(b.map_or(0, |b| b.ejected_total));
+                let step = view.state.ramp(pool, &u.id).map_or(0, |r| r.step);
+                f.slow_start
+                    .with_label_values(&[pool, &u.id])
+                    .set(i64::from(step));
             }
         }
         f.members

@@ -11,7 +11,7 @@ use crate::config::{self, Config, Timeouts, UpstreamAddr, UpstreamProtocol};
 use crate::health::breaker::PoolBreakers;
 use crate::health::detector::{Hub, PoolHealth};
 use crate::metrics::SnapshotMetrics;
-use crate::ring::{Member, Ring};
+use crate::ring::{Member, Ring, Share};
 
 /// One pool as the request path sees it.
 #[derive(Debug)]
@@ -38,6 +38,9 @@ pub struct PoolState {
     /// Requests to this pool keep the start of their bodies so that a stream an
     /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
     pub keep_bodies: bool,
+    /// How an upstream the breaker readmits ramps up (`slow_start_ms`): the leader
+    /// proposes the readmission with it.
+    pub slow_start: config::SlowStart,
 }
 
 impl PoolState {
@@ -55,6 +58,11 @@ pub trait Memberships {
     fn members(&self, pool: &str) -> Option<Vec<config::Upstream>>;
     /// The breakers the source holds for `pool`.
     fn breakers(&self, pool: &str) -> Option<&PoolBreakers>;
+    /// The share of its ring points `upstream` of `pool` owns: less than full while
+    /// it is in slow start.
+    fn share(&self, _pool: &str, _upstream: &str) -> Share {
+        Share::FULL
+    }
     /// True when a pool the source does not hold keeps the file's upstreams; false
     /// when it gets none (an instance that has not joined its cluster yet).
     fn file_fallback(&self) -> bool {
@@ -125,7 +133,8 @@ impl Snapshot {
                     Some((None, true)) | None => p.upstreams.clone(),
                 };
                 let instances = cluster.map_or(1, |c| c.instances());
-                let mut state = build_pool(p, &members, &reuse, instances);
+                let share = |id: &str| cluster.map_or(Share::FULL, |c| c.share(&p.name, id));
+                let mut state = build_pool(p, &members, &reuse, instances, &share);
                 if let Some(old) = previous.and_then(|s| s.pool(&p.name)) {
                     state.retry_budget = old.retry_budget.clone();
                 }
@@ -164,6 +173,7 @@ fn build_pool(
     members: &[config::Upstream],
     reuse: &HashMap<(&str, &str, &UpstreamAddr), &Arc<UpstreamClient>>,
     instances: usize,
+    share: &dyn Fn(&str) -> Share,
 ) -> PoolState {
     let settings = ClientSettings {
         connect_timeout: pool.timeouts.connect,
@@ -196,7 +206,7 @@ fn build_pool(
         on_missing_key: pool.on_missing_key,
         max_attempts: pool.max_attempts as usize,
         timeouts: pool.timeouts,
-        ring: ring_of(members, pool.vnodes),
+        ring: ring_of(members, pool.vnodes, share),
         upstreams,
         health: PoolHealth::default(),
         retry: pool.retry.clone(),
@@ -208,15 +218,16 @@ fn build_pool(
             UpstreamProtocol::Auto => pool.tls.is_some(),
             UpstreamProtocol::Http1 => false,
         },
+        slow_start: pool.slow_start,
     }
 }
 
 /// The ring a pool's config produces.
 pub fn pool_ring(pool: &config::Pool) -> Ring {
-    ring_of(&pool.upstreams, pool.vnodes)
+    ring_of(&pool.upstreams, pool.vnodes, &|_| Share::FULL)
 }
 
-fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
+fn ring_of(members: &[config::Upstream], vnodes: u32, share: &dyn Fn(&str) -> Share) -> Ring {
     let members: Vec<Member> = members
         .iter()
         .map(|u| Member {
@@ -224,5 +235,5 @@ fn ring_of(members: &[config::Upstream], vnodes: u32) -> Ring {
             weight: u.weight,
         })
         .collect();
-    Ring::build(&members, vnodes)
+    Ring::build_shared(&members, vnodes, |i| share(members[i].id))
 }

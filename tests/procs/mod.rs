@@ -405,3 +405,61 @@ impl Relay {
         self.cut.send_replace(false);
     }
 }
+
+/// A `ringway echo` upstream process on a fixed port, so it can come back there.
+pub struct Echo {
+    pub addr: SocketAddr,
+    name: String,
+    child: Option<Child>,
+}
+
+impl Echo {
+    pub fn new(name: &str) -> Echo {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut e = Echo {
+            addr,
+            name: name.into(),
+            child: None,
+        };
+        e.start();
+        e
+    }
+
+    pub fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .args([
+                "echo",
+                "--listen",
+                &self.addr.to_string(),
+                "--name",
+                &self.name,
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = self.addr;
+        eventually("the echo upstream listening", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        });
+    }
+
+    /// Kills the process: its listener and every connection go at once.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
