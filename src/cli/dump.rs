@@ -261,6 +261,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         upstream_limits,
         health,
         hash_balance_factor,
+        cache,
     } = pool;
     let Timeouts {
         connect,
@@ -305,6 +306,20 @@ fn pool_map(pool: &Pool) -> Mapping {
         ),
         ("health", mapping(health_map(health))),
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
+        ("cache", cache.as_ref().and_then(|c| mapping(cache_map(c)))),
+    ])
+}
+
+fn cache_map(cache: &crate::config::CacheSettings) -> Mapping {
+    let crate::config::CacheSettings {
+        max_bytes,
+        max_object_bytes,
+        coalesce_timeout,
+    } = cache;
+    map([
+        ("max_bytes", n(*max_bytes)),
+        ("max_object_bytes", n(*max_object_bytes)),
+        ("coalesce_timeout_ms", ms(*coalesce_timeout)),
     ])
 }
 

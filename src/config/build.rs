@@ -18,6 +18,7 @@ use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
 mod access_log;
+mod cache;
 mod health;
 mod http2;
 mod retry;
@@ -606,6 +607,7 @@ impl Checker {
             self.error(format!("{path}.health.breaker"), why);
         }
         let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
+        let cache = self.cache(path, raw.cache);
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -624,6 +626,7 @@ impl Checker {
             upstream_limits,
             health,
             hash_balance_factor,
+            cache,
         })
     }
 

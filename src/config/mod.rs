@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod bounds;
 mod build;
+pub mod cache;
 pub mod health;
 pub mod http2;
 pub mod paths;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
 pub use http2::{Http2Settings, UpstreamProtocol};
+pub use cache::CacheSettings;
 pub use retry::{AtLimit, RetryOn, RetryPolicy, UpstreamLimits};
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};
@@ -285,6 +287,8 @@ pub struct Pool {
     /// in-flight requests passes a key on to the next upstream on the ring. `None`
     /// (the default) turns it off.
     pub hash_balance_factor: Option<u32>,
+    /// The pool's response cache (`cache`); `None` (the default) turns it off.
+    pub cache: Option<cache::CacheSettings>,
 }
 
 /// One backend server of a pool.

@@ -35,6 +35,9 @@ pub struct PoolState {
     /// Requests to this pool keep the start of their bodies so that a stream an
     /// HTTP/2 upstream refused can go to the next upstream (see `proxy::replay`).
     pub keep_bodies: bool,
+    /// The pool's response cache (`cache`), kept across snapshots while its
+    /// settings stay the same.
+    pub cache: Option<Arc<super::cache::PoolCache>>,
 }
 
 impl PoolState {
@@ -119,6 +122,11 @@ impl Snapshot {
                 let mut state = build_pool(p, &members, &reuse);
                 if let Some(old) = previous.and_then(|s| s.pool(&p.name)) {
                     state.retry_budget = old.retry_budget.clone();
+                    if let (Some(c), Some(settings)) = (&old.cache, &p.cache) {
+                        if c.settings == *settings {
+                            state.cache = Some(c.clone());
+                        }
+                    }
                 }
                 let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
                 let breakers = cluster.and_then(|c| c.breakers(&p.name));
@@ -143,6 +151,18 @@ impl Snapshot {
             request_body_timeout: Some(config.limits.request_body_timeout),
             access_log: Arc::new(config.access_log.clone()),
         }
+    }
+
+    /// Applies a purge agreed by the cluster to `pool`'s cache (see
+    /// [`super::cache::PoolCache::purge`]); `None` when the pool has no cache here.
+    pub fn purge(&self, pool: &str, key_or_prefix: &str, prefix: bool) -> Option<usize> {
+        let cache = self.pool(pool)?.cache.as_ref()?;
+        Some(cache.purge(key_or_prefix, prefix))
+    }
+
+    /// Empties every pool's cache.
+    pub fn clear_caches(&self) {
+        self.pools.iter().filter_map(|p| p.cache.as_ref()).for_each(|c| c.clear());
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolState> {
@@ -196,6 +216,9 @@ fn build_pool(
             UpstreamProtocol::Auto => pool.tls.is_some(),
             UpstreamProtocol::Http1 => false,
         },
+        cache: pool
+            .cache
+            .map(|settings| Arc::new(super::cache::PoolCache::new(settings))),
     }
 }
 
