@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cluster::driver::ClusterHandle;
-use crate::cluster::state::ClusterState;
+use crate::cluster::state::{ClusterState, PurgeScope};
 use crate::config::{self, parse_upstream_addr, Config};
 use crate::health::breaker::PoolBreakers;
 use crate::proxy::snapshot::Memberships;
@@ -62,6 +62,8 @@ pub async fn follow_cluster(
     let mut views = handle.subscribe();
     let mut last: Option<(Arc<ClusterState>, Arc<Config>)> = None;
     let mut warned_joining = false;
+    // Index of the newest cache purge applied to this instance's caches.
+    let mut purged_through = 0;
     loop {
         let state = views.borrow_and_update().state.clone();
         let config = configs.borrow_and_update().clone();
@@ -80,6 +82,7 @@ pub async fn follow_cluster(
             let current = proxy.snapshot();
             let next = Snapshot::build_with(&config, Some(&committed), Some(&current));
             proxy.swap(next);
+            purged_through = apply_purges(&state, &proxy.snapshot(), purged_through);
             let drift = log_drift(&state, &config);
             proxy.metrics().config_drift(drift);
             last = Some((state, config));
@@ -89,6 +92,34 @@ pub async fn follow_cluster(
             changed = configs.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Applies to `snapshot`'s caches the purges of `state` past `through`, in log
+/// order; returns the index of the newest applied. When `state` has already
+/// forgotten purges past `through`, every cache is emptied: the safe stand-in for
+/// purges this instance can no longer name.
+///
+/// A purge that applies while a response for a matching key is being filled stops
+/// that fill from being stored (the cache's purge epoch moves on; any fill that began
+/// before it is dropped at its end), so no copy older than the purge survives it.
+pub fn apply_purges(state: &ClusterState, snapshot: &Snapshot, through: u64) -> u64 {
+    let mut newest = through;
+    if state.purges_forgotten_through() > through {
+        snapshot.clear_caches();
+        newest = state.purges_forgotten_through();
+    }
+    let from = newest;
+    for purge in state.purges().filter(|p| p.index > from) {
+        let (text, prefix) = match &purge.scope {
+            PurgeScope::Key(k) => (k.as_str(), false),
+            PurgeScope::Prefix(p) => (p.as_str(), true),
+        };
+        if let Some(removed) = snapshot.purge(&purge.pool, text, prefix) {
+            tracing::info!(pool = %purge.pool, index = purge.index, key = %text, prefix, removed, "cache purge applied");
+        }
+        newest = purge.index;
+    }
+    newest
 }
 
 /// Logs each pool that differs between the file and the cluster; returns how many.
