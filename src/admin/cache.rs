@@ -25,7 +25,10 @@ pub fn purge_command(query: &str) -> Result<Command, String> {
             Ok((decode(k)?, decode(v)?))
         })
         .collect::<Result<_, String>>()?;
-    if let Some(other) = params.keys().find(|k| !matches!(k.as_str(), "pool" | "key" | "prefix")) {
+    if let Some(other) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "pool" | "key" | "prefix"))
+    {
         return Err(format!("unknown parameter {other:?}; {USAGE}"));
     }
     let pool = params.get("pool").ok_or(USAGE)?.clone();

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
-pub use http2::{Http2Settings, UpstreamProtocol};
 pub use cache::CacheSettings;
+pub use http2::{Http2Settings, UpstreamProtocol};
 pub use retry::{AtLimit, RetryOn, RetryPolicy, UpstreamLimits};
 
 pub use bounds::{valid_node_id, MAX_NODE_ID_BYTES};

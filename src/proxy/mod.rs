@@ -248,7 +248,7 @@ impl Proxy {
         } = match forwarded {
             Ok(f) => f,
             // A stale copy within its stale-if-error allowance stands in.
-            Err(e) => return plan.as_ref().and_then(cache::Plan::failed).ok_or(e),
+            Err(e) => return plan.as_ref().and_then(|p| p.failed()).ok_or(e),
         };
         if let Some(log) = log.as_mut() {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
@@ -268,7 +268,7 @@ impl Proxy {
             .with_inflight(inflight);
         if let (Some(plan), false) = (plan, switching) {
             match plan.answered(parts.status, &parts.headers) {
-                cache::Answered::Replace(resp) => return Ok(resp),
+                cache::Answered::Replace(resp) => return Ok(*resp),
                 cache::Answered::Store(fill) => body = body.with_fill(fill),
                 cache::Answered::Pass => {}
             }
@@ -280,14 +280,14 @@ impl Proxy {
     /// background and within [`cache::REVALIDATE_TIMEOUT`]: the pool's answer is
     /// stored (or a 304 refreshes the entry) through `refresh`'s plan, which holds
     /// the key's fill until it ends.
-    fn revalidate(&self, pool: Arc<str>, hash: u32, refresh: cache::Revalidate, via: bool) {
+    fn revalidate(&self, pool: Arc<str>, hash: u32, refresh: Box<cache::Revalidate>, via: bool) {
         let snapshot = self.snapshot.load_full();
         tokio::spawn(async move {
             let Some(index) = snapshot.pools.iter().position(|p| p.name == pool) else {
                 return;
             };
             let (pool, metrics) = (&snapshot.pools[index], snapshot.metrics.pool(index));
-            let cache::Revalidate { parts, plan } = refresh;
+            let cache::Revalidate { parts, plan } = *refresh;
             let work = async {
                 let req = Request::from_parts(parts, UpBody::Empty);
                 let mut target = Target::default();

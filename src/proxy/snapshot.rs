@@ -162,7 +162,10 @@ impl Snapshot {
 
     /// Empties every pool's cache.
     pub fn clear_caches(&self) {
-        self.pools.iter().filter_map(|p| p.cache.as_ref()).for_each(|c| c.clear());
+        self.pools
+            .iter()
+            .filter_map(|p| p.cache.as_ref())
+            .for_each(|c| c.clear());
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolState> {

@@ -50,7 +50,12 @@ impl Scripted {
     }
 
     fn last_seen(&self, path: &str) -> http::HeaderMap {
-        self.seen.lock().unwrap().get(path).cloned().unwrap_or_default()
+        self.seen
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn handler(&self) -> Handler {
@@ -65,13 +70,25 @@ impl Scripted {
                     *c += 1;
                     *c
                 };
-                me.seen.lock().unwrap().insert(path.clone(), req.headers().clone());
-                let script = me.scripts.lock().unwrap().get(&path).cloned().unwrap_or_default();
+                me.seen
+                    .lock()
+                    .unwrap()
+                    .insert(path.clone(), req.headers().clone());
+                let script = me
+                    .scripts
+                    .lock()
+                    .unwrap()
+                    .get(&path)
+                    .cloned()
+                    .unwrap_or_default();
                 if script.delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
                 }
                 let fill = |s: &str| s.replace("{n}", &n.to_string());
-                let inm = req.headers().get(header::IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_owned());
+                let inm = req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .map(|v| v.to_str().unwrap().to_owned());
                 let not_modified = script.etag_304.is_some() && inm == script.etag_304;
                 let mut resp = match not_modified {
                     true => Response::new(empty()),
@@ -96,7 +113,10 @@ impl Scripted {
 fn script(headers: &[(&str, &str)], body: &str) -> Script {
     Script {
         status: 200,
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         body: body.to_owned(),
         ..Script::default()
     }
@@ -135,6 +155,10 @@ fn head_req(path: &str) -> Request<Body> {
     req
 }
 
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+/// Response fields, request fields, body, and whether the response is stored.
+type Row<'a> = (Fields<'a>, Fields<'a>, &'a str, bool);
+
 #[tokio::test]
 async fn each_directive_stores_or_not_as_rfc_9111_says() {
     let (proxy, up, _u) = cached_proxy(&["max_bytes: 1048576", "max_object_bytes: 1000"]).await;
@@ -144,25 +168,95 @@ async fn each_directive_stores_or_not_as_rfc_9111_says() {
     let past = httpdate(now - Duration::from_secs(600));
     let big = "x".repeat(2000);
     // (response headers, request headers, body, stored)
-    let rows: Vec<(Vec<(&str, &str)>, Vec<(&str, &str)>, &str, bool)> = vec![
+    let rows: Vec<Row> = vec![
         (vec![("cache-control", "max-age=60")], vec![], "a", true),
         (vec![("cache-control", "s-maxage=60")], vec![], "a", true),
-        (vec![("cache-control", "max-age=60, must-revalidate")], vec![], "a", true),
-        (vec![("cache-control", "no-store, max-age=60")], vec![], "a", false),
-        (vec![("cache-control", "no-cache, max-age=60")], vec![], "a", false),
-        (vec![("cache-control", "private, max-age=60")], vec![], "a", false),
-        (vec![("date", &date), ("expires", &future)], vec![], "a", true),
-        (vec![("date", &date), ("expires", &past)], vec![], "a", false),
+        (
+            vec![("cache-control", "max-age=60, must-revalidate")],
+            vec![],
+            "a",
+            true,
+        ),
+        (
+            vec![("cache-control", "no-store, max-age=60")],
+            vec![],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "no-cache, max-age=60")],
+            vec![],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "private, max-age=60")],
+            vec![],
+            "a",
+            false,
+        ),
+        (
+            vec![("date", &date), ("expires", &future)],
+            vec![],
+            "a",
+            true,
+        ),
+        (
+            vec![("date", &date), ("expires", &past)],
+            vec![],
+            "a",
+            false,
+        ),
         (vec![("expires", "0")], vec![], "a", false),
         (vec![], vec![], "a", false),
-        (vec![("cache-control", "max-age=60"), ("set-cookie", "id={n}")], vec![], "a", false),
-        (vec![("cache-control", "max-age=60"), ("vary", "*")], vec![], "a", false),
-        (vec![("cache-control", "max-age=60")], vec![("authorization", "Bearer x")], "a", false),
-        (vec![("cache-control", "public, max-age=60")], vec![("authorization", "Bearer x")], "a", true),
-        (vec![("cache-control", "max-age=60")], vec![("cookie", "c=1")], "a", false),
-        (vec![("cache-control", "s-maxage=60")], vec![("cookie", "c=1")], "a", true),
-        (vec![("cache-control", "max-age=60")], vec![("cache-control", "no-store")], "a", false),
-        (vec![("cache-control", "max-age=60")], vec![("range", "bytes=0-0")], "a", false),
+        (
+            vec![("cache-control", "max-age=60"), ("set-cookie", "id={n}")],
+            vec![],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "max-age=60"), ("vary", "*")],
+            vec![],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "max-age=60")],
+            vec![("authorization", "Bearer x")],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "public, max-age=60")],
+            vec![("authorization", "Bearer x")],
+            "a",
+            true,
+        ),
+        (
+            vec![("cache-control", "max-age=60")],
+            vec![("cookie", "c=1")],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "s-maxage=60")],
+            vec![("cookie", "c=1")],
+            "a",
+            true,
+        ),
+        (
+            vec![("cache-control", "max-age=60")],
+            vec![("cache-control", "no-store")],
+            "a",
+            false,
+        ),
+        (
+            vec![("cache-control", "max-age=60")],
+            vec![("range", "bytes=0-0")],
+            "a",
+            false,
+        ),
         (vec![("cache-control", "max-age=60")], vec![], &big, false),
     ];
     for (i, (resp_h, req_h, body, stored)) in rows.iter().enumerate() {
@@ -171,13 +265,25 @@ async fn each_directive_stores_or_not_as_rfc_9111_says() {
         let first = send(proxy.addr, get_with(&path, req_h)).await;
         let second = send(proxy.addr, get_with(&path, req_h)).await;
         let want = if *stored { 1 } else { 2 };
-        assert_eq!(up.count(&path), want, "row {i}: {resp_h:?} for a request with {req_h:?}");
+        assert_eq!(
+            up.count(&path),
+            want,
+            "row {i}: {resp_h:?} for a request with {req_h:?}"
+        );
         assert_eq!(second.body, first.body, "row {i}");
         if *stored {
-            let age: u64 = second.headers[header::AGE].to_str().unwrap().parse().unwrap();
+            let age: u64 = second.headers[header::AGE]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             assert!(age < 60, "row {i}: Age {age}");
         } else {
-            assert!(second.headers.get(header::AGE).is_none(), "row {i}: {:?}", second.headers);
+            assert!(
+                second.headers.get(header::AGE).is_none(),
+                "row {i}: {:?}",
+                second.headers
+            );
         }
     }
 }
@@ -190,11 +296,17 @@ fn httpdate(t: std::time::SystemTime) -> String {
 async fn an_age_from_upstream_counts_against_max_age() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
     // Already 60 s old when it arrives: stale at once.
-    up.set("/aged", script(&[("cache-control", "max-age=60"), ("age", "60")], "a"));
+    up.set(
+        "/aged",
+        script(&[("cache-control", "max-age=60"), ("age", "60")], "a"),
+    );
     get(proxy.addr, "/aged").await;
     get(proxy.addr, "/aged").await;
     assert_eq!(up.count("/aged"), 2);
-    up.set("/young", script(&[("cache-control", "max-age=60"), ("age", "10")], "a"));
+    up.set(
+        "/young",
+        script(&[("cache-control", "max-age=60"), ("age", "10")], "a"),
+    );
     get(proxy.addr, "/young").await;
     let hit = get(proxy.addr, "/young").await;
     assert_eq!(up.count("/young"), 1);
@@ -205,8 +317,20 @@ async fn an_age_from_upstream_counts_against_max_age() {
 #[tokio::test]
 async fn set_cookie_and_private_are_never_served_to_another_client() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    up.set("/me", script(&[("cache-control", "max-age=60"), ("set-cookie", "session={n}")], "you are {n}"));
-    up.set("/mine", script(&[("cache-control", "private, max-age=60")], "private {n}"));
+    up.set(
+        "/me",
+        script(
+            &[
+                ("cache-control", "max-age=60"),
+                ("set-cookie", "session={n}"),
+            ],
+            "you are {n}",
+        ),
+    );
+    up.set(
+        "/mine",
+        script(&[("cache-control", "private, max-age=60")], "private {n}"),
+    );
     for path in ["/me", "/mine"] {
         let alice = get(proxy.addr, path).await;
         let bob = get(proxy.addr, path).await;
@@ -220,10 +344,17 @@ async fn set_cookie_and_private_are_never_served_to_another_client() {
 #[tokio::test]
 async fn credentialed_requests_get_only_shareable_copies() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    up.set("/page", script(&[("cache-control", "max-age=60")], "anon {n}"));
+    up.set(
+        "/page",
+        script(&[("cache-control", "max-age=60")], "anon {n}"),
+    );
     get(proxy.addr, "/page").await;
     // Stored from an anonymous request; not handed to a request with credentials.
-    let alice = send(proxy.addr, get_with("/page", &[("authorization", "Bearer a")])).await;
+    let alice = send(
+        proxy.addr,
+        get_with("/page", &[("authorization", "Bearer a")]),
+    )
+    .await;
     assert_eq!(alice.text(), "anon 2");
     assert_eq!(get(proxy.addr, "/page").await.text(), "anon 1");
 }
@@ -231,7 +362,10 @@ async fn credentialed_requests_get_only_shareable_copies() {
 #[tokio::test]
 async fn head_is_answered_from_a_get_entry() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    up.set("/h", script(&[("cache-control", "max-age=60")], "twelve bytes"));
+    up.set(
+        "/h",
+        script(&[("cache-control", "max-age=60")], "twelve bytes"),
+    );
     // A HEAD miss goes upstream and stores nothing (it has no body).
     let mut c = Client::connect(proxy.addr).await;
     let r = c.send(head_req("/h")).await;
@@ -252,7 +386,13 @@ async fn head_is_answered_from_a_get_entry() {
 #[tokio::test]
 async fn vary_stores_one_copy_per_varying_request_header() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    up.set("/v", script(&[("cache-control", "max-age=60"), ("vary", "accept-language")], "copy {n}"));
+    up.set(
+        "/v",
+        script(
+            &[("cache-control", "max-age=60"), ("vary", "accept-language")],
+            "copy {n}",
+        ),
+    );
     let en = [("accept-language", "en")];
     let fr = [("accept-language", "fr")];
     assert_eq!(send(proxy.addr, get_with("/v", &en)).await.text(), "copy 1");
@@ -282,7 +422,10 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     let metrics = proxy.proxy.metrics().encode();
     // The waiters that coalesced were answered from the entry: hits too.
     let hits = metric(&metrics, "ringway_cache_hits_total{pool=\"web\"}");
-    assert_eq!(metric(&metrics, "ringway_cache_misses_total{pool=\"web\"}"), 1.0);
+    assert_eq!(
+        metric(&metrics, "ringway_cache_misses_total{pool=\"web\"}"),
+        1.0
+    );
     assert_eq!(hits, 99.0);
 }
 
@@ -316,7 +459,10 @@ async fn waiters_go_upstream_themselves_when_the_first_answer_is_not_cacheable()
 #[tokio::test]
 async fn a_stale_copy_is_revalidated_and_a_304_refreshes_it() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    let mut s = script(&[("cache-control", "no-cache"), ("etag", "\"e1\"")], "body {n}");
+    let mut s = script(
+        &[("cache-control", "no-cache"), ("etag", "\"e1\"")],
+        "body {n}",
+    );
     s.etag_304 = Some("\"e1\"".into());
     up.set("/etag", s);
     assert_eq!(get(proxy.addr, "/etag").await.text(), "body 1");
@@ -330,17 +476,20 @@ async fn a_stale_copy_is_revalidated_and_a_304_refreshes_it() {
 #[tokio::test]
 async fn objects_past_max_object_bytes_pass_through_uncached() {
     let (proxy, up, _u) = cached_proxy(&["max_bytes: 1048576", "max_object_bytes: 1000"]).await;
+    up.set(
+        "/big",
+        script(&[("cache-control", "max-age=60")], &"y".repeat(5000)),
+    );
     // Streamed without a length: found too big only mid-stream.
-    let chunky = Scripted::default();
-    let _ = chunky;
-    up.set("/big", script(&[("cache-control", "max-age=60")], &"y".repeat(5000)));
     let stream_up = Upstream::start(
         "stream",
         handler(|_req| async {
-            let chunks = (0..10).map(|_| Ok::<_, Error>(http_body::Frame::data(Bytes::from(vec![b'z'; 500]))));
+            let chunks = (0..10)
+                .map(|_| Ok::<_, Error>(http_body::Frame::data(Bytes::from(vec![b'z'; 500]))));
             let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
             let mut resp = Response::new(BodyExt::boxed(body));
-            resp.headers_mut().insert(header::CACHE_CONTROL, "max-age=60".parse().unwrap());
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, "max-age=60".parse().unwrap());
             resp
         }),
     )
@@ -356,7 +505,6 @@ async fn objects_past_max_object_bytes_pass_through_uncached() {
         assert_eq!(r.body.len(), 5000);
         assert!(r.headers.get(header::AGE).is_none());
     }
-    assert_eq!(stream_up.accepted().min(2), 2.min(stream_up.accepted()));
     let m = streamed.proxy.metrics().encode();
     assert_eq!(metric(&m, "ringway_cache_hits_total{pool=\"s\"}"), 0.0);
     assert_eq!(metric(&m, "ringway_cache_bytes{pool=\"s\"}"), 0.0);
@@ -373,7 +521,13 @@ async fn a_stale_copy_is_served_while_the_upstream_is_down_and_refreshed_after()
     let addr = up.addr;
     let pool = PoolSpec::new("web").upstream(&up).opt("cache: {}");
     let proxy = TestProxy::start(&config_yaml(&[pool], &[])).await;
-    scripted.set("/s", script(&[("cache-control", "max-age=1, stale-if-error=600")], "v{n}"));
+    scripted.set(
+        "/s",
+        script(
+            &[("cache-control", "max-age=1, stale-if-error=600")],
+            "v{n}",
+        ),
+    );
     assert_eq!(get(proxy.addr, "/s").await.text(), "v1");
     up.stop().await;
     // Past max-age=1 (ages are whole seconds).
@@ -381,11 +535,21 @@ async fn a_stale_copy_is_served_while_the_upstream_is_down_and_refreshed_after()
     let stale = get(proxy.addr, "/s").await;
     assert_eq!(stale.status, StatusCode::OK);
     assert_eq!(stale.text(), "v1");
-    assert!(stale.all("warning")[0].starts_with("111 "), "{:?}", stale.headers);
-    let age: u64 = stale.headers[header::AGE].to_str().unwrap().parse().unwrap();
+    assert!(
+        stale.all("warning")[0].starts_with("111 "),
+        "{:?}",
+        stale.headers
+    );
+    let age: u64 = stale.headers[header::AGE]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(age >= 2, "Age {age}");
     // The upstream comes back on the same address: the next request refreshes.
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind upstream");
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("rebind upstream");
     let _up = Upstream::serve("s", listener, scripted.handler());
     let fresh = within("refreshed copy", async {
         loop {
@@ -407,12 +571,22 @@ async fn a_stale_copy_is_served_while_the_upstream_is_down_and_refreshed_after()
 #[tokio::test]
 async fn stale_while_revalidate_serves_the_copy_and_refreshes_it_behind() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
-    up.set("/swr", script(&[("cache-control", "max-age=1, stale-while-revalidate=600")], "v{n}"));
+    up.set(
+        "/swr",
+        script(
+            &[("cache-control", "max-age=1, stale-while-revalidate=600")],
+            "v{n}",
+        ),
+    );
     assert_eq!(get(proxy.addr, "/swr").await.text(), "v1");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let stale = get(proxy.addr, "/swr").await;
     assert_eq!(stale.text(), "v1");
-    assert!(stale.all("warning")[0].starts_with("110 "), "{:?}", stale.headers);
+    assert!(
+        stale.all("warning")[0].starts_with("110 "),
+        "{:?}",
+        stale.headers
+    );
     let fresh = within("background refresh", async {
         loop {
             let r = get(proxy.addr, "/swr").await;
@@ -433,7 +607,16 @@ async fn must_revalidate_forbids_stale_copies_on_error() {
     let mut up = Upstream::start("s", scripted.handler()).await;
     let pool = PoolSpec::new("web").upstream(&up).opt("cache: {}");
     let proxy = TestProxy::start(&config_yaml(&[pool], &[])).await;
-    scripted.set("/m", script(&[("cache-control", "max-age=1, must-revalidate, stale-if-error=600")], "v{n}"));
+    scripted.set(
+        "/m",
+        script(
+            &[(
+                "cache-control",
+                "max-age=1, must-revalidate, stale-if-error=600",
+            )],
+            "v{n}",
+        ),
+    );
     assert_eq!(get(proxy.addr, "/m").await.text(), "v1");
     up.stop().await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -447,13 +630,26 @@ fn bad_cache_settings_are_refused_naming_the_field() {
     refused_pool_settings(
         addr,
         &[
-            (vec!["cache:", "  max_bytes: 10"], "pools[0].cache.max_bytes: must be at least 65536"),
             (
-                vec!["cache:", "  max_bytes: 1048576", "  max_object_bytes: 1048576"],
+                vec!["cache:", "  max_bytes: 10"],
+                "pools[0].cache.max_bytes: must be at least 65536",
+            ),
+            (
+                vec![
+                    "cache:",
+                    "  max_bytes: 1048576",
+                    "  max_object_bytes: 1048576",
+                ],
                 "pools[0].cache.max_object_bytes: must be at most a quarter of max_bytes (262144)",
             ),
-            (vec!["cache:", "  coalesce_timeout_ms: 0"], "pools[0].cache.coalesce_timeout_ms"),
-            (vec!["cache:", "  size: 1"], "pools[0].cache.size: unknown field"),
+            (
+                vec!["cache:", "  coalesce_timeout_ms: 0"],
+                "pools[0].cache.coalesce_timeout_ms",
+            ),
+            (
+                vec!["cache:", "  size: 1"],
+                "pools[0].cache.size: unknown field",
+            ),
         ],
     );
 }
@@ -486,7 +682,8 @@ fn memory_stays_within_max_bytes_under_distinct_keys() {
             let body = body.clone();
             async move {
                 let mut r = Response::new(full(body));
-                r.headers_mut().insert(header::CACHE_CONTROL, "max-age=600".parse().unwrap());
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, "max-age=600".parse().unwrap());
                 r
             }
         }),
@@ -511,7 +708,9 @@ fn memory_stays_within_max_bytes_under_distinct_keys() {
         child: None,
     };
     i.start();
-    procs::eventually("instance serving", || procs::http_get(i.listener, "/warm/0"));
+    procs::eventually("instance serving", || {
+        procs::http_get(i.listener, "/warm/0")
+    });
     let pid = i.child.as_ref().unwrap().id();
     // Warm up the process (threads, connection buffers) before the baseline.
     for n in 0..200 {
@@ -536,7 +735,10 @@ fn memory_stays_within_max_bytes_under_distinct_keys() {
     let evicted = metric(&metrics, "ringway_cache_evictions_total{pool=\"web\"}");
     assert!(held <= MAX_BYTES, "held {held}");
     assert!(evicted > 0.0, "40 MiB through an 8 MiB cache evicts");
-    assert!(grown <= MAX_BYTES + MARGIN, "RSS grew by {grown} bytes (base {base})");
+    assert!(
+        grown <= MAX_BYTES + MARGIN,
+        "RSS grew by {grown} bytes (base {base})"
+    );
 }
 
 /// A purge proposed on one of three instances removes the entry on all three.
@@ -552,7 +754,8 @@ fn a_purge_on_one_instance_removes_the_entry_on_all_three() {
             let path = req.uri().path().to_owned();
             async move {
                 let mut r = Response::new(full(format!("{path} v{v}")));
-                r.headers_mut().insert(header::CACHE_CONTROL, "max-age=600".parse().unwrap());
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, "max-age=600".parse().unwrap());
                 r
             }
         }),
@@ -563,7 +766,10 @@ fn a_purge_on_one_instance_removes_the_entry_on_all_three() {
     procs::eventually("a leader", || procs::agreed_leader(&refs));
     // Each instance stores its own copy of each path.
     let copies = |path: &str| -> Vec<String> {
-        nodes.iter().map(|i| procs::http_get(i.listener, path).unwrap()).collect()
+        nodes
+            .iter()
+            .map(|i| procs::http_get(i.listener, path).unwrap())
+            .collect()
     };
     let before = copies("/a/1");
     let other = copies("/b/1");
@@ -580,9 +786,18 @@ fn a_purge_on_one_instance_removes_the_entry_on_all_three() {
     }
     assert_eq!(copies("/b/1"), other, "other keys stay");
     // A prefix purge, and a refused one without the token.
-    let (status, _) = procs::http_call(nodes[0].admin, "DELETE", "/api/cache?pool=web&prefix=GET+test/b/", &[], "").unwrap();
+    let (status, _) = procs::http_call(
+        nodes[0].admin,
+        "DELETE",
+        "/api/cache?pool=web&prefix=GET+test/b/",
+        &[],
+        "",
+    )
+    .unwrap();
     assert_eq!(status, 401);
-    let (status, body) = nodes[2].change("DELETE", "/api/cache?pool=web&prefix=GET+test/b/", "").unwrap();
+    let (status, body) = nodes[2]
+        .change("DELETE", "/api/cache?pool=web&prefix=GET+test/b/", "")
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     for (i, node) in nodes.iter().enumerate() {
         procs::eventually("prefix purge applied", || {
@@ -590,8 +805,12 @@ fn a_purge_on_one_instance_removes_the_entry_on_all_three() {
             (now != other[i]).then_some(())
         });
     }
-    let (status, body) = nodes[0].change("DELETE", "/api/cache?pool=web", "").unwrap();
+    let (status, body) = nodes[0]
+        .change("DELETE", "/api/cache?pool=web", "")
+        .unwrap();
     assert_eq!(status, 400, "{body}");
-    let (status, _) = nodes[0].change("DELETE", "/api/cache?pool=nope&key=x", "").unwrap();
+    let (status, _) = nodes[0]
+        .change("DELETE", "/api/cache?pool=nope&key=x", "")
+        .unwrap();
     assert_eq!(status, 404);
 }

@@ -21,13 +21,17 @@ impl Checker {
         let object_cap = max_bytes / MAX_OBJECT_SHARE;
         let object_path = join(&p, "max_object_bytes");
         let max_object_bytes = match &raw.max_object_bytes {
-            Some(v) => self.int(&object_path, v, 1, MAX_CACHE_MAX_BYTES).unwrap_or(1),
+            Some(v) => self
+                .int(&object_path, v, 1, MAX_CACHE_MAX_BYTES)
+                .unwrap_or(1),
             None => d.max_object_bytes.min(object_cap),
         };
         if max_object_bytes > object_cap {
             self.error(
                 object_path,
-                format!("must be at most a quarter of max_bytes ({object_cap}), got {max_object_bytes}"),
+                format!(
+                    "must be at most a quarter of max_bytes ({object_cap}), got {max_object_bytes}"
+                ),
             );
         }
         let ms = self.opt_int(

@@ -40,8 +40,9 @@ fn families() -> Families {
     let counter = |name: &str, help: &str| {
         IntCounterVec::new(Opts::new(name, help), &LABELS).expect("valid metric")
     };
-    let gauge =
-        |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &LABELS).expect("valid metric");
+    let gauge = |name: &str, help: &str| {
+        IntGaugeVec::new(Opts::new(name, help), &LABELS).expect("valid metric")
+    };
     Families {
         counters: vec![
             (counter("ringway_cache_hits_total", "Requests answered from the cache with a fresh copy."), Which::Hits),
@@ -93,7 +94,9 @@ impl Collector for CacheMetrics {
                 family.with_label_values(&labels).inc_by(value);
             }
             f.bytes.with_label_values(&labels).set(cache.bytes() as i64);
-            f.entries.with_label_values(&labels).set(cache.entries() as i64);
+            f.entries
+                .with_label_values(&labels)
+                .set(cache.entries() as i64);
         }
         let mut out = Vec::new();
         for (c, _) in &f.counters {

@@ -32,11 +32,14 @@ const WARNING_REVALIDATION_FAILED: HeaderValue =
     HeaderValue::from_static("111 ringway \"Revalidation Failed\"");
 
 /// What the cache makes of a request before it goes upstream.
+// A hit is the common case and is returned at once: boxing its response would cost
+// an allocation per hit to save a move of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum Consult {
     /// Answered from the cache; `revalidate` is a background refresh to start.
-    Serve(Response<ProxyBody>, Option<Revalidate>),
+    Serve(Response<ProxyBody>, Option<Box<Revalidate>>),
     /// Goes upstream; the plan handles the answer.
-    Forward(Plan),
+    Forward(Box<Plan>),
     /// The cache stays out of it (method, `Range`, `no-store`).
     Bypass,
 }
@@ -102,10 +105,10 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
                         let mut refresh = clone_parts(parts);
                         refresh.method = Method::GET;
                         plan.revalidating = add_validators(&mut refresh.headers, object);
-                        Some(Revalidate {
+                        Some(Box::new(Revalidate {
                             parts: refresh,
                             plan,
-                        })
+                        }))
                     }
                     _ => None,
                 };
@@ -139,13 +142,13 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
         }
         plan.stale = Some(object);
     }
-    Consult::Forward(plan)
+    Consult::Forward(Box::new(plan))
 }
 
 use std::sync::atomic::Ordering::Relaxed;
 
 impl Consult {
-    fn with(self, refresh: Option<Revalidate>) -> Consult {
+    fn with(self, refresh: Option<Box<Revalidate>>) -> Consult {
         match self {
             Consult::Serve(resp, _) => Consult::Serve(resp, refresh),
             other => other,
@@ -255,7 +258,7 @@ fn respond(
 /// What to do with the upstream's answer.
 pub enum Answered {
     /// Send this instead (a refreshed or stale copy); the upstream's answer is dropped.
-    Replace(Response<ProxyBody>),
+    Replace(Box<Response<ProxyBody>>),
     /// Send the upstream's answer, storing it through this fill as it streams.
     Store(Box<Fill>),
     /// Send the upstream's answer as it is.
@@ -282,13 +285,13 @@ impl Plan {
         let now = SystemTime::now();
         if status == StatusCode::NOT_MODIFIED && self.revalidating {
             if let Some(resp) = self.refresh(headers, now) {
-                return Answered::Replace(resp);
+                return Answered::Replace(Box::new(resp));
             }
             return Answered::Pass;
         }
         if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
             if let Some(resp) = self.failed() {
-                return Answered::Replace(resp);
+                return Answered::Replace(Box::new(resp));
             }
         }
         if !self.store {
@@ -334,7 +337,13 @@ impl Plan {
         let resp = respond(&object, self.head, now, None);
         if lifetime.is_some() {
             let vary = policy::vary_names(&object.headers).unwrap_or_default();
-            self.cache.store(&self.primary, &self.request_headers, &vary, object, self.epoch);
+            self.cache.store(
+                &self.primary,
+                &self.request_headers,
+                &vary,
+                object,
+                self.epoch,
+            );
         }
         Some(resp)
     }
@@ -375,8 +384,13 @@ impl Fill {
             lifetime,
         };
         let plan = &self.plan;
-        plan.cache
-            .store(&plan.primary, &plan.request_headers, &self.vary, object, plan.epoch);
+        plan.cache.store(
+            &plan.primary,
+            &plan.request_headers,
+            &self.vary,
+            object,
+            plan.epoch,
+        );
     }
 }
 

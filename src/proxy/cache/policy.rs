@@ -77,7 +77,11 @@ fn delta_seconds(arg: &str) -> Option<u64> {
     if arg.is_empty() || !arg.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(arg.parse::<u64>().unwrap_or(u64::MAX).min(MAX_DELTA_SECONDS))
+    Some(
+        arg.parse::<u64>()
+            .unwrap_or(u64::MAX)
+            .min(MAX_DELTA_SECONDS),
+    )
 }
 
 /// Why a request is not answered from the cache, nor its response stored.
@@ -114,10 +118,10 @@ pub fn request_rules(method: &Method, headers: &HeaderMap) -> Result<RequestRule
     if d.no_store {
         return Err(Bypass::NoStore);
     }
-    let pragma_no_cache = headers
-        .get_all(header::PRAGMA)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")));
+    let pragma_no_cache = headers.get_all(header::PRAGMA).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache"))
+    });
     Ok(RequestRules {
         credentialed: headers.contains_key(header::AUTHORIZATION)
             || headers.contains_key(header::COOKIE),
@@ -288,7 +292,9 @@ pub fn http_date(v: &http::HeaderValue) -> Option<SystemTime> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<u64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let day = num(5..7)?;
     let month = match s.get(8..11)? {
@@ -329,7 +335,10 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
 
 /// `t` as an IMF-fixdate.
 pub fn fmt_http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil from days (the inverse of days_from_civil).
     let z = days + 719_468;
@@ -382,7 +391,10 @@ mod tests {
     fn dates_round_trip() {
         let v = HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT");
         let t = http_date(&v).unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 784111777);
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            784111777
+        );
         assert_eq!(fmt_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(&HeaderValue::from_static("0")), None);
     }
@@ -392,19 +404,41 @@ mod tests {
         let now = SystemTime::now();
         let date = fmt_http_date(now);
         let later = fmt_http_date(now + Duration::from_secs(120));
-        let cases: Vec<(Vec<(&str, &str)>, Result<u64, NotStored>)> = vec![
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Result<u64, NotStored>);
+        let cases: Vec<Case> = vec![
             (vec![("cache-control", "max-age=60")], Ok(60)),
             (vec![("cache-control", "max-age=60, s-maxage=30")], Ok(30)),
-            (vec![("cache-control", "no-store, max-age=60")], Err(NotStored::NoStore)),
-            (vec![("cache-control", "private, max-age=60")], Err(NotStored::Private)),
-            (vec![("cache-control", "no-cache")], Err(NotStored::NoLifetime)),
-            (vec![("cache-control", "no-cache"), ("etag", "\"a\"")], Ok(0)),
+            (
+                vec![("cache-control", "no-store, max-age=60")],
+                Err(NotStored::NoStore),
+            ),
+            (
+                vec![("cache-control", "private, max-age=60")],
+                Err(NotStored::Private),
+            ),
+            (
+                vec![("cache-control", "no-cache")],
+                Err(NotStored::NoLifetime),
+            ),
+            (
+                vec![("cache-control", "no-cache"), ("etag", "\"a\"")],
+                Ok(0),
+            ),
             (vec![("date", &date), ("expires", &later)], Ok(120)),
             (vec![("expires", "0"), ("etag", "\"a\"")], Ok(0)),
             (vec![], Err(NotStored::NoLifetime)),
-            (vec![("cache-control", "max-age=60"), ("set-cookie", "a=b")], Err(NotStored::SetCookie)),
-            (vec![("cache-control", "max-age=60"), ("vary", "*")], Err(NotStored::VaryStar)),
-            (vec![("cache-control", "max-age=60"), ("content-length", "2000")], Err(NotStored::TooLarge)),
+            (
+                vec![("cache-control", "max-age=60"), ("set-cookie", "a=b")],
+                Err(NotStored::SetCookie),
+            ),
+            (
+                vec![("cache-control", "max-age=60"), ("vary", "*")],
+                Err(NotStored::VaryStar),
+            ),
+            (
+                vec![("cache-control", "max-age=60"), ("content-length", "2000")],
+                Err(NotStored::TooLarge),
+            ),
         ];
         for (pairs, want) in cases {
             let got = storable(ANON, StatusCode::OK, &headers(&pairs), 1000, now)
@@ -421,9 +455,16 @@ mod tests {
             revalidate: false,
         };
         let plain = headers(&[("cache-control", "max-age=60")]);
-        assert_eq!(storable(cred, StatusCode::OK, &plain, 10, now), Err(NotStored::Credentialed));
+        assert_eq!(
+            storable(cred, StatusCode::OK, &plain, 10, now),
+            Err(NotStored::Credentialed)
+        );
         let public = headers(&[("cache-control", "public, max-age=60")]);
-        assert!(storable(cred, StatusCode::OK, &public, 10, now).unwrap().shared);
+        assert!(
+            storable(cred, StatusCode::OK, &public, 10, now)
+                .unwrap()
+                .shared
+        );
         let s = headers(&[("cache-control", "s-maxage=60")]);
         assert!(storable(cred, StatusCode::OK, &s, 10, now).is_ok());
     }
@@ -431,28 +472,60 @@ mod tests {
     #[test]
     fn stale_allowances_and_must_revalidate() {
         let now = SystemTime::now();
-        let h = headers(&[("cache-control", "max-age=1, stale-while-revalidate=30, stale-if-error=60")]);
+        let h = headers(&[(
+            "cache-control",
+            "max-age=1, stale-while-revalidate=30, stale-if-error=60",
+        )]);
         let l = storable(ANON, StatusCode::OK, &h, 10, now).unwrap();
         assert_eq!(l.stale_while_revalidate, Duration::from_secs(30));
         assert_eq!(l.stale_if_error, Duration::from_secs(60));
-        let h = headers(&[("cache-control", "max-age=1, must-revalidate, stale-if-error=60")]);
+        let h = headers(&[(
+            "cache-control",
+            "max-age=1, must-revalidate, stale-if-error=60",
+        )]);
         let l = storable(ANON, StatusCode::OK, &h, 10, now).unwrap();
         assert_eq!(l.stale_if_error, Duration::ZERO);
         let h = headers(&[("cache-control", "max-age=10"), ("age", "4")]);
-        assert_eq!(storable(ANON, StatusCode::OK, &h, 10, now).unwrap().initial_age, Duration::from_secs(4));
+        assert_eq!(
+            storable(ANON, StatusCode::OK, &h, 10, now)
+                .unwrap()
+                .initial_age,
+            Duration::from_secs(4)
+        );
     }
 
     #[test]
     fn statuses_and_requests() {
         let now = SystemTime::now();
         let h = headers(&[("cache-control", "max-age=60")]);
-        assert_eq!(storable(ANON, StatusCode::INTERNAL_SERVER_ERROR, &h, 10, now), Err(NotStored::Status));
+        assert_eq!(
+            storable(ANON, StatusCode::INTERNAL_SERVER_ERROR, &h, 10, now),
+            Err(NotStored::Status)
+        );
         assert!(storable(ANON, StatusCode::NOT_FOUND, &h, 10, now).is_ok());
-        assert_eq!(request_rules(&Method::POST, &HeaderMap::new()), Err(Bypass::Method));
-        assert_eq!(request_rules(&Method::GET, &headers(&[("range", "bytes=0-1")])), Err(Bypass::Range));
-        assert_eq!(request_rules(&Method::GET, &headers(&[("cache-control", "no-store")])), Err(Bypass::NoStore));
-        let r = request_rules(&Method::HEAD, &headers(&[("cookie", "a=b"), ("pragma", "no-cache")])).unwrap();
+        assert_eq!(
+            request_rules(&Method::POST, &HeaderMap::new()),
+            Err(Bypass::Method)
+        );
+        assert_eq!(
+            request_rules(&Method::GET, &headers(&[("range", "bytes=0-1")])),
+            Err(Bypass::Range)
+        );
+        assert_eq!(
+            request_rules(&Method::GET, &headers(&[("cache-control", "no-store")])),
+            Err(Bypass::NoStore)
+        );
+        let r = request_rules(
+            &Method::HEAD,
+            &headers(&[("cookie", "a=b"), ("pragma", "no-cache")]),
+        )
+        .unwrap();
         assert!(r.credentialed && r.revalidate);
-        assert_eq!(vary_names(&headers(&[("vary", "Accept-Encoding, accept")])).unwrap().len(), 2);
+        assert_eq!(
+            vary_names(&headers(&[("vary", "Accept-Encoding, accept")]))
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

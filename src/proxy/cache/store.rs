@@ -164,7 +164,10 @@ pub struct FillGuard {
 impl Drop for FillGuard {
     fn drop(&mut self) {
         let mut filling = lock(&self.cache.filling);
-        if filling.get(&self.key).is_some_and(|rx| rx.same_channel(&self.rx)) {
+        if filling
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.rx))
+        {
             filling.remove(&self.key);
         }
     }
@@ -252,7 +255,8 @@ impl PoolCache {
         if weight > self.settings.max_object_bytes + ENTRY_OVERHEAD_BYTES * 64 {
             return;
         }
-        self.store.insert(key, Stored::Object(Arc::new(object), weight));
+        self.store
+            .insert(key, Stored::Object(Arc::new(object), weight));
     }
 
     /// Whether this request fills `key`, waits for another, or goes alone.
