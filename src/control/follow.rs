@@ -133,3 +133,45 @@ fn log_drift(state: &ClusterState, config: &Config) -> usize {
     }
     drift.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, MAX_RECENT_PURGES};
+
+    fn purge(key: &str) -> Command {
+        Command::PurgeCache {
+            pool: "web".into(),
+            scope: PurgeScope::Key(key.into()),
+        }
+    }
+
+    #[test]
+    fn purges_are_kept_bounded_with_their_index_and_replayed_in_order() {
+        let mut state = ClusterState::default();
+        for i in 1..=(MAX_RECENT_PURGES as u64 + 10) {
+            state.apply_at(i, &purge(&format!("GET h/{i}"))).unwrap();
+        }
+        let kept: Vec<u64> = state.purges().map(|p| p.index).collect();
+        assert_eq!(kept.len(), MAX_RECENT_PURGES);
+        assert_eq!(kept[0], 11);
+        assert_eq!(state.purges_forgotten_through(), 10);
+        // The same log applied elsewhere gives the same state (no clock read).
+        let mut again = ClusterState::default();
+        for i in 1..=(MAX_RECENT_PURGES as u64 + 10) {
+            again.apply_at(i, &purge(&format!("GET h/{i}"))).unwrap();
+        }
+        assert_eq!(again, state);
+        assert_eq!(ClusterState::decode(&state.encode()).unwrap(), state);
+        let snapshot = Snapshot::default();
+        // Behind the forgotten ones: everything up to the newest is applied.
+        let last = MAX_RECENT_PURGES as u64 + 10;
+        assert_eq!(apply_purges(&state, &snapshot, 3), last);
+        assert_eq!(apply_purges(&state, &snapshot, last), last);
+        let empty = Command::PurgeCache {
+            pool: "web".into(),
+            scope: PurgeScope::Key(String::new()),
+        };
+        assert!(state.apply_at(last + 1, &empty).is_err());
+    }
+}
