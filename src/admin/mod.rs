@@ -36,7 +36,10 @@
 //!   voter joins as a learner, catches up, then is promoted; one that cannot catch up
 //!   within `JOIN_TIMEOUT` is removed again; see [`members`]). Same token and
 //!   forwarding as upstream changes.
+//! - `DELETE /api/cache?pool=NAME&key=KEY` (or `&prefix=PREFIX`): a cache purge agreed
+//!   by the cluster (see [`cache`]). Same token and forwarding.
 
+mod cache;
 pub mod client;
 mod members;
 pub mod parse;
@@ -223,6 +226,7 @@ impl Admin {
                 ),
             },
             (&Method::POST, ["api", "batch"]) => self.change(req, Target::Batch).await,
+            (&Method::DELETE, ["api", "cache"]) => self.purge(req).await,
             (&Method::GET, ["api", "pools", pool, "ring"]) => match decode_segment(pool) {
                 Ok(pool) => self.ring(&pool),
                 Err(why) => text(StatusCode::BAD_REQUEST, &format!("{why}\n")),

@@ -262,6 +262,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         health,
         hash_balance_factor,
         slow_start,
+        cache,
     } = pool;
     let Timeouts {
         connect,
@@ -309,6 +310,20 @@ fn pool_map(pool: &Pool) -> Mapping {
         ("hash_balance_factor", hash_balance_factor.and_then(n)),
         ("slow_start_ms", n(slow_start.duration_ms)),
         ("slow_start_steps", n(slow_start.steps)),
+        ("cache", cache.as_ref().and_then(|c| mapping(cache_map(c)))),
+    ])
+}
+
+fn cache_map(cache: &crate::config::CacheSettings) -> Mapping {
+    let crate::config::CacheSettings {
+        max_bytes,
+        max_object_bytes,
+        coalesce_timeout,
+    } = cache;
+    map([
+        ("max_bytes", n(*max_bytes)),
+        ("max_object_bytes", n(*max_object_bytes)),
+        ("coalesce_timeout_ms", ms(*coalesce_timeout)),
     ])
 }
 

@@ -27,6 +27,35 @@ pub const STATE_VERSION: u32 = 1;
 /// changes in between would take minutes, so this covers every retry at ~40 bytes each.
 pub const MAX_REMEMBERED_CHANGES: usize = 4096;
 
+/// Cache purges remembered in the state, oldest forgotten first, so that an
+/// instance that follows the state late (or restarts from a snapshot) still applies
+/// every recent one to its cache. An instance further behind than this empties its
+/// caches instead (see [`ClusterState::purges_forgotten_through`]). 1024 purges at
+/// ~100 bytes each keep snapshots small.
+pub const MAX_RECENT_PURGES: usize = 1024;
+/// Longest key or prefix a purge names: a request line's host and URI fit (the
+/// listener's header limit is of the same order).
+pub const MAX_PURGE_KEY_BYTES: usize = 8192;
+
+/// What a cache purge removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PurgeScope {
+    /// One key (and every variant stored under it).
+    Key(String),
+    /// Every key that starts with this (empty: all of the pool's).
+    Prefix(String),
+}
+
+/// A purge the cluster agreed on, and the log index it applied at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    pub index: u64,
+    pub pool: String,
+    pub scope: PurgeScope,
+}
+
 /// The id of a change proposed through [`crate::cluster::forward::Proposer`]: the
 /// proposing node and a number it never reuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,6 +169,10 @@ pub enum Command {
     /// applied (its first attempt's answer was lost with a leader) is refused with
     /// [`Refused::Duplicate`] naming the index where it applied.
     Once { id: ChangeId, command: Box<Command> },
+    /// Removes entries from `pool`'s response cache on every instance, at the index
+    /// it commits at (the state only records it; each instance's control layer
+    /// applies it to its own cache).
+    PurgeCache { pool: String, scope: PurgeScope },
 }
 
 /// Most commands one batch may hold.
@@ -194,6 +227,16 @@ pub struct ClusterState {
     /// oldest first, at most [`MAX_REMEMBERED_CHANGES`].
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     applied_changes: VecDeque<(ChangeId, u64)>,
+    /// The latest cache purges, oldest first, at most [`MAX_RECENT_PURGES`].
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    purges: VecDeque<Purge>,
+    /// Index of the newest purge dropped from `purges` (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    purges_forgotten_through: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One upstream's slow start: it owns `step` of `steps` parts of its ring points
@@ -396,6 +439,23 @@ impl Command {
                 }
                 Ok(())
             }
+            Command::PurgeCache { pool, scope } => {
+                check_name("pool", pool)?;
+                let (Ok(text) | Err(text)) = match scope {
+                    PurgeScope::Key(k) => Ok(k),
+                    PurgeScope::Prefix(p) => Err(p),
+                };
+                if text.len() > MAX_PURGE_KEY_BYTES {
+                    return Err(Refused::Invalid(format!(
+                        "a purge key or prefix is at most {MAX_PURGE_KEY_BYTES} bytes, got {}",
+                        text.len()
+                    )));
+                }
+                if matches!(scope, PurgeScope::Key(k) if k.is_empty()) {
+                    return Err(Refused::Invalid("a purge key cannot be empty".into()));
+                }
+                Ok(())
+            }
             Command::Once { command, .. } => match **command {
                 Command::Once { .. } => Err(Refused::Invalid(
                     "a once-only change cannot wrap another".into(),
@@ -571,10 +631,34 @@ impl ClusterState {
             self.applied_changes.push_back((*id, index));
             return Ok(());
         }
+        if let Command::PurgeCache { pool, scope } = cmd {
+            if self.purges.len() >= MAX_RECENT_PURGES {
+                if let Some(old) = self.purges.pop_front() {
+                    self.purges_forgotten_through = old.index;
+                }
+            }
+            self.purges.push_back(Purge {
+                index,
+                pool: pool.clone(),
+                scope: scope.clone(),
+            });
+            return Ok(());
+        }
         self.apply_valid(cmd, Weights::Check)?;
         self.settle_breakers();
         self.settle_ramps();
         Ok(())
+    }
+
+    /// The latest cache purges, oldest first.
+    pub fn purges(&self) -> impl Iterator<Item = &Purge> {
+        self.purges.iter()
+    }
+
+    /// Index of the newest purge no longer in [`ClusterState::purges`]: a follower
+    /// that applied purges only up to an earlier index has missed some.
+    pub fn purges_forgotten_through(&self) -> u64 {
+        self.purges_forgotten_through
     }
 
     /// Applies a validated command; with [`Weights::Later`] the caller checks the
@@ -698,7 +782,7 @@ impl ClusterState {
                 step,
                 at_ms,
             } => self.step_ramp(pool, upstream, *step, *at_ms)?,
-            Command::Once { .. } => {}
+            Command::Once { .. } | Command::PurgeCache { .. } => {}
         }
         Ok(())
     }
@@ -968,6 +1052,15 @@ impl ClusterState {
                 what: "cluster state",
                 reason: format!("slow start of upstream {id:?} of pool {pool:?}: {why}"),
             })?;
+        }
+        if state.purges.len() > MAX_RECENT_PURGES {
+            return Err(DecodeError {
+                what: "cluster state",
+                reason: format!(
+                    "{} remembered purges, at most {MAX_RECENT_PURGES}",
+                    state.purges.len()
+                ),
+            });
         }
         for (pool, b) in &state.breakers {
             let bad = |why: String| DecodeError {

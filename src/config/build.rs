@@ -18,6 +18,7 @@ use super::*;
 use crate::balance::{HashKey, HostPattern, MissingKey};
 
 mod access_log;
+mod cache;
 mod health;
 mod http2;
 mod retry;
@@ -608,6 +609,7 @@ impl Checker {
         }
         let hash_balance_factor = self.balance_factor(path, &raw.hash_balance_factor);
         let slow_start = self.slow_start(path, &raw.slow_start_ms, &raw.slow_start_steps);
+        let cache = self.cache(path, raw.cache);
         Some(Pool {
             name: name?,
             hosts: hosts?,
@@ -627,6 +629,7 @@ impl Checker {
             health,
             hash_balance_factor,
             slow_start,
+            cache,
         })
     }
 

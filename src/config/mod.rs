@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod bounds;
 mod build;
+pub mod cache;
 pub mod health;
 pub mod http2;
 pub mod paths;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::balance::{HashKey, HostPattern, MissingKey};
+pub use cache::CacheSettings;
 pub use http2::{Http2Settings, UpstreamProtocol};
 pub use retry::{AtLimit, RetryOn, RetryPolicy, UpstreamLimits};
 pub use slow_start::SlowStart;
@@ -290,6 +292,8 @@ pub struct Pool {
     /// How a joining or readmitted upstream ramps up to its share of the ring
     /// (`slow_start_ms`, `slow_start_steps`).
     pub slow_start: SlowStart,
+    /// The pool's response cache (`cache`); `None` (the default) turns it off.
+    pub cache: Option<cache::CacheSettings>,
 }
 
 /// One backend server of a pool.

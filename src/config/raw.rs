@@ -110,6 +110,17 @@ pub struct RawPool {
     pub hash_balance_factor: Option<Value>,
     pub slow_start_ms: Option<Value>,
     pub slow_start_steps: Option<Value>,
+    pub cache: Option<RawCache>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].cache`: the pool's response cache.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCache {
+    pub max_bytes: Option<Value>,
+    pub max_object_bytes: Option<Value>,
+    pub coalesce_timeout_ms: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

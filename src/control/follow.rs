@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::cluster::driver::ClusterHandle;
-use crate::cluster::state::ClusterState;
+use crate::cluster::state::{ClusterState, PurgeScope};
 use crate::config::{self, parse_upstream_addr, Config};
 use crate::health::breaker::PoolBreakers;
 use crate::proxy::snapshot::Memberships;
@@ -77,6 +77,8 @@ pub async fn follow_cluster(
     let mut views = handle.subscribe();
     let mut last: Option<(Arc<ClusterState>, Arc<Config>)> = None;
     let mut warned_joining = false;
+    // Index of the newest cache purge applied to this instance's caches.
+    let mut purged_through = 0;
     loop {
         let state = views.borrow_and_update().state.clone();
         let config = configs.borrow_and_update().clone();
@@ -95,6 +97,7 @@ pub async fn follow_cluster(
             let current = proxy.snapshot();
             let next = Snapshot::build_with(&config, Some(&committed), Some(&current));
             proxy.swap(next);
+            purged_through = apply_purges(&state, &proxy.snapshot(), purged_through);
             let drift = log_drift(&state, &config);
             proxy.metrics().config_drift(drift);
             last = Some((state, config));
@@ -104,6 +107,34 @@ pub async fn follow_cluster(
             changed = configs.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Applies to `snapshot`'s caches the purges of `state` past `through`, in log
+/// order; returns the index of the newest applied. When `state` has already
+/// forgotten purges past `through`, every cache is emptied: the safe stand-in for
+/// purges this instance can no longer name.
+///
+/// A purge that applies while a response for a matching key is being filled stops
+/// that fill from being stored (the cache's purge epoch moves on; any fill that began
+/// before it is dropped at its end), so no copy older than the purge survives it.
+pub fn apply_purges(state: &ClusterState, snapshot: &Snapshot, through: u64) -> u64 {
+    let mut newest = through;
+    if state.purges_forgotten_through() > through {
+        snapshot.clear_caches();
+        newest = state.purges_forgotten_through();
+    }
+    let from = newest;
+    for purge in state.purges().filter(|p| p.index > from) {
+        let (text, prefix) = match &purge.scope {
+            PurgeScope::Key(k) => (k.as_str(), false),
+            PurgeScope::Prefix(p) => (p.as_str(), true),
+        };
+        if let Some(removed) = snapshot.purge(&purge.pool, text, prefix) {
+            tracing::info!(pool = %purge.pool, index = purge.index, key = %text, prefix, removed, "cache purge applied");
+        }
+        newest = purge.index;
+    }
+    newest
 }
 
 /// Logs each pool that differs between the file and the cluster; returns how many.
@@ -116,4 +147,46 @@ fn log_drift(state: &ClusterState, config: &Config) -> usize {
         tracing::info!(drift = %d, "file and cluster differ");
     }
     drift.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::state::{Command, MAX_RECENT_PURGES};
+
+    fn purge(key: &str) -> Command {
+        Command::PurgeCache {
+            pool: "web".into(),
+            scope: PurgeScope::Key(key.into()),
+        }
+    }
+
+    #[test]
+    fn purges_are_kept_bounded_with_their_index_and_replayed_in_order() {
+        let mut state = ClusterState::default();
+        for i in 1..=(MAX_RECENT_PURGES as u64 + 10) {
+            state.apply_at(i, &purge(&format!("GET h/{i}"))).unwrap();
+        }
+        let kept: Vec<u64> = state.purges().map(|p| p.index).collect();
+        assert_eq!(kept.len(), MAX_RECENT_PURGES);
+        assert_eq!(kept[0], 11);
+        assert_eq!(state.purges_forgotten_through(), 10);
+        // The same log applied elsewhere gives the same state (no clock read).
+        let mut again = ClusterState::default();
+        for i in 1..=(MAX_RECENT_PURGES as u64 + 10) {
+            again.apply_at(i, &purge(&format!("GET h/{i}"))).unwrap();
+        }
+        assert_eq!(again, state);
+        assert_eq!(ClusterState::decode(&state.encode()).unwrap(), state);
+        let snapshot = Snapshot::default();
+        // Behind the forgotten ones: everything up to the newest is applied.
+        let last = MAX_RECENT_PURGES as u64 + 10;
+        assert_eq!(apply_purges(&state, &snapshot, 3), last);
+        assert_eq!(apply_purges(&state, &snapshot, last), last);
+        let empty = Command::PurgeCache {
+            pool: "web".into(),
+            scope: PurgeScope::Key(String::new()),
+        };
+        assert!(state.apply_at(last + 1, &empty).is_err());
+    }
 }

@@ -348,6 +348,8 @@ pub struct ProxyBody {
     /// Counts the request in flight to its upstream until the body ends or drops.
     inflight: Option<InFlight>,
     tally: Option<Tally>,
+    /// A response being stored in the pool's cache as it streams.
+    fill: Option<Box<super::cache::Fill>>,
 }
 
 #[derive(Debug)]
@@ -367,6 +369,7 @@ impl ProxyBody {
             log: None,
             inflight: None,
             tally: None,
+            fill: None,
         }
     }
 
@@ -377,6 +380,7 @@ impl ProxyBody {
             log: None,
             inflight: None,
             tally: None,
+            fill: None,
         }
     }
 
@@ -387,6 +391,7 @@ impl ProxyBody {
             log: None,
             inflight: None,
             tally: None,
+            fill: None,
         }
     }
 
@@ -400,6 +405,33 @@ impl ProxyBody {
     pub fn with_log(mut self, log: Box<AccessLog>) -> Self {
         self.log = Some(log);
         self
+    }
+
+    /// Stores this body in the cache through `fill` as it is sent.
+    pub fn with_fill(mut self, fill: Box<super::cache::Fill>) -> Self {
+        self.fill = Some(fill);
+        self
+    }
+
+    /// Hands a data frame to the fill, which is given up past its object bound (or
+    /// at trailers, which are not stored), and stored once the body is whole.
+    fn fill_frame(&mut self, frame: &Frame<Bytes>) {
+        let keep = match (&mut self.fill, frame.data_ref()) {
+            (None, _) => return,
+            (Some(fill), Some(data)) => fill.data(data),
+            (Some(_), None) => false,
+        };
+        if !keep {
+            self.fill = None;
+        } else if self.is_end_stream() {
+            self.fill_done();
+        }
+    }
+
+    fn fill_done(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            fill.finish();
+        }
     }
 
     /// Attaches the request's metrics, recorded when this body ends.
@@ -452,6 +484,7 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         let complete = self.is_end_stream();
         if complete {
+            self.fill_done();
             self.ended(Code::Unknown, Outcome::Grpc(Code::Unknown));
         } else if let Some(tally) = &mut self.tally {
             // The client left: nothing is held against the upstream.
@@ -483,6 +516,7 @@ impl Body for ProxyBody {
                 if let Some(tally) = &this.tally {
                     tally.sent(len);
                 }
+                this.fill_frame(f);
                 if let Some(trailers) = f.trailers_ref() {
                     this.trailers(trailers);
                     // Trailers are a body's last frame: the response is whole, even
@@ -492,10 +526,12 @@ impl Body for ProxyBody {
             }
             Some(Err(_)) => {
                 // The upstream's body broke (or stalled) mid-call.
+                this.fill = None;
                 this.ended(Code::Unknown, Outcome::Reset);
                 this.finish(true);
             }
             None => {
+                this.fill_done();
                 this.ended(Code::Unknown, Outcome::Grpc(Code::Unknown));
                 this.finish(false);
             }

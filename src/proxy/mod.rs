@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod body;
+pub mod cache;
 pub mod error;
 pub mod grpc;
 mod h2_gauges;
@@ -72,6 +73,8 @@ impl Proxy {
         };
         let gauges = h2_gauges::H2Gauges::new(proxy.snapshot.clone());
         proxy.metrics.register(Box::new(gauges));
+        let cached = cache::metrics::CacheMetrics::new(proxy.snapshot.clone());
+        proxy.metrics.register(Box::new(cached));
         proxy.swap(snapshot);
         proxy
     }
@@ -199,6 +202,7 @@ impl Proxy {
         }
         let metrics = snapshot.metrics.pool(pool_index);
         let hash = key_hash(pool, &req, origin)?;
+        let cache_key = pool.cache.as_ref().map(|_| cache::key(req.uri(), host));
         let upgrade = headers::upgrade_requested(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -206,6 +210,19 @@ impl Proxy {
         headers::set_tracing(&mut parts.headers, request_id, origin.work.traceparent);
         if let Some(log) = log.as_mut() {
             log.traceparent = headers::traceparent(&parts.headers).cloned();
+        }
+        let mut plan = None;
+        if let (Some(store), Some(primary)) = (&pool.cache, cache_key) {
+            match cache::consult(store, &mut parts, primary).await {
+                cache::Consult::Serve(resp, refresh) => {
+                    if let Some(refresh) = refresh {
+                        self.revalidate(pool.name.clone(), hash, refresh, origin.work.via);
+                    }
+                    return Ok(resp);
+                }
+                cache::Consult::Forward(p) => plan = Some(p),
+                cache::Consult::Bypass => {}
+            }
         }
         let mut body = match body.is_end_stream() {
             true => IdleBody::new(body, pool.timeouts.idle),
@@ -222,12 +239,17 @@ impl Proxy {
             .then_some(pool.retry.max_body_bytes);
         let body = UpBody::new(body, keep);
         let req = Request::from_parts(parts, body);
+        let forwarded = forward(pool, metrics, hash, req, target).await;
         let Forwarded {
             upstream,
             mut response,
             conn,
             inflight,
-        } = forward(pool, metrics, hash, req, target).await?;
+        } = match forwarded {
+            Ok(f) => f,
+            // A stale copy within its stale-if-error allowance stands in.
+            Err(e) => return plan.as_ref().and_then(|p| p.failed()).ok_or(e),
+        };
         if let Some(log) = log.as_mut() {
             log.upstream = Some(pool.upstreams[upstream].id.clone());
         }
@@ -241,12 +263,53 @@ impl Proxy {
         }
         headers::prepare_response(response.headers_mut(), switching, origin.work.via);
         let (parts, body) = response.into_parts();
-        Ok(Response::from_parts(
-            parts,
-            // A switched connection belongs to the tunnel, never to the pool.
-            ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn))
-                .with_inflight(inflight),
-        ))
+        // A switched connection belongs to the tunnel, never to the pool.
+        let mut body = ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn))
+            .with_inflight(inflight);
+        if let (Some(plan), false) = (plan, switching) {
+            match plan.answered(parts.status, &parts.headers) {
+                cache::Answered::Replace(resp) => return Ok(*resp),
+                cache::Answered::Store(fill) => body = body.with_fill(fill),
+                cache::Answered::Pass => {}
+            }
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Refreshes a stale entry served under stale-while-revalidate, in the
+    /// background and within [`cache::REVALIDATE_TIMEOUT`]: the pool's answer is
+    /// stored (or a 304 refreshes the entry) through `refresh`'s plan, which holds
+    /// the key's fill until it ends.
+    fn revalidate(&self, pool: Arc<str>, hash: u32, refresh: Box<cache::Revalidate>, via: bool) {
+        let snapshot = self.snapshot.load_full();
+        tokio::spawn(async move {
+            let Some(index) = snapshot.pools.iter().position(|p| p.name == pool) else {
+                return;
+            };
+            let (pool, metrics) = (&snapshot.pools[index], snapshot.metrics.pool(index));
+            let cache::Revalidate { parts, plan } = *refresh;
+            let work = async {
+                let req = Request::from_parts(parts, UpBody::Empty);
+                let mut target = Target::default();
+                let Ok(f) = forward(pool, metrics, hash, req, &mut target).await else {
+                    return;
+                };
+                let mut response = f.response;
+                headers::prepare_response(response.headers_mut(), false, via);
+                let (parts, body) = response.into_parts();
+                let body = ProxyBody::upstream(body, pool.timeouts.idle, Some(f.conn))
+                    .with_inflight(f.inflight);
+                if let cache::Answered::Store(fill) = plan.answered(parts.status, &parts.headers) {
+                    let mut body = body.with_fill(fill);
+                    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                        if frame.is_err() {
+                            break;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(cache::REVALIDATE_TIMEOUT, work).await;
+        });
     }
 }
 

@@ -41,6 +41,9 @@ pub struct PoolState {
     /// How an upstream the breaker readmits ramps up (`slow_start_ms`): the leader
     /// proposes the readmission with it.
     pub slow_start: config::SlowStart,
+    /// The pool's response cache (`cache`), kept across snapshots while its
+    /// settings stay the same.
+    pub cache: Option<Arc<super::cache::PoolCache>>,
 }
 
 impl PoolState {
@@ -137,6 +140,11 @@ impl Snapshot {
                 let mut state = build_pool(p, &members, &reuse, instances, &share);
                 if let Some(old) = previous.and_then(|s| s.pool(&p.name)) {
                     state.retry_budget = old.retry_budget.clone();
+                    if let (Some(c), Some(settings)) = (&old.cache, &p.cache) {
+                        if c.settings == *settings {
+                            state.cache = Some(c.clone());
+                        }
+                    }
                 }
                 let old = previous.and_then(|s| s.pool(&p.name)).map(|s| &s.health);
                 let breakers = cluster.and_then(|c| c.breakers(&p.name));
@@ -161,6 +169,21 @@ impl Snapshot {
             request_body_timeout: Some(config.limits.request_body_timeout),
             access_log: Arc::new(config.access_log.clone()),
         }
+    }
+
+    /// Applies a purge agreed by the cluster to `pool`'s cache (see
+    /// [`super::cache::PoolCache::purge`]); `None` when the pool has no cache here.
+    pub fn purge(&self, pool: &str, key_or_prefix: &str, prefix: bool) -> Option<usize> {
+        let cache = self.pool(pool)?.cache.as_ref()?;
+        Some(cache.purge(key_or_prefix, prefix))
+    }
+
+    /// Empties every pool's cache.
+    pub fn clear_caches(&self) {
+        self.pools
+            .iter()
+            .filter_map(|p| p.cache.as_ref())
+            .for_each(|c| c.clear());
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolState> {
@@ -219,6 +242,9 @@ fn build_pool(
             UpstreamProtocol::Http1 => false,
         },
         slow_start: pool.slow_start,
+        cache: pool
+            .cache
+            .map(|settings| Arc::new(super::cache::PoolCache::new(settings))),
     }
 }
 

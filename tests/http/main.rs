@@ -13,6 +13,7 @@ mod tlsutil;
 
 mod access_log;
 mod attack;
+mod cache;
 mod cli;
 mod config_paths;
 mod config_tls;

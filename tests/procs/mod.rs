@@ -227,6 +227,16 @@ pub fn cluster_secret(dir: &Path) -> PathBuf {
 /// Writes the config of one instance serving pool `web` (hash key: path) over
 /// `upstreams`, and starts it.
 pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Instance {
+    start_node_with(dir, node, upstreams, "")
+}
+
+/// [`start_node`] with more lines for pool `web` (four-space indented).
+pub fn start_node_with(
+    dir: &Path,
+    node: Node<'_>,
+    upstreams: &[SocketAddr],
+    pool_extra: &str,
+) -> Instance {
     let (listener, admin) = (free_port(), free_port());
     let peers: Vec<String> = node
         .peers
@@ -243,7 +253,7 @@ pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Insta
          cluster:\n  address: \"{raft}\"\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n{extra}\
          listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
          admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-         pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n",
+         pools:\n  - name: web\n    hash_key: path\n    upstreams: [{ups}]\n{pool_extra}",
         data = dir.join(name).display().to_string(),
         raft = node.raft,
         token = dir.join("token").display().to_string(),
@@ -268,6 +278,16 @@ pub fn start_node(dir: &Path, node: Node<'_>, upstreams: &[SocketAddr]) -> Insta
 
 /// Three instances n1..n3 that reach each other directly.
 pub fn cluster(dir: &Path, upstreams: &[SocketAddr], cluster_extra: &str) -> Vec<Instance> {
+    cluster_with(dir, upstreams, cluster_extra, "")
+}
+
+/// [`cluster`] with more lines for pool `web` (see [`start_node_with`]).
+pub fn cluster_with(
+    dir: &Path,
+    upstreams: &[SocketAddr],
+    cluster_extra: &str,
+    pool_extra: &str,
+) -> Vec<Instance> {
     let names = ["n1", "n2", "n3"];
     let raft: Vec<SocketAddr> = names.iter().map(|_| local(free_port())).collect();
     let peers: Vec<(String, SocketAddr)> = names
@@ -285,7 +305,7 @@ pub fn cluster(dir: &Path, upstreams: &[SocketAddr], cluster_extra: &str) -> Vec
                 peers: peers.clone(),
                 cluster_extra,
             };
-            start_node(dir, node, upstreams)
+            start_node_with(dir, node, upstreams, pool_extra)
         })
         .collect()
 }
