@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod bounds;
 mod build;
+pub mod discover;
 pub mod health;
 pub mod http2;
 pub mod paths;
@@ -285,6 +286,9 @@ pub struct Pool {
     /// in-flight requests passes a key on to the next upstream on the ring. `None`
     /// (the default) turns it off.
     pub hash_balance_factor: Option<u32>,
+    /// Upstreams found in DNS by the cluster's leader instead of `upstreams` (which is
+    /// then empty).
+    pub discover: Option<discover::Discover>,
 }
 
 /// One backend server of a pool.

@@ -108,6 +108,25 @@ pub struct RawPool {
     pub upstream_limits: Option<RawUpstreamLimits>,
     pub health: Option<RawHealth>,
     pub hash_balance_factor: Option<Value>,
+    pub discover: Option<RawDiscover>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].discover`: upstreams from DNS.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDiscover {
+    pub dns: Option<Value>,
+    #[serde(rename = "type")]
+    pub record: Option<Value>,
+    pub port: Option<Value>,
+    pub interval_ms: Option<Value>,
+    pub timeout_ms: Option<Value>,
+    pub resolver: Option<Value>,
+    pub max_remove_percent: Option<Value>,
+    pub hold_down: Option<Value>,
+    pub weight: Option<Value>,
+    pub id_prefix: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
