@@ -13,6 +13,7 @@
 //! - [`breakers`]: the breaker controller (trips become reports; the leader's
 //!   half-open probes and readmissions).
 //! - [`active`]: active health checks following the snapshots.
+//! - [`discover`]: the leader resolves discovered pools and proposes their upstreams.
 //! - [`member`]: this instance's cluster member started (data-dir lock, storage,
 //!   transport with mutual TLS or the cluster secret, the driver thread).
 //! - [`load_file`]: a config file read (bounded), parsed and its TLS files checked,
@@ -20,6 +21,7 @@
 
 pub mod active;
 pub mod breakers;
+pub mod discover;
 pub mod follow;
 pub mod member;
 pub mod reload;
@@ -73,6 +75,8 @@ pub struct Instance {
     pub member: Member,
     pub proposer: Proposer,
     pub reloader: Arc<Reloader>,
+    /// What DNS discovery did on this instance, for the admin API.
+    pub discovery: Arc<discover::Board>,
     /// The proxy's listeners, once bound ([`Instance::bind`]).
     server: Option<Server>,
     stop_tx: watch::Sender<bool>,
@@ -114,12 +118,21 @@ impl Instance {
             proposer: proposer.clone(),
         };
         tokio::spawn(health.run(stop_rx.clone()));
+        let discovery = Arc::new(discover::Board::default());
+        let discovering = discover::Controller {
+            proposer: proposer.clone(),
+            config: reloader.subscribe(),
+            board: discovery.clone(),
+            metrics: proxy.metrics().clone(),
+        };
+        tokio::spawn(discovering.run(stop_rx.clone()));
         Ok(Instance {
             config,
             proxy,
             member,
             proposer,
             reloader,
+            discovery,
             server: None,
             stop_tx,
         })
