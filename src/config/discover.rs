@@ -24,6 +24,14 @@ pub const MIN_HOLD_DOWN: u32 = 2;
 /// More than this many agreeing answers adds only delay.
 pub const MAX_HOLD_DOWN: u32 = 100;
 
+/// Longest DNS name in text form (RFC 1035: 255 octets on the wire).
+pub const MAX_DNS_NAME_CHARS: usize = 253;
+
+/// A DNS name as discovery compares names: lowercase, no trailing dot.
+pub fn normalise_dns_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The record type asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordType {

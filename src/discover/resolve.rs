@@ -100,10 +100,7 @@ impl Resolver {
             RecordType::Aaaa => self.addresses(&d.dns, wire::TYPE_AAAA, deadline).await,
             RecordType::Srv => self.targets(&d.dns, deadline).await,
         }
-        .map(|found| {
-            tracing::debug!(name = %d.dns, found = found.len(), "resolved");
-            found
-        })
+        .inspect(|found| tracing::debug!(name = %d.dns, found = found.len(), "resolved"))
     }
 
     async fn addresses(&self, name: &str, rtype: u16, deadline: Instant) -> Result<Found, Failure> {

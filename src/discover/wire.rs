@@ -8,8 +8,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Longest name in text form (RFC 1035 section 2.3.4: 255 octets on the wire).
-pub const MAX_NAME_TEXT: usize = 253;
 /// Longest name on the wire, length octets and the root's included.
 const MAX_NAME_WIRE: usize = 255;
 /// Compression pointers followed while reading one name. A name has at most 127
@@ -117,10 +115,7 @@ pub struct Response {
     pub additional: Vec<Record>,
 }
 
-/// Normalises a name as written in a file: lowercase, no trailing dot.
-pub fn normalise(name: &str) -> Name {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
+pub use crate::config::discover::normalise_dns_name as normalise;
 
 /// A query for `name` (already checked: labels of 1 to 63 bytes) of type `rtype`, with
 /// recursion desired and an EDNS(0) OPT record advertising [`EDNS_UDP_PAYLOAD`].

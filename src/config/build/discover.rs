@@ -80,8 +80,8 @@ impl Checker {
 
     fn discover_name(&mut self, path: &str, v: &Option<Value>) -> Option<String> {
         let s = self.required(path, v).and_then(|v| self.string(path, v))?;
-        let name = crate::discover::wire::normalise(&s);
-        if name.len() > crate::discover::wire::MAX_NAME_TEXT || !is_dns_name(&name) {
+        let name = normalise_dns_name(&s);
+        if name.len() > MAX_DNS_NAME_CHARS || !is_dns_name(&name) {
             self.error(
                 path,
                 format!("must be a DNS name of at most 253 characters (labels of letters, digits, '-' and '_'), got {s:?}"),
