@@ -13,6 +13,7 @@
 //! 10. [`metrics`]: every Prometheus metric, its labels and buckets.
 //! 11. [`cli`], [`echo`], [`shutdown`]: what the `ringway` binary needs besides.
 //! 12. [`grpc_status`]: the gRPC status codes the config, detection and data plane share.
+//! 13. [`discover`]: pools whose upstreams the leader finds in DNS.
 
 pub mod admin;
 pub mod balance;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod echo;
 pub mod grpc_status;
 pub mod health;

@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("health", &["config", "ring", "balance", "grpc_status"]),
     ("cluster", &["raft", "config", "health", "ring"]),
     ("tls", &["config", "cluster", "raft"]),
+    ("discover", &["cluster", "config"]),
     (
         "metrics",
         &["cluster", "health", "raft", "config", "grpc_status"],
@@ -39,7 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "control",
         &[
             "proxy", "cluster", "config", "health", "metrics", "tls", "raft", "balance", "ring",
-            "shutdown",
+            "shutdown", "discover",
         ],
     ),
     (

@@ -83,6 +83,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// The peer transport (once it runs): whether peers say this node is not a member.
     pub transport: Arc<std::sync::OnceLock<crate::cluster::transport::Transport>>,
+    /// What DNS discovery did on this instance.
+    pub discovery: Arc<crate::control::discover::Board>,
 }
 
 /// Largest admin request body: an upstream is a few dozen bytes of JSON.
@@ -192,6 +194,7 @@ impl Admin {
             names: instance.member.names.clone(),
             token,
             transport: instance.member.transport.clone(),
+            discovery: instance.discovery.clone(),
         });
         tokio::spawn(admin.serve_with_tls(listener, tls, instance.stopping()));
         Ok(())
@@ -438,10 +441,17 @@ impl Admin {
     fn pools_json(&self) -> Value {
         let snapshot = self.proxy.snapshot();
         let view = self.proposer.cluster().view();
+        let config = self.config.borrow().clone();
         let pools: Vec<Value> = snapshot
             .pools
             .iter()
             .map(|p| {
+                let discover = config
+                    .pools
+                    .iter()
+                    .find(|c| *c.name == *p.name)
+                    .and_then(|c| c.discover.as_ref())
+                    .map(|d| self.discovery.json(&p.name, d));
                 let ids: Vec<&str> = p.upstreams.iter().map(|u| &*u.id).collect();
                 let breakers = view.state.breakers(&p.name);
                 let now = crate::health::detector::now_ms();
@@ -476,10 +486,10 @@ impl Admin {
                     "ring_points": p.ring.len(),
                     "ring_digest": p.ring.digest(&ids),
                     "replicated": view.state.pool(&p.name),
+                    "discover": discover,
                 })
             })
             .collect();
-        let config = self.config.borrow().clone();
         let drift: Vec<String> = view
             .state
             .drift(&config)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use crate::config::access_log::{AccessFormat, AccessLog};
+use crate::config::discover::{Discover, RecordType};
 use crate::config::health::{Active, CheckKind, FailureClasses, Health, Passive, Policy};
 use crate::config::{
     Admin, AtLimit, CertPair, Cluster, ClusterTls, Config, HeaderWork, Http2Settings, Limits,
@@ -263,6 +264,7 @@ fn pool_map(pool: &Pool) -> Mapping {
         hash_balance_factor,
         slow_start,
         cache,
+        discover,
     } = pool;
     let Timeouts {
         connect,
@@ -286,7 +288,14 @@ fn pool_map(pool: &Pool) -> Mapping {
         ("max_idle_per_upstream", size(*max_idle_per_upstream)),
         (
             "upstreams",
-            list(upstreams.iter().map(|u| Value::Mapping(upstream_map(u)))),
+            discover
+                .is_none()
+                .then(|| list(upstreams.iter().map(|u| Value::Mapping(upstream_map(u)))))
+                .flatten(),
+        ),
+        (
+            "discover",
+            discover.as_ref().map(|d| Value::Mapping(discover_map(d))),
         ),
         ("tls", tls.as_ref().map(|t| Value::Mapping(pool_tls(t)))),
         ("protocol", s(protocol)),
@@ -324,6 +333,34 @@ fn cache_map(cache: &crate::config::CacheSettings) -> Mapping {
         ("max_bytes", n(*max_bytes)),
         ("max_object_bytes", n(*max_object_bytes)),
         ("coalesce_timeout_ms", ms(*coalesce_timeout)),
+    ])
+}
+
+fn discover_map(d: &Discover) -> Mapping {
+    let Discover {
+        dns,
+        record,
+        port,
+        interval,
+        timeout,
+        resolver,
+        max_remove_percent,
+        hold_down,
+        weight,
+        id_prefix,
+    } = d;
+    let srv = *record == RecordType::Srv;
+    map([
+        ("dns", s(dns)),
+        ("type", s(record.as_str())),
+        ("port", port.and_then(n)),
+        ("interval_ms", ms(*interval)),
+        ("timeout_ms", ms(*timeout)),
+        ("resolver", resolver.as_ref().and_then(s)),
+        ("max_remove_percent", n(*max_remove_percent)),
+        ("hold_down", n(*hold_down)),
+        ("weight", (!srv).then_some(*weight).and_then(n)),
+        ("id_prefix", (!srv).then_some(id_prefix).and_then(s)),
     ])
 }
 

@@ -1123,6 +1123,8 @@ impl ClusterState {
         let mut out = Vec::new();
         for p in &config.pools {
             match self.pools.get(&p.name) {
+                // A discovered pool's upstreams are the leader's answers, never the file's.
+                Some(_) if p.discover.is_some() => {}
                 None => out.push(Drift::PoolOnlyInFile(p.name.clone())),
                 Some(list) => {
                     let file = file_upstreams(p);
@@ -1161,6 +1163,10 @@ pub fn file_changes(
 ) -> Vec<Command> {
     let mut out = Vec::new();
     for p in &new.pools {
+        if let Some(change) = discover_change(old, p, state) {
+            out.extend(change);
+            continue;
+        }
         let wanted = file_upstreams(p);
         let before = old
             .pools
@@ -1208,6 +1214,29 @@ pub fn file_changes(
         }
     }
     out
+}
+
+/// What an edit does to a pool that is discovered in DNS now or was before: `None`
+/// when neither (the file's list applies). A discovered pool's membership is the
+/// discovery leader's to propose, so the file changes nothing in it; a pool that stops
+/// being discovered takes the file's list whole.
+fn discover_change(
+    old: &config::Config,
+    p: &config::Pool,
+    state: &ClusterState,
+) -> Option<Vec<Command>> {
+    let was = old.pools.iter().find(|o| o.name == p.name);
+    let was_discovered = was.is_some_and(|o| o.discover.is_some());
+    if p.discover.is_some() {
+        return Some(Vec::new());
+    }
+    let wanted = file_upstreams(p);
+    (was_discovered && state.pool(&p.name) != Some(&wanted[..])).then(|| {
+        vec![Command::SetPool {
+            pool: p.name.clone(),
+            upstreams: wanted,
+        }]
+    })
 }
 
 /// The upstreams a config pool lists, as the cluster would hold them.

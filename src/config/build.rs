@@ -19,6 +19,7 @@ use crate::balance::{HashKey, HostPattern, MissingKey};
 
 mod access_log;
 mod cache;
+mod discover;
 mod health;
 mod http2;
 mod retry;
@@ -594,7 +595,14 @@ impl Checker {
             MAX_IDLE_LIMIT,
             DEFAULT_MAX_IDLE_PER_UPSTREAM as u64,
         ) as usize;
-        let upstreams = self.upstreams(path, raw.upstreams);
+        let (upstreams, discover) = match (raw.upstreams, raw.discover) {
+            (Some(_), Some(_)) => {
+                self.error(path, "give either upstreams or discover, not both");
+                (Vec::new(), None)
+            }
+            (None, Some(d)) => (Vec::new(), self.discover(path, d, name.as_deref())),
+            (upstreams, None) => (self.upstreams(path, upstreams), None),
+        };
         let tls = match raw.tls {
             Some(t) => Some(self.pool_tls(&join(path, "tls"), t)?),
             None => None,
@@ -630,6 +638,7 @@ impl Checker {
             hash_balance_factor,
             slow_start,
             cache,
+            discover,
         })
     }
 

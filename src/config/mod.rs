@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod bounds;
 mod build;
 pub mod cache;
+pub mod discover;
 pub mod health;
 pub mod http2;
 pub mod paths;
@@ -294,6 +295,9 @@ pub struct Pool {
     pub slow_start: SlowStart,
     /// The pool's response cache (`cache`); `None` (the default) turns it off.
     pub cache: Option<cache::CacheSettings>,
+    /// Upstreams found in DNS by the cluster's leader instead of `upstreams` (which is
+    /// then empty).
+    pub discover: Option<discover::Discover>,
 }
 
 /// One backend server of a pool.

@@ -111,6 +111,7 @@ pub struct RawPool {
     pub slow_start_ms: Option<Value>,
     pub slow_start_steps: Option<Value>,
     pub cache: Option<RawCache>,
+    pub discover: Option<RawDiscover>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -121,6 +122,24 @@ pub struct RawCache {
     pub max_bytes: Option<Value>,
     pub max_object_bytes: Option<Value>,
     pub coalesce_timeout_ms: Option<Value>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `pools[].discover`: upstreams from DNS.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDiscover {
+    pub dns: Option<Value>,
+    #[serde(rename = "type")]
+    pub record: Option<Value>,
+    pub port: Option<Value>,
+    pub interval_ms: Option<Value>,
+    pub timeout_ms: Option<Value>,
+    pub resolver: Option<Value>,
+    pub max_remove_percent: Option<Value>,
+    pub hold_down: Option<Value>,
+    pub weight: Option<Value>,
+    pub id_prefix: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -14,6 +14,7 @@
 //!   half-open probes and readmissions).
 //! - [`active`]: active health checks following the snapshots.
 //! - [`slow_start`]: the leader steps every slow start in the replicated state.
+//! - [`discover`]: the leader resolves discovered pools and proposes their upstreams.
 //! - [`member`]: this instance's cluster member started (data-dir lock, storage,
 //!   transport with mutual TLS or the cluster secret, the driver thread).
 //! - [`load_file`]: a config file read (bounded), parsed and its TLS files checked,
@@ -21,6 +22,7 @@
 
 pub mod active;
 pub mod breakers;
+pub mod discover;
 pub mod follow;
 pub mod member;
 pub mod reload;
@@ -75,6 +77,8 @@ pub struct Instance {
     pub member: Member,
     pub proposer: Proposer,
     pub reloader: Arc<Reloader>,
+    /// What DNS discovery did on this instance, for the admin API.
+    pub discovery: Arc<discover::Board>,
     /// The proxy's listeners, once bound ([`Instance::bind`]).
     server: Option<Server>,
     stop_tx: watch::Sender<bool>,
@@ -117,12 +121,21 @@ impl Instance {
         };
         tokio::spawn(health.run(stop_rx.clone()));
         tokio::spawn(slow_start::run(proposer.clone(), stop_rx.clone()));
+        let discovery = Arc::new(discover::Board::default());
+        let discovering = discover::Controller {
+            proposer: proposer.clone(),
+            config: reloader.subscribe(),
+            board: discovery.clone(),
+            metrics: proxy.metrics().clone(),
+        };
+        tokio::spawn(discovering.run(stop_rx.clone()));
         Ok(Instance {
             config,
             proxy,
             member,
             proposer,
             reloader,
+            discovery,
             server: None,
             stop_tx,
         })
