@@ -39,6 +39,8 @@ done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /tmp/ringway-cachebench-XXXXXX)
+# nginx's workers run as an unprivileged user: they must reach the cache directory.
+chmod 755 "$W"
 PROXY_PORT=28180 BACKEND_PORT=28191 STATUS_PORT=28192
 pids=()
 log() { printf '[bench-cache] %s\n' "$*" >&2; }
@@ -97,7 +99,7 @@ load() { # seconds logfile
 
 measure() {
   local name=$1 pid out t0 t1 b0 b1 done rps hz
-  rm -rf "$W/nginx-cache" "$W/data"
+  rm -rf "$W/nginx-cache" "$W/data" "$W/lat"
   taskset -c 1 bash -c "exec ${cmds[$name]}" >"$W/$name.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PROXY_PORT/item/1" && break; sleep 0.1; done
@@ -111,6 +113,11 @@ measure() {
   done=$(awk '/^requests:/ { print $8 }' <<<"$out")
   rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
   hz=$(getconf CLK_TCK)
+  if [ -z "$done" ] || [ "$done" -eq 0 ] || [ ! -s "$W/lat" ]; then
+    log "$name: no request completed; see $W/$name.log"
+    echo "$name 0 0 0 0 0 0"
+    return
+  fi
   cut -f3 "$W/lat" | sort -n | awk -v n="$name" -v r="$rps" -v d=$((t1 - t0)) -v q="$done" -v hz="$hz" -v b=$((b1 - b0)) '
     { a[NR] = $1 }
     END { i = int(NR * 0.50); if (i < 1) i = 1; j = int(NR * 0.99); if (j < 1) j = 1
@@ -136,7 +143,7 @@ for name in ringway nginx; do
     function med(x, k, i, j, t) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
       return x[int((k + 1) / 2)] }
     END { printf "| %s | %.0f | %.2f | %.3f | %.3f | %d of %d |\n", n, med(r, NR), med(c, NR), med(p5, NR), med(p9, NR), b, q
-      if (b * 100 > q) exit 1 }' || status=1
+      if (q == 0 || b * 100 > q) exit 1 }' || status=1
 done
-[ $status -eq 0 ] || log "a proxy sent more than 1 % of its requests to the backend: not a hit path"
+[ $status -eq 0 ] || log "a proxy completed no request, or sent more than 1 % of them to the backend (not a hit path)"
 exit $status
