@@ -273,7 +273,7 @@ impl Loop {
         let result = answer.as_ref().map_or_else(|f| f.label(), |_| "ok");
         self.counters
             .resolutions
-            .with_label_values(&[&pool, result])
+            .with_label_values(&[pool.as_str(), result])
             .inc();
         let current = view.state.pool(&pool);
         let decision = decide(&pool, &settings, current, answer.as_ref(), &mut run.held);
