@@ -328,11 +328,13 @@ fn cache_map(cache: &crate::config::CacheSettings) -> Mapping {
         max_bytes,
         max_object_bytes,
         coalesce_timeout,
+        key,
     } = cache;
     map([
         ("max_bytes", n(*max_bytes)),
         ("max_object_bytes", n(*max_object_bytes)),
         ("coalesce_timeout_ms", ms(*coalesce_timeout)),
+        ("key", key.as_ref().and_then(s)),
     ])
 }
 

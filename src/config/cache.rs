@@ -25,7 +25,7 @@ pub const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_COALESCE_TIMEOUT_MS: u64 = 60_000;
 
 /// A pool's cache settings (`pools[].cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Bytes the cache holds at most: bodies, heads and keys, plus a fixed cost per
     /// entry.
@@ -34,6 +34,10 @@ pub struct CacheSettings {
     pub max_object_bytes: u64,
     /// How long a miss waits for another miss of the same key already upstream.
     pub coalesce_timeout: Duration,
+    /// What names an entry (`key`, a template of request parts as `hash_key` takes),
+    /// after `GET `; `None`: the host and the URI. A request missing a part the
+    /// template names is neither served from the cache nor stored.
+    pub key: Option<crate::balance::HashKey>,
 }
 
 impl Default for CacheSettings {
@@ -42,6 +46,7 @@ impl Default for CacheSettings {
             max_bytes: DEFAULT_CACHE_MAX_BYTES,
             max_object_bytes: DEFAULT_CACHE_MAX_OBJECT_BYTES,
             coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
+            key: None,
         }
     }
 }

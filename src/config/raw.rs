@@ -122,6 +122,7 @@ pub struct RawCache {
     pub max_bytes: Option<Value>,
     pub max_object_bytes: Option<Value>,
     pub coalesce_timeout_ms: Option<Value>,
+    pub key: Option<Value>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -202,7 +202,13 @@ impl Proxy {
         }
         let metrics = snapshot.metrics.pool(pool_index);
         let hash = key_hash(pool, &req, origin)?;
-        let cache_key = pool.cache.as_ref().map(|_| cache::key(req.uri(), host));
+        let cache_key = match &pool.cache {
+            Some(store) => match &store.settings.key {
+                None => Some(cache::key(req.uri(), host)),
+                Some(template) => cache::key_of(template, &req, origin.client_ip),
+            },
+            None => None,
+        };
         let upgrade = headers::upgrade_requested(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();

@@ -244,6 +244,7 @@ fn build_pool(
         slow_start: pool.slow_start,
         cache: pool
             .cache
+            .clone()
             .map(|settings| Arc::new(super::cache::PoolCache::new(settings))),
     }
 }

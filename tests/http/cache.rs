@@ -384,6 +384,30 @@ async fn head_is_answered_from_a_get_entry() {
 }
 
 #[tokio::test]
+async fn a_key_template_names_what_an_entry_is() {
+    let cacheable = |body: &str| script(&[("cache-control", "max-age=60")], body);
+    // The query string left out of the key: one entry answers every query.
+    let (proxy, up, _u) = cached_proxy(&["key: \"{host}{path}\""]).await;
+    up.set("/k?a=1", cacheable("copy {n}"));
+    up.set("/k?a=2", cacheable("other {n}"));
+    assert_eq!(send(proxy.addr, get_req("/k?a=1")).await.text(), "copy 1");
+    assert_eq!(send(proxy.addr, get_req("/k?a=2")).await.text(), "copy 1");
+    assert_eq!(up.count("/k?a=2"), 0);
+    // A tenant header in the key: one entry per tenant, and a request without the
+    // header is neither served from the cache nor stored.
+    let (proxy, up, _u) = cached_proxy(&["key: \"{uri} {header:x-tenant}\""]).await;
+    up.set("/t", cacheable("copy {n}"));
+    let (a, b) = ([("x-tenant", "a")], [("x-tenant", "b")]);
+    assert_eq!(send(proxy.addr, get_with("/t", &a)).await.text(), "copy 1");
+    assert_eq!(send(proxy.addr, get_with("/t", &b)).await.text(), "copy 2");
+    assert_eq!(send(proxy.addr, get_with("/t", &a)).await.text(), "copy 1");
+    assert_eq!(send(proxy.addr, get_req("/t")).await.text(), "copy 3");
+    assert_eq!(send(proxy.addr, get_req("/t")).await.text(), "copy 4");
+    assert_eq!(send(proxy.addr, get_with("/t", &b)).await.text(), "copy 2");
+    assert_eq!(up.count("/t"), 4);
+}
+
+#[tokio::test]
 async fn vary_stores_one_copy_per_varying_request_header() {
     let (proxy, up, _u) = cached_proxy(&[]).await;
     up.set(
@@ -650,6 +674,7 @@ fn bad_cache_settings_are_refused_naming_the_field() {
                 vec!["cache:", "  size: 1"],
                 "pools[0].cache.size: unknown field",
             ),
+            (vec!["cache:", "  key: \"{nope}\""], "pools[0].cache.key"),
         ],
     );
 }

@@ -41,10 +41,22 @@ impl Checker {
             MAX_COALESCE_TIMEOUT_MS,
             d.coalesce_timeout.as_millis() as u64,
         );
+        let key = raw.key.as_ref().and_then(|v| {
+            let at = join(&p, "key");
+            let text = self.string(&at, v)?;
+            match crate::balance::HashKey::parse(&text) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    self.error(at, why);
+                    None
+                }
+            }
+        });
         Some(CacheSettings {
             max_bytes,
             max_object_bytes,
             coalesce_timeout: std::time::Duration::from_millis(ms),
+            key,
         })
     }
 }

@@ -83,6 +83,28 @@ pub fn key(uri: &http::Uri, host: Option<&str>) -> Arc<str> {
     key.into()
 }
 
+/// The key of a request under a `cache.key` template: `GET ` and the template's
+/// parts, or `None` (the request bypasses the cache) when one is missing or the
+/// result is not UTF-8.
+pub fn key_of<B>(
+    template: &crate::balance::HashKey,
+    req: &http::Request<B>,
+    client_ip: std::net::IpAddr,
+) -> Option<Arc<str>> {
+    let input = crate::balance::KeyInput {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        client_ip,
+    };
+    let bytes = template.extract(&input)?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let mut key = String::with_capacity(4 + text.len());
+    key.push_str("GET ");
+    key.push_str(text);
+    Some(key.into())
+}
+
 /// Consults `cache` for the request `parts` (already prepared for the upstream),
 /// whose key is `primary`.
 /// May wait, at most `coalesce_timeout`, for another request filling the same key.
