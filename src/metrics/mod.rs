@@ -192,7 +192,7 @@ impl Metrics {
             ),
             limited: counter_vec(
                 "ringway_upstream_limited_total",
-                "Requests that found the upstream at upstream_limits.max_inflight: passed to the next on the ring (spilled), waited (queued), or gave up waiting (rejected).",
+                "Requests that found the upstream at one of its upstream_limits (max_inflight, its share of cluster_max_inflight, or max_connections): passed to the next on the ring (spilled), waited (queued), or gave up waiting (rejected).",
                 &["pool", "upstream", "action"],
             ),
             retry_budget_exhausted: counter_vec(
