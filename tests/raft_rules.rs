@@ -923,3 +923,47 @@ fn founder_that_voted_for_the_first_leader_is_not_lost() {
     assert!(!n.node.fresh_founder());
     assert_eq!(granted(&out, 3), Some(true));
 }
+
+/// A node that knows it lost state still takes a leader's entries, but acknowledges
+/// none: its earlier acknowledgements were counted in quorums it no longer remembers,
+/// and a new one could complete a quorum for a leader the group has since deposed (the
+/// soak's seed 685988: a cut-off leader of an older term committed over a newer
+/// committed entry with such an acknowledgement).
+#[test]
+fn a_node_that_lost_state_acknowledges_no_append() {
+    let mut n = fresh_founder(1);
+    let pre = MessageBody::VoteResponse {
+        kind: VoteKind::PreVote,
+        granted: true,
+    };
+    n.tick_until_campaign();
+    for from in [2, 3] {
+        if n.node.role() == Role::PreCandidate {
+            n.step(from, n.node.term() + 1, pre.clone());
+        }
+    }
+    let t = n.node.term();
+    n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 1, t));
+    assert!(n.node.lost_data());
+    let leader_term = n.node.term();
+    let out = n.step(
+        2,
+        leader_term,
+        append(
+            BOOTSTRAP_INDEX,
+            1,
+            BOOTSTRAP_INDEX,
+            vec![entry(BOOTSTRAP_INDEX + 1, leader_term)],
+        ),
+    );
+    assert_eq!(
+        n.node.last_index(),
+        BOOTSTRAP_INDEX + 1,
+        "it still takes the entries"
+    );
+    let acks = out
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::AppendResponse { success: true, .. }))
+        .count();
+    assert_eq!(acks, 0, "a lost node acknowledged an append: {out:?}");
+}

@@ -111,15 +111,13 @@ fn seeds_with_demotions() {
     assert!(r.conf_changes > 0, "{}", summary(&r));
 }
 
-/// Seeds the soak found that still fail. Each is a real bug the core must be fixed for
-/// (see docs/raft.md, "Found by the soak"); the test fails today, which is why it is
-/// ignored, and it is to pass, un-ignored, with the fix.
-const KNOWN_FAILING_SEEDS: [u64; 1] = [685_988];
+/// Seeds the soak found failing, each a bug fixed since (see docs/raft.md, "Found by
+/// the soak"): they must pass.
+const SOAK_FOUND_SEEDS: [u64; 1] = [685_988];
 
 #[test]
-#[ignore = "seed 685988: a node that knows it lost state still acknowledges appends, and a deposed leader of an older term counts that acknowledgement toward a commit (docs/raft.md, \"Found by the soak\"); not fixed yet"]
-fn known_failing_seeds() {
-    for seed in KNOWN_FAILING_SEEDS {
+fn seeds_the_soak_found() {
+    for seed in SOAK_FOUND_SEEDS {
         if let Err(v) = run(&SimConfig::for_seed(seed)) {
             panic!("{v}");
         }

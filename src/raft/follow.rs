@@ -22,6 +22,12 @@ impl Raft {
     }
 
     fn respond_append(&mut self, to: NodeId, index: Index) {
+        // A node that lost state acknowledges nothing: its acknowledgements were
+        // counted in quorums it no longer remembers, and a new one could complete a
+        // quorum for a leader the group has deposed (docs/raft.md, "Lost state").
+        if self.lost_data {
+            return;
+        }
         let body = MessageBody::AppendResponse {
             success: true,
             index,

@@ -3,10 +3,11 @@
 //!
 //! A node that lost state must not vote: its old votes and acknowledgements were
 //! counted in quorums it no longer remembers, so a vote now could elect a second leader
-//! in a term or a leader missing committed entries. Such a node keeps following (it
-//! applies what the leader sends) but neither campaigns nor grants votes, and says so
-//! in its durable state, until an operator removes it and adds it back with an empty
-//! data dir. The rules, and why they are safe, are in `docs/raft.md` ("Lost state").
+//! in a term or a leader missing committed entries; an acknowledgement now could
+//! complete a quorum for a deposed leader. Such a node takes what a leader sends but
+//! neither campaigns, grants votes nor acknowledges entries (so it learns no new
+//! commit), and says so in its durable state, until an operator removes it and adds it
+//! back with an empty data dir. The rules, and why they are safe, are in `docs/raft.md` ("Lost state").
 
 use super::core::{Raft, Role};
 use super::message::{Message, MessageBody};

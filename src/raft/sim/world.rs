@@ -729,7 +729,9 @@ impl World {
             self.checker.committed_term(index) == Some(term)
                 && members.iter().all(|&m| {
                     let n = &self.nodes[self.idx(m)];
-                    n.node.is_some() && n.machine.applied >= index
+                    // A node that lost state acknowledges nothing, so the leader tells
+                    // it no commit: it waits for an operator, not for the group.
+                    n.lost_data() || (n.node.is_some() && n.machine.applied >= index)
                 })
         })
     }
