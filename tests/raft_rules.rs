@@ -882,13 +882,9 @@ fn fresh_founder(id: NodeId) -> T {
     T { node, storage }
 }
 
-/// A wiped founder that campaigns into the first leader's term votes for itself there.
-/// That vote is no proof it took part: the first election needed its vote, so the first
-/// leader was a life of its own it forgot, or got a vote it no longer remembers. It must
-/// mark itself lost and refuse the vote, not grant it to a candidate that may lack
-/// entries it acknowledged before the wipe.
-#[test]
-fn founder_that_voted_for_itself_in_the_first_leaders_term_has_lost_state() {
+/// Founder 1 back from an empty data dir, campaigning into the first leader's term (a
+/// candidate that voted for itself there).
+fn wiped_founder_campaigning() -> T {
     let mut n = fresh_founder(1);
     let pre = MessageBody::VoteResponse {
         kind: VoteKind::PreVote,
@@ -900,6 +896,17 @@ fn founder_that_voted_for_itself_in_the_first_leaders_term_has_lost_state() {
             n.step(from, n.node.term() + 1, pre.clone());
         }
     }
+    n
+}
+
+/// A wiped founder that campaigns into the first leader's term votes for itself there.
+/// That vote is no proof it took part: the first election needed its vote, so the first
+/// leader was a life of its own it forgot, or got a vote it no longer remembers. It must
+/// mark itself lost and refuse the vote, not grant it to a candidate that may lack
+/// entries it acknowledged before the wipe.
+#[test]
+fn founder_that_voted_for_itself_in_the_first_leaders_term_has_lost_state() {
+    let mut n = wiped_founder_campaigning();
     assert_eq!(n.node.role(), Role::Candidate);
     let t = n.node.term();
     assert_eq!(n.storage.hard_state().vote, 1);
@@ -931,17 +938,7 @@ fn founder_that_voted_for_the_first_leader_is_not_lost() {
 /// committed entry with such an acknowledgement).
 #[test]
 fn a_node_that_lost_state_acknowledges_no_append() {
-    let mut n = fresh_founder(1);
-    let pre = MessageBody::VoteResponse {
-        kind: VoteKind::PreVote,
-        granted: true,
-    };
-    n.tick_until_campaign();
-    for from in [2, 3] {
-        if n.node.role() == Role::PreCandidate {
-            n.step(from, n.node.term() + 1, pre.clone());
-        }
-    }
+    let mut n = wiped_founder_campaigning();
     let t = n.node.term();
     n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 1, t));
     assert!(n.node.lost_data());
