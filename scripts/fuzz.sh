@@ -8,7 +8,7 @@
 # from its committed seeds (fuzz/corpus/<target>/, fuzz/regressions/<target>/) and keeps
 # what it discovers in fuzz/work/<target>/ (not committed). A crash, leak, timeout or
 # out-of-memory input is written to fuzz/artifacts/<target>/; copy it into
-# fuzz/regressions/<target>/ so `cargo test --test fuzz_corpus` replays it from then on.
+# fuzz/regressions/<target>/ so `cargo test --test units fuzz_corpus::` replays it from then on.
 # Prints executions, coverage and the outcome per target; exits 1 if any target failed.
 set -euo pipefail
 

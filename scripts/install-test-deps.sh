@@ -4,9 +4,9 @@
 #   curl                  (package curl)        tests/http/tls.rs
 #   chromium              (package chromium)    the status page test, headless
 #   jq                    (package jq)          scripts/msrv.sh
-#   systemd-analyze       (package systemd)     tests/package.rs (verifies the unit)
-#   faketime              (package faketime)    tests/nemesis.rs (one instance's clock skewed)
-#   cargo-deb             (cargo install)       tests/package.rs (builds the .deb)
+#   systemd-analyze       (package systemd)     tests/units/package.rs (verifies the unit)
+#   faketime              (package faketime)    tests/cluster/nemesis.rs (one instance's clock skewed)
+#   cargo-deb             (cargo install)       tests/units/package.rs (builds the .deb)
 # Idempotent: installs only the packages whose commands are missing, and does nothing
 # when every command is on the PATH. scripts/test.sh runs it before `cargo test`.
 #

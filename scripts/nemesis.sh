@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The nemesis against real processes (tests/nemesis.rs): five `ringway run` instances
+# The nemesis against real processes (tests/cluster/nemesis.rs): five `ringway run` instances
 # behind relays, clients recording every change's outcome, kills, partitions, slow
 # links and paused processes chosen by the seed; then the checker. Release build.
 #
@@ -26,4 +26,4 @@ done
 case $seconds$seed in *[!0-9]*) echo "--seconds and --seed take whole numbers" >&2; exit 2 ;; esac
 [ ${#profile[@]} -eq 0 ] || echo "building the release test binary (the first build takes several minutes)..." >&2
 NEMESIS_SECONDS=$seconds NEMESIS_SEED=$seed \
-  cargo test "${profile[@]}" --test nemesis -- --ignored --exact nemesis --nocapture
+  cargo test "${profile[@]}" --test cluster -- --ignored --exact nemesis::nemesis --nocapture

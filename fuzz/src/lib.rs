@@ -5,7 +5,7 @@
 //! Each function takes arbitrary bytes and panics only when ringway breaks a rule the
 //! function checks: a panic inside ringway, a decode that does not survive re-encoding,
 //! recovery that keeps bytes failing their checksum. `fuzz_targets/*.rs` hand libFuzzer's
-//! input to these functions; `tests/fuzz_corpus.rs` replays the committed corpus and
+//! input to these functions; `tests/units/fuzz_corpus.rs` replays the committed corpus and
 //! regression inputs through the same functions under plain `cargo test`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

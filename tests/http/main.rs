@@ -13,6 +13,7 @@ mod tlsutil;
 
 mod access_log;
 mod attack;
+mod bounds;
 mod cache;
 mod cli;
 mod config_paths;
@@ -26,7 +27,9 @@ mod h2_upstream;
 mod metrics;
 mod proxy;
 mod proxy_limits;
+mod reload;
 mod retry;
 mod status;
+mod status_page;
 mod tls;
 mod tracing_headers;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{config_yaml, Child, Client, PoolSpec, TempFile, Upstream, WAIT};
 use http::Request;
 
-/// A port free right now, below the kernel's ephemeral range (see tests/cluster_process.rs).
+/// A port free right now, below the kernel's ephemeral range (see tests/cluster/process.rs).
 fn free_port() -> u16 {
     loop {
         let port = 20_000 + fastrand::u16(..10_000);

@@ -616,7 +616,7 @@ mod cluster {
 // The binary: TLS on a listener and on the admin API, and `check` naming bad files
 // ---------------------------------------------------------------------------------
 
-/// A port free right now, below the ephemeral range (see tests/cluster_process.rs).
+/// A port free right now, below the ephemeral range (see tests/cluster/process.rs).
 fn free_port() -> u16 {
     loop {
         let port = 20_000 + fastrand::u16(..10_000);

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -378,11 +379,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A TCP relay in front of one address whose traffic the test can cut: while cut, its
-/// connections are closed and new ones are closed as soon as they are accepted.
+/// A TCP relay in front of one address whose traffic the test can cut and slow: while
+/// cut, its connections are closed and new ones are closed as soon as they are
+/// accepted; while slowed, every chunk it forwards waits the delay first.
 pub struct Relay {
     pub addr: SocketAddr,
     cut: Arc<watch::Sender<bool>>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -391,30 +394,38 @@ impl Relay {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let (cut, _) = watch::channel(false);
-        let cut = Arc::new(cut);
-        let watcher = cut.clone();
+        let cut = Arc::new(watch::channel(false).0);
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (watcher, delay) = (cut.clone(), delay_ms.clone());
         rt.spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 let mut cut_rx = watcher.subscribe();
                 if *cut_rx.borrow() {
                     continue;
                 }
+                let delay = delay.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let (ir, iw) = inbound.into_split();
+                    let (or, ow) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = pump(ir, ow, delay.clone()) => {}
+                        _ = pump(or, iw, delay) => {}
                         _ = cut_rx.wait_for(|&c| c) => {}
                     }
                 });
             }
         });
-        Relay { addr, cut }
+        Relay {
+            addr,
+            cut,
+            delay_ms,
+        }
     }
 
     pub fn cut(&self) {
@@ -422,7 +433,39 @@ impl Relay {
     }
 
     pub fn heal(&self) {
-        self.cut.send_replace(false);
+        self.set(false, Duration::ZERO);
+    }
+
+    /// Cuts or heals the relay, and sets the delay on every chunk it forwards.
+    pub fn set(&self, cut: bool, delay: Duration) {
+        self.cut.send_replace(cut);
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Copies one direction of a relayed connection, each chunk after the relay's delay.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Arc<AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let d = delay.load(Ordering::Relaxed);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! `fuzz/regressions/<target>/`) through the same checks the fuzz targets run, so plain
 //! `cargo test` on stable catches a regression of anything the fuzzer once found.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};

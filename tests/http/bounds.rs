@@ -6,8 +6,6 @@
 //! before they are parsed. The last test holds a running instance to the same
 //! bounds through its file, a reload, `PUT` and `/api/batch`.
 
-mod procs;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -524,7 +522,7 @@ fn loopback(i: usize) -> String {
 }
 
 /// The replicated weights of pool `web` on a running instance, by upstream id.
-fn live_weights(i: &procs::Instance) -> Option<BTreeMap<String, u64>> {
+fn live_weights(i: &crate::procs::Instance) -> Option<BTreeMap<String, u64>> {
     let pools = i.get("/api/pools")?;
     let replicated = pools["pools"][0]["replicated"].as_array()?;
     replicated
@@ -535,7 +533,7 @@ fn live_weights(i: &procs::Instance) -> Option<BTreeMap<String, u64>> {
 
 #[test]
 fn a_running_instance_holds_the_bounds_through_file_reload_put_and_batch() {
-    use procs::{eventually, free_port, local, test_dir, Instance};
+    use crate::procs::{eventually, free_port, local, test_dir, Instance};
     let dir = test_dir("bounds-run");
     let (listener, admin) = (free_port(), free_port());
     let config = dir.join("ringway.yaml");

@@ -162,7 +162,7 @@ impl Drop for Member {
 }
 
 fn bootstrap() -> Command {
-    let config = Config::parse(include_str!("../config.example.yaml")).unwrap();
+    let config = Config::parse(include_str!("../../config.example.yaml")).unwrap();
     ClusterState::bootstrap_command(&config)
 }
 

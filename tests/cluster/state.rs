@@ -151,7 +151,7 @@ fn encodings_round_trip_and_reject_other_versions() {
 }
 
 fn config() -> Config {
-    Config::parse(include_str!("../config.example.yaml")).unwrap()
+    Config::parse(include_str!("../../config.example.yaml")).unwrap()
 }
 
 #[test]

@@ -5,10 +5,6 @@
 //! index; an address change under an SRV target moves no key; SERVFAIL, NXDOMAIN and
 //! an empty answer keep the pool; a large removal is held back until it repeats.
 
-#[path = "common/dns.rs"]
-mod dns;
-mod procs;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -16,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dns::{srv, DnsServer, Entry, Rr};
-use procs::{eventually, free_port, local, test_dir, Instance};
+use crate::dns::{srv, DnsServer, Entry, Rr};
+use crate::procs;
+use crate::procs::{eventually, free_port, local, test_dir, Instance};
 use ringway::config::discover::{Discover, RecordType};
 use ringway::discover::{Failure, Found, Resolver, Target};
 use serde_json::Value;

@@ -21,10 +21,8 @@
 //! [`RECOVERY_BOUND`] when they were sent. A
 //! violation prints the seed and the whole history.
 //!
-//! `cargo test --test nemesis` runs a short seeded version; `scripts/nemesis.sh
+//! `cargo test --test cluster nemesis::` runs a short seeded version; `scripts/nemesis.sh
 //! --seconds N --seed S` runs a long one (release build).
-
-mod procs;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,9 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use procs::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use crate::procs::*;
 
 const NAMES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 /// A proxied request may fail this long after its instance was restarted or resumed
@@ -67,82 +63,6 @@ impl Rng {
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
-    }
-}
-
-/// A relay for one direction of one pair's cluster link: it can cut its connections
-/// (and refuse new ones) and delay every chunk it forwards.
-struct Link {
-    addr: SocketAddr,
-    cut: Arc<watch::Sender<bool>>,
-    delay_ms: Arc<AtomicU64>,
-}
-
-impl Link {
-    fn start(rt: &tokio::runtime::Runtime, target: SocketAddr) -> Link {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(watch::channel(false).0);
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let (watcher, delay) = (cut.clone(), delay_ms.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                let mut cut_rx = watcher.subscribe();
-                if *cut_rx.borrow() {
-                    continue;
-                }
-                let delay = delay.clone();
-                tokio::spawn(async move {
-                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (ir, iw) = inbound.into_split();
-                    let (or, ow) = outbound.into_split();
-                    tokio::select! {
-                        _ = pump(ir, ow, delay.clone()) => {}
-                        _ = pump(or, iw, delay) => {}
-                        _ = cut_rx.wait_for(|&c| c) => {}
-                    }
-                });
-            }
-        });
-        Link {
-            addr,
-            cut,
-            delay_ms,
-        }
-    }
-
-    fn set(&self, cut: bool, delay: Duration) {
-        self.cut.send_replace(cut);
-        self.delay_ms
-            .store(delay.as_millis() as u64, Ordering::Relaxed);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Arc<AtomicU64>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let d = delay.load(Ordering::Relaxed);
-        if d > 0 {
-            tokio::time::sleep(Duration::from_millis(d)).await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
     }
 }
 
@@ -320,10 +240,10 @@ fn reader(shared: Arc<Shared>) {
 
 /// The links as the nemesis sets them: `links[i][j]` carries what instance i sends
 /// to instance j.
-struct Links(Vec<Vec<Option<Link>>>);
+struct Links(Vec<Vec<Option<Relay>>>);
 
 impl Links {
-    fn each(&self, mut f: impl FnMut(usize, usize, &Link)) {
+    fn each(&self, mut f: impl FnMut(usize, usize, &Relay)) {
         for (i, row) in self.0.iter().enumerate() {
             for (j, l) in row.iter().enumerate() {
                 if let Some(l) = l {
@@ -368,7 +288,7 @@ fn run(seconds: u64, seed: u64) {
         (0..NAMES.len())
             .map(|i| {
                 (0..NAMES.len())
-                    .map(|j| (i != j).then(|| Link::start(&rt, raft[j])))
+                    .map(|j| (i != j).then(|| Relay::start(&rt, raft[j])))
                     .collect()
             })
             .collect(),

@@ -15,7 +15,7 @@ fn errors(text: &str) -> Vec<String> {
 
 #[test]
 fn example_is_accepted_as_written() {
-    let text = include_str!("../config.example.yaml");
+    let text = include_str!("../../config.example.yaml");
     let c = Config::parse(text).expect("example is valid");
     assert_eq!(c.node.id, "n1");
     assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8080");
@@ -180,7 +180,7 @@ proptest! {
     /// Mutations of a valid file never panic either.
     #[test]
     fn mutated_example_never_panics(cut in 0usize..600, insert in "[ :\\-\\[\\]{}a-z0-9\\n]{0,12}") {
-        let base = include_str!("../config.example.yaml");
+        let base = include_str!("../../config.example.yaml");
         let at = base.char_indices().map(|(i, _)| i).nth(cut % base.chars().count()).unwrap_or(0);
         let text = format!("{}{}{}", &base[..at], insert, &base[at..]);
         let _ = Config::parse(&text);

@@ -8,18 +8,17 @@
 //! while no other key moves. A single instance (no `cluster` section) ramps an
 //! upstream its reloaded file adds the same way.
 //!
-//! `slow_start_bench` (ignored; `cargo test --test cluster_slow_start --
-//! --ignored --nocapture`) measures the time from readmission to the full share on
-//! all three, for the README.
-
-mod procs;
+//! `slow_start_bench` (ignored; `cargo test --test cluster -- --ignored --nocapture
+//! slow_start::slow_start_bench`) measures the time from readmission to the full share
+//! on all three, for the README.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, local, test_dir, Echo, Instance};
+use crate::procs;
+use crate::procs::{free_port, local, test_dir, Echo, Instance};
 use ringway::ring::{point, Member, Ring, Share};
 use serde_json::Value;
 

@@ -13,14 +13,13 @@
 //! `the_cluster_demo_passes_every_step`: `scripts/cluster-demo.sh --auto` with the
 //! test build of the binary, on ports of its own.
 
-mod procs;
-
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use procs::{eventually_every, free_port, local, test_dir, Instance};
+use crate::procs;
+use crate::procs::{eventually_every, free_port, local, test_dir, Instance};
 use serde_json::Value;
 
 /// What installs the browser this test needs (Debian's package).

@@ -4,10 +4,8 @@
 //! instance readmits it. Reports need two distinct instances (`min_reporters: 2`), so
 //! followers' reports travel to the leader.
 //!
-//! `breaker_bench` (ignored; `cargo test --release --test cluster_breakers --
-//! --ignored --nocapture`) measures the same cycle under steady load for the README.
-
-mod procs;
+//! `breaker_bench` (ignored; `cargo test --release --test cluster -- --ignored --nocapture
+//! breakers::breaker_bench`) measures the same cycle under steady load for the README.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, local, test_dir, Echo, Instance};
+use crate::procs;
+use crate::procs::{free_port, local, test_dir, Echo, Instance};
 use serde_json::Value;
 
 /// Every wait in this file gives up here.

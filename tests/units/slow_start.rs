@@ -424,7 +424,7 @@ fn ramps_survive_the_snapshot_and_old_snapshots_decode() {
 
 #[test]
 fn the_snapshot_ring_holds_the_replicated_share() {
-    let config = Config::parse(include_str!("../config.example.yaml")).unwrap();
+    let config = Config::parse(include_str!("../../config.example.yaml")).unwrap();
     let mut s = ClusterState::default();
     s.apply(&ClusterState::bootstrap_command(&config)).unwrap();
     s.apply(&slow("web", SIX, 1000, put(up("c", 3)))).unwrap();
@@ -443,7 +443,7 @@ fn the_snapshot_ring_holds_the_replicated_share() {
 #[test]
 fn the_file_bounds_slow_start() {
     let with = |extra: &str| {
-        let text = include_str!("../config.example.yaml").replacen(
+        let text = include_str!("../../config.example.yaml").replacen(
             "    vnodes: 150\n",
             &format!("    vnodes: 150\n{extra}"),
             1,

@@ -5,18 +5,16 @@
 //! demoted back; killing the leader elects a new one from the voters and no learner
 //! votes.
 //!
-//! `fleet_bench` (ignored; `cargo test --test cluster_learners -- --ignored
-//! --nocapture fleet_bench`) prints the figures in the README: a change sent to a
+//! `fleet_bench` (ignored; `cargo test --test cluster -- --ignored
+//! --nocapture learners::fleet_bench`) prints the figures in the README: a change sent to a
 //! learner until all fifteen instances applied it (p50, p99 over 200 changes), and
 //! the leader's CPU and bytes sent per change per learner.
-
-mod procs;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::*;
+use crate::procs::*;
 use serde_json::Value;
 
 /// Learners started next to the three voters.

@@ -4,15 +4,13 @@
 //! kill -9 of the leader a new one is elected, and the killed instance restarts from
 //! its data dir, catches up, and keeps the newer cluster state over its file.
 
-mod procs;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use procs::*;
+use crate::procs::*;
 use serde_json::Value;
 
 #[test]
@@ -286,7 +284,7 @@ fn a_torn_last_record_starts_and_a_corrupt_middle_record_refuses_with_file_and_o
 /// means the change is on every instance, a refusal (503) names why and leaves every
 /// instance agreeing on one state. Rounds kill the leader at different moments of
 /// the forward. (That a forwarded change is applied at most once, however often it
-/// is retried, is shown with in-process drivers in `tests/cluster_forward.rs`.)
+/// is retried, is shown with in-process drivers in `tests/cluster/forward.rs`.)
 #[test]
 fn a_change_forwarded_while_the_leader_is_killed_commits_or_is_refused_clearly() {
     let dir = test_dir("forward-kill");

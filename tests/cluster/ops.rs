@@ -3,12 +3,10 @@
 //! cut, through relays), and a restarted member that can only catch up from a
 //! snapshot.
 
-mod procs;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use procs::*;
+use crate::procs::*;
 
 fn keys() -> Vec<String> {
     (0..30).map(|k| format!("/item/{k}")).collect()

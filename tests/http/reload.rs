@@ -2,14 +2,12 @@
 //! Kubernetes swaps ConfigMaps, SIGHUP, a bad file that changes nothing, settings that
 //! need a restart, and 100 reloads under steady load without one failed request.
 
-mod procs;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use procs::*;
+use crate::procs::*;
 use serde_json::Value;
 
 /// A single instance's config serving pool `web` over `upstreams` (ids u0, u1...
