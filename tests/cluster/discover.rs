@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::dns::{srv, DnsServer, Entry, Rr};
 use crate::procs;
-use crate::procs::{eventually, free_port, local, test_dir, Instance};
+use crate::procs::{eventually, eventually_every, free_port, local, test_dir, Instance};
 use ringway::config::discover::{Discover, RecordType};
 use ringway::discover::{Failure, Found, Resolver, Target};
 use serde_json::Value;
@@ -147,13 +147,26 @@ const SRV_NAME: &str = "_http._tcp.web.test";
 const DISCOVER: &str = "{dns: _http._tcp.web.test, type: SRV, interval_ms: 200, timeout_ms: 150, max_remove_percent: 50, hold_down: 6";
 
 fn start_node(dir: &Path, name: &str, raft: SocketAddr, peers: &str, dns: SocketAddr) -> Instance {
+    start_node_with(dir, name, raft, peers, dns, "")
+}
+
+/// [`start_node`] with more lines (`pool_extra`, indented as the pool's fields) in the
+/// `web` pool.
+fn start_node_with(
+    dir: &Path,
+    name: &str,
+    raft: SocketAddr,
+    peers: &str,
+    dns: SocketAddr,
+    pool_extra: &str,
+) -> Instance {
     let (listener, admin) = (free_port(), free_port());
     let yaml = format!(
         "node: {{id: {name}, data_dir: {data:?}}}\n\
          cluster:\n  address: \"{raft}\"\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n\
          listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
          admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-         pools:\n  - name: web\n    hash_key: path\n    discover: {DISCOVER}, resolver: \"{dns}\"}}\n",
+         pools:\n  - name: web\n    hash_key: path\n{pool_extra}    discover: {DISCOVER}, resolver: \"{dns}\"}}\n",
         data = dir.join(name).display().to_string(),
         token = dir.join("token").display().to_string(),
         secret = procs::cluster_secret(dir).display().to_string(),
@@ -433,4 +446,82 @@ fn three_instances_follow_dns_through_the_log() {
     let names_seen: std::collections::BTreeSet<&str> =
         samples.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names_seen.len(), 3);
+}
+
+/// Each upstream of the `web` pool on `i` with its slow start step (`None`: full share).
+fn steps(i: &Instance) -> Option<BTreeMap<String, Option<u64>>> {
+    let pools = i.get("/api/pools")?;
+    pools["pools"][0]["upstreams"]
+        .as_array()?
+        .iter()
+        .map(|u| {
+            Some((
+                u["id"].as_str()?.to_owned(),
+                u["slow_start"]["step"].as_u64(),
+            ))
+        })
+        .collect()
+}
+
+/// An upstream a DNS answer adds to a serving pool with `slow_start_ms` ramps up
+/// through every step to its full share; the first answer's upstreams start whole.
+#[test]
+fn an_upstream_dns_adds_to_a_serving_pool_slow_starts() {
+    let dir = test_dir("discover-slow-start");
+    let server = DnsServer::start();
+    let (_rt, ups) = procs::echo_upstreams(3);
+    let target = |i: usize| format!("pod-{i}.web.test");
+    for i in 0..3 {
+        server.set(
+            &target(i),
+            Entry::Records(vec![Rr::A("127.0.0.1".parse().unwrap())]),
+        );
+    }
+    let records = |list: &[usize]| {
+        Entry::Records(
+            list.iter()
+                .map(|&t| srv(&target(t), ups[t].port()))
+                .collect(),
+        )
+    };
+    server.set(SRV_NAME, records(&[0, 1]));
+    let raft = local(free_port());
+    let node = start_node_with(
+        &dir,
+        "n1",
+        raft,
+        &format!("n1: \"{raft}\""),
+        server.addr,
+        "    slow_start_ms: 3000\n    slow_start_steps: 4\n",
+    );
+    settled(&[&node], &["pod-0.web.test", "pod-1.web.test"]);
+    let first = eventually("the pool's upstreams", || steps(&node));
+    assert!(
+        first.values().all(Option::is_none),
+        "the first answer's upstreams ramp: {first:?}"
+    );
+
+    server.set(SRV_NAME, records(&[0, 1, 2]));
+    let mut seen = std::collections::BTreeSet::new();
+    eventually_every(
+        "pod-2 at its full share",
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+        || {
+            let now = steps(&node)?;
+            match now.get("pod-2.web.test")? {
+                Some(step) => {
+                    seen.insert(*step);
+                    None
+                }
+                None => (!seen.is_empty()).then_some(()),
+            }
+        },
+    );
+    assert!(
+        seen.contains(&1) && seen.len() >= 3,
+        "steps seen while pod-2 ramped: {seen:?}"
+    );
+    let last = steps(&node).unwrap();
+    assert!(last.values().all(Option::is_none), "{last:?}");
 }
