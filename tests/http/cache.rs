@@ -384,6 +384,65 @@ async fn head_is_answered_from_a_get_entry() {
 }
 
 #[tokio::test]
+async fn a_client_whose_copy_matches_a_hit_gets_304() {
+    let (proxy, up, _u) = cached_proxy(&[]).await;
+    const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    up.set(
+        "/c",
+        script(
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("last-modified", LM),
+                ("content-type", "text/plain"),
+            ],
+            "the body",
+        ),
+    );
+    let mut c = Client::connect(proxy.addr).await;
+    assert_eq!(c.get("/c").await.text(), "the body");
+    // (request fields, method HEAD?, status expected)
+    let rows: &[(&[(&str, &str)], bool, u16)] = &[
+        (&[("if-none-match", "\"v1\"")], false, 304),
+        (&[("if-none-match", "W/\"v1\"")], false, 304),
+        (&[("if-none-match", "\"v0\", \"v1\"")], true, 304),
+        (&[("if-none-match", "\"v0\"")], false, 200),
+        (&[("if-modified-since", LM)], false, 304),
+        (
+            &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+            false,
+            200,
+        ),
+        (
+            &[("if-none-match", "\"v0\""), ("if-modified-since", LM)],
+            false,
+            200,
+        ),
+    ];
+    for (i, (fields, head, want)) in rows.iter().enumerate() {
+        let mut req = get_with("/c", fields);
+        if *head {
+            *req.method_mut() = http::Method::HEAD;
+        }
+        let r = c.send(req).await;
+        assert_eq!(r.status.as_u16(), *want, "row {i}: {fields:?}");
+        match *want {
+            304 => {
+                assert!(r.body.is_empty(), "row {i}");
+                assert_eq!(r.headers[header::ETAG], "\"v1\"", "row {i}");
+                assert_eq!(r.headers[header::CACHE_CONTROL], "max-age=60", "row {i}");
+                assert!(r.headers.contains_key(header::AGE), "row {i}");
+                assert!(!r.headers.contains_key(header::CONTENT_TYPE), "row {i}");
+            }
+            _ => assert_eq!(r.text(), "the body", "row {i}"),
+        }
+    }
+    assert_eq!(up.count("/c"), 1, "every row was answered from the cache");
+    // The connection is still in step: no body bytes were left on it.
+    assert_eq!(c.get("/c").await.text(), "the body");
+}
+
+#[tokio::test]
 async fn a_key_template_names_what_an_entry_is() {
     let cacheable = |body: &str| script(&[("cache-control", "max-age=60")], body);
     // The query string left out of the key: one entry answers every query.

@@ -117,7 +117,7 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
     let now = SystemTime::now();
     if let (Some(object), false) = (&found, rules.revalidate) {
         match object.freshness(now) {
-            Freshness::Fresh => return hit(cache, object, head, now, None),
+            Freshness::Fresh => return hit(cache, object, &parts.headers, head, now, None),
             Freshness::Stale(by) if by <= object.lifetime.stale_while_revalidate => {
                 let refresh = match cache.lead(&primary) {
                     Lead::Leader(guard) => {
@@ -134,7 +134,15 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
                     }
                     _ => None,
                 };
-                return hit(cache, object, head, now, Some(WARNING_STALE)).with(refresh);
+                return hit(
+                    cache,
+                    object,
+                    &parts.headers,
+                    head,
+                    now,
+                    Some(WARNING_STALE),
+                )
+                .with(refresh);
             }
             Freshness::Stale(_) => {}
         }
@@ -150,7 +158,14 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
                 let _ = tokio::time::timeout(cache.settings.coalesce_timeout, rx.changed()).await;
                 if let Some(object) = lookup(cache, &plan.primary, &parts.headers, rules) {
                     if object.freshness(SystemTime::now()) == Freshness::Fresh {
-                        return hit(cache, &object, head, SystemTime::now(), None);
+                        return hit(
+                            cache,
+                            &object,
+                            &parts.headers,
+                            head,
+                            SystemTime::now(),
+                            None,
+                        );
                     }
                 }
                 plan.epoch = cache.epoch();
@@ -239,9 +254,12 @@ fn add_validators(headers: &mut HeaderMap, object: &Object) -> bool {
     added
 }
 
+/// A hit: the stored object, or `304 Not Modified` when the request's own
+/// validators (`request`) match it.
 fn hit(
     cache: &PoolCache,
     object: &Object,
+    request: &HeaderMap,
     head: bool,
     now: SystemTime,
     warning: Option<HeaderValue>,
@@ -251,7 +269,45 @@ fn hit(
         None => &cache.counters.hits,
     };
     counter.fetch_add(1, Relaxed);
-    Consult::Serve(respond(object, head, now, warning), None)
+    let resp = match policy::not_modified(request, object.status, &object.headers) {
+        true => not_modified(object, now, warning),
+        false => respond(object, head, now, warning),
+    };
+    Consult::Serve(resp, None)
+}
+
+/// Fields a `304` carries from the stored response (RFC 9110 §15.4.5: those a 200
+/// would have sent that a cache updates from it, and the validators).
+const NOT_MODIFIED_FIELDS: [HeaderName; 7] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::LAST_MODIFIED,
+    header::VARY,
+];
+
+/// `304 Not Modified` for a client whose copy matches the stored object: the
+/// fields of [`NOT_MODIFIED_FIELDS`] it has, `Age` (and `warning`), no body.
+fn not_modified(
+    object: &Object,
+    now: SystemTime,
+    warning: Option<HeaderValue>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = resp.headers_mut();
+    for name in NOT_MODIFIED_FIELDS {
+        for v in object.headers.get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+    if let Some(w) = warning {
+        headers.append(header::WARNING, w);
+    }
+    resp
 }
 
 /// The stored object as a response: its head with `Age` (and `warning`), its body

@@ -281,6 +281,73 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// Whether a request's own validators match a stored response, so that a cache
+/// answers `304 Not Modified` (RFC 9110 §13.2.2, §13.1.1, §13.1.3; only for a
+/// stored 200): `If-None-Match` by weak comparison (or `*`), and only without it,
+/// `If-Modified-Since` against the stored `Last-Modified`. A field that does not
+/// parse counts as no match: the client gets the whole response.
+pub fn not_modified(request: &HeaderMap, status: StatusCode, stored: &HeaderMap) -> bool {
+    if status != StatusCode::OK {
+        return false;
+    }
+    let mut inm = request.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if inm.peek().is_some() {
+        let etag = stored
+            .get(header::ETAG)
+            .and_then(|v| opaque_tag(v.as_bytes()));
+        return inm.any(|v| entity_tags_match(v.as_bytes(), etag));
+    }
+    let (Some(since), Some(modified)) = (
+        request.get(header::IF_MODIFIED_SINCE).and_then(http_date),
+        stored.get(header::LAST_MODIFIED).and_then(http_date),
+    ) else {
+        return false;
+    };
+    modified <= since
+}
+
+/// The opaque tag of one entity tag (`"x"` or `W/"x"`), quotes included.
+fn opaque_tag(v: &[u8]) -> Option<&[u8]> {
+    let v = v.strip_prefix(b"W/").unwrap_or(v);
+    (v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' && !v[1..v.len() - 1].contains(&b'"'))
+        .then_some(v)
+}
+
+/// Whether one `If-None-Match` field value (`*`, or a list of entity tags, whose
+/// tags may hold commas) matches `etag` by weak comparison.
+fn entity_tags_match(list: &[u8], etag: Option<&[u8]>) -> bool {
+    let trimmed = list.trim_ascii();
+    if trimmed == b"*" {
+        return true;
+    }
+    let Some(etag) = etag else {
+        return false;
+    };
+    let mut rest = trimmed;
+    loop {
+        rest = rest.trim_ascii_start();
+        while let Some(r) = rest.strip_prefix(b",") {
+            rest = r.trim_ascii_start();
+        }
+        if rest.is_empty() {
+            return false;
+        }
+        let weak = rest.starts_with(b"W/");
+        let tag_start = if weak { 2 } else { 0 };
+        if rest.get(tag_start) != Some(&b'"') {
+            return false;
+        }
+        let Some(close) = rest[tag_start + 1..].iter().position(|&b| b == b'"') else {
+            return false;
+        };
+        let end = tag_start + 1 + close + 1;
+        if &rest[tag_start..end] == etag {
+            return true;
+        }
+        rest = &rest[end..];
+    }
+}
+
 /// An HTTP-date (IMF-fixdate, the form servers send; the obsolete forms are read
 /// as invalid).
 pub fn http_date(v: &http::HeaderValue) -> Option<SystemTime> {
@@ -397,6 +464,75 @@ mod tests {
         );
         assert_eq!(fmt_http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(&HeaderValue::from_static("0")), None);
+    }
+
+    #[test]
+    fn conditional_requests_match_the_stored_response() {
+        const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let stored = headers(&[("etag", "\"a,b\""), ("last-modified", LM)]);
+        let weak = headers(&[("etag", "W/\"v1\"")]);
+        let ok = StatusCode::OK;
+        // (request fields, stored fields, status, 304?)
+        let table: &[(&[(&str, &str)], &HeaderMap, StatusCode, bool)] = &[
+            (&[("if-none-match", "\"a,b\"")], &stored, ok, true),
+            (&[("if-none-match", "W/\"a,b\"")], &stored, ok, true),
+            (&[("if-none-match", "\"x\", \"a,b\"")], &stored, ok, true),
+            (
+                &[("if-none-match", "\"x\""), ("if-none-match", "\"a,b\"")],
+                &stored,
+                ok,
+                true,
+            ),
+            (&[("if-none-match", "*")], &stored, ok, true),
+            (&[("if-none-match", "\"a\"")], &stored, ok, false),
+            (&[("if-none-match", "\"a,b")], &stored, ok, false),
+            (&[("if-none-match", "a,b")], &stored, ok, false),
+            (&[("if-none-match", "")], &stored, ok, false),
+            (&[("if-none-match", "\"v1\"")], &weak, ok, true),
+            (&[("if-none-match", "\"v1\"")], &headers(&[]), ok, false),
+            (
+                &[("if-none-match", "*")],
+                &stored,
+                StatusCode::NOT_FOUND,
+                false,
+            ),
+            (
+                &[("if-none-match", "\"a,b\"")],
+                &stored,
+                StatusCode::NOT_FOUND,
+                false,
+            ),
+            (&[("if-modified-since", LM)], &stored, ok, true),
+            (
+                &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")],
+                &stored,
+                ok,
+                true,
+            ),
+            (
+                &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+                &stored,
+                ok,
+                false,
+            ),
+            (&[("if-modified-since", "yesterday")], &stored, ok, false),
+            (&[("if-modified-since", LM)], &weak, ok, false),
+            // If-None-Match decides alone when present.
+            (
+                &[("if-none-match", "\"x\""), ("if-modified-since", LM)],
+                &stored,
+                ok,
+                false,
+            ),
+            (&[], &stored, ok, false),
+        ];
+        for (i, (req, stored, status, want)) in table.iter().enumerate() {
+            assert_eq!(
+                not_modified(&headers(req), *status, stored),
+                *want,
+                "row {i}: {req:?}"
+            );
+        }
     }
 
     #[test]
