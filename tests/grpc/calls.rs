@@ -78,6 +78,37 @@ async fn every_call_pattern_to_h2_backends_over_tls_with_alpn() {
     assert!(b1.conns.accepted() + b2.conns.accepted() >= 1);
 }
 
+/// `protocol: auto` over TLS to backends that offer `h2` in ALPN: HTTP/2, every call
+/// pattern, calls multiplexed on one connection per backend (gRPC needs HTTP/2, so
+/// every pattern passing shows ALPN picked it), with `max_connections` set.
+#[tokio::test]
+async fn auto_over_tls_speaks_http2_where_alpn_offers_it() {
+    let ca = Ca::new("backend CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let dir = Dir::new();
+    let ca_file = dir.ca("ca", &ca);
+    let (b1, b2) = (
+        Backend::tls("t1", &leaf).await,
+        Backend::tls("t2", &leaf).await,
+    );
+    let tls = format!("tls: {{ca_file: {}}}", yaml_path(&ca_file));
+    let limits = "upstream_limits: {max_connections: 2}";
+    let proxy = proxy(pool(
+        &[&b1, &b2],
+        &["protocol: auto", &tls, limits, BY_USER],
+    ))
+    .await;
+    every_pattern(&proxy, &["t1", "t2"]).await;
+    for b in [&b1, &b2] {
+        assert_eq!(
+            b.conns.accepted(),
+            1,
+            "{}: one multiplexed connection",
+            b.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_same_metadata_key_sticks_to_one_backend_and_keys_spread() {
     let bs = [

@@ -346,6 +346,58 @@ async fn tls_upstream_with_its_ca_file_works_and_connections_are_pooled() {
     );
 }
 
+/// `protocol: auto` over TLS to an upstream that offers no HTTP/2 in ALPN: HTTP/1.1,
+/// its connections pooled and reused, and counted by `max_connections` (three
+/// requests at once over one connection, queued in turn).
+#[tokio::test]
+async fn auto_over_tls_to_an_http1_upstream_pools_and_counts_its_connections() {
+    let ca = Ca::new("upstream CA");
+    let dir = Dir::new();
+    let slow = handler(|_req| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        http::Response::new(full("slow"))
+    });
+    let (up, mut handshakes) = tls_upstream(&ca.issue(&["up.test"]), None, slow).await;
+    let yaml = config_yaml(
+        &[PoolSpec::new("web")
+            .opt(&format!(
+                "tls: {{ca_file: {}, server_name: up.test}}",
+                yaml_path(&dir.ca("ca", &ca))
+            ))
+            .opt("protocol: auto")
+            .opt("max_attempts: 1")
+            .opt("upstream_limits: {max_connections: 1, at_limit: queue, queue_timeout_ms: 5000}")
+            .address("u", up, 1)],
+        &[],
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    assert_eq!(proxy.get("/a").await.text(), "slow");
+    let client = proxy.proxy.snapshot().pools[0].upstreams[0].clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.idle_count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection never pooled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut many = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let addr = proxy.addr;
+        many.spawn(async move { get(addr, &format!("/m{i}")).await });
+    }
+    while let Some(r) = many.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(proxy.get("/b").await.text(), "slow");
+    let mut n = 0;
+    while handshakes.try_recv().is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 1, "one TLS connection carried every request");
+}
+
 #[tokio::test]
 async fn tls_upstream_named_by_ip_is_verified_against_its_ip() {
     let ca = Ca::new("upstream CA");

@@ -192,9 +192,13 @@ impl UpstreamClient {
     }
 
     /// An idle HTTP/1.1 connection, newest first. It may still be finishing its previous
-    /// exchange; [`UpstreamClient::send`] waits for it to be ready.
+    /// exchange; [`UpstreamClient::send`] waits for it to be ready. An `auto` pool
+    /// over TLS has one only when its upstream chose HTTP/1.1 in ALPN.
     pub fn checkout(&self) -> Option<Sender> {
-        if self.prefers_h2() {
+        if matches!(
+            self.settings.protocol,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c
+        ) {
             return None;
         }
         self.checkout_h1().map(Sender::H1)
@@ -217,8 +221,11 @@ impl UpstreamClient {
         let Some(max) = self.settings.max_connections else {
             return true;
         };
-        self.prefers_h2()
-            || self.open.n.load(std::sync::atomic::Ordering::Relaxed) < max
+        // An `auto` pool's connections count here only when ALPN picked HTTP/1.1.
+        matches!(
+            self.settings.protocol,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c
+        ) || self.open.n.load(std::sync::atomic::Ordering::Relaxed) < max
             || !self
                 .idle
                 .lock()
@@ -276,7 +283,17 @@ impl UpstreamClient {
                 )));
             }
         };
-        match Box::pin(self.open(None)).await? {
+        // `auto`: ALPN may pick HTTP/1.1, whose connections `max_connections` counts;
+        // the place is given back at once when the connection is HTTP/2.
+        let slot = match (self.settings.protocol, self.settings.max_connections) {
+            (UpstreamProtocol::Auto, Some(max)) => Some(
+                self.open
+                    .try_take(max)
+                    .ok_or(ConnectError::AtConnections(max))?,
+            ),
+            _ => None,
+        };
+        match Box::pin(self.open(slot)).await? {
             Connected::H2(sender) => Ok(Sender::H2(opening.opened(sender))),
             // `auto` over TLS where the upstream chose HTTP/1.1.
             Connected::H1(sender) => Ok(Sender::H1(sender)),
