@@ -402,7 +402,8 @@ async fn a_client_whose_copy_matches_a_hit_gets_304() {
     let mut c = Client::connect(proxy.addr).await;
     assert_eq!(c.get("/c").await.text(), "the body");
     // (request fields, method HEAD?, status expected)
-    let rows: &[(&[(&str, &str)], bool, u16)] = &[
+    type Row<'a> = (&'a [(&'a str, &'a str)], bool, u16);
+    let rows: &[Row] = &[
         (&[("if-none-match", "\"v1\"")], false, 304),
         (&[("if-none-match", "W/\"v1\"")], false, 304),
         (&[("if-none-match", "\"v0\", \"v1\"")], true, 304),

@@ -473,7 +473,8 @@ mod tests {
         let weak = headers(&[("etag", "W/\"v1\"")]);
         let ok = StatusCode::OK;
         // (request fields, stored fields, status, 304?)
-        let table: &[(&[(&str, &str)], &HeaderMap, StatusCode, bool)] = &[
+        type Row<'a> = (&'a [(&'a str, &'a str)], &'a HeaderMap, StatusCode, bool);
+        let table: &[Row] = &[
             (&[("if-none-match", "\"a,b\"")], &stored, ok, true),
             (&[("if-none-match", "W/\"a,b\"")], &stored, ok, true),
             (&[("if-none-match", "\"x\", \"a,b\"")], &stored, ok, true),
