@@ -270,7 +270,7 @@ fn hit(
     };
     counter.fetch_add(1, Relaxed);
     let resp = match policy::not_modified(request, object.status, &object.headers) {
-        true => not_modified(object, now, warning),
+        true => not_modified_response(object, now, warning),
         false => respond(object, head, now, warning),
     };
     Consult::Serve(resp, None)
@@ -290,7 +290,7 @@ const NOT_MODIFIED_FIELDS: [HeaderName; 7] = [
 
 /// `304 Not Modified` for a client whose copy matches the stored object: the
 /// fields of [`NOT_MODIFIED_FIELDS`] it has, `Age` (and `warning`), no body.
-fn not_modified(
+fn not_modified_response(
     object: &Object,
     now: SystemTime,
     warning: Option<HeaderValue>,
