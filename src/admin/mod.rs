@@ -306,11 +306,10 @@ impl Admin {
     /// instance's config in force sets it (see [`Command::with_slow_start`]).
     fn with_slow_start(&self, cmd: Command) -> Command {
         let config = self.config.borrow().clone();
-        let settings = |pool: &str| {
-            let p = config.pools.iter().find(|p| p.name == pool)?;
-            Some(p.slow_start)
-        };
-        cmd.with_slow_start(settings, crate::control::breakers::wall_ms())
+        cmd.with_slow_start(
+            |p| config.slow_start(p),
+            crate::control::breakers::wall_ms(),
+        )
     }
 
     /// Proposes `cmd` (through the leader when this instance follows), waiting at

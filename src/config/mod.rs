@@ -351,6 +351,12 @@ fn list(errors: &[FieldError]) -> String {
 }
 
 impl Config {
+    /// The slow start of pool `pool`, `None` when the file has no such pool (the
+    /// settings a command that adds upstreams is wrapped with).
+    pub fn slow_start(&self, pool: &str) -> Option<SlowStart> {
+        Some(self.pools.iter().find(|p| p.name == pool)?.slow_start)
+    }
+
     /// Reads and validates a config file (at most [`bounds::MAX_CONFIG_BYTES`]); its
     /// relative paths name files beside it (see [`Config::from_file_text`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -342,8 +342,7 @@ impl Loop {
         // An upstream the answer adds to a pool that already serves ramps up like one
         // an operator adds, when the pool in force has slow start on.
         let config = self.ctl.config.borrow().clone();
-        let settings = |p: &str| Some(config.pools.iter().find(|c| c.name == p)?.slow_start);
-        let cmd = cmd.with_slow_start(settings, wall_ms());
+        let cmd = cmd.with_slow_start(|p| config.slow_start(p), wall_ms());
         self.count_change(&pool, "proposed");
         tracing::info!(pool, ?cmd, "proposing the discovered upstreams");
         let (proposer, events) = (self.ctl.proposer.clone(), self.events.clone());

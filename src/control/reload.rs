@@ -272,9 +272,8 @@ impl Reloader {
         if commands.is_empty() {
             return Ok(None);
         }
-        let settings = |pool: &str| Some(new.pools.iter().find(|p| p.name == pool)?.slow_start);
-        let batch =
-            Command::Batch { commands }.with_slow_start(settings, super::breakers::wall_ms());
+        let batch = Command::Batch { commands }
+            .with_slow_start(|p| new.slow_start(p), super::breakers::wall_ms());
         let proposed =
             tokio::time::timeout(RELOAD_PROPOSE_TIMEOUT, self.proposer.propose(batch)).await;
         match proposed {

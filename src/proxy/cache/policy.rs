@@ -332,19 +332,18 @@ fn entity_tags_match(list: &[u8], etag: Option<&[u8]>) -> bool {
         if rest.is_empty() {
             return false;
         }
-        let weak = rest.starts_with(b"W/");
-        let tag_start = if weak { 2 } else { 0 };
-        if rest.get(tag_start) != Some(&b'"') {
-            return false;
-        }
-        let Some(close) = rest[tag_start + 1..].iter().position(|&b| b == b'"') else {
+        let tag = rest.strip_prefix(b"W/").unwrap_or(rest);
+        let Some(close) = tag.iter().skip(1).position(|&b| b == b'"') else {
             return false;
         };
-        let end = tag_start + 1 + close + 1;
-        if &rest[tag_start..end] == etag {
+        let (this, after) = tag.split_at(close + 2);
+        if this[0] != b'"' {
+            return false;
+        }
+        if this == etag {
             return true;
         }
-        rest = &rest[end..];
+        rest = after;
     }
 }
 
