@@ -268,6 +268,9 @@ impl Proxy {
             );
         }
         headers::prepare_response(response.headers_mut(), switching, origin.work.via);
+        // The client's connection speaks ringway's HTTP version, whatever the upstream
+        // answered in (an HTTP/1.0 answer would otherwise close a keep-alive client).
+        *response.version_mut() = http::Version::HTTP_11;
         let (parts, body) = response.into_parts();
         // A switched connection belongs to the tunnel, never to the pool.
         let mut body = ProxyBody::upstream(body, pool.timeouts.idle, (!switching).then_some(conn))

@@ -426,6 +426,52 @@ async fn keep_alive_response_carries_no_upstream_connection_header() {
     }
 }
 
+/// An upstream that answers in HTTP/1.0 (and closes) does not close the client's
+/// keep-alive connection: the client is answered in HTTP/1.1, twice on one connection.
+#[tokio::test]
+async fn an_http10_upstream_answer_keeps_the_client_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(loopback()).await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let yaml = config_yaml(&[PoolSpec::new("web").address("old", up, 1)], &[]);
+    let proxy = TestProxy::start(&yaml).await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    for i in 0..2 {
+        c.write_all(b"GET /a HTTP/1.1\r\nHost: ringway.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = within("a response", c.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "request {i}: the connection closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n"),
+            "request {i}: {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn http10_client_is_forwarded_as_http11_with_via_1_0() {
     let up = Upstream::start("h", head_handler("h")).await;
