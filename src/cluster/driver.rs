@@ -743,7 +743,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 }
                 Err(e) => Err(ProposeFailure::Invalid(e.to_string())),
             },
-            EntryPayload::Empty | EntryPayload::ConfChange(_) => Ok(()),
+            EntryPayload::Empty | EntryPayload::ConfChange(_) | EntryPayload::Formed(_) => Ok(()),
         };
         if let Err(e) = &result {
             tracing::warn!(index, error = %e, "committed change refused by the state machine");

@@ -4,7 +4,7 @@
 
 use super::message::{Message, MessageBody, VoteKind};
 use super::types::{
-    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, Snapshot, SnapshotMeta,
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, FounderVote, Snapshot, SnapshotMeta,
 };
 
 /// Current wire format version; decoders reject others.
@@ -145,17 +145,39 @@ fn put_body_rest(out: &mut Vec<u8>, body: &MessageBody) {
             last_index,
             last_term,
             transfer,
+            life,
         } => {
-            out.push(4);
+            // A request that names a founder's life has its own tag, so every other
+            // request keeps the version 1 encoding.
+            out.push(if *life == 0 { 4 } else { 9 });
             out.push(vote_kind_tag(*kind));
             put_u64(out, *last_index);
             put_u64(out, *last_term);
             put_bool(out, *transfer);
+            if *life != 0 {
+                put_u64(out, *life);
+            }
         }
-        MessageBody::VoteResponse { kind, granted } => {
+        MessageBody::VoteResponse {
+            kind,
+            granted,
+            life: 0,
+        } => {
             out.push(5);
             out.push(vote_kind_tag(*kind));
             put_bool(out, *granted);
+        }
+        // Only a fresh founder's grant in the group's first election carries a life:
+        // its own tag, so every other vote response keeps the version 1 encoding.
+        MessageBody::VoteResponse {
+            kind,
+            granted,
+            life,
+        } => {
+            out.push(8);
+            out.push(vote_kind_tag(*kind));
+            put_bool(out, *granted);
+            put_u64(out, *life);
         }
         MessageBody::Snapshot { snapshot } => {
             out.push(6);
@@ -179,6 +201,14 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
             out.push(2);
             out.push(cc.kind as u8);
             put_u64(out, cc.node);
+        }
+        EntryPayload::Formed(votes) => {
+            out.push(3);
+            put_u64(out, votes.len() as u64);
+            for v in votes {
+                put_u64(out, v.node);
+                put_u64(out, v.life);
+            }
         }
     }
 }
@@ -279,10 +309,24 @@ impl Reader<'_> {
                 last_index: self.u64()?,
                 last_term: self.u64()?,
                 transfer: self.bool()?,
+                life: 0,
+            },
+            9 => MessageBody::Vote {
+                kind: self.vote_kind()?,
+                last_index: self.u64()?,
+                last_term: self.u64()?,
+                transfer: self.bool()?,
+                life: self.u64()?,
             },
             5 => MessageBody::VoteResponse {
                 kind: self.vote_kind()?,
                 granted: self.bool()?,
+                life: 0,
+            },
+            8 => MessageBody::VoteResponse {
+                kind: self.vote_kind()?,
+                granted: self.bool()?,
+                life: self.u64()?,
             },
             6 => MessageBody::Snapshot {
                 snapshot: self.snapshot()?,
@@ -318,6 +362,15 @@ impl Reader<'_> {
             0 => EntryPayload::Empty,
             1 => EntryPayload::Normal(self.bytes("payload")?),
             2 => EntryPayload::ConfChange(self.conf_change()?),
+            3 => {
+                let n = self.count("founder votes", MAX_MEMBERS)?;
+                let mut votes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (node, life) = (self.u64()?, self.u64()?);
+                    votes.push(FounderVote { node, life });
+                }
+                EntryPayload::Formed(votes)
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     field: "payload",

@@ -120,6 +120,10 @@ pub struct Config {
     pub pre_vote_check_quorum: bool,
     /// Seed for the randomized election timeouts (mixed with `id`).
     pub seed: u64,
+    /// Where a fresh founder's [`super::types::HardState::life`] comes from: it must
+    /// differ between two starts of a node from empty data dirs. Drawn from the operating
+    /// system by [`Config::try_new`]; the simulator derives it from its seed.
+    pub life_seed: u64,
     #[doc(hidden)]
     pub bugs: BugInjection,
 }
@@ -154,6 +158,19 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// 64 bits from the operating system; if it cannot give them, the clock and the
+/// process id (two wiped lives of one node do not start in the same nanosecond).
+fn random_life_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
 impl Config {
     /// Defaults for node `id`; rejects id 0.
     pub fn try_new(id: NodeId) -> Result<Config, ConfigError> {
@@ -166,6 +183,7 @@ impl Config {
             max_inflight_msgs: DEFAULT_MAX_INFLIGHT_MSGS,
             pre_vote_check_quorum: true,
             seed: 0,
+            life_seed: random_life_seed(),
             bugs: BugInjection::default(),
         };
         cfg.validate()?;

@@ -74,6 +74,11 @@ pub(crate) struct Raft {
     pub(crate) fresh_founder: bool,
     /// See [`HardState::lost_data`].
     pub(crate) lost_data: bool,
+    /// See [`HardState::life`].
+    pub(crate) life: u64,
+    /// Candidate in the group's first election only: the lives the founders granted
+    /// their votes with, written into entry 2 if it wins.
+    pub(crate) founder_votes: Vec<super::types::FounderVote>,
     /// Events for the driver, bounded by [`super::lost::MAX_PENDING_EVENTS`].
     pub(crate) events: Vec<super::lost::Event>,
 }
@@ -116,6 +121,8 @@ impl Raft {
             pending_compaction: None,
             fresh_founder: hs.fresh_founder,
             lost_data: hs.lost_data,
+            life: hs.life,
+            founder_votes: Vec::new(),
             events: Vec::new(),
         };
         raft.reset_election_timer();
@@ -129,6 +136,7 @@ impl Raft {
             commit: self.log.commit,
             fresh_founder: self.fresh_founder,
             lost_data: self.lost_data,
+            life: self.life,
         }
     }
 
@@ -294,6 +302,7 @@ impl Raft {
             MessageBody::VoteResponse {
                 kind: VoteKind::Vote,
                 granted: true,
+                ..
             } => bugs.count_stale_vote_grant() && self.role == Role::Candidate,
             _ => false,
         }
@@ -322,6 +331,7 @@ impl Raft {
             MessageBody::VoteResponse {
                 kind: VoteKind::PreVote,
                 granted: true,
+                ..
             } => {}
             MessageBody::Append { .. }
             | MessageBody::Heartbeat { .. }
@@ -345,6 +355,7 @@ impl Raft {
                 let body = MessageBody::VoteResponse {
                     kind: *kind,
                     granted: false,
+                    life: 0,
                 };
                 self.send(m.from, body);
             }
@@ -361,9 +372,11 @@ impl Raft {
                 last_term,
                 ..
             } => self.handle_vote_request(from, m.term, kind, last_index, last_term),
-            MessageBody::VoteResponse { kind, granted } => {
-                self.handle_vote_response(from, m.term, kind, granted)
-            }
+            MessageBody::VoteResponse {
+                kind,
+                granted,
+                life,
+            } => self.handle_vote_response(from, m.term, kind, granted, life),
             MessageBody::TimeoutNow => self.handle_timeout_now(from),
             MessageBody::Append {
                 prev_index,

@@ -3,7 +3,8 @@
 use super::core::{Raft, Role};
 use super::message::{MessageBody, VoteKind};
 use super::progress::Progress;
-use super::types::{EntryPayload, Index, NodeId, Term, NO_NODE};
+use super::storage::BOOTSTRAP_INDEX;
+use super::types::{EntryPayload, FounderVote, Index, NodeId, Term, NO_NODE};
 
 impl Raft {
     /// Starts a PreVote or Vote round. `transfer` marks an election asked for by the leader.
@@ -34,6 +35,7 @@ impl Raft {
         self.campaign_transfer = transfer;
         self.progress.clear();
         self.votes.clear();
+        self.founder_votes.clear();
         self.reset_election_timer();
         self.votes.insert(self.id, true);
         if self.tally_decides(kind) {
@@ -68,6 +70,7 @@ impl Raft {
                 last_index,
                 last_term,
                 transfer,
+                life: self.recorded_life(v),
             };
             self.send_with_term(v, term, body);
         }
@@ -122,6 +125,7 @@ impl Raft {
             let body = MessageBody::VoteResponse {
                 kind,
                 granted: false,
+                life: 0,
             };
             self.send(from, body);
             return;
@@ -132,20 +136,47 @@ impl Raft {
                 MessageBody::VoteResponse {
                     kind,
                     granted: false,
+                    life: 0,
                 },
             );
             return;
         }
+        let mut life = 0;
         if kind == VoteKind::Vote {
             self.vote = from;
             self.election_elapsed = 0;
+            // A fresh founder grants only first-election votes (`may_grant`): it names
+            // the life of its data dir, persisted with the vote, for entry 2.
+            if self.fresh_founder {
+                if self.life == 0 {
+                    self.life = self.draw_life();
+                }
+                life = self.life;
+            }
         }
         self.stats.votes_granted += 1;
         let body = MessageBody::VoteResponse {
             kind,
             granted: true,
+            life,
         };
         self.send_with_term(from, msg_term, body);
+    }
+
+    /// The life entry 2 records for founder `node`, or 0 if our log does not hold it.
+    fn recorded_life(&self, node: NodeId) -> u64 {
+        let Some(EntryPayload::Formed(votes)) =
+            self.log.entry(BOOTSTRAP_INDEX + 1).map(|e| &e.payload)
+        else {
+            return 0;
+        };
+        votes.iter().find(|v| v.node == node).map_or(0, |v| v.life)
+    }
+
+    /// A nonzero life from `cfg.life_seed`, distinct per node id.
+    fn draw_life(&self) -> u64 {
+        let life = super::rng::SplitMix64::for_stream(self.cfg.life_seed, self.id).next_u64();
+        life.max(1)
     }
 
     /// A node that is not a voter of its own configuration (a learner, or a member
@@ -170,6 +201,7 @@ impl Raft {
         msg_term: Term,
         kind: VoteKind,
         granted: bool,
+        life: u64,
     ) {
         let expected = match (self.role, kind) {
             (Role::PreCandidate, VoteKind::PreVote) if granted => self.term + 1,
@@ -191,6 +223,9 @@ impl Raft {
             return;
         }
         let counted = granted || self.cfg.bugs.count_denied_vote();
+        if granted && kind == VoteKind::Vote && !self.votes.contains_key(&from) {
+            self.founder_votes.push(FounderVote { node: from, life });
+        }
         self.votes.entry(from).or_insert(counted);
         self.tally_decides(kind);
     }
@@ -226,7 +261,16 @@ impl Raft {
             pr.maybe_update(durable);
         }
         self.term_start = next;
-        self.append_entry(EntryPayload::Empty);
+        // The group's first leader writes, as entry 2, which life of each founder
+        // elected it; every later leader opens its term with an empty entry.
+        let mut votes = std::mem::take(&mut self.founder_votes);
+        votes.sort_by_key(|v| v.node);
+        let payload = if next == BOOTSTRAP_INDEX + 1 {
+            EntryPayload::Formed(votes)
+        } else {
+            EntryPayload::Empty
+        };
+        self.append_entry(payload);
         self.broadcast_append();
         self.maybe_commit();
     }

@@ -3,6 +3,7 @@
 use super::core::{Raft, Role};
 use super::lost::LostState;
 use super::message::MessageBody;
+use super::storage::BOOTSTRAP_INDEX;
 use super::types::{Entry, EntryPayload, Index, NodeId, Snapshot, Term};
 
 impl Raft {
@@ -17,7 +18,6 @@ impl Raft {
             Role::PreCandidate | Role::Candidate => self.become_follower(self.term, from),
         }
         self.election_elapsed = 0;
-        self.check_founder_leader(from);
         true
     }
 
@@ -25,7 +25,9 @@ impl Raft {
         // A node that lost state acknowledges nothing: its acknowledgements were
         // counted in quorums it no longer remembers, and a new one could complete a
         // quorum for a leader the group has deposed (docs/raft.md, "Lost state").
-        if self.lost_data {
+        // Nor does a founder from an empty data dir that has not yet seen entry 2 (see
+        // `screen_for_lost_state`); its log ends at the bootstrap snapshot until then.
+        if self.lost_data || (self.fresh_founder && index > BOOTSTRAP_INDEX) {
             return;
         }
         let body = MessageBody::AppendResponse {

@@ -12,7 +12,7 @@
 use super::core::{Raft, Role};
 use super::message::{Message, MessageBody};
 use super::storage::BOOTSTRAP_INDEX;
-use super::types::{Index, NodeId, Term, NO_NODE};
+use super::types::{EntryPayload, FounderVote, Index, NodeId, Term};
 
 /// Events the core keeps for the driver, at most this many between two
 /// [`super::Node::take_events`] calls; beyond it the oldest are dropped. They are rare
@@ -87,48 +87,46 @@ impl Raft {
             self.mark_lost(LostState::MemberWithoutLog { from: m.from });
             return;
         }
-        if !self.fresh_founder || m.term < self.term {
+        if !self.fresh_founder {
             return;
         }
-        let Some(evidence) = formed_group_evidence(&m.body) else {
-            return;
-        };
-        // Entry 2 of term T was written by the leader of T with a log still at the
-        // bootstrap snapshot: the group's first leader, elected with every founder's
-        // vote. If we voted in T for another node, that vote is what elected it: we did
-        // take part. A vote for ourselves proves nothing: we are still fresh, so we did
-        // not win T in the life we remember, and the first leader of T had our vote, so
-        // that leader was a forgotten life of ours or got a vote we no longer remember.
-        let voted_first_leader =
-            self.vote != NO_NODE && self.vote != self.id && evidence.entry2_term == Some(self.term);
-        let sender_is_our_leader =
-            self.vote == m.from && m.term == self.term && evidence.from_leader;
-        let sender_wrote_our_term = self.vote == m.from && evidence.last_term == Some(self.term);
-        if voted_first_leader || sender_is_our_leader || sender_wrote_our_term {
-            self.fresh_founder = false;
+        // Entry 2 names the life of every founder's data dir that elected the first
+        // leader: ours, and we took part and lost nothing; another, and the group
+        // formed on a vote we no longer remember. Entry 2 is the same in every log that
+        // holds it (only a first leader writes it), so a message of any term may show
+        // it: a leader's append carries it, a candidate holding it names our life.
+        if let Some(formation) = formation_record(&m.body) {
+            if formation.elected_by(self.id, self.life) {
+                self.fresh_founder = false;
+            } else {
+                self.mark_lost(LostState::FormedWithoutUs {
+                    from: m.from,
+                    term: m.term,
+                });
+            }
             return;
         }
-        let why = LostState::FormedWithoutUs {
-            from: m.from,
-            term: m.term,
-        };
-        self.mark_lost(why);
-    }
-
-    /// A leader's message reached a fresh founder after the term rules: it is the
-    /// leader we voted for in this term, or the group formed without our vote.
-    pub(crate) fn check_founder_leader(&mut self, from: NodeId) {
-        if !self.fresh_founder || self.lost_data {
+        if m.term < self.term || !formed_group_evidence(&m.body) {
             return;
         }
-        if self.vote == from {
-            self.fresh_founder = false;
-        } else {
-            let why = LostState::FormedWithoutUs {
-                from,
-                term: self.term,
-            };
-            self.mark_lost(why);
+        // The group formed. With no first-election vote granted from this data dir, the
+        // first leader had our vote from a forgotten life: lost. Otherwise a leader's
+        // append or heartbeat only makes us wait, neither voting for a candidate with
+        // entries nor acknowledging any, until the leader sends entry 2, which it does
+        // as soon as our rejections show our log ends at the bootstrap snapshot. But a
+        // snapshot past entry 2, or a candidate with entries that cannot name our life
+        // (its log no longer holds entry 2, or entry 2 does not list us), leaves nothing
+        // that could prove we took part: lost.
+        let waits = self.life != 0
+            && matches!(
+                m.body,
+                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+            );
+        if !waits {
+            self.mark_lost(LostState::FormedWithoutUs {
+                from: m.from,
+                term: m.term,
+            });
         }
     }
 
@@ -153,50 +151,46 @@ impl Raft {
     }
 }
 
-/// What a message shows of a group that has elected a leader.
-struct Evidence {
-    from_leader: bool,
-    /// Term of the group's entry at index 2, when the message shows it.
-    entry2_term: Option<Term>,
-    /// Term of the sender's last entry (vote requests).
-    last_term: Option<Term>,
+/// What a message shows of entry 2: the whole record, as a leader's append right after
+/// the bootstrap snapshot carries it, or the life it records for us, as a candidate
+/// holding it says.
+enum Formation<'a> {
+    Record(&'a [FounderVote]),
+    OurLife(u64),
 }
 
-/// `Some` when the message proves the group has had a leader: a leader's own message,
-/// or a candidate holding entries after the bootstrap snapshot.
-fn formed_group_evidence(body: &MessageBody) -> Option<Evidence> {
+impl Formation<'_> {
+    fn elected_by(&self, id: NodeId, life: u64) -> bool {
+        life != 0
+            && match self {
+                Formation::Record(votes) => votes.iter().any(|v| v.node == id && v.life == life),
+                Formation::OurLife(recorded) => *recorded == life,
+            }
+    }
+}
+
+fn formation_record(body: &MessageBody) -> Option<Formation<'_>> {
     match body {
-        MessageBody::Vote {
-            last_index,
-            last_term,
-            ..
-        } if *last_index > BOOTSTRAP_INDEX => Some(Evidence {
-            from_leader: false,
-            entry2_term: (*last_index == BOOTSTRAP_INDEX + 1).then_some(*last_term),
-            last_term: Some(*last_term),
-        }),
+        MessageBody::Vote { life, .. } if *life != 0 => Some(Formation::OurLife(*life)),
         MessageBody::Append {
-            prev_index,
-            prev_term,
+            prev_index: BOOTSTRAP_INDEX,
             entries,
             ..
-        } => {
-            let entry2_term = match *prev_index {
-                i if i == BOOTSTRAP_INDEX + 1 => Some(*prev_term),
-                BOOTSTRAP_INDEX => entries.first().map(|e| e.term),
-                _ => None,
-            };
-            Some(Evidence {
-                from_leader: true,
-                entry2_term,
-                last_term: None,
-            })
-        }
-        MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. } => Some(Evidence {
-            from_leader: true,
-            entry2_term: None,
-            last_term: None,
-        }),
+        } => match &entries.first()?.payload {
+            EntryPayload::Formed(votes) => Some(Formation::Record(votes)),
+            _ => None,
+        },
         _ => None,
+    }
+}
+
+/// Whether the message proves the group has had a leader: a leader's own message, or a
+/// candidate holding entries after the bootstrap snapshot.
+fn formed_group_evidence(body: &MessageBody) -> bool {
+    match body {
+        MessageBody::Vote { last_index, .. } => *last_index > BOOTSTRAP_INDEX,
+        MessageBody::Append { .. } | MessageBody::Heartbeat { .. } => true,
+        MessageBody::Snapshot { snapshot } => snapshot.meta.index > BOOTSTRAP_INDEX,
+        _ => false,
     }
 }

@@ -49,14 +49,24 @@ pub enum MessageBody {
     HeartbeatResponse,
     /// RequestVote (or PreVote). `transfer` marks a leader-transfer election that may
     /// interrupt a live leader's lease.
+    ///
+    /// `life` is what the candidate's entry 2 ([`super::types::EntryPayload::Formed`])
+    /// records for the receiver, or 0 when its log does not show one: a founder back from
+    /// an empty data dir learns from it whether the group formed on its vote.
     Vote {
         kind: VoteKind,
         last_index: Index,
         last_term: Term,
         transfer: bool,
+        life: u64,
     },
-    /// Reply to `Vote`.
-    VoteResponse { kind: VoteKind, granted: bool },
+    /// Reply to `Vote`. `life` is the voter's [`super::types::HardState::life`] when a
+    /// fresh founder grants a vote in the group's first election, else 0.
+    VoteResponse {
+        kind: VoteKind,
+        granted: bool,
+        life: u64,
+    },
     /// InstallSnapshot for a follower behind the leader's compacted log.
     Snapshot { snapshot: Snapshot },
     /// Leader transfer: the receiver starts an election at once.

@@ -46,6 +46,6 @@ pub use self::storage::{
     BOOTSTRAP_TERM,
 };
 pub use self::types::{
-    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, Index,
-    NodeId, Snapshot, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES, NO_NODE,
+    ConfChange, ConfChangeError, ConfChangeKind, ConfState, Entry, EntryPayload, FounderVote,
+    HardState, Index, NodeId, Snapshot, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES, NO_NODE,
 };

@@ -422,10 +422,16 @@ impl Node {
         self.raft.lost_data
     }
 
-    /// A founder started from an empty data dir that has not yet heard from the leader
-    /// it voted for (it votes only in the group's first election until then).
+    /// A founder started from an empty data dir that has not yet seen entry 2 name the
+    /// life its first-election vote came from (it votes only in the group's first
+    /// election, or for a candidate that names that life, until then).
     pub fn fresh_founder(&self) -> bool {
         self.raft.fresh_founder
+    }
+
+    /// See [`crate::raft::HardState::life`].
+    pub fn life(&self) -> u64 {
+        self.raft.life
     }
 
     /// Events for the operator since the last call (lost state, regressed followers).

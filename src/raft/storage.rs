@@ -176,6 +176,7 @@ impl MemStorage {
             commit: BOOTSTRAP_INDEX,
             fresh_founder: true,
             lost_data: false,
+            life: 0,
         };
         s
     }

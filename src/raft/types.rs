@@ -19,6 +19,19 @@ pub enum EntryPayload {
     Normal(Vec<u8>),
     /// A membership change the core applies itself when the entry commits.
     ConfChange(ConfChange),
+    /// Entry 2, written by the group's first leader in place of `Empty`: the founders'
+    /// votes that elected it, each with the life of the data dir that cast it. A founder
+    /// that starts from an empty data dir reads here whether the group formed on its
+    /// vote or on one from a life it has forgotten (`docs/raft.md`, "Lost state").
+    Formed(Vec<FounderVote>),
+}
+
+/// A founder's vote in the group's first election, as the first leader counted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FounderVote {
+    pub node: NodeId,
+    /// [`HardState::life`] of the founder when it granted the vote.
+    pub life: u64,
 }
 
 /// One entry of the replicated log.
@@ -39,6 +52,7 @@ impl Entry {
             EntryPayload::Empty => 0,
             EntryPayload::Normal(data) => data.len(),
             EntryPayload::ConfChange(_) => 9,
+            EntryPayload::Formed(votes) => 16 * votes.len(),
         };
         ENTRY_OVERHEAD_BYTES + body
     }
@@ -193,6 +207,11 @@ pub struct HardState {
     /// from an older copy): it neither campaigns nor grants votes until it is removed
     /// from the group and added back with an empty data dir.
     pub lost_data: bool,
+    /// A fresh founder's life: a random nonzero number drawn when it first grants a vote
+    /// in the group's first election and kept while its data dir lasts. The first leader
+    /// records it in [`EntryPayload::Formed`]; a wiped founder draws a new one, so the
+    /// record tells its new life from the one that elected the leader. 0 until drawn.
+    pub life: u64,
 }
 
 /// Where a snapshot sits in the log and the membership at that point.

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use ringway::raft::codec::{decode, encode};
 use ringway::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, MemStorage, Message,
-    MessageBody, Node, Snapshot, SnapshotMeta, VoteKind,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, FounderVote, MemStorage,
+    Message, MessageBody, Node, Snapshot, SnapshotMeta, VoteKind,
 };
 
 fn payload() -> impl Strategy<Value = EntryPayload> {
@@ -20,6 +20,12 @@ fn payload() -> impl Strategy<Value = EntryPayload> {
                 ConfChangeKind::RemoveNode,
             ][k as usize];
             EntryPayload::ConfChange(ConfChange { kind, node })
+        }),
+        proptest::collection::vec((any::<u64>(), any::<u64>()), 0..6).prop_map(|votes| {
+            let votes = votes
+                .into_iter()
+                .map(|(node, life)| FounderVote { node, life });
+            EntryPayload::Formed(votes.collect())
         }),
     ]
 }
@@ -82,18 +88,32 @@ fn body() -> impl Strategy<Value = MessageBody> {
         ),
         any::<u64>().prop_map(|commit| MessageBody::Heartbeat { commit }),
         Just(MessageBody::HeartbeatResponse),
-        (vote_kind(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
-            |(kind, last_index, last_term, transfer)| {
+        (
+            vote_kind(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            prop_oneof![Just(0), any::<u64>()]
+        )
+            .prop_map(|(kind, last_index, last_term, transfer, life)| {
                 MessageBody::Vote {
                     kind,
                     last_index,
                     last_term,
                     transfer,
+                    life,
                 }
-            }
-        ),
-        (vote_kind(), any::<bool>())
-            .prop_map(|(kind, granted)| MessageBody::VoteResponse { kind, granted }),
+            }),
+        (
+            vote_kind(),
+            any::<bool>(),
+            prop_oneof![Just(0), any::<u64>()]
+        )
+            .prop_map(|(kind, granted, life)| MessageBody::VoteResponse {
+                kind,
+                granted,
+                life,
+            }),
         snapshot().prop_map(|snapshot| MessageBody::Snapshot { snapshot }),
         Just(MessageBody::TimeoutNow),
     ]
@@ -154,6 +174,7 @@ fn extreme_numbers_are_dropped_not_panicked_on() {
             last_index: max,
             last_term: 1,
             transfer: true,
+            life: 0,
         },
         MessageBody::Snapshot { snapshot: snap },
         MessageBody::TimeoutNow,

@@ -111,6 +111,7 @@ fn vote_req(kind: VoteKind, last_index: Index, last_term: Term) -> MessageBody {
         last_index,
         last_term,
         transfer: false,
+        life: 0,
     }
 }
 
@@ -258,6 +259,7 @@ fn a_candidate_never_counts_a_learners_grant() {
         body: MessageBody::VoteResponse {
             kind: VoteKind::Vote,
             granted: true,
+            life: 0,
         },
     });
     assert_eq!(c.node(2).role(), Role::Candidate);

@@ -3,9 +3,9 @@
 //! nodes fed crafted messages.
 
 use ringway::raft::{
-    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, HardState, Index,
-    MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError, Role, Storage,
-    Term, VoteKind, BOOTSTRAP_INDEX,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryPayload, FounderVote, HardState,
+    Index, MemStorage, Message, MessageBody, Node, NodeId, PersistBatch, ProposeError, Role,
+    Snapshot, SnapshotMeta, Storage, Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
 /// A node with its storage, driven by hand.
@@ -94,6 +94,7 @@ impl T {
         let pre = MessageBody::VoteResponse {
             kind: VoteKind::PreVote,
             granted: true,
+            life: 0,
         };
         for from in [2, 3] {
             if self.node.role() == Role::PreCandidate {
@@ -103,6 +104,7 @@ impl T {
         let vote = MessageBody::VoteResponse {
             kind: VoteKind::Vote,
             granted: true,
+            life: 0,
         };
         let mut out = Vec::new();
         for from in [2, 3] {
@@ -121,6 +123,7 @@ fn vote_req(last_index: Index, last_term: Term) -> MessageBody {
         last_index,
         last_term,
         transfer: false,
+        life: 0,
     }
 }
 
@@ -723,6 +726,7 @@ fn vote(granted: bool) -> MessageBody {
     MessageBody::VoteResponse {
         kind: VoteKind::Vote,
         granted,
+        life: 0,
     }
 }
 
@@ -889,6 +893,7 @@ fn wiped_founder_campaigning() -> T {
     let pre = MessageBody::VoteResponse {
         kind: VoteKind::PreVote,
         granted: true,
+        life: 0,
     };
     n.tick_until_campaign();
     for from in [2, 3] {
@@ -917,18 +922,181 @@ fn founder_that_voted_for_itself_in_the_first_leaders_term_has_lost_state() {
     assert!(n.storage.hard_state().lost_data, "lost state is persisted");
 }
 
-/// The same evidence after a vote for another node in that term proves the founder
-/// took part (its vote elected the first leader): it votes normally again.
-#[test]
-fn founder_that_voted_for_the_first_leader_is_not_lost() {
+/// What founder 1 granted node `to`: the life its response names.
+fn granted_life(msgs: &[Message], to: NodeId) -> u64 {
+    msgs.iter()
+        .find_map(|m| match m.body {
+            MessageBody::VoteResponse {
+                granted: true,
+                life,
+                ..
+            } if m.to == to => Some(life),
+            _ => None,
+        })
+        .expect("a granted vote")
+}
+
+/// Fresh founder 1 after granting node 2 its vote in the group's first election (term
+/// `t`), with the life it named.
+fn founder_that_voted_for_2() -> (T, Term, u64) {
     let mut n = fresh_founder(1);
     let t = n.node.term() + 1;
     let out = n.step(2, t, vote_req(BOOTSTRAP_INDEX, n.node.term()));
-    assert_eq!(granted(&out, 2), Some(true));
-    let out = n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 1, t));
+    let life = granted_life(&out, 2);
+    assert_ne!(
+        life, 0,
+        "a fresh founder's first-election grant names its life"
+    );
+    assert_eq!(n.storage.hard_state().life, life, "the life is durable");
+    (n, t, life)
+}
+
+fn formed(lives: &[(NodeId, u64)], term: Term) -> Entry {
+    let votes = lives
+        .iter()
+        .map(|&(node, life)| FounderVote { node, life })
+        .collect();
+    Entry {
+        term,
+        index: BOOTSTRAP_INDEX + 1,
+        payload: EntryPayload::Formed(votes),
+    }
+}
+
+fn vote_req_naming(last_index: Index, last_term: Term, life: u64) -> MessageBody {
+    MessageBody::Vote {
+        kind: VoteKind::Vote,
+        last_index,
+        last_term,
+        transfer: false,
+        life,
+    }
+}
+
+/// The soak's seed 987,949. A founder's vote in the first leader's term is no proof it
+/// took part: after a wipe, a delayed copy of the first election's request gets the same
+/// grant again. What tells the lives apart is entry 2, where the first leader recorded the
+/// life of each vote that elected it; a candidate holding it names ours.
+#[test]
+fn a_grant_from_a_replayed_first_election_request_is_no_proof() {
+    let (mut n, t, life) = founder_that_voted_for_2();
+    // Node 4 holds entry 2 of term `t`, which recorded an earlier life of node 1.
+    let out = n.step(4, t + 3, vote_req_naming(BOOTSTRAP_INDEX + 1, t, life ^ 1));
+    assert!(n.node.lost_data(), "another life elected the first leader");
+    assert_eq!(granted(&out, 4), Some(false));
+}
+
+#[test]
+fn a_candidate_naming_our_life_proves_we_took_part() {
+    let (mut n, t, life) = founder_that_voted_for_2();
+    let out = n.step(3, t + 1, vote_req_naming(BOOTSTRAP_INDEX + 1, t, life));
     assert!(!n.node.lost_data());
     assert!(!n.node.fresh_founder());
     assert_eq!(granted(&out, 3), Some(true));
+}
+
+/// A candidate with entries that cannot name our life (entry 2 compacted away, or not
+/// listing us) leaves nothing that could prove we took part.
+#[test]
+fn a_candidate_with_entries_naming_no_life_marks_a_fresh_founder_lost() {
+    let (mut n, t, _) = founder_that_voted_for_2();
+    let out = n.step(3, t + 1, vote_req(BOOTSTRAP_INDEX + 5, t));
+    assert!(n.node.lost_data());
+    assert_eq!(granted(&out, 3), Some(false));
+}
+
+/// A leader's heartbeats and appends past entry 2 only make a founder that granted a
+/// first-election vote wait (acknowledging nothing); entry 2 decides.
+#[test]
+fn a_leaders_entry_2_decides_a_waiting_founder() {
+    for ours in [true, false] {
+        let (mut n, t, life) = founder_that_voted_for_2();
+        let lt = t + 1;
+        n.step(3, lt, MessageBody::Heartbeat { commit: 0 });
+        let out = n.step(3, lt, append(4, t, 4, vec![entry(5, lt)]));
+        assert!(n.node.fresh_founder() && !n.node.lost_data(), "it waits");
+        assert!(!append_response(&out).0, "a log at the bootstrap snapshot");
+        let recorded = if ours { life } else { life.wrapping_add(7) };
+        let out = n.step(
+            3,
+            lt,
+            append(
+                BOOTSTRAP_INDEX,
+                1,
+                BOOTSTRAP_INDEX + 1,
+                vec![formed(&[(1, recorded), (3, 99)], t), entry(3, t)],
+            ),
+        );
+        assert_eq!(n.node.lost_data(), !ours, "ours={ours}");
+        assert!(!n.node.fresh_founder());
+        assert_eq!(n.node.last_index(), 3, "the entries are taken either way");
+        let acks = out
+            .iter()
+            .filter(|m| matches!(m.body, MessageBody::AppendResponse { success: true, .. }))
+            .count();
+        assert_eq!(acks, usize::from(ours), "ours={ours}: {out:?}");
+    }
+}
+
+/// A snapshot past entry 2 no longer shows the record.
+#[test]
+fn a_snapshot_past_entry_2_marks_a_waiting_founder_lost() {
+    let (mut n, t, _) = founder_that_voted_for_2();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 9,
+            term: t,
+            conf: ConfState::with_voters(&[1, 2, 3]),
+        },
+        data: Vec::new(),
+    };
+    n.step(2, t, MessageBody::Snapshot { snapshot });
+    assert!(n.node.lost_data());
+}
+
+/// The group's first leader writes the lives its votes came with into entry 2; a
+/// candidate holding entry 2 names each voter's recorded life in its requests.
+#[test]
+fn the_first_leader_records_the_founders_lives_in_entry_2() {
+    let mut n = fresh_founder(1);
+    n.tick_until_campaign();
+    let pre = MessageBody::VoteResponse {
+        kind: VoteKind::PreVote,
+        granted: true,
+        life: 0,
+    };
+    for from in [2, 3] {
+        if n.node.role() == Role::PreCandidate {
+            n.step(from, n.node.term() + 1, pre.clone());
+        }
+    }
+    let t = n.node.term();
+    let mut out = Vec::new();
+    for (from, life) in [(3, 33), (2, 22)] {
+        let vote = MessageBody::VoteResponse {
+            kind: VoteKind::Vote,
+            granted: true,
+            life,
+        };
+        out = n.step(from, t, vote);
+    }
+    assert_eq!(n.node.role(), Role::Leader);
+    let sent = appends_to(&out, 2);
+    assert_eq!(
+        sent.first().and_then(|e| e.first()),
+        Some(&formed(&[(2, 22), (3, 33)], t))
+    );
+    // Deposed, it campaigns again naming each founder's recorded life.
+    n.step(2, t + 1, MessageBody::HeartbeatResponse);
+    let out = n.tick_until_campaign();
+    let named: Vec<(NodeId, u64)> = out
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Vote { life, .. } => Some((m.to, life)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, [(2, 22), (3, 33)]);
 }
 
 /// A node that knows it lost state still takes a leader's entries, but acknowledges

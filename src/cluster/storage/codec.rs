@@ -6,8 +6,8 @@
 //! arithmetic done on them later cannot overflow.
 
 use crate::raft::{
-    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, HardState, PersistBatch, Snapshot,
-    SnapshotMeta, MAX_WIRE_VALUE,
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryPayload, FounderVote, HardState,
+    PersistBatch, Snapshot, SnapshotMeta, MAX_WIRE_VALUE,
 };
 
 /// Record kind of a persisted batch (the only kind this format version writes).
@@ -20,11 +20,15 @@ const HAS_COMPACTED: u8 = 1 << 2;
 const FRESH_FOUNDER: u8 = 1 << 3;
 /// With `HAS_HARD_STATE`: [`HardState::lost_data`] is set.
 const LOST_DATA: u8 = 1 << 4;
-const KNOWN_FLAGS: u8 = HAS_HARD_STATE | HAS_SNAPSHOT | HAS_COMPACTED | FRESH_FOUNDER | LOST_DATA;
+/// With `HAS_HARD_STATE`: [`HardState::life`] is nonzero and follows the commit index.
+const HAS_LIFE: u8 = 1 << 5;
+const KNOWN_FLAGS: u8 =
+    HAS_HARD_STATE | HAS_SNAPSHOT | HAS_COMPACTED | FRESH_FOUNDER | LOST_DATA | HAS_LIFE;
 
 const TAG_EMPTY: u8 = 0;
 const TAG_NORMAL: u8 = 1;
 const TAG_CONF_CHANGE: u8 = 2;
+const TAG_FORMED: u8 = 3;
 
 /// Smallest encoding of an entry (term, index, tag): bounds an entry count by the bytes left.
 const MIN_ENTRY_BYTES: usize = 17;
@@ -69,11 +73,17 @@ pub fn encode_batch(b: &BatchRef<'_>, out: &mut Vec<u8>) {
     if b.hard_state.is_some_and(|hs| hs.lost_data) {
         flags |= LOST_DATA;
     }
+    if b.hard_state.is_some_and(|hs| hs.life != 0) {
+        flags |= HAS_LIFE;
+    }
     out.push(flags);
     if let Some(hs) = b.hard_state {
         put_u64(out, hs.term);
         put_u64(out, hs.vote);
         put_u64(out, hs.commit);
+        if hs.life != 0 {
+            put_u64(out, hs.life);
+        }
     }
     if let Some(s) = b.snapshot {
         put_snapshot(out, s);
@@ -102,8 +112,11 @@ pub fn decode_batch(bytes: &[u8]) -> Result<PersistBatch, String> {
         let mut hs = r.hard_state()?;
         hs.fresh_founder = flags & FRESH_FOUNDER != 0;
         hs.lost_data = flags & LOST_DATA != 0;
+        if flags & HAS_LIFE != 0 {
+            hs.life = r.u64()?;
+        }
         Some(hs)
-    } else if flags & (FRESH_FOUNDER | LOST_DATA) != 0 {
+    } else if flags & (FRESH_FOUNDER | LOST_DATA | HAS_LIFE) != 0 {
         return Err(format!(
             "record flags {flags:#04x} mark a hard state that is absent"
         ));
@@ -166,6 +179,14 @@ fn put_entry(out: &mut Vec<u8>, e: &Entry) {
             out.push(TAG_CONF_CHANGE);
             out.push(conf_kind_tag(cc.kind));
             put_u64(out, cc.node);
+        }
+        EntryPayload::Formed(votes) => {
+            out.push(TAG_FORMED);
+            put_len(out, votes.len());
+            for v in votes {
+                put_u64(out, v.node);
+                put_u64(out, v.life);
+            }
         }
     }
 }
@@ -242,6 +263,7 @@ impl Reader<'_> {
             commit: self.bounded("commit index")?,
             fresh_founder: false,
             lost_data: false,
+            life: 0,
         })
     }
 
@@ -276,6 +298,19 @@ impl Reader<'_> {
             TAG_EMPTY => EntryPayload::Empty,
             TAG_NORMAL => EntryPayload::Normal(self.byte_string()?),
             TAG_CONF_CHANGE => EntryPayload::ConfChange(self.conf_change()?),
+            TAG_FORMED => {
+                let n = self.count(2 * NODE_ID_BYTES, "founder vote")?;
+                let votes = (0..n)
+                    .map(|_| {
+                        let node = self.u64()?;
+                        Ok(FounderVote {
+                            node,
+                            life: self.u64()?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
+                EntryPayload::Formed(votes)
+            }
             tag => return Err(format!("unknown entry payload tag {tag}")),
         };
         Ok(Entry {
@@ -330,6 +365,17 @@ mod tests {
                     node: 3,
                 }),
             },
+            Entry {
+                term: 2,
+                index: 7,
+                payload: EntryPayload::Formed(vec![
+                    FounderVote { node: 2, life: 9 },
+                    FounderVote {
+                        node: 3,
+                        life: u64::MAX,
+                    },
+                ]),
+            },
         ];
         PersistBatch {
             hard_state: Some(HardState {
@@ -338,6 +384,7 @@ mod tests {
                 commit: 5,
                 fresh_founder: false,
                 lost_data: true,
+                life: 0x0123_4567_89ab_cdef,
             }),
             snapshot: Some(snap.clone()),
             entries,

@@ -54,6 +54,13 @@ pub fn payload_hash(e: &Entry) -> u64 {
         EntryPayload::Empty => 1,
         EntryPayload::Normal(d) => hash_bytes(2, d),
         EntryPayload::ConfChange(cc) => hash_bytes(3, &[cc.kind as u8]) ^ cc.node,
+        EntryPayload::Formed(votes) => votes.iter().fold(5, |h, v| {
+            let mut b = [0u8; 24];
+            b[..8].copy_from_slice(&h.to_le_bytes());
+            b[8..16].copy_from_slice(&v.node.to_le_bytes());
+            b[16..].copy_from_slice(&v.life.to_le_bytes());
+            hash_bytes(5, &b)
+        }),
     }
 }
 

@@ -12,10 +12,12 @@ use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    ConfState, Config, Entry, MemStorage, Message, MessageBody, Node, NodeId, ProposeError, Ready,
-    Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
+    ConfState, Config, Entry, EntryPayload, MemStorage, Message, MessageBody, Node, NodeId,
+    ProposeError, Ready, Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
+/// Mixed into the seed for the nodes' life seeds (`Config::life_seed`).
+const LIFE_SALT: u64 = 0x11FE_5A17_0000_0001;
 /// Mean time between chaos actions is drawn per seed from this range (time units):
 /// from a fault every tick and a half to one every six ticks.
 const CHAOS_INTERVAL_RANGE: (u64, u64) = (15, 60);
@@ -263,7 +265,11 @@ impl World {
     }
 
     fn start_node(&mut self, i: usize) -> Check {
-        let cfg = self.node_config(self.nodes[i].id);
+        let mut cfg = self.node_config(self.nodes[i].id);
+        // Every start draws a new life seed (as a real process does), without taking a
+        // draw from the world's stream.
+        let start = (self.nodes[i].id << 32) | self.nodes[i].incarnation;
+        cfg.life_seed = SplitMix64::for_stream(self.cfg.seed ^ LIFE_SALT, start).next_u64();
         let n = &mut self.nodes[i];
         let node = Node::try_new(cfg, &n.storage)
             .map_err(|e| format!("node {} cannot restart: {e}", n.id))?;
@@ -333,7 +339,8 @@ impl World {
 
     /// A live voter of its own configuration, not lost, that enough voters could vote
     /// for: live, not lost or wiped, with a log no more up to date than its own, and (a
-    /// founder still fresh) only in the group's first election, which needs every voter.
+    /// founder still fresh) only in the group's first election, which needs every voter,
+    /// or when the candidate's entry 2 names the founder's life.
     fn electable(&self, c: &SimNode) -> bool {
         let Some(cn) = c.node.as_ref() else {
             return false;
@@ -344,6 +351,16 @@ impl World {
         }
         let last = |n: &Node| (n.term_at(n.last_index()).unwrap_or(0), n.last_index());
         let first = cn.last_index() == BOOTSTRAP_INDEX;
+        // A still-fresh founder grants a candidate with entries whose entry 2 names its life.
+        let names_life = |v: NodeId, life: u64| match cn.entry(BOOTSTRAP_INDEX + 1) {
+            Some(e) => match &e.payload {
+                EntryPayload::Formed(votes) => {
+                    life != 0 && votes.iter().any(|f| f.node == v && f.life == life)
+                }
+                _ => false,
+            },
+            None => false,
+        };
         let votes = conf
             .voters
             .iter()
@@ -355,7 +372,7 @@ impl World {
                     || (!vn.lost_data()
                         && self.wiped != Some(v)
                         && last(cn) >= last(vn)
-                        && (first || !vn.fresh_founder()))
+                        && (first || !vn.fresh_founder() || names_life(v, vn.life())))
             })
             .count();
         let needed = if first {
@@ -576,6 +593,7 @@ impl World {
             if let MessageBody::VoteResponse {
                 kind: VoteKind::Vote,
                 granted: true,
+                ..
             } = m.body
             {
                 let durable = self.nodes[i].storage.hard_state();
