@@ -23,9 +23,10 @@ pub const MAX_PENDING_EVENTS: usize = 64;
 /// How a node learned that it lost state it had acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LostState {
-    /// A founder that started from an empty data dir heard from a group that had
-    /// elected a leader without its vote: since the first election needs every
-    /// founder's vote, it must have voted before and forgotten it.
+    /// A founder that started from an empty data dir met a group whose first leader
+    /// was not elected by a vote from this data dir (entry 2 records another life, or
+    /// nothing left could show which): since the first election needs every founder's
+    /// vote, it voted in a life it has forgotten.
     FormedWithoutUs { from: NodeId, term: Term },
     /// The leader's heartbeat carried a commit index, which it caps at what this node
     /// acknowledged, beyond this node's last entry.
@@ -77,8 +78,7 @@ impl Raft {
         self.events.push(ev);
     }
 
-    /// Detections that only need the message itself, before the term rules (which may
-    /// replace the term and vote a fresh founder's proof rests on).
+    /// Detections that only need the message itself, before the term rules act on it.
     pub(crate) fn screen_for_lost_state(&mut self, m: &Message) {
         if self.lost_data {
             return;

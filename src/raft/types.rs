@@ -198,10 +198,11 @@ pub struct HardState {
     pub term: Term,
     pub vote: NodeId,
     pub commit: Index,
-    /// A founding member whose data dir was created empty and which has not yet heard
-    /// from a leader it voted for: it cannot tell a new group from one that formed
-    /// before its state was lost, so it votes only in the group's first (unanimous)
-    /// election. See `docs/raft.md`, "Lost state".
+    /// A founding member whose data dir was created empty and which has not yet seen
+    /// entry 2 name its `life`: it cannot tell a new group from one that formed before
+    /// its state was lost, so it votes only in the group's first (unanimous) election
+    /// and acknowledges nothing past the bootstrap snapshot. See `docs/raft.md`, "Lost
+    /// state".
     pub fresh_founder: bool,
     /// This node lost state it had acknowledged (its data dir was wiped, or restored
     /// from an older copy): it neither campaigns nor grants votes until it is removed
