@@ -513,6 +513,35 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     assert_eq!(hits, 99.0);
 }
 
+/// A HEAD miss stores nothing, so it must not lead the fill: GETs arriving while it is
+/// upstream coalesce behind a GET of their own instead of waiting for the HEAD and then
+/// each going upstream.
+#[tokio::test]
+async fn a_head_miss_does_not_hold_gets_back() {
+    let (proxy, up, _u) = cached_proxy(&["coalesce_timeout_ms: 20000"]).await;
+    let mut s = script(&[("cache-control", "max-age=60")], "body");
+    s.delay_ms = 400;
+    up.set("/slow", s);
+    let addr = proxy.addr;
+    let head =
+        tokio::spawn(async move { Client::connect(addr).await.send(head_req("/slow")).await });
+    while up.count("/slow") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        tasks.push(tokio::spawn(async move { get(addr, "/slow").await }));
+    }
+    assert_eq!(head.await.unwrap().status, StatusCode::OK);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().text(), "body");
+    }
+    assert_eq!(up.count("/slow"), 2, "the HEAD and one GET for the twenty");
+    let r = Client::connect(addr).await.send(head_req("/slow")).await;
+    assert!(r.body.is_empty());
+    assert_eq!(up.count("/slow"), 2, "then a HEAD is a hit");
+}
+
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))

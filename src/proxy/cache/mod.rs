@@ -149,7 +149,11 @@ pub async fn consult(cache: &Arc<PoolCache>, parts: &mut Parts, primary: Arc<str
     }
     let mut plan = plan(cache, primary, rules, parts, !head);
     if found.is_none() && !rules.revalidate {
-        match cache.lead(&plan.primary) {
+        let lead = match head {
+            true => cache.join(&plan.primary),
+            false => cache.lead(&plan.primary),
+        };
+        match lead {
             Lead::Leader(guard) => plan.leader = Some(guard),
             Lead::Alone => {}
             Lead::Wait(mut rx) => {

@@ -278,6 +278,16 @@ impl PoolCache {
         })
     }
 
+    /// Waits for a fill of `key` in flight, or goes alone; never leads one. For a
+    /// request that would store nothing (a HEAD): leading, it would hold every GET for
+    /// the key back only to leave them all a miss.
+    pub fn join(&self, key: &str) -> Lead {
+        match lock(&self.filling).get(key) {
+            Some(rx) => Lead::Wait(rx.clone()),
+            None => Lead::Alone,
+        }
+    }
+
     /// True while a fill of `key` is in flight.
     pub fn is_filling(&self, key: &str) -> bool {
         lock(&self.filling).contains_key(key)
