@@ -71,7 +71,7 @@ fn start_member(
          cluster:\n  address: 127.0.0.1:{port}\n  peers: {{{peers}}}\n  heartbeat_ms: 50\n  election_timeout_ms: 500\n  secret_file: {secret:?}\n\
          listeners: [{{address: \"127.0.0.1:{listener}\"}}]\n\
          admin: {{address: \"127.0.0.1:{admin}\", token_file: {token:?}}}\n\
-         pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    upstreams: [{ups}]\n    health:\n{HEALTH}\
+         pools:\n  - name: web\n    hash_key: path\n    connect_timeout_ms: 500\n    slow_start_ms: 600000\n    upstreams: [{ups}]\n    health:\n{HEALTH}\
          \n  - name: \"{MARKUP_POOL}\"\n    hosts: [markup.test]\n    upstreams: [{{id: up0, address: \"{first}\"}}]\n",
         data = dir.join(name).display().to_string(),
         token = dir.join("token").display().to_string(),
@@ -142,6 +142,14 @@ fn upstream_state(i: &Instance, id: &str) -> Option<(String, bool)> {
             u["breaker"]["state"].as_str().unwrap_or("").to_owned()
         });
     Some((breaker, draining))
+}
+
+/// The steps of `id`'s slow start in pool `web` on instance `i`, while it ramps.
+fn ramp_steps(i: &Instance, id: &str) -> Option<u64> {
+    let pools = i.get("/api/pools")?;
+    let ups = pools["pools"][0]["upstreams"].as_array()?;
+    let u = ups.iter().find(|u| u["id"] == id)?;
+    u["slow_start"]["steps"].as_u64()
 }
 
 /// The browser: Debian's `chromium` on the `PATH`. Missing, the test fails and says how
@@ -294,6 +302,19 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
             .all(|n| upstream_state(n, "up2").is_some_and(|(_, d)| d));
         draining.then_some(())
     });
+    // up4 joins through the admin API and ramps in (a step every 66 s of a 10-minute
+    // slow start, so it is still warming when the page is read).
+    let up4 = local(free_port());
+    let _echo4 = EchoProcess::start(up4, "up4");
+    let body = format!("{{\"address\": \"{up4}\"}}");
+    let (status, answer) = nodes[0]
+        .change("PUT", "/api/pools/web/upstreams/up4", &body)
+        .expect("the admin API answers");
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    eventually("up4 ramping on all three", || {
+        let ramping = nodes.iter().all(|n| ramp_steps(n, "up4") == Some(10));
+        ramping.then_some(())
+    });
     let leader = procs::agreed_leader(&nodes.iter().collect::<Vec<_>>()).unwrap_or(leader);
     let key = "/users/42";
     let route = nodes[0]
@@ -335,6 +356,16 @@ fn the_status_page_shows_the_cluster_in_a_real_browser() {
         let ejected = format!("data-ejected=\"{}\"", state == "open");
         assert!(row.contains(&ejected), "{row}");
     }
+    // The newcomer shows its ramp.
+    let row = tag(&dom, "<tr data-upstream=\"up4\"");
+    assert!(row.contains("data-slow-start=\""), "{row}");
+    assert!(row.contains("/10\""), "{row}");
+    let badge = tag(&dom, "<span class=\"badge\" data-kind=\"slow_start\"");
+    let badge_text = &dom[dom.find(badge).unwrap() + badge.len()..];
+    assert!(
+        badge_text.starts_with(">warming "),
+        "{badge}{badge_text:.40}"
+    );
     // The ring: arcs of the upstreams on it, the ejected one hatched, none of the
     // draining one (it is off the ring).
     assert!(dom.contains("data-ring=\"web\""), "{dom}");

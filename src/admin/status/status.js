@@ -321,6 +321,7 @@
         ringIndex: r ? r.ringIndex : -1,
         breaker: live ? live.breaker : null,
         local: live ? live.local : null,
+        slowStart: live && live.slow_start ? live.slow_start : null,
         phase,
         draining,
         state: draining ? "draining" : phase,
@@ -486,6 +487,7 @@
         "data-state": u.state,
         "data-ejected": u.ejected,
         "data-draining": u.draining,
+        "data-slow-start": u.slowStart ? `${u.slowStart.step}/${u.slowStart.steps}` : null,
       },
       el("td", {}, swatch),
       el("td", {}, el("div", { class: "id" }, u.id), el("div", { class: "addr" }, u.address)),
@@ -516,6 +518,11 @@
     if (u.phase === "open") out.push(badge("open", "ejected"));
     else if (u.phase === "half_open") out.push(badge("half_open", "half-open"));
     else if (!u.draining) out.push(badge("closed", "healthy"));
+    if (u.slowStart) {
+      const ramp = badge("slow_start", `warming ${u.slowStart.step}/${u.slowStart.steps}`);
+      ramp.title = `slow start: it owns ${u.slowStart.step} of ${u.slowStart.steps} steps of its ring points, and gains the rest step by step`;
+      out.push(" ", ramp);
+    }
     if (u.local && u.local.suspect) out.push(" ", badge("suspect", "suspect here"));
     return out;
   }
