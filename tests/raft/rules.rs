@@ -87,10 +87,8 @@ impl T {
         panic!("node never campaigned");
     }
 
-    /// Wins PreVote and Vote with the help of node 2 (and node 3 when the election is
-    /// the group's first, which is unanimous); returns the leader's first messages.
-    fn become_leader(&mut self) -> Vec<Message> {
-        self.tick_until_campaign();
+    /// A pre-candidate gets the pre-votes of nodes 2 and 3 (as many as it needs).
+    fn win_pre_vote(&mut self) {
         let pre = MessageBody::VoteResponse {
             kind: VoteKind::PreVote,
             granted: true,
@@ -101,6 +99,13 @@ impl T {
                 self.step(from, self.node.term() + 1, pre.clone());
             }
         }
+    }
+
+    /// Wins PreVote and Vote with the help of node 2 (and node 3 when the election is
+    /// the group's first, which is unanimous); returns the leader's first messages.
+    fn become_leader(&mut self) -> Vec<Message> {
+        self.tick_until_campaign();
+        self.win_pre_vote();
         let vote = MessageBody::VoteResponse {
             kind: VoteKind::Vote,
             granted: true,
@@ -890,17 +895,8 @@ fn fresh_founder(id: NodeId) -> T {
 /// candidate that voted for itself there).
 fn wiped_founder_campaigning() -> T {
     let mut n = fresh_founder(1);
-    let pre = MessageBody::VoteResponse {
-        kind: VoteKind::PreVote,
-        granted: true,
-        life: 0,
-    };
     n.tick_until_campaign();
-    for from in [2, 3] {
-        if n.node.role() == Role::PreCandidate {
-            n.step(from, n.node.term() + 1, pre.clone());
-        }
-    }
+    n.win_pre_vote();
     n
 }
 
@@ -1060,16 +1056,7 @@ fn a_snapshot_past_entry_2_marks_a_waiting_founder_lost() {
 fn the_first_leader_records_the_founders_lives_in_entry_2() {
     let mut n = fresh_founder(1);
     n.tick_until_campaign();
-    let pre = MessageBody::VoteResponse {
-        kind: VoteKind::PreVote,
-        granted: true,
-        life: 0,
-    };
-    for from in [2, 3] {
-        if n.node.role() == Role::PreCandidate {
-            n.step(from, n.node.term() + 1, pre.clone());
-        }
-    }
+    n.win_pre_vote();
     let t = n.node.term();
     let mut out = Vec::new();
     for (from, life) in [(3, 33), (2, 22)] {
