@@ -161,23 +161,16 @@ fn put_body_rest(out: &mut Vec<u8>, body: &MessageBody) {
         MessageBody::VoteResponse {
             kind,
             granted,
-            life: 0,
-        } => {
-            out.push(5);
-            out.push(vote_kind_tag(*kind));
-            put_bool(out, *granted);
-        }
-        // Only a fresh founder's grant in the group's first election carries a life:
-        // its own tag, so every other vote response keeps the version 1 encoding.
-        MessageBody::VoteResponse {
-            kind,
-            granted,
             life,
         } => {
-            out.push(8);
+            // Only a fresh founder's grant in the group's first election carries a
+            // life: its own tag, so every other response keeps the version 1 encoding.
+            out.push(if *life == 0 { 5 } else { 8 });
             out.push(vote_kind_tag(*kind));
             put_bool(out, *granted);
-            put_u64(out, *life);
+            if *life != 0 {
+                put_u64(out, *life);
+            }
         }
         MessageBody::Snapshot { snapshot } => {
             out.push(6);

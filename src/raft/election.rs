@@ -165,12 +165,10 @@ impl Raft {
 
     /// The life entry 2 records for founder `node`, or 0 if our log does not hold it.
     fn recorded_life(&self, node: NodeId) -> u64 {
-        let Some(EntryPayload::Formed(votes)) =
-            self.log.entry(BOOTSTRAP_INDEX + 1).map(|e| &e.payload)
-        else {
-            return 0;
-        };
-        votes.iter().find(|v| v.node == node).map_or(0, |v| v.life)
+        let entry2 = self.log.entry(BOOTSTRAP_INDEX + 1);
+        entry2
+            .and_then(|e| e.payload.founder_life(node))
+            .unwrap_or(0)
     }
 
     /// A nonzero life from `cfg.life_seed`, distinct per node id.
@@ -223,7 +221,8 @@ impl Raft {
             return;
         }
         let counted = granted || self.cfg.bugs.count_denied_vote();
-        if granted && kind == VoteKind::Vote && !self.votes.contains_key(&from) {
+        let first_election = self.log.last_index() == BOOTSTRAP_INDEX;
+        if granted && kind == VoteKind::Vote && first_election && !self.votes.contains_key(&from) {
             self.founder_votes.push(FounderVote { node: from, life });
         }
         self.votes.entry(from).or_insert(counted);

@@ -12,7 +12,7 @@
 use super::core::{Raft, Role};
 use super::message::{Message, MessageBody};
 use super::storage::BOOTSTRAP_INDEX;
-use super::types::{EntryPayload, FounderVote, Index, NodeId, Term};
+use super::types::{EntryPayload, Index, NodeId, Term};
 
 /// Events the core keeps for the driver, at most this many between two
 /// [`super::Node::take_events`] calls; beyond it the oldest are dropped. They are rare
@@ -95,8 +95,8 @@ impl Raft {
         // formed on a vote we no longer remember. Entry 2 is the same in every log that
         // holds it (only a first leader writes it), so a message of any term may show
         // it: a leader's append carries it, a candidate holding it names our life.
-        if let Some(formation) = formation_record(&m.body) {
-            if formation.elected_by(self.id, self.life) {
+        if let Some(recorded) = recorded_life(&m.body, self.id) {
+            if self.life != 0 && recorded == Some(self.life) {
                 self.fresh_founder = false;
             } else {
                 self.mark_lost(LostState::FormedWithoutUs {
@@ -151,35 +151,21 @@ impl Raft {
     }
 }
 
-/// What a message shows of entry 2: the whole record, as a leader's append right after
-/// the bootstrap snapshot carries it, or the life it records for us, as a candidate
-/// holding it says.
-enum Formation<'a> {
-    Record(&'a [FounderVote]),
-    OurLife(u64),
-}
-
-impl Formation<'_> {
-    fn elected_by(&self, id: NodeId, life: u64) -> bool {
-        life != 0
-            && match self {
-                Formation::Record(votes) => votes.iter().any(|v| v.node == id && v.life == life),
-                Formation::OurLife(recorded) => *recorded == life,
-            }
-    }
-}
-
-fn formation_record(body: &MessageBody) -> Option<Formation<'_>> {
+/// What a message shows of entry 2's record for founder `id`: `Some(life)` as a
+/// leader's append right after the bootstrap snapshot carries the record or a candidate
+/// holding it names our life, `Some(None)` when the record does not list us, `None`
+/// when the message does not show the record.
+fn recorded_life(body: &MessageBody, id: NodeId) -> Option<Option<u64>> {
     match body {
-        MessageBody::Vote { life, .. } if *life != 0 => Some(Formation::OurLife(*life)),
+        MessageBody::Vote { life, .. } if *life != 0 => Some(Some(*life)),
         MessageBody::Append {
             prev_index: BOOTSTRAP_INDEX,
             entries,
             ..
-        } => match &entries.first()?.payload {
-            EntryPayload::Formed(votes) => Some(Formation::Record(votes)),
-            _ => None,
-        },
+        } => {
+            let payload = &entries.first()?.payload;
+            matches!(payload, EntryPayload::Formed(_)).then(|| payload.founder_life(id))
+        }
         _ => None,
     }
 }

@@ -26,6 +26,17 @@ pub enum EntryPayload {
     Formed(Vec<FounderVote>),
 }
 
+impl EntryPayload {
+    /// The life entry 2 records for founder `node` (`None`: not entry 2's record, or
+    /// `node` is not in it).
+    pub fn founder_life(&self, node: NodeId) -> Option<u64> {
+        match self {
+            EntryPayload::Formed(votes) => votes.iter().find(|v| v.node == node).map(|v| v.life),
+            _ => None,
+        }
+    }
+}
+
 /// A founder's vote in the group's first election, as the first leader counted it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FounderVote {

@@ -12,8 +12,8 @@ use super::network::{FaultProfile, Links};
 use super::{knobs, Knobs, SimConfig, SimReport, Violation, TICK};
 use crate::raft::rng::SplitMix64;
 use crate::raft::{
-    ConfState, Config, Entry, EntryPayload, MemStorage, Message, MessageBody, Node, NodeId,
-    ProposeError, Ready, Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
+    ConfState, Config, Entry, MemStorage, Message, MessageBody, Node, NodeId, ProposeError, Ready,
+    Role, Snapshot, Term, VoteKind, BOOTSTRAP_INDEX,
 };
 
 /// Mixed into the seed for the nodes' life seeds (`Config::life_seed`).
@@ -352,14 +352,9 @@ impl World {
         let last = |n: &Node| (n.term_at(n.last_index()).unwrap_or(0), n.last_index());
         let first = cn.last_index() == BOOTSTRAP_INDEX;
         // A still-fresh founder grants a candidate with entries whose entry 2 names its life.
-        let names_life = |v: NodeId, life: u64| match cn.entry(BOOTSTRAP_INDEX + 1) {
-            Some(e) => match &e.payload {
-                EntryPayload::Formed(votes) => {
-                    life != 0 && votes.iter().any(|f| f.node == v && f.life == life)
-                }
-                _ => false,
-            },
-            None => false,
+        let entry2 = cn.entry(BOOTSTRAP_INDEX + 1);
+        let names_life = |v: NodeId, life: u64| {
+            life != 0 && entry2.and_then(|e| e.payload.founder_life(v)) == Some(life)
         };
         let votes = conf
             .voters
